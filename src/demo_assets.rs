@@ -1,0 +1,39 @@
+//! The demo page and the `socket.io-client` bundle, embedded in the binary at build time so
+//! the server needs no files beside it and the page loads nothing from another host.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+
+const INDEX: &str = include_str!("../client-demo/index.html");
+const SCRIPT: &str = include_str!("../client-demo/demo.js");
+const STYLESHEET: &str = include_str!("../client-demo/demo.css");
+const SOCKET_IO_CLIENT: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
+const SOCKET_IO_CLIENT_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js.map"));
+
+pub async fn index() -> Html<&'static str> {
+    Html(INDEX)
+}
+
+pub async fn script() -> Response {
+    with_type("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn stylesheet() -> Response {
+    with_type("text/css; charset=utf-8", STYLESHEET)
+}
+
+pub async fn socket_io_client() -> Response {
+    with_type("text/javascript; charset=utf-8", SOCKET_IO_CLIENT)
+}
+
+pub async fn socket_io_client_map() -> Response {
+    with_type("application/json", SOCKET_IO_CLIENT_MAP)
+}
+
+fn with_type(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,88 @@
+//! HTTP routing: health check, status, the demo page, and the two WebSocket entry points.
+//!
+//! socketioxide decides by path alone, so it cannot be mounted as a layer: it would also take
+//! the raw upgrades that `/socket.io/<anything>` must accept. Instead every `/socket.io` request
+//! goes through [`socket_io_entry`], which hands engine.io traffic (anything with an `EIO`
+//! query parameter, and plain requests, which socketioxide answers with 400 as Node does) to
+//! socketioxide and every other WebSocket upgrade to the raw stream.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use engineioxide::service::NotFoundService;
+use socketioxide::service::SocketIoService;
+use tower::ServiceExt;
+use tower_http::trace::TraceLayer;
+
+use crate::demo_assets;
+use crate::feed::Feed;
+use crate::query;
+use crate::raw_ws::{RawWs, is_websocket_upgrade};
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub feed: Feed,
+    pub raw: RawWs,
+    pub socketio: SocketIoService<NotFoundService>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/cache-healthcheck", get(healthcheck))
+        .route("/status", get(status))
+        .route("/", get(demo_assets::index))
+        .route("/demo.js", get(demo_assets::script))
+        .route("/demo.css", get(demo_assets::stylesheet))
+        .route(
+            "/socket.io/socket.io.min.js",
+            get(demo_assets::socket_io_client),
+        )
+        .route(
+            "/socket.io/socket.io.min.js.map",
+            get(demo_assets::socket_io_client_map),
+        )
+        .route("/_ws", any(raw_entry))
+        .route("/_ws/", any(raw_entry))
+        .route("/_ws/{*rest}", any(raw_entry))
+        .route("/socket.io", any(socket_io_entry))
+        .route("/socket.io/", any(socket_io_entry))
+        .route("/socket.io/{*rest}", any(socket_io_entry))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthcheck() -> &'static str {
+    "ok"
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let body = axum::Json(state.feed.status());
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        body,
+    )
+        .into_response()
+}
+
+async fn raw_entry(State(state): State<AppState>, request: Request) -> Response {
+    state.raw.upgrade(request).await
+}
+
+async fn socket_io_entry(State(state): State<AppState>, request: Request) -> Response {
+    if is_websocket_upgrade(request.headers()) && !query::has_key(request.uri().query(), "EIO") {
+        return state.raw.upgrade(request).await;
+    }
+    match state.socketio.oneshot(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}

@@ -1,0 +1,20 @@
+//! Integers as a service: odd and even integers, one per tick, to every connected client over
+//! socket.io and raw WebSocket, from one shared generator.
+//!
+//! The modules, from the integers outward: [`parity`] (the two sequences), [`source`] (when
+//! the next integer is produced), [`feed`] (fan-out to subscribers), [`raw_ws`] and
+//! [`socketio`] (the two wire protocols), [`http`] (routing), [`server`] (assembly and
+//! shutdown).
+
+pub mod config;
+pub mod demo_assets;
+pub mod feed;
+pub mod http;
+pub mod parity;
+pub mod query;
+pub mod raw_ws;
+pub mod server;
+pub mod socketio;
+pub mod source;
+
+pub use config::Config;

@@ -1,0 +1,112 @@
+//! The two integer streams and the arithmetic that maps a stream position to its integer.
+//!
+//! A stream is described by how many integers it has produced (`produced`), never by its
+//! last integer alone: the n-th odd integer is `2n - 1`, the n-th even one is `2n`. Keeping
+//! the position as the state means a backlog for a resuming client can be computed instead
+//! of stored, and "nothing produced yet" needs no special value.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::query;
+
+/// Which of the two integer streams a client follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    Odd,
+    Even,
+}
+
+impl Parity {
+    pub const ALL: [Parity; 2] = [Parity::Odd, Parity::Even];
+
+    /// The integer at 1-based `position` of this stream; `position` 0 has no integer.
+    pub fn integer_at(self, position: u64) -> Option<u64> {
+        if position == 0 {
+            return None;
+        }
+        let even = position.checked_mul(2)?;
+        Some(match self {
+            Parity::Odd => even - 1,
+            Parity::Even => even,
+        })
+    }
+
+    /// The stream position of `integer`, if `integer` belongs to this stream.
+    pub fn position_of(self, integer: u64) -> Option<u64> {
+        match (self, integer % 2) {
+            (Parity::Odd, 1) => Some(integer.div_ceil(2)),
+            (Parity::Even, 0) if integer > 0 => Some(integer / 2),
+            _ => None,
+        }
+    }
+
+    /// The raw WebSocket query convention: a key named `even` (with or without a value)
+    /// anywhere in the query selects the even stream; anything else is odd.
+    pub fn from_query(query: Option<&str>) -> Parity {
+        if query::has_key(query, "even") {
+            Parity::Even
+        } else {
+            Parity::Odd
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parity::Odd => "odd",
+            Parity::Even => "even",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Parity::Odd => 0,
+            Parity::Even => 1,
+        }
+    }
+}
+
+impl fmt::Display for Parity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_map_to_the_documented_sequences() {
+        let odd: Vec<_> = (0..5).map(|p| Parity::Odd.integer_at(p)).collect();
+        let even: Vec<_> = (0..5).map(|p| Parity::Even.integer_at(p)).collect();
+        assert_eq!(odd, [None, Some(1), Some(3), Some(5), Some(7)]);
+        assert_eq!(even, [None, Some(2), Some(4), Some(6), Some(8)]);
+        assert_eq!(Parity::Odd.integer_at(u64::MAX), None);
+    }
+
+    #[test]
+    fn position_of_inverts_integer_at() {
+        for parity in Parity::ALL {
+            for position in 1..100 {
+                let integer = parity.integer_at(position).unwrap();
+                assert_eq!(parity.position_of(integer), Some(position));
+            }
+        }
+        assert_eq!(Parity::Odd.position_of(4), None);
+        assert_eq!(Parity::Even.position_of(3), None);
+        assert_eq!(Parity::Even.position_of(0), None);
+    }
+
+    #[test]
+    fn even_key_anywhere_in_the_query_selects_even() {
+        for query in ["even", "even=1", "foo=1&even", "even=&x=2", "a&even&b"] {
+            assert_eq!(Parity::from_query(Some(query)), Parity::Even, "{query}");
+        }
+        for query in [None, Some(""), Some("odd"), Some("evening"), Some("x=even")] {
+            assert_eq!(Parity::from_query(query), Parity::Odd, "{query:?}");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Helpers shared by the integration tests: an in-process server on a random loopback port,
+//! a raw WebSocket client (tokio-tungstenite) and a bare HTTP/1.1 client on a TcpStream, so
+//! that what is asserted is exactly what went over the wire.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use integers::Config;
+use integers::feed::FeedStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_util::sync::CancellationToken;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bounds every wait in the tests so a broken server fails a test instead of hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub interval: Duration,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(interval_ms: u64) -> TestServer {
+        TestServer::start_with(Config {
+            interval_ms,
+            ..test_config()
+        })
+        .await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listener = integers::server::bind(&config).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let interval = config.interval();
+        let task = tokio::spawn(integers::server::serve(listener, config, shutdown.clone()));
+        TestServer {
+            addr,
+            interval,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    pub async fn raw(&self, path_and_query: &str) -> Ws {
+        let (ws, response) =
+            tokio::time::timeout(PATIENCE, connect_async(self.ws_url(path_and_query)))
+                .await
+                .expect("connect timed out")
+                .unwrap_or_else(|error| panic!("connect {path_and_query}: {error}"));
+        assert_eq!(response.status(), 101);
+        ws
+    }
+
+    pub async fn status(&self) -> FeedStatus {
+        let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.body).expect("status JSON")
+    }
+
+    /// Polls `/status` until `done` holds, failing the test after [`PATIENCE`].
+    pub async fn wait_for_status(
+        &self,
+        what: &str,
+        done: impl Fn(&FeedStatus) -> bool,
+    ) -> FeedStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let status = self.status().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server as a signal would and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked")
+            .expect("server failed");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Defaults as a user gets them, on a random loopback port.
+pub fn test_config() -> Config {
+    Config {
+        host: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        ..Config::defaults()
+    }
+}
+
+/// The next `count` integers from a raw stream, failing on anything but integer text frames.
+pub async fn next_integers(ws: &mut Ws, count: usize) -> Vec<u64> {
+    let mut integers = Vec::with_capacity(count);
+    while integers.len() < count {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no integer in time")
+            .expect("stream ended")
+            .expect("read failed");
+        match message {
+            Message::Text(text) => integers.push(
+                text.parse()
+                    .unwrap_or_else(|_| panic!("frame is not a decimal integer: {text:?}")),
+            ),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+    integers
+}
+
+/// Reads until the server's close frame and returns its code and reason.
+pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no close frame in time")
+            .expect("stream ended before a close frame")
+            .expect("read failed");
+        if let Message::Close(frame) = message {
+            let frame = frame.expect("close frame carries a code");
+            return (frame.code.into(), frame.reason.to_string());
+        }
+    }
+}
+
+pub async fn close(mut ws: Ws) {
+    let _ = ws.send(Message::Close(None)).await;
+    let _ = tokio::time::timeout(PATIENCE, async { while ws.next().await.is_some() {} }).await;
+}
+
+/// Asserts `integers` step by exactly 2 with no gap or repeat.
+pub fn assert_consecutive(integers: &[u64]) {
+    for pair in integers.windows(2) {
+        assert_eq!(pair[1], pair[0] + 2, "not consecutive: {integers:?}");
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Sends `request` verbatim and reads one response: its head, then (unless it answers a
+/// HEAD or is a 101) a body of `Content-Length` bytes, or up to the end of the stream.
+pub async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let has_body = !request.starts_with("HEAD ");
+    tokio::time::timeout(PATIENCE, read_response(&mut stream, has_body))
+        .await
+        .expect("response in time")
+}
+
+async fn read_response(stream: &mut TcpStream, has_body: bool) -> HttpResponse {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let read = stream.read(&mut chunk).await.expect("read response");
+        assert!(
+            read > 0,
+            "connection closed before a response head: {raw:?}"
+        );
+        raw.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut body = raw[head_end + 4..].to_vec();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    let mut response = HttpResponse {
+        status,
+        head,
+        body: String::new(),
+    };
+    let length = response
+        .header("content-length")
+        .map(|value| value.parse::<usize>().unwrap());
+    match length {
+        _ if !has_body || status == 101 || status == 304 => {}
+        Some(length) => {
+            while body.len() < length {
+                let read = stream.read(&mut chunk).await.expect("read body");
+                if read == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..read]);
+            }
+            body.truncate(length);
+        }
+        None => {
+            stream.read_to_end(&mut body).await.expect("read body");
+        }
+    }
+    response.body = String::from_utf8_lossy(&body).into_owned();
+    response
+}
+
+/// A well-formed WebSocket upgrade request for `path`.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}

@@ -1,0 +1,145 @@
+//! The plain-HTTP contract: health check, status, demo page, refusals.
+
+mod common;
+
+use common::{TestServer, http, upgrade_request};
+
+#[tokio::test]
+async fn healthcheck_answers_ok_to_get_and_head() {
+    let server = TestServer::start(1000).await;
+    let get = http(
+        server.addr,
+        "GET /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!((get.status, get.body.as_str()), (200, "ok"));
+    let head = http(
+        server.addr,
+        "HEAD /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
+    assert_eq!(head.header("content-length"), Some("2"));
+}
+
+#[tokio::test]
+async fn status_reports_both_parities_before_any_client() {
+    let server = TestServer::start(1000).await;
+    let response = http(server.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    let idle = serde_json::json!({"subscribers": {"raw": 0, "socketio": 0}, "last": null, "running": false});
+    assert_eq!(json, serde_json::json!({"odd": idle, "even": idle}));
+}
+
+#[tokio::test]
+async fn demo_page_and_its_assets_are_served_from_the_binary() {
+    let server = TestServer::start(1000).await;
+    let page = http(server.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    for asset in ["/demo.js", "/demo.css", "/socket.io/socket.io.min.js"] {
+        assert!(page.body.contains(asset), "page does not load {asset}");
+        let response = http(
+            server.addr,
+            &format!("GET {asset} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{asset}");
+        assert!(!response.body.is_empty(), "{asset} is empty");
+    }
+    let client = http(
+        server.addr,
+        "GET /socket.io/socket.io.min.js HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert!(
+        client.body.contains("Socket.IO v4"),
+        "not the socket.io-client v4 bundle"
+    );
+    assert!(
+        client
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_even_for_websocket_upgrades() {
+    let server = TestServer::start(1000).await;
+    for path in ["/nope", "/_wsx", "/socket.iox", "/status/extra"] {
+        let plain = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(plain.status, 404, "GET {path}");
+        let upgrade = http(server.addr, &upgrade_request(path)).await;
+        assert_eq!(upgrade.status, 404, "upgrade {path}");
+        assert!(
+            upgrade.header("upgrade").is_none(),
+            "upgrade {path} was accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn plain_get_on_a_raw_endpoint_says_to_use_a_websocket_client() {
+    let server = TestServer::start(1000).await;
+    for path in ["/_ws", "/_ws/", "/_ws/anything?even"] {
+        let response = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(response.status, 426, "{path}");
+        assert_eq!(response.header("upgrade"), Some("websocket"));
+        assert!(
+            response.body.contains("WebSocket client"),
+            "{path}: {}",
+            response.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn plain_get_on_socket_io_without_eio_is_refused_like_node() {
+    let server = TestServer::start(1000).await;
+    for path in ["/socket.io/", "/socket.io/foo"] {
+        let response = http(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(response.status, 400, "{path}: {response:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_upgrade_names_what_is_wrong() {
+    let server = TestServer::start(1000).await;
+    let no_key = "GET /_ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Version: 13\r\n\r\n";
+    let response = http(server.addr, no_key).await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response.body.contains("Sec-WebSocket-Key"),
+        "{}",
+        response.body
+    );
+
+    let old_version = upgrade_request("/_ws").replace("Version: 13", "Version: 8");
+    let response = http(server.addr, &old_version).await;
+    assert_eq!(response.status, 400);
+    assert!(
+        response.body.contains("Sec-WebSocket-Version"),
+        "{}",
+        response.body
+    );
+}

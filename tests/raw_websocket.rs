@@ -1,0 +1,83 @@
+//! The raw WebSocket contract, checked with a real WebSocket client (tokio-tungstenite).
+
+mod common;
+
+use common::{TestServer, assert_consecutive, close, close_frame, next_integers};
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn every_documented_path_streams_the_right_parity() {
+    let server = TestServer::start(20).await;
+    let cases = [
+        ("/_ws", 1),
+        ("/_ws/", 1),
+        ("/_ws/?even", 0),
+        ("/_ws/anything/below?even=1", 0),
+        ("/_ws/?foo=1&even", 0),
+        ("/_ws/?evening", 1),
+        ("/socket.io", 1),
+        ("/socket.io/", 1),
+        ("/socket.io/foo", 1),
+        ("/socket.io/bar?even", 0),
+    ];
+    for (path, remainder) in cases {
+        let mut ws = server.raw(path).await;
+        let integers = next_integers(&mut ws, 3).await;
+        assert!(
+            integers.iter().all(|n| n % 2 == remainder),
+            "{path}: {integers:?}"
+        );
+        assert_consecutive(&integers);
+        close(ws).await;
+    }
+}
+
+#[tokio::test]
+async fn streams_start_at_one_and_two() {
+    let server = TestServer::start(20).await;
+    let mut odd = server.raw("/_ws/").await;
+    let mut even = server.raw("/_ws/?even").await;
+    assert_eq!(next_integers(&mut odd, 3).await, [1, 3, 5]);
+    assert_eq!(next_integers(&mut even, 3).await, [2, 4, 6]);
+}
+
+#[tokio::test]
+async fn client_messages_are_ignored() {
+    let server = TestServer::start(20).await;
+    let mut ws = server.raw("/_ws/").await;
+    let before = next_integers(&mut ws, 2).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let after = next_integers(&mut ws, 3).await;
+    assert_consecutive(&[before, after].concat());
+}
+
+#[tokio::test]
+async fn an_oversized_client_message_closes_with_1009() {
+    let server = TestServer::start(20).await;
+    let mut ws = server.raw("/_ws/").await;
+    next_integers(&mut ws, 1).await;
+    ws.send(Message::text("x".repeat(5000))).await.unwrap();
+    let (code, reason) = close_frame(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("too big"), "{reason}");
+    // The stream's other clients are unaffected.
+    let mut other = server.raw("/_ws/").await;
+    assert_consecutive(&next_integers(&mut other, 3).await);
+}
+
+#[tokio::test]
+async fn shutdown_sends_going_away() {
+    let server = TestServer::start(20).await;
+    let mut ws = server.raw("/_ws/?even").await;
+    next_integers(&mut ws, 1).await;
+    let closing = tokio::spawn(async move { close_frame(&mut ws).await });
+    server.stop().await;
+    let (code, reason) = closing.await.unwrap();
+    assert_eq!(code, 1001, "{reason}");
+    assert!(reason.contains("shutting down"), "{reason}");
+}
