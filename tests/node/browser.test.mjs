@@ -1,0 +1,105 @@
+// The demo page in real headless Chromium (Debian's), driven by playwright-core.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+// Without the background-networking flags Chromium phones home at start-up, which a closed
+// network refuses and which this test would rightly flag as a non-loopback request.
+const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const PANELS = [
+  ["socketio", "odd"], ["socketio", "even"], ["raw", "odd"], ["raw", "even"],
+];
+
+let server;
+let browser;
+let page;
+const problems = [];
+
+before(async () => {
+  server = await startServer({ intervalMs: 100 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  page = await browser.newPage();
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("request", (request) => {
+    const { protocol, hostname } = new URL(request.url());
+    const loopback = hostname === "127.0.0.1" || hostname === "localhost" || hostname === "[::1]";
+    if (protocol !== "data:" && !loopback) problems.push(`request to a non-loopback host: ${request.url()}`);
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const panel = (protocol, parity) => `.panel[data-protocol="${protocol}"][data-parity="${parity}"]`;
+
+// Waits until every panel has received at least `count` integers more than `since[i]`.
+async function waitForIntegers(count, since = [0, 0, 0, 0], timeout = 20000) {
+  await page.waitForFunction(
+    ({ selectors, count, since }) => selectors.every((selector, i) =>
+      Number(document.querySelector(selector).dataset.received ?? 0) >= since[i] + count),
+    { selectors: PANELS.map(([p, q]) => panel(p, q)), count, since },
+    { timeout },
+  );
+}
+
+async function receivedCounts() {
+  return Promise.all(PANELS.map(([p, q]) => page.$eval(panel(p, q), (el) => Number(el.dataset.received ?? 0))));
+}
+
+test("the page shows both streams over both protocols, live", async () => {
+  await page.goto(`${server.url}/`);
+  await waitForIntegers(4);
+  for (const [protocol, parity] of PANELS) {
+    const selector = panel(protocol, parity);
+    assert.match(await page.$eval(`${selector} .state`, (el) => el.textContent), /^connected/);
+    const history = await page.$$eval(`${selector} .history li`, (items) => items.map((li) => Number(li.textContent)));
+    assert.ok(history.length >= 4, `${protocol}/${parity}: ${history}`);
+    for (let i = 1; i < history.length; i++) assert.equal(history[i - 1], history[i] + 2, `${protocol}/${parity}: ${history}`);
+    assert.equal(history[0] % 2, parity === "odd" ? 1 : 0);
+    assert.equal(await page.$eval(`${selector} .gaps`, (el) => el.textContent), "0");
+  }
+  await page.screenshot({ path: join(tmpdir(), "integers-demo.png") });
+  assert.deepEqual(problems, []);
+});
+
+test("the buttons disconnect and reconnect a panel", async () => {
+  for (const [protocol, parity] of [["raw", "odd"], ["socketio", "even"]]) {
+    const selector = panel(protocol, parity);
+    await page.click(`${selector} .toggle`);
+    await page.waitForFunction((s) => document.querySelector(`${s} .state`).dataset.state === "disconnected", selector);
+    const stopped = await page.$eval(selector, (el) => Number(el.dataset.received));
+    await page.waitForTimeout(400);
+    assert.equal(await page.$eval(selector, (el) => Number(el.dataset.received)), stopped, `${protocol}/${parity} kept receiving`);
+    await page.click(`${selector} .toggle`);
+    await page.waitForFunction(({ s, n }) => Number(document.querySelector(s).dataset.received) >= n + 2, { s: selector, n: stopped });
+  }
+  assert.deepEqual(problems, []);
+});
+
+test("every panel reconnects by itself after a server restart", async () => {
+  const port = server.port;
+  assert.equal(await server.stop(), 0);
+  await page.waitForFunction(
+    (selectors) => selectors.every((s) => document.querySelector(`${s} .state`).dataset.state !== "connected"),
+    PANELS.map(([p, q]) => panel(p, q)),
+    { timeout: 10000 },
+  );
+  const before = await receivedCounts();
+  server = await startServer({ intervalMs: 100, port });
+  await waitForIntegers(3, before, 30000);
+  for (const [protocol, parity] of PANELS) {
+    assert.match(await page.$eval(`${panel(protocol, parity)} .state`, (el) => el.textContent), /^connected/);
+  }
+  // A dropped connection is not a page error: reconnecting is expected to log nothing red.
+  assert.deepEqual(problems.filter((p) => !p.includes("WebSocket") && !p.includes("ERR_CONNECTION_REFUSED")), []);
+});

@@ -1,0 +1,83 @@
+// Starts the real server binary on a random loopback port for one test file.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+
+const DEFAULT_BIN = fileURLToPath(new URL("../../target/debug/integers", import.meta.url));
+const START_TIMEOUT_MS = 15000;
+
+// Starts `integers` with the given flags; resolves once it logs the address it listens on.
+export async function startServer({ intervalMs = 50, port = 0, extraArgs = [] } = {}) {
+  const bin = process.env.INTEGERS_BIN ?? DEFAULT_BIN;
+  const args = ["--host", "127.0.0.1", "--port", String(port), "--interval-ms", String(intervalMs), ...extraArgs];
+  const child = spawn(bin, args, { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), START_TIMEOUT_MS);
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      const match = /listening addr=(\S+)/.exec(log);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${log}`)));
+  });
+  const url = `http://${address}`;
+  return {
+    url,
+    wsUrl: `ws://${address}`,
+    port: Number(address.split(":").pop()),
+    log: () => log,
+    async status() {
+      const response = await fetch(`${url}/status`);
+      if (!response.ok) throw new Error(`/status answered ${response.status}`);
+      return response.json();
+    },
+    // Polls /status until `done(status)` holds.
+    async waitForStatus(what, done, timeoutMs = 10000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const status = await this.status();
+        if (done(status)) return status;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(status)}`);
+        await sleep(10);
+      }
+    },
+    // Sends SIGTERM and resolves with the exit code.
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      child.kill("SIGTERM");
+      const [code] = await once(child, "exit");
+      return code;
+    },
+  };
+}
+
+// Collects integers from an emitter-like source until `count` arrived.
+export function collect(onValue, count, timeoutMs = 10000) {
+  const values = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${values.length} of ${count} integers: ${values}`)), timeoutMs);
+    onValue((value) => {
+      values.push(value);
+      if (values.length === count) {
+        clearTimeout(timer);
+        resolve(values);
+      }
+    });
+  });
+}
+
+export function assertConsecutive(assert, values, parity) {
+  for (let i = 1; i < values.length; i++) {
+    assert.equal(values[i], values[i - 1] + 2, `not consecutive: ${values}`);
+  }
+  for (const value of values) {
+    assert.equal(typeof value, "number", `not a number: ${JSON.stringify(value)}`);
+    assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
+  }
+}

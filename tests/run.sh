@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first:
+#   Debian's chromium (for the demo-page test) and the npm packages in tests/node.
+# Usage: bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing Debian's chromium for the browser test"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+step "installing the Node test peers (socket.io-client, ws, playwright-core)"
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test (unit and in-process integration tests)"
+cargo test --locked
+
+step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium)"
+cargo build --locked
+(cd tests/node && INTEGERS_BIN="$OLDPWD/target/debug/integers" node --test --test-concurrency=1)
