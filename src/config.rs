@@ -1,6 +1,7 @@
 //! Command-line flags, each with an environment variable fallback.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -28,11 +29,69 @@ pub struct Config {
     /// Largest WebSocket message, in bytes, a raw client may send (larger closes with 1009).
     #[arg(long, env = "MAX_CLIENT_MESSAGE", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1048576))]
     pub max_client_message: u64,
+
+    /// Most missed integers replayed to a client resuming with `after`; one further behind
+    /// gets the newest this many.
+    #[arg(long, env = "MAX_BACKLOG", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub max_backlog: u64,
+
+    /// File that keeps the stream positions across restarts.
+    #[arg(
+        long,
+        env = "STATE_FILE",
+        default_value = "integers-state.json",
+        conflicts_with = "no_state"
+    )]
+    pub state_file: PathBuf,
+
+    /// Keep no state: both streams start from 1 and 2 at every start.
+    #[arg(long, env = "NO_STATE")]
+    pub no_state: bool,
+
+    /// Milliseconds between heartbeats (raw WebSocket ping, socket.io ping).
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 10000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub ping_interval_ms: u64,
+
+    /// Milliseconds a client may take to answer a heartbeat, or to accept a write, before it is
+    /// dropped as dead or too slow.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub ping_timeout_ms: u64,
+
+    /// Most concurrent connections; past it, upgrades and new socket.io sessions get 503.
+    /// Default and ceiling: what the open-files limit leaves room for.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Browser origins allowed to connect (comma-separated, e.g. `https://app.example`);
+    /// empty allows every origin. Requests without an `Origin` header are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Milliseconds a graceful shutdown may take to close every client before it exits anyway.
+    #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
+    pub drain_ms: u64,
 }
 
 impl Config {
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+
+    /// Where the stream positions are kept, unless running without state.
+    pub fn state_path(&self) -> Option<&std::path::Path> {
+        (!self.no_state).then_some(self.state_file.as_path())
     }
 
     /// Defaults for everything, as if started with no flags and no environment.

@@ -17,6 +17,7 @@ use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
+use crate::admission::Admission;
 use crate::demo_assets;
 use crate::feed::Feed;
 use crate::query;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub feed: Feed,
     pub raw: RawWs,
     pub socketio: SocketIoService<NotFoundService>,
+    pub admission: Admission,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -74,8 +76,16 @@ async fn raw_entry(State(state): State<AppState>, request: Request) -> Response 
 }
 
 async fn socket_io_entry(State(state): State<AppState>, request: Request) -> Response {
-    if is_websocket_upgrade(request.headers()) && !query::has_key(request.uri().query(), "EIO") {
+    let query = request.uri().query();
+    if is_websocket_upgrade(request.headers()) && !query::has_key(query, "EIO") {
         return state.raw.upgrade(request).await;
+    }
+    // A request without `sid` opens a new engine.io session: the one place to admit or refuse.
+    if query::has_key(query, "EIO")
+        && !query::has_key(query, "sid")
+        && let Err(refusal) = state.admission.check(request.headers())
+    {
+        return refusal.into_response();
     }
     match state.socketio.oneshot(request).await {
         Ok(response) => response.map(Body::new),

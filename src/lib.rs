@@ -6,13 +6,17 @@
 //! [`socketio`] (the two wire protocols), [`http`] (routing), [`server`] (assembly and
 //! shutdown).
 
+pub mod admission;
 pub mod config;
+pub mod counter_store;
 pub mod demo_assets;
 pub mod feed;
 pub mod http;
+pub mod listener;
 pub mod parity;
 pub mod query;
 pub mod raw_ws;
+pub mod resume;
 pub mod server;
 pub mod socketio;
 pub mod source;

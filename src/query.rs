@@ -10,6 +10,14 @@ pub fn has_key(query: Option<&str>, key: &str) -> bool {
         .any(|pair| pair.split('=').next() == Some(key))
 }
 
+/// The value of the first parameter named `key` (`""` for a bare `key`), undecoded.
+pub fn value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name == key).then_some(value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -24,5 +32,15 @@ mod tests {
         assert!(!has_key(Some("x=EIO"), "EIO"));
         assert!(!has_key(Some(""), "EIO"));
         assert!(!has_key(None, "EIO"));
+    }
+
+    #[test]
+    fn values_are_those_of_the_first_matching_key() {
+        assert_eq!(value(Some("after=12&even"), "after"), Some("12"));
+        assert_eq!(value(Some("even&after=3&after=4"), "after"), Some("3"));
+        assert_eq!(value(Some("after"), "after"), Some(""));
+        assert_eq!(value(Some("after=a=b"), "after"), Some("a=b"));
+        assert_eq!(value(Some("xafter=1"), "after"), None);
+        assert_eq!(value(None, "after"), None);
     }
 }

@@ -1,36 +1,60 @@
 //! The raw WebSocket protocol: one text frame per integer, holding its decimal digits.
 //!
 //! Served on `/_ws...`, and on `/socket.io...` for upgrades that carry no `EIO` query
-//! parameter (see [`crate::http`]). Client messages are read only to notice a close
-//! promptly and to enforce the size bound; their content is ignored.
+//! parameter (see [`crate::http`]). Client messages are read to notice a close promptly, to
+//! prove the peer alive, and to enforce the size bound; their content is ignored.
+//!
+//! Every way a connection ends has its close code: 1001 on shutdown, 1013 for a client too slow
+//! to keep up (it should reconnect with `after`), 1009/1007/1002 for bad frames. A peer that
+//! stops answering heartbeats is dropped without one, since nothing would read it.
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::admission::Admission;
 use crate::feed::{Feed, Protocol, Subscription};
+use crate::listener::ClientAddr;
 use crate::parity::Parity;
+use crate::resume::{self, Backlog};
 
 /// What every raw connection shares.
 #[derive(Clone)]
 pub struct RawWs {
     pub feed: Feed,
+    pub admission: Admission,
     pub shutdown: CancellationToken,
+    /// Every open raw connection, so shutdown can wait for their close frames.
+    pub connections: TaskTracker,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RawLimits {
     /// Largest message a client may send before it is closed with 1009.
     pub max_client_message: usize,
+    /// Most missed integers replayed on resume.
+    pub max_backlog: u64,
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered, and a write may wait for the client to read.
+    pub ping_timeout: Duration,
 }
 
 /// Frames kept per connection before a write waits for the client to read: a few integers'
 /// worth. The default (128 KiB) would cost more per idle connection than everything else.
 const WRITE_BUFFER: usize = 256;
-/// Writes past this many buffered bytes fail instead of growing the buffer.
+/// Writes past this many buffered bytes fail instead of growing the buffer; a full backlog
+/// replay (about 8 bytes a frame) fits.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 
 const NOT_A_WEBSOCKET: &str = "this endpoint streams integers over WebSocket; \
@@ -42,99 +66,227 @@ impl RawWs {
         if !is_websocket_upgrade(request.headers()) {
             return not_a_websocket();
         }
+        if let Err(refusal) = self.admission.check(request.headers()) {
+            return refusal.into_response();
+        }
+        let parity = Parity::from_query(request.uri().query());
+        let after = match resume::after_from_query(request.uri().query()).and_then(|after| {
+            if let Some(after) = after {
+                // The stream only moves forward, so what is not ahead now is not ahead later.
+                resume::check_not_ahead(parity, after, self.feed.position(parity))?;
+            }
+            Ok(after)
+        }) {
+            Ok(after) => after,
+            Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        };
         let (mut parts, _body) = request.into_parts();
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
             Ok(upgrade) => upgrade,
             // A malformed handshake: axum's answer names what is wrong (missing key, version).
             Err(rejection) => return rejection.into_response(),
         };
-        let parity = Parity::from_query(parts.uri.query());
         let peer = peer_label(&parts.headers, parts.extensions.get());
         let this = self.clone();
+        let max_message = self.limits.max_client_message;
         upgrade
-            .read_buffer_size(self.max_client_message.min(4096))
-            .max_message_size(self.max_client_message)
-            .max_frame_size(self.max_client_message)
+            .read_buffer_size(max_message.min(4096))
+            .max_message_size(max_message)
+            .max_frame_size(max_message)
             .write_buffer_size(WRITE_BUFFER)
             .max_write_buffer_size(MAX_WRITE_BUFFER)
             .on_upgrade(move |socket| {
                 let span = info_span!("raw", %parity, %peer);
-                async move {
+                let tracker = this.connections.clone();
+                let connection = async move {
                     // Subscribe only once the upgrade is done: a failed handshake never counts.
                     let subscription = this.feed.subscribe(parity, Protocol::Raw);
-                    info!(after = subscription.position(), "connected");
-                    let reason = serve(socket, subscription, &this.shutdown).await;
-                    info!(%reason, "disconnected");
-                }
-                .instrument(span)
+                    let backlog = after.map(|after| {
+                        Backlog::compute(
+                            parity,
+                            after,
+                            subscription.position(),
+                            this.limits.max_backlog,
+                        )
+                    });
+                    let backlog = match backlog {
+                        None => None,
+                        Some(Ok(backlog)) => Some(backlog),
+                        // Checked before the upgrade, and streams only move forward.
+                        Some(Err(error)) => {
+                            warn!(%error, "resume refused after the upgrade; streaming live only");
+                            None
+                        }
+                    };
+                    info!(
+                        position = subscription.position(),
+                        after,
+                        replay = backlog.as_ref().map(Backlog::len),
+                        "connected"
+                    );
+                    if let Some(backlog) = &backlog
+                        && backlog.dropped > 0
+                    {
+                        warn!(
+                            dropped = backlog.dropped,
+                            "client was further behind than the backlog cap"
+                        );
+                    }
+                    let ended = serve(socket, subscription, backlog, &this).await;
+                    info!(reason = %ended, "disconnected");
+                };
+                tracker.track_future(connection.instrument(span))
             })
     }
 }
 
-/// Why a raw connection ended, for the log.
+/// Why a raw connection ended, for the log and the close frame.
 #[derive(Debug, thiserror::Error)]
 enum Ended {
     #[error("client closed")]
     ClientClosed,
-    #[error("client sent an invalid frame: {0}")]
-    BadFrame(String),
-    #[error("client fell {0} integers behind")]
-    TooSlow(u64),
+    #[error("client sent an invalid frame: {1}")]
+    BadFrame(u16, String),
+    #[error("client too slow: {0}")]
+    TooSlow(String),
+    #[error("no answer to a heartbeat")]
+    DeadPeer,
     #[error("server shutting down")]
     Shutdown,
     #[error("connection lost: {0}")]
     Lost(String),
 }
 
+impl Ended {
+    fn close_frame(&self) -> Option<(u16, String)> {
+        match self {
+            Ended::BadFrame(code, reason) => Some((*code, reason.clone())),
+            Ended::TooSlow(why) => Some((
+                close_code::AGAIN,
+                format!("too slow: {why}; reconnect with after"),
+            )),
+            Ended::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
+            Ended::ClientClosed | Ended::DeadPeer | Ended::Lost(_) => None,
+        }
+    }
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
 async fn serve(
     socket: WebSocket,
     subscription: Subscription,
-    shutdown: &CancellationToken,
+    backlog: Option<Backlog>,
+    raw: &RawWs,
 ) -> Ended {
+    let limits = raw.limits;
+    let parity = subscription.parity();
     let (mut sink, mut stream) = socket.split();
-    let (mut ticks, _membership) = subscription.into_parts();
-    let (ended, close) = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                break (Ended::Shutdown, Some((close_code::AWAY, "server shutting down, reconnect".into())));
-            }
-            incoming = stream.next() => match incoming {
-                None | Some(Ok(Message::Close(_))) => break (Ended::ClientClosed, None),
-                Some(Ok(message)) => debug!(bytes = message_len(&message), "ignored client message"),
-                Some(Err(error)) => {
-                    let detail = error.to_string();
-                    break match close_for_read_error(error.into_inner()) {
-                        Some((code, reason)) => (Ended::BadFrame(reason.clone()), Some((code, reason))),
-                        None => (Ended::Lost(detail), None),
-                    };
-                }
-            },
-            tick = ticks.recv() => match tick {
-                Ok(tick) => {
-                    if let Err(error) = sink.send(Message::Text(tick.text)).await {
-                        break (Ended::Lost(error.to_string()), None);
+    let (mut ticks, membership) = subscription.into_parts();
+
+    let mut ended = None;
+    if let Some(backlog) = backlog {
+        let frames = backlog
+            .positions
+            .filter_map(|position| parity.integer_at(position))
+            .map(|integer| Message::Text(integer.to_string().into()));
+        if let Err(error) = send_all(&mut sink, frames, limits.ping_timeout).await {
+            ended = Some(error);
+        }
+    }
+
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    // Set while a ping is unanswered; any frame from the client clears it.
+    let mut answer_due: Option<Instant> = None;
+    let ended = match ended {
+        Some(ended) => ended,
+        None => loop {
+            tokio::select! {
+                biased;
+                _ = raw.shutdown.cancelled() => break Ended::Shutdown,
+                incoming = stream.next() => {
+                    answer_due = None;
+                    match incoming {
+                        None | Some(Ok(Message::Close(_))) => break Ended::ClientClosed,
+                        Some(Ok(message)) => debug!(bytes = message_len(&message), "ignored client message"),
+                        Some(Err(error)) => {
+                            let detail = error.to_string();
+                            break match close_for_read_error(error.into_inner()) {
+                                Some((code, reason)) => Ended::BadFrame(code, reason),
+                                None => Ended::Lost(detail),
+                            };
+                        }
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    let reason = format!("too slow: missed {missed} integers, reconnect");
-                    break (Ended::TooSlow(missed), Some((close_code::AGAIN, reason)));
+                _ = tokio::time::sleep_until(answer_due.unwrap_or_else(Instant::now)), if answer_due.is_some() => {
+                    break Ended::DeadPeer;
                 }
-                Err(RecvError::Closed) => {
-                    break (Ended::Shutdown, Some((close_code::AWAY, "server shutting down, reconnect".into())));
+                _ = heartbeat.tick() => {
+                    if let Err(ended) = send(&mut sink, Message::Ping(Default::default()), limits.ping_timeout).await {
+                        break ended;
+                    }
+                    answer_due.get_or_insert(Instant::now() + limits.ping_timeout);
                 }
-            },
-        }
+                tick = ticks.recv() => match tick {
+                    Ok(tick) => {
+                        if let Err(ended) = send(&mut sink, Message::Text(tick.text), limits.ping_timeout).await {
+                            break ended;
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => break Ended::TooSlow(format!("missed {missed} integers")),
+                    Err(RecvError::Closed) => break Ended::Shutdown,
+                },
+            }
+        },
     };
-    if let Some((code, reason)) = close {
+    // Stop counting as a subscriber before spending any more time on this client.
+    drop(membership);
+    if let Some((code, reason)) = ended.close_frame() {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        // Best effort: the peer may already be gone, and nothing more is owed to it.
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        // Best effort: the peer may be gone or stalled, and nothing more is owed to it.
+        let _ = send(&mut sink, Message::Close(Some(frame)), limits.ping_timeout).await;
+    }
+    if !matches!(ended, Ended::DeadPeer | Ended::Lost(_)) {
+        // Flushes the reply to a client's close frame, if that is how it ended.
+        let _ = tokio::time::timeout(limits.ping_timeout, sink.close()).await;
     }
     ended
+}
+
+/// Sends one frame, or gives up on a client that has not read for `patience`.
+async fn send(sink: &mut Sink, message: Message, patience: Duration) -> Result<(), Ended> {
+    match tokio::time::timeout(patience, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Ended::Lost(error.to_string())),
+        Err(_) => Err(Ended::TooSlow(format!(
+            "a write waited {patience:?} for the client to read"
+        ))),
+    }
+}
+
+/// Sends a run of frames with one flush at the end.
+async fn send_all(
+    sink: &mut Sink,
+    frames: impl Iterator<Item = Message>,
+    patience: Duration,
+) -> Result<(), Ended> {
+    let write = async {
+        for frame in frames {
+            sink.feed(frame).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(patience, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Ended::Lost(error.to_string())),
+        Err(_) => Err(Ended::TooSlow(format!(
+            "the replay waited {patience:?} for the client to read"
+        ))),
+    }
 }
 
 /// The close frame owed to a client whose frame could not be read, or `None` when the
@@ -186,7 +338,7 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// The client's address for logs: the first `X-Forwarded-For` hop when a proxy set one
 /// (never trusted for anything else), otherwise the TCP peer.
-pub fn peer_label(headers: &HeaderMap, connect_info: Option<&ConnectInfo<SocketAddr>>) -> String {
+pub fn peer_label(headers: &HeaderMap, connect_info: Option<&ConnectInfo<ClientAddr>>) -> String {
     let forwarded = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
@@ -194,9 +346,9 @@ pub fn peer_label(headers: &HeaderMap, connect_info: Option<&ConnectInfo<SocketA
         .map(str::trim)
         .filter(|first| !first.is_empty());
     match (forwarded, connect_info) {
-        (Some(client), Some(ConnectInfo(proxy))) => format!("{client} via {proxy}"),
+        (Some(client), Some(ConnectInfo(ClientAddr(proxy)))) => format!("{client} via {proxy}"),
         (Some(client), None) => client.to_owned(),
-        (None, Some(ConnectInfo(peer))) => peer.to_string(),
+        (None, Some(ConnectInfo(ClientAddr(peer)))) => peer.to_string(),
         (None, None) => "unknown".to_owned(),
     }
 }

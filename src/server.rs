@@ -1,30 +1,45 @@
 //! Assembles the feed, the integer source and both protocols into one running server, and
 //! takes it down again in order when asked to.
+//!
+//! Shutdown, once `shutdown` is cancelled: stop accepting; close every socket.io session at
+//! the engine.io level (clients see "transport close" and reconnect by themselves; a socket.io
+//! disconnect packet would tell them not to); send every raw client close 1001; save the exact
+//! stream positions; all of it within the drain time, after which the process exits anyway.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::config::Config;
+use crate::counter_store::{CounterStore, StoreError};
 use crate::feed::Feed;
 use crate::http::{AppState, router};
-use crate::raw_ws::RawWs;
+use crate::listener::{ClientAddr, CountingListener, LiveConnections, connection_capacity};
+use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
 
-/// How often socket.io clients are pinged, and how long a pong may take. An abandoned
-/// session counts as a subscriber (and keeps its counter running) for up to their sum, so
-/// they are well below socket.io's 25 s + 20 s defaults.
-const SOCKETIO_PING_INTERVAL: Duration = Duration::from_secs(10);
-const SOCKETIO_PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message). Clients
 /// only ever send handshakes and pongs, so this is Node's 1 MB default cut well down.
 const SOCKETIO_MAX_PAYLOAD: u64 = 64 * 1024;
+/// Room in a socket.io socket's queue beyond a full replay and a full lag allowance, for
+/// heartbeats and the disconnect packet.
+const SOCKETIO_QUEUE_HEADROOM: usize = 16;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] StoreError),
+    #[error("cannot serve: {0}")]
+    Io(#[from] io::Error),
+}
 
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> io::Result<TcpListener> {
@@ -36,47 +51,108 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
-) -> io::Result<()> {
-    let feed = Feed::new([0, 0], config.client_backlog as usize);
-    let source =
-        tokio::spawn(LocalTicker::new(config.interval()).run(feed.clone(), shutdown.clone()));
+) -> Result<(), ServeError> {
+    let (source, positions) = match config.state_path() {
+        Some(path) => {
+            let (store, positions) = CounterStore::open(path)?;
+            info!(path = %path.display(), odd_position = positions[0], even_position = positions[1], "state loaded");
+            (
+                LocalTicker::durable(config.interval(), store, positions),
+                positions,
+            )
+        }
+        None => {
+            info!("running without state: streams start at 1 and 2");
+            (LocalTicker::new(config.interval()), [0, 0])
+        }
+    };
+    let feed = Feed::new(positions, config.client_backlog as usize);
+    let source = tokio::spawn(source.run(feed.clone(), shutdown.clone()));
+
+    let capacity = connection_capacity();
+    let max_connections = config.max_connections.unwrap_or(capacity).min(capacity);
+    let live = LiveConnections::default();
+    let admission = Admission::new(
+        live.clone(),
+        max_connections,
+        config.allowed_origins.clone(),
+    );
 
     let (socketio, io) = SocketIo::builder()
-        .ping_interval(SOCKETIO_PING_INTERVAL)
-        .ping_timeout(SOCKETIO_PING_TIMEOUT)
+        .ping_interval(config.ping_interval())
+        .ping_timeout(config.ping_timeout())
         .max_payload(SOCKETIO_MAX_PAYLOAD)
+        .max_buffer_size(
+            (config.max_backlog + config.client_backlog) as usize + SOCKETIO_QUEUE_HEADROOM,
+        )
         .with_state(SocketIoState {
             feed: feed.clone(),
             shutdown: shutdown.clone(),
+            max_backlog: config.max_backlog,
+            cut_off_patience: config.ping_interval() + config.ping_timeout(),
         })
         .build_svc();
     register_namespaces(&io);
 
+    let raw_connections = TaskTracker::new();
     let raw = RawWs {
         feed: feed.clone(),
+        admission: admission.clone(),
         shutdown: shutdown.clone(),
-        max_client_message: config.max_client_message as usize,
+        connections: raw_connections.clone(),
+        limits: RawLimits {
+            max_client_message: config.max_client_message as usize,
+            max_backlog: config.max_backlog,
+            ping_interval: config.ping_interval(),
+            ping_timeout: config.ping_timeout(),
+        },
     };
     let app = router(AppState {
         feed,
         raw,
         socketio,
+        admission,
     });
 
-    info!(addr = %listener.local_addr()?, interval_ms = config.interval_ms, "listening");
-    axum::serve(
+    info!(
+        addr = %listener.local_addr()?,
+        interval_ms = config.interval_ms,
+        max_connections,
+        "listening"
+    );
+    let listener = CountingListener::new(listener, live);
+    let http = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.cancelled().await;
-        // An engine.io close, not a socket.io disconnect: clients see "transport close"
-        // and reconnect by themselves. Raw connections close on the same token (1001).
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut http = tokio::spawn(http.into_future());
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        // The server failed on its own (it does not return otherwise): stop everything else.
+        ended = &mut http => {
+            shutdown.cancel();
+            let _ = source.await;
+            return Ok(ended.map_err(io::Error::other)??);
+        }
+    }
+    info!(drain_ms = config.drain_ms, "shutting down");
+    let drained = tokio::time::timeout(config.drain(), async {
         io.close().await;
+        raw_connections.close();
+        raw_connections.wait().await;
+        // Saves the exact stream positions.
+        let _ = source.await;
+        let _ = (&mut http).await;
     })
-    .await?;
-    // The source stops on the same token; a panic in it has already been logged.
-    let _ = source.await;
+    .await;
+    if drained.is_err() {
+        warn!(
+            drain_ms = config.drain_ms,
+            "drain time is up; exiting with clients still open"
+        );
+    }
     info!("stopped");
     Ok(())
 }

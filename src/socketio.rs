@@ -1,23 +1,28 @@
 //! The socket.io protocol: namespaces `/odd`, `/even` and `/`, event `integer`.
 //!
-//! Each connected socket gets one small task that forwards its lane's ticks with a
-//! per-socket `emit`, instead of a namespace-wide broadcast: the task starts from the exact
-//! position its subscription was taken at (so nothing is missed or repeated while the
-//! handshake completes), and a send error names the one socket that failed.
+//! Each connected socket gets one small task that forwards its stream with a per-socket
+//! `emit`, instead of a namespace-wide broadcast: the task starts from the exact position its
+//! subscription was taken at, so a resuming client's backlog and the live ticks meet with no
+//! gap and no repeat, and a send error names the one socket that failed.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde_json::Value;
+use socketioxide::SocketError;
 use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::feed::{Feed, Membership, Protocol};
 use crate::parity::Parity;
 use crate::raw_ws::peer_label;
+use crate::resume::{self, Backlog, ResumeError};
 
 /// The event every integer is emitted as.
 pub const EVENT: &str = "integer";
@@ -27,59 +32,85 @@ pub const EVENT: &str = "integer";
 pub struct SocketIoState {
     pub feed: Feed,
     pub shutdown: CancellationToken,
+    pub max_backlog: u64,
+    /// How long a socket too slow to be served may take to accept its disconnect.
+    pub cut_off_patience: Duration,
 }
 
 /// Registers the three namespaces on `io`. Any other namespace is refused by socketioxide
 /// with a `connect_error` ("Invalid namespace").
 pub fn register_namespaces(io: &SocketIo) {
-    io.ns(
-        "/odd",
-        async |socket: SocketRef, State(state): State<SocketIoState>| {
-            stream_to(socket, state, Parity::Odd);
-        },
-    );
-    io.ns(
-        "/even",
-        async |socket: SocketRef, State(state): State<SocketIoState>| {
-            stream_to(socket, state, Parity::Even);
-        },
-    );
-    io.ns(
-        "/",
-        async |socket: SocketRef,
-               State(state): State<SocketIoState>,
-               TryData(auth): TryData<RootAuth>| {
-            let parity = root_parity(socket.req_parts().uri.query(), auth.ok());
-            stream_to(socket, state, parity);
-        },
-    );
-}
-
-/// The handshake `auth` accepted on `/`. A client that multiplexes namespaces over one
-/// connection keeps the first namespace's query string, so `auth` is the reliable way for
-/// it to ask for the even stream on `/`.
-#[derive(Debug, Default, Deserialize)]
-pub struct RootAuth {
-    #[serde(default)]
-    even: bool,
-}
-
-fn root_parity(query: Option<&str>, auth: Option<RootAuth>) -> Parity {
-    if auth.is_some_and(|auth| auth.even) {
-        Parity::Even
-    } else {
-        Parity::from_query(query)
+    for namespace in ["/odd", "/even", "/"] {
+        io.ns(namespace, on_connect.with(check_resume));
     }
 }
 
-fn stream_to(socket: SocketRef, state: SocketIoState, parity: Parity) {
+/// The stream a socket asked for: its namespace, or for `/` the handshake's query key
+/// `even` or `auth.even`. A client that multiplexes namespaces over one connection keeps the
+/// first namespace's query string, so `auth` is the reliable way to ask for even on `/`.
+fn parity_of(socket: &SocketRef, auth: &Value) -> Parity {
+    match socket.ns() {
+        "/odd" => Parity::Odd,
+        "/even" => Parity::Even,
+        _ if auth.get("even").and_then(Value::as_bool) == Some(true) => Parity::Even,
+        _ => Parity::from_query(socket.req_parts().uri.query()),
+    }
+}
+
+fn auth_of(auth: Result<Value, impl std::fmt::Debug>) -> Value {
+    auth.unwrap_or(Value::Null)
+}
+
+/// Refuses, with a `connect_error` carrying the reason, an `auth.after` that is not a
+/// non-negative integer or is ahead of the stream.
+async fn check_resume(
+    socket: SocketRef,
+    State(state): State<SocketIoState>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), ResumeError> {
+    let auth = auth_of(auth);
+    let parity = parity_of(&socket, &auth);
+    if let Some(after) = resume::after_from_auth(auth.get("after"))? {
+        resume::check_not_ahead(parity, after, state.feed.position(parity))?;
+    }
+    Ok(())
+}
+
+async fn on_connect(
+    socket: SocketRef,
+    State(state): State<SocketIoState>,
+    TryData(auth): TryData<Value>,
+) {
+    let auth = auth_of(auth);
+    let parity = parity_of(&socket, &auth);
     let peer = peer_label(
         &socket.req_parts().headers,
         socket.req_parts().extensions.get(),
     );
     let span = info_span!("socketio", %parity, ns = socket.ns(), sid = %socket.id, %peer);
     let subscription = state.feed.subscribe(parity, Protocol::SocketIo);
-    span.in_scope(|| info!(after = subscription.position(), transport = ?socket.transport_type(), "connected"));
+    // Validated by `check_resume`; the stream has only moved forward since.
+    let after = resume::after_from_auth(auth.get("after")).ok().flatten();
+    let backlog = after.and_then(|after| {
+        Backlog::compute(parity, after, subscription.position(), state.max_backlog).ok()
+    });
+    span.in_scope(|| {
+        info!(
+            position = subscription.position(),
+            after,
+            replay = backlog.as_ref().map(Backlog::len),
+            transport = ?socket.transport_type(),
+            "connected"
+        );
+        if let Some(backlog) = &backlog
+            && backlog.dropped > 0
+        {
+            warn!(
+                dropped = backlog.dropped,
+                "client was further behind than the backlog cap"
+            );
+        }
+    });
     let (mut ticks, membership) = subscription.into_parts();
 
     // The disconnect handler drops the membership itself, so demand falls the moment the
@@ -104,7 +135,18 @@ fn stream_to(socket: SocketRef, state: SocketIoState, parity: Parity) {
 
     tokio::spawn(
         async move {
-            loop {
+            let replay = backlog
+                .into_iter()
+                .flat_map(|backlog| backlog.positions)
+                .filter_map(|position| parity.integer_at(position));
+            let mut too_slow = None;
+            for integer in replay {
+                if let Err(error) = socket.emit(EVENT, &integer) {
+                    too_slow = Some(error.to_string());
+                    break;
+                }
+            }
+            while too_slow.is_none() {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
@@ -112,19 +154,21 @@ fn stream_to(socket: SocketRef, state: SocketIoState, parity: Parity) {
                     tick = ticks.recv() => match tick {
                         Ok(tick) => {
                             if let Err(error) = socket.emit(EVENT, &tick.integer) {
-                                cut_off(&socket, &error.to_string());
-                                break;
+                                too_slow = Some(error.to_string());
                             }
                         }
-                        Err(RecvError::Lagged(missed)) => {
-                            cut_off(&socket, &format!("missed {missed} integers"));
-                            break;
-                        }
+                        Err(RecvError::Lagged(missed)) => too_slow = Some(format!("missed {missed} integers")),
                         Err(RecvError::Closed) => break,
                     },
                 }
             }
             release(&membership);
+            if let Some(why) = too_slow
+                && socket.connected()
+            {
+                warn!(why, "client too slow, disconnecting");
+                disconnect_when_possible(socket, state.cut_off_patience).await;
+            }
         }
         .instrument(span),
     );
@@ -139,13 +183,22 @@ fn release(membership: &Mutex<Option<Membership>>) {
     );
 }
 
-/// Disconnects a socket that can no longer be served in order (its queue is full or it fell
-/// behind the lane), rather than let it see a gap.
-fn cut_off(socket: &SocketRef, why: &str) {
-    if socket.connected() {
-        warn!(why, "client too slow, disconnecting");
-        // Fails only if the socket is already closing, which is the goal anyway.
-        let _ = socket.clone().disconnect();
+/// Disconnects a socket that can no longer be served in order. Its queue is full, so the
+/// disconnect packet may not fit at first: retry while the client drains it. A client that
+/// drains nothing at all stops answering heartbeats, and socketioxide closes it then.
+async fn disconnect_when_possible(socket: SocketRef, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    loop {
+        match socket.clone().disconnect() {
+            Err(SocketError::InternalChannelFull) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(SocketError::InternalChannelFull) => {
+                warn!("disconnect could not be queued; leaving it to the heartbeat");
+                return;
+            }
+            Ok(()) | Err(SocketError::Closed) => return,
+        }
     }
 }
 
@@ -154,22 +207,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_namespace_picks_even_from_query_or_auth() {
-        assert_eq!(
-            root_parity(Some("EIO=4&transport=polling"), None),
-            Parity::Odd
-        );
-        assert_eq!(
-            root_parity(Some("EIO=4&transport=websocket&even"), None),
-            Parity::Even
-        );
-        assert_eq!(
-            root_parity(None, Some(RootAuth { even: true })),
-            Parity::Even
-        );
-        assert_eq!(
-            root_parity(Some("EIO=4"), Some(RootAuth { even: false })),
-            Parity::Odd
-        );
+    fn auth_that_is_not_an_object_is_ignored() {
+        assert_eq!(auth_of(Err::<Value, _>("not json")), Value::Null);
+        assert_eq!(Value::Null.get("even"), None);
     }
 }

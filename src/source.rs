@@ -10,10 +10,15 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
+use crate::counter_store::CounterStore;
 use crate::feed::{Demand, Feed};
 use crate::parity::Parity;
+
+/// How much ticking one reservation in the state file covers: the file is written about this
+/// often while a stream runs, and a crash skips at most this much of a stream.
+const RESERVE_AHEAD: Duration = Duration::from_secs(10);
 
 /// Produces integers into a feed until `shutdown` is cancelled.
 pub trait IntegerSource: Send + 'static {
@@ -21,29 +26,119 @@ pub trait IntegerSource: Send + 'static {
 }
 
 /// Ticks every `interval` while at least one parity has subscribers.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalTicker {
     interval: Duration,
+    durable: Option<Durable>,
+}
+
+/// The ticker's side of the state file: what it has reserved so far.
+#[derive(Debug)]
+struct Durable {
+    store: CounterStore,
+    reserved: [u64; 2],
+    block: u64,
 }
 
 impl LocalTicker {
+    /// A ticker whose positions live only in memory.
     pub fn new(interval: Duration) -> LocalTicker {
-        LocalTicker { interval }
+        LocalTicker {
+            interval,
+            durable: None,
+        }
+    }
+
+    /// A ticker that reserves positions in `store` before publishing them, starting from
+    /// `positions` (as returned by [`CounterStore::open`]).
+    pub fn durable(interval: Duration, store: CounterStore, positions: [u64; 2]) -> LocalTicker {
+        let block = RESERVE_AHEAD
+            .as_millis()
+            .div_ceil(interval.as_millis().max(1))
+            .max(1) as u64;
+        LocalTicker {
+            interval,
+            durable: Some(Durable {
+                store,
+                reserved: positions,
+                block,
+            }),
+        }
+    }
+
+    /// Publishes the next integer of every parity that has subscribers, reserving it first.
+    async fn tick(&mut self, feed: &Feed, demand: Demand) {
+        for parity in Parity::ALL {
+            if !demand[parity.index()] {
+                continue;
+            }
+            if let Some(durable) = &mut self.durable
+                && !durable.reserve_next(feed, parity).await
+            {
+                continue;
+            }
+            if let Some(tick) = feed.publish_next(parity) {
+                debug!(%parity, integer = tick.integer, "published");
+            }
+        }
+    }
+
+    async fn save_exact_positions(&mut self, feed: &Feed) {
+        if let Some(durable) = &mut self.durable {
+            let positions = [feed.position(Parity::Odd), feed.position(Parity::Even)];
+            if durable.save(positions).await {
+                info!(path = %durable.store.path().display(), "state saved");
+            }
+        }
+    }
+}
+
+impl Durable {
+    /// Makes sure `parity`'s next position is covered by a saved reservation. A stream whose
+    /// reservation cannot be saved does not advance: a repeat after a crash would be worse
+    /// than a pause.
+    async fn reserve_next(&mut self, feed: &Feed, parity: Parity) -> bool {
+        let next = feed.position(parity) + 1;
+        if next <= self.reserved[parity.index()] {
+            return true;
+        }
+        let mut wanted = self.reserved;
+        wanted[parity.index()] = next - 1 + self.block;
+        self.save(wanted).await
+    }
+
+    async fn save(&mut self, positions: [u64; 2]) -> bool {
+        let store = self.store.clone();
+        let saved = tokio::task::spawn_blocking(move || store.save(positions)).await;
+        match saved {
+            Ok(Ok(())) => {
+                self.reserved = positions;
+                true
+            }
+            Ok(Err(failure)) => {
+                error!(error = %failure, "cannot save stream positions; streams pause until it works");
+                false
+            }
+            Err(join) => {
+                error!(error = %join, "saving stream positions panicked");
+                false
+            }
+        }
     }
 }
 
 impl IntegerSource for LocalTicker {
-    async fn run(self, feed: Feed, shutdown: CancellationToken) {
+    async fn run(mut self, feed: Feed, shutdown: CancellationToken) {
         let mut demand = feed.demand();
         let mut running: Demand = [false; 2];
-        loop {
+        'serving: loop {
             // Idle: no timer is armed, only the demand channel and shutdown can wake us.
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break 'serving,
                 woke = demand.wait_for(|wanted| wanted.contains(&true)) => {
                     if woke.is_err() {
-                        return;
+                        break 'serving;
                     }
                 }
             }
@@ -55,13 +150,10 @@ impl IntegerSource for LocalTicker {
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => {
-                        report_running(&feed, &mut running, [false; 2]);
-                        return;
-                    }
+                    _ = shutdown.cancelled() => break 'serving,
                     changed = demand.changed() => {
                         if changed.is_err() {
-                            return;
+                            break 'serving;
                         }
                         let wanted = *demand.borrow_and_update();
                         report_running(&feed, &mut running, wanted);
@@ -70,15 +162,14 @@ impl IntegerSource for LocalTicker {
                         }
                     }
                     _ = clock.tick() => {
-                        for parity in Parity::ALL {
-                            if let Some(tick) = feed.publish_next(parity) {
-                                debug!(%parity, integer = tick.integer, "published");
-                            }
-                        }
+                        let wanted = *demand.borrow();
+                        self.tick(&feed, wanted).await;
                     }
                 }
             }
         }
+        report_running(&feed, &mut running, [false; 2]);
+        self.save_exact_positions(&feed).await;
     }
 }
 

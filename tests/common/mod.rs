@@ -26,7 +26,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub interval: Duration,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    task: Option<JoinHandle<Result<(), integers::server::ServeError>>>,
 }
 
 impl TestServer {
@@ -110,11 +110,12 @@ impl Drop for TestServer {
     }
 }
 
-/// Defaults as a user gets them, on a random loopback port.
+/// Defaults as a user gets them, on a random loopback port, keeping no state file.
 pub fn test_config() -> Config {
     Config {
         host: "127.0.0.1".parse().unwrap(),
         port: 0,
+        no_state: true,
         ..Config::defaults()
     }
 }

@@ -1,0 +1,159 @@
+//! The TCP listener: counts live connections, for the connection limit, and disables Nagle's
+//! algorithm, since every frame this server sends is a few bytes that should leave at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::warn;
+
+/// The number of open client connections, shared with whoever enforces a limit on it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveConnections(Arc<AtomicUsize>);
+
+impl LiveConnections {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A [`TcpListener`] whose accepted streams count themselves in [`LiveConnections`].
+pub struct CountingListener {
+    inner: TcpListener,
+    live: LiveConnections,
+}
+
+impl CountingListener {
+    pub fn new(inner: TcpListener, live: LiveConnections) -> CountingListener {
+        CountingListener { inner, live }
+    }
+}
+
+impl Listener for CountingListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        warn!(%error, "cannot set TCP_NODELAY");
+                    }
+                    self.live.0.fetch_add(1, Ordering::Relaxed);
+                    let live = self.live.clone();
+                    return (CountedStream { stream, live }, addr);
+                }
+                // Out of file descriptors or a connection reset before it was accepted: the
+                // listener itself is fine. Back off briefly so an fd shortage is not a busy loop.
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection; it stops counting when dropped, upgraded or not.
+pub struct CountedStream {
+    stream: TcpStream,
+    live: LiveConnections,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.live.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// The client's TCP address, as request extension `ConnectInfo<ClientAddr>`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, CountingListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The open-files limit bounds how many connections one process can hold. Raises the soft
+/// limit to the hard one and returns how many connections fit, leaving room for the
+/// listener, the state file, the runtime and logging.
+pub fn connection_capacity() -> usize {
+    const RESERVED_FILES: u64 = 64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024 - RESERVED_FILES as usize;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    limit
+        .rlim_cur
+        .saturating_sub(RESERVED_FILES)
+        .clamp(1, usize::MAX as u64) as usize
+}

@@ -1,0 +1,200 @@
+//! Resuming a stream after a reconnect: `after=N` asks for every integer of the stream above N
+//! that the client missed, then the live stream.
+//!
+//! A stream's integers are consecutive, so the missed ones are computed from the stream's
+//! position when the client subscribed, never stored: nothing is kept per client or per tick.
+
+use std::ops::RangeInclusive;
+
+use crate::parity::Parity;
+use crate::query;
+
+/// Why an `after` cannot be honoured; the message is what the client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("after must be a non-negative integer, got {0:?}")]
+    NotAnInteger(String),
+    #[error("after={after} is ahead of the {parity} stream, whose last integer is {last}")]
+    AheadOfStream {
+        parity: Parity,
+        after: u64,
+        last: u64,
+    },
+}
+
+/// Parses the decimal digits of an `after` value.
+pub fn parse_after(text: &str) -> Result<u64, ResumeError> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(ResumeError::NotAnInteger(text.chars().take(40).collect()));
+    }
+    text.parse()
+        .map_err(|_| ResumeError::NotAnInteger(text.chars().take(40).collect()))
+}
+
+/// The `after` of a raw client's query string, if it has one.
+pub fn after_from_query(query: Option<&str>) -> Result<Option<u64>, ResumeError> {
+    query::value(query, "after").map(parse_after).transpose()
+}
+
+/// The `after` of a socket.io handshake's `auth`: a number, or a string of digits.
+pub fn after_from_auth(value: Option<&serde_json::Value>) -> Result<Option<u64>, ResumeError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(number)) => number
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ResumeError::NotAnInteger(number.to_string())),
+        Some(serde_json::Value::String(text)) => parse_after(text).map(Some),
+        Some(other) => Err(ResumeError::NotAnInteger(
+            other.to_string().chars().take(40).collect(),
+        )),
+    }
+}
+
+/// Refuses an `after` beyond the last integer of a stream standing at `position`.
+pub fn check_not_ahead(parity: Parity, after: u64, position: u64) -> Result<(), ResumeError> {
+    let last = parity.integer_at(position).unwrap_or(0);
+    if after > last {
+        return Err(ResumeError::AheadOfStream {
+            parity,
+            after,
+            last,
+        });
+    }
+    Ok(())
+}
+
+/// The stream positions to replay to a client that has seen everything up to `after`, when
+/// the stream stands at `position`: at most `cap` of them, the newest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub positions: RangeInclusive<u64>,
+    /// Missed integers left out because of the cap.
+    pub dropped: u64,
+}
+
+impl Backlog {
+    pub fn compute(
+        parity: Parity,
+        after: u64,
+        position: u64,
+        cap: u64,
+    ) -> Result<Backlog, ResumeError> {
+        check_not_ahead(parity, after, position)?;
+        // The first position whose integer is above `after`: 2p - 1 > after, or 2p > after.
+        let first = match parity {
+            Parity::Odd => (after + 1) / 2 + 1,
+            Parity::Even => after / 2 + 1,
+        };
+        let missed = (position + 1).saturating_sub(first);
+        let dropped = missed.saturating_sub(cap);
+        Ok(Backlog {
+            positions: first + dropped..=position,
+            dropped,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        (*self.positions.end() + 1).saturating_sub(*self.positions.start())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn integers(parity: Parity, backlog: &Backlog) -> Vec<u64> {
+        backlog
+            .positions
+            .clone()
+            .filter_map(|position| parity.integer_at(position))
+            .collect()
+    }
+
+    #[test]
+    fn the_backlog_is_every_integer_above_after() {
+        // Odd stream standing at 9 (position 5).
+        let cases = [
+            (0, vec![1, 3, 5, 7, 9]),
+            (1, vec![3, 5, 7, 9]),
+            (4, vec![5, 7, 9]),
+            (9, vec![]),
+        ];
+        for (after, expected) in cases {
+            let backlog = Backlog::compute(Parity::Odd, after, 5, 100).unwrap();
+            assert_eq!(integers(Parity::Odd, &backlog), expected, "after={after}");
+            assert_eq!(backlog.len() as usize, expected.len());
+        }
+        let backlog = Backlog::compute(Parity::Even, 5, 5, 100).unwrap();
+        assert_eq!(integers(Parity::Even, &backlog), [6, 8, 10]);
+    }
+
+    #[test]
+    fn the_cap_keeps_the_newest() {
+        let backlog = Backlog::compute(Parity::Even, 0, 10, 3).unwrap();
+        assert_eq!(integers(Parity::Even, &backlog), [16, 18, 20]);
+        assert_eq!(backlog.dropped, 7);
+    }
+
+    #[test]
+    fn after_beyond_the_stream_is_refused() {
+        assert_eq!(
+            Backlog::compute(Parity::Odd, 10, 5, 100),
+            Err(ResumeError::AheadOfStream {
+                parity: Parity::Odd,
+                after: 10,
+                last: 9
+            })
+        );
+        assert!(Backlog::compute(Parity::Even, 1, 0, 100).is_err());
+        assert!(
+            Backlog::compute(Parity::Even, 0, 0, 100)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_plain_decimal_digits_parse() {
+        assert_eq!(parse_after("0"), Ok(0));
+        assert_eq!(parse_after("18446744073709551615"), Ok(u64::MAX));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.5",
+            "abc",
+            " 1",
+            "18446744073709551616",
+            "0x10",
+        ] {
+            assert!(parse_after(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(after_from_query(Some("even&after=7")), Ok(Some(7)));
+        assert_eq!(after_from_query(Some("even")), Ok(None));
+        assert!(after_from_query(Some("after")).is_err());
+    }
+
+    #[test]
+    fn auth_after_accepts_numbers_and_digit_strings() {
+        use serde_json::json;
+        assert_eq!(after_from_auth(None), Ok(None));
+        assert_eq!(after_from_auth(Some(&json!(null))), Ok(None));
+        assert_eq!(after_from_auth(Some(&json!(12))), Ok(Some(12)));
+        assert_eq!(after_from_auth(Some(&json!("12"))), Ok(Some(12)));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("x"),
+            json!([1]),
+            json!({}),
+            json!(true),
+        ] {
+            assert!(after_from_auth(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+}
