@@ -21,6 +21,8 @@ function panelView(element, title, endpoint) {
   let last = null;
   return {
     button: element.querySelector(".toggle"),
+    // The last integer shown, to resume after on reconnect; null before the first.
+    last: () => last,
     setState(name, detail) {
       state.dataset.state = name;
       state.textContent = detail ? `${name} (${detail})` : name;
@@ -46,16 +48,27 @@ function panelView(element, title, endpoint) {
   };
 }
 
-// socket.io: the official client reconnects by itself; the button only toggles it.
+// socket.io: the official client reconnects by itself, and `auth` as a function is asked
+// again at every reconnect, so each one resumes after the last integer shown.
 function socketIoPanel(element) {
   const parity = element.dataset.parity;
   const view = panelView(element, "socket.io", `io("/${parity}")`);
-  const socket = io(`/${parity}`);
+  const socket = io(`/${parity}`, {
+    auth: (send) => send(view.last() === null ? {} : { after: view.last() }),
+  });
   socket.on("connect", () => view.setState("connected", socket.io.engine.transport.name));
   socket.io.engine?.on?.("upgrade", () => view.setState("connected", socket.io.engine.transport.name));
   socket.io.on("reconnect_attempt", (attempt) => view.setState("reconnecting", `attempt ${attempt}`));
-  socket.on("disconnect", (reason) =>
-    view.setState(socket.active ? "reconnecting" : "disconnected", reason));
+  socket.on("disconnect", (reason) => {
+    // The server disconnects a client too slow to keep up; the client does not come back on
+    // its own after a server disconnect, so ask again, resuming where it stopped.
+    if (reason === "io server disconnect" && view.button.textContent === "Disconnect") {
+      view.setState("reconnecting", reason);
+      setTimeout(() => socket.connect(), RAW_BACKOFF_MIN_MS);
+      return;
+    }
+    view.setState(socket.active ? "reconnecting" : "disconnected", reason);
+  });
   socket.on("connect_error", (error) => view.setState("reconnecting", error.message));
   socket.on("integer", (value) => view.integer(value));
   view.button.addEventListener("click", () => {
@@ -69,19 +82,25 @@ function socketIoPanel(element) {
   });
 }
 
-// Raw WebSocket: reconnects with capped exponential backoff and jitter until disconnected by hand.
+// Raw WebSocket: reconnects with capped exponential backoff and jitter until disconnected by
+// hand, resuming with ?after= the last integer shown.
 function rawPanel(element) {
   const parity = element.dataset.parity;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${scheme}//${location.host}/_ws/${parity === "even" ? "?even" : ""}`;
-  const view = panelView(element, "raw WebSocket", url);
+  const base = `${scheme}//${location.host}/_ws/`;
+  const view = panelView(element, "raw WebSocket", `${base}${parity === "even" ? "?even" : ""}`);
+  const url = () => {
+    const query = [parity === "even" ? "even" : null, view.last() === null ? null : `after=${view.last()}`];
+    const joined = query.filter(Boolean).join("&");
+    return joined ? `${base}?${joined}` : base;
+  };
   let socket = null;
   let wanted = true;
   let failures = 0;
   let retryTimer = null;
 
   function open() {
-    socket = new WebSocket(url);
+    socket = new WebSocket(url());
     socket.addEventListener("open", () => {
       failures = 0;
       view.setState("connected");

@@ -5,8 +5,8 @@
 //! prove the peer alive, and to enforce the size bound; their content is ignored.
 //!
 //! Every way a connection ends has its close code: 1001 on shutdown, 1013 for a client too slow
-//! to keep up (it should reconnect with `after`), 1009/1007/1002 for bad frames. A peer that
-//! stops answering heartbeats is dropped without one, since nothing would read it.
+//! to keep up or silent through a heartbeat (it should reconnect with `after`), 1009/1007/1002
+//! for bad frames. Each close frame gets at most the ping timeout to be written.
 
 use std::time::Duration;
 
@@ -149,8 +149,8 @@ enum Ended {
     BadFrame(u16, String),
     #[error("client too slow: {0}")]
     TooSlow(String),
-    #[error("no answer to a heartbeat")]
-    DeadPeer,
+    #[error("no answer to a heartbeat within {0:?}")]
+    NoHeartbeat(Duration),
     #[error("server shutting down")]
     Shutdown,
     #[error("connection lost: {0}")]
@@ -165,8 +165,14 @@ impl Ended {
                 close_code::AGAIN,
                 format!("too slow: {why}; reconnect with after"),
             )),
+            // The peer may be gone, or its ping may be stuck behind integers it reads too
+            // slowly; in the second case this reason reaches it, after them.
+            Ended::NoHeartbeat(patience) => Some((
+                close_code::AGAIN,
+                format!("no answer to a heartbeat within {patience:?}; reconnect with after"),
+            )),
             Ended::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
-            Ended::ClientClosed | Ended::DeadPeer | Ended::Lost(_) => None,
+            Ended::ClientClosed | Ended::Lost(_) => None,
         }
     }
 }
@@ -220,7 +226,7 @@ async fn serve(
                     }
                 }
                 _ = tokio::time::sleep_until(answer_due.unwrap_or_else(Instant::now)), if answer_due.is_some() => {
-                    break Ended::DeadPeer;
+                    break Ended::NoHeartbeat(limits.ping_timeout);
                 }
                 _ = heartbeat.tick() => {
                     if let Err(ended) = send(&mut sink, Message::Ping(Default::default()), limits.ping_timeout).await {
@@ -250,9 +256,22 @@ async fn serve(
         // Best effort: the peer may be gone or stalled, and nothing more is owed to it.
         let _ = send(&mut sink, Message::Close(Some(frame)), limits.ping_timeout).await;
     }
-    if !matches!(ended, Ended::DeadPeer | Ended::Lost(_)) {
+    if !matches!(ended, Ended::Lost(_)) {
         // Flushes the reply to a client's close frame, if that is how it ended.
         let _ = tokio::time::timeout(limits.ping_timeout, sink.close()).await;
+    }
+    if ended.close_frame().is_some() {
+        // Wait for the client's answering close before dropping the socket: closing with its
+        // frames unread would make the kernel reset the connection, and a reset discards
+        // whatever the client has not read yet, our close frame included.
+        let _ = tokio::time::timeout(limits.ping_timeout, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     ended
 }

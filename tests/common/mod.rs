@@ -251,3 +251,112 @@ pub fn upgrade_request(path: &str) -> String {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
 }
+
+/// The real `integers` binary as a child process, for what only a process can show:
+/// signals, crashes, restarts and its memory.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Process {
+    /// Starts the binary with `args` (host and port are added) and waits for it to listen.
+    pub async fn start(port: u16, args: &[&str]) -> Process {
+        let mut child = Process::command(port, args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the integers binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let log_writer = log.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.split("listening addr=").nth(1) {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                log_writer.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = tokio::time::timeout(PATIENCE, addr_rx)
+            .await
+            .expect("the binary did not start listening in time")
+            .expect("the binary exited before listening");
+        Process {
+            child,
+            addr: addr.parse().unwrap(),
+            log,
+        }
+    }
+
+    pub fn command(port: u16, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn raw(&self, path: &str) -> Ws {
+        tokio::time::timeout(PATIENCE, connect_async(self.ws_url(path)))
+            .await
+            .expect("connect timed out")
+            .expect("connect")
+            .0
+    }
+
+    pub async fn status(&self) -> FeedStatus {
+        let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        serde_json::from_str(&response.body).expect("status JSON")
+    }
+
+    /// Sends `signal` and waits for the process to exit, returning its exit status.
+    pub async fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running") as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("did not exit in time")
+            .unwrap()
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("still running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+}
+
+/// A fresh directory for one test's state file.
+pub fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("integers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

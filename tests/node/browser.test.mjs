@@ -86,8 +86,8 @@ test("the buttons disconnect and reconnect a panel", async () => {
   assert.deepEqual(problems, []);
 });
 
-test("every panel reconnects by itself after a server restart", async () => {
-  const port = server.port;
+test("every panel reconnects by itself after a restart and catches up with no gap", async () => {
+  const { port, stateFile } = server;
   assert.equal(await server.stop(), 0);
   await page.waitForFunction(
     (selectors) => selectors.every((s) => document.querySelector(`${s} .state`).dataset.state !== "connected"),
@@ -95,10 +95,13 @@ test("every panel reconnects by itself after a server restart", async () => {
     { timeout: 10000 },
   );
   const before = await receivedCounts();
-  server = await startServer({ intervalMs: 100, port });
+  server = await startServer({ intervalMs: 100, port, stateFile });
   await waitForIntegers(3, before, 30000);
   for (const [protocol, parity] of PANELS) {
-    assert.match(await page.$eval(`${panel(protocol, parity)} .state`, (el) => el.textContent), /^connected/);
+    const selector = panel(protocol, parity);
+    assert.match(await page.$eval(`${selector} .state`, (el) => el.textContent), /^connected/);
+    assert.equal(await page.$eval(`${selector} .gaps`, (el) => el.textContent), "0",
+      `${protocol}/${parity} missed integers across the restart`);
   }
   // A dropped connection is not a page error: reconnecting is expected to log nothing red.
   assert.deepEqual(problems.filter((p) => !p.includes("WebSocket") && !p.includes("ERR_CONNECTION_REFUSED")), []);

@@ -1,16 +1,26 @@
 // Starts the real server binary on a random loopback port for one test file.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 
 const DEFAULT_BIN = fileURLToPath(new URL("../../target/debug/integers", import.meta.url));
 const START_TIMEOUT_MS = 15000;
 
+// A state file path of its own, to pass to several starts of the server that should continue
+// each other's streams.
+export function freshStateFile() {
+  return join(mkdtempSync(join(tmpdir(), "integers-test-")), "state.json");
+}
+
 // Starts `integers` with the given flags; resolves once it logs the address it listens on.
-export async function startServer({ intervalMs = 50, port = 0, extraArgs = [] } = {}) {
+export async function startServer({ intervalMs = 50, port = 0, stateFile = freshStateFile(), extraArgs = [] } = {}) {
   const bin = process.env.INTEGERS_BIN ?? DEFAULT_BIN;
-  const args = ["--host", "127.0.0.1", "--port", String(port), "--interval-ms", String(intervalMs), ...extraArgs];
+  const args = ["--host", "127.0.0.1", "--port", String(port), "--interval-ms", String(intervalMs),
+    "--state-file", stateFile, ...extraArgs];
   const child = spawn(bin, args, { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   const address = await new Promise((resolve, reject) => {
@@ -29,6 +39,8 @@ export async function startServer({ intervalMs = 50, port = 0, extraArgs = [] } 
   const url = `http://${address}`;
   return {
     url,
+    stateFile,
+    pid: child.pid,
     wsUrl: `ws://${address}`,
     port: Number(address.split(":").pop()),
     log: () => log,
@@ -47,12 +59,13 @@ export async function startServer({ intervalMs = 50, port = 0, extraArgs = [] } 
         await sleep(10);
       }
     },
-    // Sends SIGTERM and resolves with the exit code.
-    async stop() {
-      if (child.exitCode !== null) return child.exitCode;
-      child.kill("SIGTERM");
-      const [code] = await once(child, "exit");
-      return code;
+    // Sends `signal` (SIGTERM by default) and resolves with the exit code, or the signal's
+    // name when the signal killed it.
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode;
+      child.kill(signal);
+      const [code, killedBy] = await once(child, "exit");
+      return code ?? killedBy;
     },
   };
 }

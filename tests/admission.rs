@@ -1,0 +1,96 @@
+//! Who may connect: the connection limit (503 with Retry-After) and the origin allow-list.
+
+mod common;
+
+use common::{TestServer, http, next_integers, test_config, upgrade_request};
+use integers::Config;
+
+#[tokio::test]
+async fn past_the_connection_limit_new_streams_get_503_with_retry_after() {
+    let server = TestServer::start_with(Config {
+        interval_ms: 20,
+        max_connections: Some(2),
+        ..test_config()
+    })
+    .await;
+    let mut first = server.raw("/_ws/").await;
+    let _second = server.raw("/_ws/?even").await;
+
+    let refused = http(server.addr, &upgrade_request("/_ws/")).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert!(
+        refused.body.contains("limit of 2 connections"),
+        "{}",
+        refused.body
+    );
+    let socketio = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_eq!(
+        http(server.addr, socketio).await.status,
+        503,
+        "new socket.io session admitted"
+    );
+
+    // The health check and the admitted clients are unaffected.
+    let health = http(
+        server.addr,
+        "GET /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    next_integers(&mut first, 2).await;
+    drop(first);
+    server
+        .wait_for_status("the first client to leave", |s| s.odd.subscribers.raw == 0)
+        .await;
+    let _third = server.raw("/_ws/").await;
+}
+
+#[tokio::test]
+async fn only_allowed_origins_may_connect_when_a_list_is_set() {
+    let server = TestServer::start_with(Config {
+        interval_ms: 20,
+        allowed_origins: vec![
+            "https://app.example".into(),
+            "http://localhost:8080/".into(),
+        ],
+        ..test_config()
+    })
+    .await;
+    let with_origin = |origin: &str| {
+        upgrade_request("/_ws/").replace("Host: t\r\n", &format!("Host: t\r\nOrigin: {origin}\r\n"))
+    };
+    let refused = http(server.addr, &with_origin("https://evil.example")).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused
+            .body
+            .contains("origin https://evil.example is not allowed"),
+        "{}",
+        refused.body
+    );
+    let socketio = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n";
+    assert_eq!(http(server.addr, socketio).await.status, 403);
+
+    for origin in ["https://app.example", "http://localhost:8080"] {
+        let mut ws = tokio_tungstenite::connect_async(
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                server.ws_url("/_ws/"),
+            )
+            .map(|mut request| {
+                request
+                    .headers_mut()
+                    .insert("origin", origin.parse().unwrap());
+                request
+            })
+            .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{origin} refused: {error}"))
+        .0;
+        next_integers(&mut ws, 1).await;
+    }
+    // Non-browser clients send no Origin and are always allowed.
+    let mut plain = server.raw("/_ws/").await;
+    next_integers(&mut plain, 1).await;
+}

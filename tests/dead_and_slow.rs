@@ -1,0 +1,264 @@
+//! Clients that vanish without a FIN, and clients that read too slowly: both stop counting
+//! within the configured time, are told why when they can still hear it, and cost the server
+//! bounded memory while everyone else's delivery goes on.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{PATIENCE, Process, TestServer, assert_consecutive, next_integers, test_config};
+use futures_util::{SinkExt, StreamExt};
+use integers::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A TCP proxy on loopback that, once frozen, silently stops forwarding in both directions
+/// while keeping both connections open: to the server, the client is half-open.
+struct FreezableProxy {
+    addr: SocketAddr,
+    frozen: Arc<AtomicBool>,
+}
+
+impl FreezableProxy {
+    async fn start(target: SocketAddr) -> FreezableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(target).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, flag.clone()));
+                tokio::spawn(pump(server_read, client_write, flag.clone()));
+            }
+        });
+        FreezableProxy { addr, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read =
+            match tokio::time::timeout(Duration::from_millis(20), from.read(&mut buffer)).await {
+                Err(_) if frozen.load(Ordering::SeqCst) => break,
+                Err(_) => continue,
+                Ok(Ok(0) | Err(_)) => return,
+                Ok(Ok(read)) => read,
+            };
+        if frozen.load(Ordering::SeqCst) {
+            break;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+    // Frozen: hold both ends open and forward nothing, like a peer whose network vanished.
+    let _keep_open = (from, to);
+    std::future::pending::<()>().await;
+}
+
+fn heartbeat_config() -> Config {
+    Config {
+        interval_ms: 50,
+        ping_interval_ms: 200,
+        ping_timeout_ms: 300,
+        ..test_config()
+    }
+}
+
+#[tokio::test]
+async fn a_half_open_raw_client_stops_counting_within_the_heartbeat_time() {
+    let server = TestServer::start_with(heartbeat_config()).await;
+    let proxy = FreezableProxy::start(server.addr).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/_ws/", proxy.addr))
+        .await
+        .unwrap();
+    // Through several heartbeats a client that keeps reading (which answers pings) still counts.
+    let integers = next_integers(&mut ws, 16).await;
+    assert_consecutive(&integers);
+    assert_eq!(server.status().await.odd.subscribers.raw, 1);
+
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    let status = server
+        .wait_for_status("the half-open client to be dropped", |s| {
+            s.odd.subscribers.raw == 0 && !s.odd.running
+        })
+        .await;
+    // Heartbeat interval + timeout is 0.5 s; ten times that is slack for a loaded machine.
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(5),
+        "took {:?}: {status:?}",
+        frozen_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_time() {
+    let server = TestServer::start_with(heartbeat_config()).await;
+    let proxy = FreezableProxy::start(server.addr).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text("40/even,")).await.unwrap();
+    let mut events = 0;
+    while events < 3 {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match frame.to_text().unwrap() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            text if text.starts_with("42/even,[\"integer\",") => events += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(server.status().await.even.subscribers.socketio, 1);
+
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    server
+        .wait_for_status("the half-open socket.io client to be dropped", |s| {
+            s.even.subscribers.socketio == 0 && !s.even.running
+        })
+        .await;
+    assert!(
+        frozen_at.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        frozen_at.elapsed()
+    );
+}
+
+/// Connects with a small receive buffer, so a client that reads slowly backs up quickly.
+async fn slow_client(url: &str, addr: SocketAddr) -> common::Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    // client_async gives a plain stream; wrap it the way connect_async's clients are.
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
+    const SLOW: usize = 10;
+    const FAST: usize = 3;
+    /// The stated bound on the server's memory through this test.
+    const RSS_BOUND_KIB: u64 = 64 * 1024;
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--ping-interval-ms",
+            "200",
+            "--ping-timeout-ms",
+            "1000",
+        ],
+    )
+    .await;
+    let url = server.ws_url("/_ws/");
+
+    let mut fast = Vec::new();
+    for _ in 0..FAST {
+        let mut ws = server.raw("/_ws/").await;
+        fast.push(tokio::spawn(async move {
+            let mut all = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < deadline {
+                all.extend(next_integers(&mut ws, 50).await);
+            }
+            all
+        }));
+    }
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        slow.push(slow_client(&url, server.addr).await);
+    }
+    // The slow clients read one frame every 20 ms, against a tick every millisecond, until
+    // the server has cut them; then they read what is left at full speed.
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    let slow_readers: Vec<_> = slow
+        .into_iter()
+        .map(|mut ws| {
+            let mut cut_rx = cut_rx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !*cut_rx.borrow_and_update() {
+                    if let Some(Ok(Message::Text(text))) = ws.next().await {
+                        seen.push(text.parse::<u64>().unwrap());
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(20), cut_rx.changed()).await;
+                }
+                (ws, seen)
+            })
+        })
+        .collect();
+
+    let mut peak_rss = 0;
+    let cut = loop {
+        peak_rss = peak_rss.max(server.rss_kib());
+        let status = server.status().await;
+        if status.odd.subscribers.raw == FAST {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cut.odd.subscribers.raw, FAST);
+    cut_tx.send(true).unwrap();
+    for reader in slow_readers {
+        let (mut ws, mut seen) = reader.await.unwrap();
+        // Now read everything that was queued for it: its integers in order, then the reason.
+        let (code, reason) = loop {
+            match tokio::time::timeout(PATIENCE, ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(Message::Text(text))) => seen.push(text.parse().unwrap()),
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    break (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(_)) => {}
+                other => panic!("slow client's stream ended without a close frame: {other:?}"),
+            }
+        };
+        assert_consecutive(&seen);
+        assert_eq!(code, 1013, "{reason}");
+        assert!(reason.contains("reconnect with after"), "{reason}");
+    }
+    for reader in fast {
+        let all = reader.await.unwrap();
+        assert_consecutive(&all);
+        assert!(
+            all.len() > 500,
+            "fast client got only {} integers",
+            all.len()
+        );
+    }
+    peak_rss = peak_rss.max(server.rss_kib());
+    assert!(
+        peak_rss < RSS_BOUND_KIB,
+        "server RSS peaked at {peak_rss} KiB"
+    );
+}

@@ -1,0 +1,127 @@
+//! The streams survive restarts of the process: exactly after a graceful one, never repeating
+//! an integer after a crash; and a state file that cannot be trusted stops the start.
+
+mod common;
+
+use common::{Process, assert_consecutive, close_frame, next_integers, state_dir};
+
+#[tokio::test]
+async fn a_graceful_restart_continues_exactly() {
+    let state = state_dir("graceful").join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let mut server = Process::start(0, &["--interval-ms", "20", "--state-file", state_arg]).await;
+    let mut odd = server.raw("/_ws/").await;
+    let mut even = server.raw("/_ws/?even").await;
+    let seen_odd = next_integers(&mut odd, 5).await;
+    next_integers(&mut even, 3).await;
+    drop(even);
+    // With nobody on it, even stops at a known integer; a restart must continue right after
+    // it, not after a reservation made ahead of it.
+    let even_stopped_at = loop {
+        let status = server.status().await;
+        if !status.even.running && status.even.subscribers.raw == 0 {
+            break status.even.last.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+
+    let closing = tokio::spawn(async move { close_frame(&mut odd).await });
+    let exit = server.signal(libc::SIGTERM).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    assert_eq!(closing.await.unwrap().0, 1001);
+
+    let port = server.addr.port();
+    let server = Process::start(port, &["--interval-ms", "20", "--state-file", state_arg]).await;
+    // The saved positions are the last integers produced: at least what the clients read,
+    // plus any that were on their way to them when the signal came.
+    let status = server.status().await;
+    assert!(status.odd.last.unwrap() >= seen_odd[4], "{status:?}");
+    assert_eq!(
+        status.even.last,
+        Some(even_stopped_at),
+        "even was not saved exactly"
+    );
+    let mut odd = server.raw(&format!("/_ws/?after={}", seen_odd[4])).await;
+    let resumed = next_integers(&mut odd, 5).await;
+    assert_eq!(resumed[0], seen_odd[4] + 2, "{resumed:?}");
+    assert_consecutive(&resumed);
+    let mut even = server.raw("/_ws/?even").await;
+    assert_eq!(
+        next_integers(&mut even, 1).await,
+        [even_stopped_at + 2],
+        "even did not continue exactly"
+    );
+}
+
+#[tokio::test]
+async fn after_kill_9_no_integer_is_ever_repeated() {
+    let state = state_dir("crash").join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let mut seen_before = 0;
+    let mut port = 0;
+    for round in 0..3 {
+        let mut server =
+            Process::start(port, &["--interval-ms", "10", "--state-file", state_arg]).await;
+        port = server.addr.port();
+        let mut fresh = server.raw("/_ws/").await;
+        let integers = next_integers(&mut fresh, 20).await;
+        assert!(
+            integers[0] > seen_before,
+            "round {round}: {} repeats an integer up to {seen_before}",
+            integers[0]
+        );
+        assert_consecutive(&integers);
+        // Let the server send more than the client reads, then crash it mid-stream.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let exit = server.signal(libc::SIGKILL).await;
+        assert!(!exit.success());
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            futures_util::StreamExt::next(&mut fresh),
+        )
+        .await
+        {
+            if let Ok(text) = message.to_text()
+                && let Ok(n) = text.parse::<u64>()
+            {
+                seen_before = seen_before.max(n);
+            }
+        }
+        seen_before = seen_before.max(*integers.last().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
+    let state = state_dir("corrupt").join("state.json");
+    std::fs::write(&state, "{\"version\":1,\"odd\":").unwrap();
+    let output = Process::command(0, &["--state-file", state.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&state.display().to_string()), "{stderr}");
+    assert!(stderr.contains("not valid"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{\"version\":1,\"odd\":",
+        "the file was overwritten"
+    );
+}
+
+#[tokio::test]
+async fn without_state_nothing_is_written() {
+    let dir = state_dir("stateless");
+    let mut server = Process::command(0, &["--no-state"]);
+    server.current_dir(&dir).stderr(std::process::Stdio::null());
+    let mut child = server.spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "files appeared in the working directory"
+    );
+}
