@@ -83,7 +83,7 @@ impl Backlog {
         check_not_ahead(parity, after, position)?;
         // The first position whose integer is above `after`: 2p - 1 > after, or 2p > after.
         let first = match parity {
-            Parity::Odd => (after + 1) / 2 + 1,
+            Parity::Odd => after.div_ceil(2) + 1,
             Parity::Even => after / 2 + 1,
         };
         let missed = (position + 1).saturating_sub(first);
