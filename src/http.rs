@@ -10,6 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use engineioxide::service::NotFoundService;
@@ -33,7 +34,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Plain HTTP resources: a WebSocket upgrade on any of them is refused like an unknown path.
+    let plain = Router::new()
         .route("/cache-healthcheck", get(healthcheck))
         .route("/status", get(status))
         .route("/", get(demo_assets::index))
@@ -47,6 +49,9 @@ pub fn router(state: AppState) -> Router {
             "/socket.io/socket.io.min.js.map",
             get(demo_assets::socket_io_client_map),
         )
+        .route_layer(middleware::from_fn(refuse_websocket_upgrades));
+    Router::new()
+        .merge(plain)
         .route("/_ws", any(raw_entry))
         .route("/_ws/", any(raw_entry))
         .route("/_ws/{*rest}", any(raw_entry))
@@ -95,4 +100,15 @@ async fn socket_io_entry(State(state): State<AppState>, request: Request) -> Res
 
 async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "not found\n")
+}
+
+async fn refuse_websocket_upgrades(request: Request, next: Next) -> Response {
+    if is_websocket_upgrade(request.headers()) {
+        return (
+            StatusCode::NOT_FOUND,
+            "no WebSocket endpoint here: connect to /_ws or /socket.io\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }

@@ -57,6 +57,10 @@ const WRITE_BUFFER: usize = 256;
 /// replay (about 8 bytes a frame) fits.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
 
+/// Client frames (of any kind, pings included) a raw client may send in one second. It needs
+/// about one pong per heartbeat; past this it is flooding, and each ping would cost a pong.
+const MAX_CLIENT_FRAMES_PER_SECOND: u32 = 100;
+
 const NOT_A_WEBSOCKET: &str = "this endpoint streams integers over WebSocket; \
 connect with a WebSocket client, for example: websocat ws://HOST/_ws/?even\n";
 
@@ -149,6 +153,8 @@ enum Ended {
     BadFrame(u16, String),
     #[error("client too slow: {0}")]
     TooSlow(String),
+    #[error("client sent more than {MAX_CLIENT_FRAMES_PER_SECOND} frames in a second")]
+    Flooding,
     #[error("no answer to a heartbeat within {0:?}")]
     NoHeartbeat(Duration),
     #[error("server shutting down")]
@@ -170,6 +176,10 @@ impl Ended {
             Ended::NoHeartbeat(patience) => Some((
                 close_code::AGAIN,
                 format!("no answer to a heartbeat within {patience:?}; reconnect with after"),
+            )),
+            Ended::Flooding => Some((
+                close_code::POLICY,
+                format!("too many messages: more than {MAX_CLIENT_FRAMES_PER_SECOND} a second"),
             )),
             Ended::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
             Ended::ClientClosed | Ended::Lost(_) => None,
@@ -205,6 +215,7 @@ async fn serve(
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     // Set while a ping is unanswered; any frame from the client clears it.
     let mut answer_due: Option<Instant> = None;
+    let mut flood = FrameRate::default();
     let ended = match ended {
         Some(ended) => ended,
         None => loop {
@@ -213,6 +224,9 @@ async fn serve(
                 _ = raw.shutdown.cancelled() => break Ended::Shutdown,
                 incoming = stream.next() => {
                     answer_due = None;
+                    if !flood.allow() {
+                        break Ended::Flooding;
+                    }
                     match incoming {
                         None | Some(Ok(Message::Close(_))) => break Ended::ClientClosed,
                         Some(Ok(message)) => debug!(bytes = message_len(&message), "ignored client message"),
@@ -274,6 +288,27 @@ async fn serve(
         .await;
     }
     ended
+}
+
+/// Counts client frames per one-second window.
+#[derive(Default)]
+struct FrameRate {
+    window_start: Option<Instant>,
+    frames: u32,
+}
+
+impl FrameRate {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.frames += 1,
+            _ => {
+                self.window_start = Some(now);
+                self.frames = 1;
+            }
+        }
+        self.frames <= MAX_CLIENT_FRAMES_PER_SECOND
+    }
 }
 
 /// Sends one frame, or gives up on a client that has not read for `patience`.

@@ -25,8 +25,9 @@ use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
 
-/// Largest engine.io payload accepted (a polling POST body, a WebSocket message). Clients
-/// only ever send handshakes and pongs, so this is Node's 1 MB default cut well down.
+/// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
+/// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
+/// and far below engineioxide's own WebSocket default of 64 MiB.
 const SOCKETIO_MAX_PAYLOAD: u64 = 64 * 1024;
 /// Room in a socket.io socket's queue beyond a full replay and a full lag allowance, for
 /// heartbeats and the disconnect packet.
@@ -82,6 +83,8 @@ pub async fn serve(
         .ping_interval(config.ping_interval())
         .ping_timeout(config.ping_timeout())
         .max_payload(SOCKETIO_MAX_PAYLOAD)
+        .ws_max_message_size(SOCKETIO_MAX_PAYLOAD as usize)
+        .ws_max_frame_size(SOCKETIO_MAX_PAYLOAD as usize)
         .max_buffer_size(
             (config.max_backlog + config.client_backlog) as usize + SOCKETIO_QUEUE_HEADROOM,
         )

@@ -71,15 +71,25 @@ async fn demo_page_and_its_assets_are_served_from_the_binary() {
 }
 
 #[tokio::test]
-async fn unknown_paths_are_404_even_for_websocket_upgrades() {
+async fn upgrades_anywhere_but_the_websocket_paths_are_404() {
     let server = TestServer::start(1000).await;
-    for path in ["/nope", "/_wsx", "/socket.iox", "/status/extra"] {
+    for path in [
+        "/nope",
+        "/_wsx",
+        "/socket.iox",
+        "/status/extra",
+        "/",
+        "/status",
+        "/cache-healthcheck",
+        "/demo.js",
+    ] {
         let plain = http(
             server.addr,
             &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"),
         )
         .await;
-        assert_eq!(plain.status, 404, "GET {path}");
+        let exists = ["/", "/status", "/cache-healthcheck", "/demo.js"].contains(&path);
+        assert_eq!(plain.status, if exists { 200 } else { 404 }, "GET {path}");
         let upgrade = http(server.addr, &upgrade_request(path)).await;
         assert_eq!(upgrade.status, 404, "upgrade {path}");
         assert!(

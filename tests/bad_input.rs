@@ -1,0 +1,772 @@
+//! Hostile and broken input, against one running server: malformed HTTP upgrades, invalid
+//! WebSocket frames, and bad engine.io / socket.io traffic. Each case asserts the exact answer
+//! (status and reason, close code and reason, or connect_error). Afterwards the server must
+//! still serve a fresh client correctly and report a consistent `/status`.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{PATIENCE, TestServer, assert_consecutive, http, next_integers, test_config};
+use futures_util::{SinkExt, StreamExt};
+use integers::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// What a case expects to see.
+enum Expect {
+    /// An HTTP answer with this status whose body contains the text.
+    Http(u16, &'static str),
+    /// A WebSocket close frame with this code whose reason contains the text.
+    Close(u16, &'static str),
+    /// The connection goes on: an integer still arrives after the input.
+    StillStreaming,
+    /// An engine.io session answers with a frame starting with this text.
+    EngineFrame(&'static str),
+    /// The engine.io session is ended (close frame or end of stream), nothing else.
+    EngineClosed,
+}
+
+/// One hostile input.
+enum Input {
+    /// Raw bytes of an HTTP request.
+    Request(String),
+    /// Frames sent after a valid upgrade to `/_ws/`.
+    Frames(Vec<Vec<u8>>),
+    /// Text messages sent on an engine.io WebSocket session after `40/odd,`.
+    Engine(Vec<String>),
+}
+
+struct Case {
+    name: String,
+    input: Input,
+    expect: Expect,
+}
+
+fn case(name: impl Into<String>, input: Input, expect: Expect) -> Case {
+    Case {
+        name: name.into(),
+        input,
+        expect,
+    }
+}
+
+fn upgrade(path: &str, method: &str, extra: &[(&str, &str)], skip: &[&str]) -> String {
+    let mut headers = vec![
+        ("Host", "t"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", KEY),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    headers.retain(|(name, _)| !skip.contains(name));
+    for (name, value) in extra {
+        headers.retain(|(existing, _)| existing != name);
+        headers.push((name, value));
+    }
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        let _ = write!(request, "{name}: {value}\r\n");
+    }
+    request + "\r\n"
+}
+
+/// A client frame: `head` is FIN, RSV and opcode; masked unless `masked` is false.
+fn frame(head: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    frame_declaring(head, payload.len() as u64, payload, masked)
+}
+
+/// A frame whose length field says `declared`, whatever the payload really is.
+fn frame_declaring(head: u8, declared: u64, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut bytes = vec![head];
+    match declared {
+        0..=125 => bytes.push(mask_bit | declared as u8),
+        126..=65535 => {
+            bytes.push(mask_bit | 126);
+            bytes.extend((declared as u16).to_be_bytes());
+        }
+        _ => {
+            bytes.push(mask_bit | 127);
+            bytes.extend(declared.to_be_bytes());
+        }
+    }
+    let key = [0x11, 0x22, 0x33, 0x44];
+    if masked {
+        bytes.extend(key);
+        bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        bytes.extend(payload);
+    }
+    bytes
+}
+
+const FIN: u8 = 0x80;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+const CONTINUATION: u8 = 0x0;
+
+fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend(reason);
+    payload
+}
+
+fn cases() -> Vec<Case> {
+    use Expect::*;
+    use Input::*;
+    let mut cases = Vec::new();
+
+    // Malformed or refused HTTP upgrades, on both raw entry points.
+    for path in ["/_ws/", "/socket.io/raw"] {
+        let malformed: [(&str, String, Expect); 10] = [
+            (
+                "missing key",
+                upgrade(path, "GET", &[], &["Sec-WebSocket-Key"]),
+                Http(400, "Sec-WebSocket-Key"),
+            ),
+            (
+                "version 8",
+                upgrade(path, "GET", &[("Sec-WebSocket-Version", "8")], &[]),
+                Http(400, "Sec-WebSocket-Version"),
+            ),
+            (
+                "version 14",
+                upgrade(path, "GET", &[("Sec-WebSocket-Version", "14")], &[]),
+                Http(400, "Sec-WebSocket-Version"),
+            ),
+            (
+                "version text",
+                upgrade(path, "GET", &[("Sec-WebSocket-Version", "thirteen")], &[]),
+                Http(400, "Sec-WebSocket-Version"),
+            ),
+            (
+                "missing version",
+                upgrade(path, "GET", &[], &["Sec-WebSocket-Version"]),
+                Http(400, "Sec-WebSocket-Version"),
+            ),
+            (
+                "connection without upgrade",
+                upgrade(path, "GET", &[("Connection", "keep-alive")], &[]),
+                Http(400, "Connection header did not include 'upgrade'"),
+            ),
+            (
+                "missing connection",
+                upgrade(path, "GET", &[], &["Connection"]),
+                Http(400, "Connection header did not include 'upgrade'"),
+            ),
+            (
+                "upgrade to another protocol",
+                upgrade(path, "GET", &[("Upgrade", "h2c")], &[]),
+                Http(if path == "/_ws/" { 426 } else { 400 }, ""),
+            ),
+            (
+                "POST upgrade",
+                upgrade(path, "POST", &[], &[]),
+                Http(405, "Request method must be `GET`"),
+            ),
+            (
+                "bad after",
+                upgrade(&format!("{path}?after=x"), "GET", &[], &[]),
+                Http(400, "after must be a non-negative integer"),
+            ),
+        ];
+        for (name, request, expect) in malformed {
+            cases.push(case(
+                format!("upgrade {path}: {name}"),
+                Request(request),
+                expect,
+            ));
+        }
+    }
+    for (name, path) in [
+        ("root", "/"),
+        ("status", "/status"),
+        ("health check", "/cache-healthcheck"),
+        ("demo script", "/demo.js"),
+        ("unknown", "/ws"),
+        ("prefix lookalike", "/_wsfoo"),
+        ("socket.io lookalike", "/socket.iofoo"),
+        ("encoded path", "/%5Fws/"),
+    ] {
+        cases.push(case(
+            format!("upgrade on a non-WebSocket path: {name}"),
+            Request(upgrade(path, "GET", &[], &[])),
+            Http(404, ""),
+        ));
+    }
+    let huge_header = format!(
+        "GET /_ws/ HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(500_000)
+    );
+    let many_headers = format!(
+        "GET /_ws/ HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    cases.push(case("huge header", Request(huge_header), Http(431, "")));
+    cases.push(case(
+        "too many headers",
+        Request(many_headers),
+        Http(431, ""),
+    ));
+    cases.push(case(
+        "garbage request line",
+        Request("HELLO THERE\r\n\r\n".into()),
+        Http(400, ""),
+    ));
+    cases.push(case(
+        "plain GET on raw path",
+        Request("GET /_ws/ HTTP/1.1\r\nHost: t\r\n\r\n".into()),
+        Http(426, "WebSocket client"),
+    ));
+
+    // Invalid WebSocket frames after a valid upgrade.
+    cases.push(case(
+        "unmasked text frame",
+        Frames(vec![frame(FIN | TEXT, b"hi", false)]),
+        Close(1002, "unmasked"),
+    ));
+    cases.push(case(
+        "unmasked ping",
+        Frames(vec![frame(FIN | PING, b"", false)]),
+        Close(1002, "unmasked"),
+    ));
+    for (name, bits) in [
+        ("RSV1", 0x40),
+        ("RSV2", 0x20),
+        ("RSV3", 0x10),
+        ("RSV1+RSV3", 0x50),
+    ] {
+        cases.push(case(
+            format!("reserved bit {name} on text"),
+            Frames(vec![frame(FIN | bits | TEXT, b"x", true)]),
+            Close(1002, "Reserved bits"),
+        ));
+    }
+    cases.push(case(
+        "reserved bit on ping",
+        Frames(vec![frame(FIN | 0x40 | PING, b"", true)]),
+        Close(1002, "Reserved bits"),
+    ));
+    for opcode in [3u8, 4, 5, 6, 7] {
+        cases.push(case(
+            format!("reserved data opcode {opcode}"),
+            Frames(vec![frame(FIN | opcode, b"x", true)]),
+            Close(1002, "invalid opcode"),
+        ));
+    }
+    for opcode in [0xBu8, 0xC, 0xD, 0xE, 0xF] {
+        cases.push(case(
+            format!("reserved control opcode {opcode:#x}"),
+            Frames(vec![frame(FIN | opcode, b"", true)]),
+            Close(1002, "invalid opcode"),
+        ));
+    }
+    for (name, bytes) in [
+        ("lone 0xff", &b"\xff"[..]),
+        ("truncated sequence", b"\xc3\x28"),
+        ("overlong slash", b"\xc0\xaf"),
+        ("surrogate half", b"\xed\xa0\x80"),
+        ("beyond U+10FFFF", b"\xf5\x80\x80\x80"),
+    ] {
+        cases.push(case(
+            format!("invalid UTF-8 text: {name}"),
+            Frames(vec![frame(FIN | TEXT, bytes, true)]),
+            Close(1007, "UTF-8"),
+        ));
+    }
+    cases.push(case(
+        "invalid UTF-8 across fragments",
+        Frames(vec![
+            frame(TEXT, b"ok", true),
+            frame(FIN | CONTINUATION, b"\xff", true),
+        ]),
+        Close(1007, "UTF-8"),
+    ));
+    cases.push(case(
+        "text over the size bound",
+        Frames(vec![frame(FIN | TEXT, &[b'a'; 4097], true)]),
+        Close(1009, "too big"),
+    ));
+    cases.push(case(
+        "binary over the size bound",
+        Frames(vec![frame(FIN | BINARY, &[0; 5000], true)]),
+        Close(1009, "too big"),
+    ));
+    cases.push(case(
+        "length field of 2^40",
+        Frames(vec![frame_declaring(FIN | BINARY, 1 << 40, b"", true)]),
+        Close(1009, "too big"),
+    ));
+    cases.push(case(
+        "length field of 2^63 - 1",
+        Frames(vec![frame_declaring(
+            FIN | TEXT,
+            i64::MAX as u64,
+            b"",
+            true,
+        )]),
+        Close(1009, "too big"),
+    ));
+    cases.push(case(
+        "fragments adding up past the bound",
+        Frames(vec![
+            frame(TEXT, &[b'a'; 2000], true),
+            frame(CONTINUATION, &[b'a'; 2000], true),
+            frame(FIN | CONTINUATION, &[b'a'; 2000], true),
+        ]),
+        Close(1009, "too big"),
+    ));
+    cases.push(case(
+        "fragmented ping",
+        Frames(vec![frame(PING, b"", true)]),
+        Close(1002, "Fragmented control frame"),
+    ));
+    cases.push(case(
+        "fragmented pong",
+        Frames(vec![frame(PONG, b"", true)]),
+        Close(1002, "Fragmented control frame"),
+    ));
+    cases.push(case(
+        "fragmented close",
+        Frames(vec![frame(CLOSE, b"", true)]),
+        Close(1002, "Fragmented control frame"),
+    ));
+    cases.push(case(
+        "ping payload of 126 bytes",
+        Frames(vec![frame(FIN | PING, &[0; 126], true)]),
+        Close(1002, "Control frame too big"),
+    ));
+    cases.push(case(
+        "continuation without a start",
+        Frames(vec![frame(FIN | CONTINUATION, b"x", true)]),
+        Close(1002, "Continue frame but nothing to continue"),
+    ));
+    cases.push(case(
+        "new message inside a fragmented one",
+        Frames(vec![frame(TEXT, b"a", true), frame(FIN | TEXT, b"b", true)]),
+        Close(1002, "While waiting for more fragments received"),
+    ));
+    cases.push(case(
+        "close with a 1-byte payload",
+        Frames(vec![frame(FIN | CLOSE, b"\x03", true)]),
+        Close(1002, "Invalid close sequence"),
+    ));
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999] {
+        cases.push(case(
+            format!("close with reserved code {code}"),
+            Frames(vec![frame(FIN | CLOSE, &close_payload(code, b""), true)]),
+            Close(1002, "Protocol violation"),
+        ));
+    }
+    cases.push(case(
+        "close with invalid UTF-8 reason",
+        Frames(vec![frame(
+            FIN | CLOSE,
+            &close_payload(1000, b"\xff"),
+            true,
+        )]),
+        Close(1007, "UTF-8"),
+    ));
+    cases.push(case(
+        "ping flood",
+        Frames((0..500).map(|_| frame(FIN | PING, b"p", true)).collect()),
+        Close(1008, "too many messages"),
+    ));
+    cases.push(case(
+        "text flood",
+        Frames((0..500).map(|_| frame(FIN | TEXT, b"t", true)).collect()),
+        Close(1008, "too many messages"),
+    ));
+    cases.push(case(
+        "text at the size bound is ignored",
+        Frames(vec![frame(FIN | TEXT, &[b'a'; 4096], true)]),
+        StillStreaming,
+    ));
+    cases.push(case(
+        "binary is ignored",
+        Frames(vec![frame(FIN | BINARY, &[0, 1, 2], true)]),
+        StillStreaming,
+    ));
+    cases.push(case(
+        "unsolicited pong is ignored",
+        Frames(vec![frame(FIN | PONG, b"", true)]),
+        StillStreaming,
+    ));
+    cases.push(case(
+        "valid fragmented text is ignored",
+        Frames(vec![
+            frame(TEXT, b"a", true),
+            frame(FIN | CONTINUATION, b"b", true),
+        ]),
+        StillStreaming,
+    ));
+
+    // engine.io and socket.io, over polling and WebSocket.
+    let polling = |query: &str| format!("GET /socket.io/?{query} HTTP/1.1\r\nHost: t\r\n\r\n");
+    for eio in ["2", "3", "5", "abc", "", "-1", "4.0"] {
+        cases.push(case(
+            format!("EIO={eio:?}"),
+            Request(polling(&format!("EIO={eio}&transport=polling"))),
+            Http(400, "Unsupported protocol version"),
+        ));
+    }
+    for transport in ["transport=foo", "transport=", "", "transport=POLLING"] {
+        cases.push(case(
+            format!("transport {transport:?}"),
+            Request(polling(&format!("EIO=4&{transport}"))),
+            Http(400, "Transport unknown"),
+        ));
+    }
+    cases.push(case(
+        "forged sid on a poll",
+        Request(polling("EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA")),
+        Http(400, "Session ID unknown"),
+    ));
+    cases.push(case(
+        "forged sid on a POST",
+        Request("POST /socket.io/?EIO=4&transport=polling&sid=forged HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n40".into()),
+        Http(400, "Session ID unknown"),
+    ));
+    cases.push(case(
+        "forged sid on a WebSocket upgrade",
+        Request(upgrade(
+            "/socket.io/?EIO=4&transport=websocket&sid=forged",
+            "GET",
+            &[],
+            &[],
+        )),
+        Http(400, "Session ID unknown"),
+    ));
+    for method in ["PUT", "DELETE", "POST"] {
+        cases.push(case(
+            format!("{method} handshake"),
+            Request(format!("{method} /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")),
+            Http(400, "Bad handshake method"),
+        ));
+    }
+    cases.push(case(
+        "plain GET without EIO",
+        Request("GET /socket.io/ HTTP/1.1\r\nHost: t\r\n\r\n".into()),
+        Http(400, ""),
+    ));
+    let engine = |messages: &[&str]| Engine(messages.iter().map(|m| m.to_string()).collect());
+    cases.push(case(
+        "unknown namespace",
+        engine(&["40/nope,"]),
+        EngineFrame("44/nope,{\"message\":\"Invalid namespace\"}"),
+    ));
+    cases.push(case(
+        "connecting to a namespace twice",
+        engine(&["40/odd,"]),
+        EngineFrame("42/odd,[\"integer\","),
+    ));
+    cases.push(case(
+        "an event from the client is ignored",
+        engine(&["42/odd,[\"hello\",1]"]),
+        EngineFrame("42/odd,[\"integer\","),
+    ));
+    cases.push(case(
+        "an ack for nothing is ignored",
+        engine(&["43/odd,7[]"]),
+        EngineFrame("42/odd,[\"integer\","),
+    ));
+    cases.push(case(
+        "auth.after not a number",
+        engine(&["40/even,{\"after\":\"x\"}"]),
+        EngineFrame(
+            "44/even,{\"message\":\"after must be a non-negative integer, got \\\"x\\\"\"}",
+        ),
+    ));
+    cases.push(case(
+        "auth.after negative",
+        engine(&["40/even,{\"after\":-4}"]),
+        EngineFrame(
+            "44/even,{\"message\":\"after must be a non-negative integer, got \\\"-4\\\"\"}",
+        ),
+    ));
+    cases.push(case(
+        "auth.after ahead",
+        engine(&["40/even,{\"after\":1000000}"]),
+        EngineFrame("44/even,{\"message\":\"after=1000000 is ahead of the even stream"),
+    ));
+    cases.push(case(
+        "unknown engine.io packet type",
+        engine(&["9"]),
+        EngineClosed,
+    ));
+    cases.push(case(
+        "unknown socket.io packet type",
+        engine(&["49/odd,"]),
+        EngineClosed,
+    ));
+    cases.push(case(
+        "truncated event JSON",
+        engine(&["42/odd,[\"integer\""]),
+        EngineClosed,
+    ));
+    cases.push(case("empty message", engine(&[""]), EngineClosed));
+    cases.push(case(
+        "message over max payload",
+        engine(&[&format!("42/odd,[\"{}\"]", "a".repeat(70_000))]),
+        EngineClosed,
+    ));
+    cases
+}
+
+/// Sends a request and reads the answer, or `None` if the connection was closed without one.
+async fn request_answer(addr: SocketAddr, request: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // A server may answer (and close) before reading a huge request to its end.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => raw.extend_from_slice(&buffer[..read]),
+            }
+            if let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|value| value.trim().parse::<usize>().ok());
+                if head.starts_with("http/1.1 101")
+                    || length.is_some_and(|length| raw.len() >= head_end + 4 + length)
+                {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), read_all).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no HTTP answer, got {text:?}"))?;
+    Ok((status, text))
+}
+
+/// Reads server frames until a close frame; `Ok(None)` means an integer arrived first.
+async fn read_close(
+    stream: &mut TcpStream,
+    stop_at_integer: bool,
+) -> Result<Option<(u16, String)>, String> {
+    let mut header = [0u8; 2];
+    loop {
+        stream
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| format!("no close frame: {e}"))?;
+        let opcode = header[0] & 0x0f;
+        let length = match header[1] & 0x7f {
+            126 => u64::from(stream.read_u16().await.unwrap()),
+            127 => stream.read_u64().await.unwrap(),
+            short => u64::from(short),
+        };
+        let mut payload = vec![0u8; length as usize];
+        stream
+            .read_exact(&mut payload)
+            .await
+            .map_err(|e| format!("short frame: {e}"))?;
+        match opcode {
+            CLOSE if payload.len() >= 2 => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return Ok(Some((
+                    code,
+                    String::from_utf8_lossy(&payload[2..]).into_owned(),
+                )));
+            }
+            CLOSE => return Err("close frame without a code".into()),
+            TEXT if stop_at_integer => return Ok(None),
+            _ => {}
+        }
+    }
+}
+
+async fn run_frames(
+    server: &TestServer,
+    frames: &[Vec<u8>],
+    expect: &Expect,
+) -> Result<(), String> {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(upgrade("/_ws/", "GET", &[], &[]).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.map_err(|e| e.to_string())?);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!(
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&head)
+        ));
+    }
+    for frame in frames {
+        // The server may close mid-way through a flood; that is the answer, not a failure.
+        if stream.write_all(frame).await.is_err() {
+            break;
+        }
+    }
+    let answer = tokio::time::timeout(
+        PATIENCE,
+        read_close(&mut stream, matches!(expect, Expect::StillStreaming)),
+    )
+    .await
+    .map_err(|_| "no answer in time".to_string())??;
+    match (expect, answer) {
+        (Expect::StillStreaming, None) => Ok(()),
+        (Expect::Close(code, reason), Some((got, got_reason)))
+            if got == *code && got_reason.contains(reason) =>
+        {
+            Ok(())
+        }
+        (_, answer) => Err(format!("got {answer:?}")),
+    }
+}
+
+async fn run_engine(
+    server: &TestServer,
+    messages: &[String],
+    expect: &Expect,
+) -> Result<(), String> {
+    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    ws.send(Message::text("40/odd,")).await.unwrap();
+    let mut connected = false;
+    while !connected {
+        let frame = next_frame(&mut ws)
+            .await?
+            .ok_or("closed before connecting")?;
+        connected = frame.starts_with("40/odd,{\"sid\"");
+    }
+    for message in messages {
+        let _ = ws.send(Message::text(message.as_str())).await;
+    }
+    loop {
+        match (expect, next_frame(&mut ws).await?) {
+            (Expect::EngineClosed, None) => return Ok(()),
+            (Expect::EngineFrame(prefix), Some(frame)) if frame.starts_with(prefix) => {
+                return Ok(());
+            }
+            (Expect::EngineFrame(_), Some(frame))
+                if frame.starts_with("42/odd,[\"integer\",") || frame == "2" => {}
+            (_, other) => return Err(format!("got {other:?}")),
+        }
+    }
+}
+
+/// The next text frame of an engine.io session, answering pings; `None` once it is closed.
+async fn next_frame(ws: &mut common::Ws) -> Result<Option<String>, String> {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .map_err(|_| "no frame in time")?
+        {
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            // Engine.io's close packet: the session is over.
+            Some(Ok(Message::Text(text))) if text.as_str() == "1" => return Ok(None),
+            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
+    let server = TestServer::start_with(Config {
+        interval_ms: 25,
+        ..test_config()
+    })
+    .await;
+    // A well-behaved client of each parity stays connected through the whole suite.
+    let mut odd = server.raw("/_ws/").await;
+    let mut even = server.raw("/_ws/?even").await;
+    let mut witnessed = (
+        next_integers(&mut odd, 2).await,
+        next_integers(&mut even, 2).await,
+    );
+
+    let cases = cases();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let result = match &case.input {
+            Input::Request(request) => {
+                match (&case.expect, request_answer(server.addr, request).await) {
+                    (Expect::Http(status, reason), Ok((got, text)))
+                        if got == *status && text.contains(reason) =>
+                    {
+                        Ok(())
+                    }
+                    (_, answer) => Err(format!("got {answer:?}")),
+                }
+            }
+            Input::Frames(frames) => run_frames(&server, frames, &case.expect).await,
+            Input::Engine(messages) => run_engine(&server, messages, &case.expect).await,
+        };
+        if let Err(error) = result {
+            failures.push(format!(
+                "{}: {}",
+                case.name,
+                error.chars().take(300).collect::<String>()
+            ));
+        }
+        // The bystanders keep receiving, in order.
+        witnessed.0.extend(next_integers(&mut odd, 1).await);
+        witnessed.1.extend(next_integers(&mut even, 1).await);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert!(cases.len() >= 100, "only {} cases", cases.len());
+    assert_consecutive(&witnessed.0);
+    assert_consecutive(&witnessed.1);
+
+    // Afterwards: a fresh client is served correctly and the status adds up.
+    drop((odd, even));
+    let status = server
+        .wait_for_status("every hostile connection to be gone", |s| {
+            s.odd.subscribers.raw
+                + s.odd.subscribers.socketio
+                + s.even.subscribers.raw
+                + s.even.subscribers.socketio
+                == 0
+        })
+        .await;
+    assert!(!status.odd.running && !status.even.running, "{status:?}");
+    let mut fresh = server.raw("/_ws/?even").await;
+    let integers = next_integers(&mut fresh, 3).await;
+    assert_eq!(integers[0], status.even.last.unwrap() + 2);
+    assert_consecutive(&integers);
+    let health = http(
+        server.addr,
+        "GET /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+}
