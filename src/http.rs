@@ -81,20 +81,46 @@ async fn raw_entry(State(state): State<AppState>, request: Request) -> Response 
 }
 
 async fn socket_io_entry(State(state): State<AppState>, request: Request) -> Response {
-    let query = request.uri().query();
-    if is_websocket_upgrade(request.headers()) && !query::has_key(query, "EIO") {
-        return state.raw.upgrade(request).await;
-    }
-    // A request without `sid` opens a new engine.io session: the one place to admit or refuse.
-    if query::has_key(query, "EIO")
-        && !query::has_key(query, "sid")
-        && let Err(refusal) = state.admission.check(request.headers())
-    {
-        return refusal.into_response();
+    let destination = SocketIoDestination::of(
+        is_websocket_upgrade(request.headers()),
+        request.uri().query(),
+    );
+    match destination {
+        SocketIoDestination::Raw => return state.raw.upgrade(request).await,
+        SocketIoDestination::NewEngineIoSession => {
+            if let Err(refusal) = state.admission.check(request.headers()) {
+                return refusal.into_response();
+            }
+        }
+        SocketIoDestination::EngineIo => {}
     }
     match state.socketio.oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
+    }
+}
+
+/// Where a request on `/socket.io...` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketIoDestination {
+    /// A WebSocket upgrade without `EIO`: a raw integer stream.
+    Raw,
+    /// engine.io traffic opening a session (`EIO` and no `sid`): admitted or refused first.
+    NewEngineIoSession,
+    /// Everything else goes to socketioxide, which also answers requests it cannot serve.
+    EngineIo,
+}
+
+impl SocketIoDestination {
+    pub fn of(websocket_upgrade: bool, query: Option<&str>) -> SocketIoDestination {
+        let engine_io = query::has_key(query, "EIO");
+        if websocket_upgrade && !engine_io {
+            SocketIoDestination::Raw
+        } else if engine_io && !query::has_key(query, "sid") {
+            SocketIoDestination::NewEngineIoSession
+        } else {
+            SocketIoDestination::EngineIo
+        }
     }
 }
 

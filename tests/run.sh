@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project, installing what the tests need first:
-#   Debian's chromium (for the demo-page test) and the npm packages in tests/node.
+#   Debian's chromium (for the demo-page test), the npm packages in tests/node, and cargo-fuzz.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,13 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (unit and in-process integration tests)"
 cargo test --locked
+
+step "fuzzing the request parsing for 20 s (cargo fuzz)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --version 0.13.2
+fi
+# libFuzzer's sanitizer flags are unstable options; the one stable toolchain here allows them so.
+RUSTC_BOOTSTRAP=1 cargo fuzz run request_parsing -- -max_total_time=20
 
 step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium)"
 cargo build --locked

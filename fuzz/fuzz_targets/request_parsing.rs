@@ -1,0 +1,54 @@
+//! Fuzzes everything the server parses by hand from a client's request: the query-string keys
+//! that pick a stream and route `/socket.io` traffic, the `after` of a raw query or a socket.io
+//! `auth`, and the backlog computed from it. Besides "never panics", it checks the invariants
+//! the server relies on.
+
+#![no_main]
+
+use integers::http::SocketIoDestination;
+use integers::parity::Parity;
+use integers::query;
+use integers::resume::{self, Backlog};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let query = Some(text);
+
+    let parity = Parity::from_query(query);
+    assert_eq!(parity == Parity::Even, query::has_key(query, "even"));
+
+    let destination = SocketIoDestination::of(true, query);
+    assert_eq!(destination == SocketIoDestination::Raw, !query::has_key(query, "EIO"));
+    assert_ne!(SocketIoDestination::of(false, query), SocketIoDestination::Raw);
+
+    if let Ok(after) = resume::parse_after(text) {
+        assert!(text.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(after.to_string(), text.trim_start_matches('0').to_string().max("0".into()));
+    }
+
+    if let Ok(Some(after)) = resume::after_from_query(query) {
+        // Any position and cap: the backlog is bounded, above `after`, and ends at the stream.
+        let seed = data.iter().fold(0u64, |acc, b| acc.rotate_left(5) ^ u64::from(*b));
+        let position = seed % 1_000_000;
+        let cap = 1 + seed % 2000;
+        match Backlog::compute(parity, after, position, cap) {
+            Ok(backlog) => {
+                assert!(backlog.len() <= cap);
+                if !backlog.is_empty() {
+                    assert_eq!(*backlog.positions.end(), position);
+                    let first = parity.integer_at(*backlog.positions.start()).unwrap();
+                    assert!(first > after);
+                }
+            }
+            Err(resume::ResumeError::AheadOfStream { last, .. }) => assert!(after > last),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+
+    if let Ok(auth) = serde_json::from_str::<serde_json::Value>(text) {
+        let _ = resume::after_from_auth(auth.get("after"));
+    }
+});
