@@ -262,3 +262,125 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
         "server RSS peaked at {peak_rss} KiB"
     );
 }
+
+/// An engine.io WebSocket session on `namespace`, connected with a small receive buffer.
+async fn engine_io_client(addr: SocketAddr, namespace: &str, small_buffer: bool) -> common::Ws {
+    let socket = TcpSocket::new_v4().unwrap();
+    if small_buffer {
+        socket.set_recv_buffer_size(4096).unwrap();
+    }
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text(format!("40{namespace},")))
+        .await
+        .unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn socketio_clients_that_stop_reading_are_cut_while_fast_ones_see_everything() {
+    const SLOW: usize = 10;
+    const FAST: usize = 3;
+    /// The stated bound on the server's memory through this test.
+    const RSS_BOUND_KIB: u64 = 64 * 1024;
+    // A client that never reads never answers a heartbeat either, so the heartbeat cuts it
+    // whatever the tick; 10 ms keeps the fast (debug-build) test clients comfortably ahead.
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "10",
+            "--ping-interval-ms",
+            "200",
+            "--ping-timeout-ms",
+            "1000",
+        ],
+    )
+    .await;
+
+    let mut fast = Vec::new();
+    for _ in 0..FAST {
+        let mut ws = engine_io_client(server.addr, "/odd", false).await;
+        fast.push(tokio::spawn(async move {
+            let mut all = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+            while tokio::time::Instant::now() < deadline {
+                let frame = tokio::time::timeout(PATIENCE, ws.next())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
+                let text = frame.to_text().unwrap();
+                if text == "2" {
+                    ws.send(Message::text("3")).await.unwrap();
+                } else if let Some(integer) = text.strip_prefix("42/odd,[\"integer\",") {
+                    all.push(integer.trim_end_matches(']').parse::<u64>().unwrap());
+                }
+            }
+            all
+        }));
+    }
+    // Connected, then never read again: no pongs, and a queue that only grows.
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        slow.push(engine_io_client(server.addr, "/odd", true).await);
+    }
+    let mut peak_rss = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        peak_rss = peak_rss.max(server.rss_kib());
+        let status = server.status().await;
+        if status.odd.subscribers.socketio == FAST {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow clients still counted: {status:?}\n{}",
+            server.log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for reader in fast {
+        let all = reader.await.unwrap();
+        assert_consecutive(&all);
+        assert!(
+            all.len() > 200,
+            "fast client got only {} integers",
+            all.len()
+        );
+    }
+    // What each slow client was sent before the cut is still in order, and its session ends.
+    for mut ws in slow {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(PATIENCE, ws.next())
+                .await
+                .expect("session did not end")
+            {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(integer) = text.strip_prefix("42/odd,[\"integer\",") {
+                        seen.push(integer.trim_end_matches(']').parse::<u64>().unwrap());
+                    } else if text.as_str() == "1" || text.starts_with("41/odd") {
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break,
+            }
+        }
+        assert_consecutive(&seen);
+    }
+    peak_rss = peak_rss.max(server.rss_kib());
+    assert!(
+        peak_rss < RSS_BOUND_KIB,
+        "server RSS peaked at {peak_rss} KiB"
+    );
+}
