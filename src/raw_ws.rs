@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::admission::Admission;
 use crate::feed::{Feed, Protocol, Subscription};
@@ -105,37 +105,18 @@ impl RawWs {
                 let connection = async move {
                     // Subscribe only once the upgrade is done: a failed handshake never counts.
                     let subscription = this.feed.subscribe(parity, Protocol::Raw);
-                    let backlog = after.map(|after| {
-                        Backlog::compute(
-                            parity,
-                            after,
-                            subscription.position(),
-                            this.limits.max_backlog,
-                        )
-                    });
-                    let backlog = match backlog {
-                        None => None,
-                        Some(Ok(backlog)) => Some(backlog),
-                        // Checked before the upgrade, and streams only move forward.
-                        Some(Err(error)) => {
-                            warn!(%error, "resume refused after the upgrade; streaming live only");
-                            None
-                        }
-                    };
+                    let backlog = resume::backlog_for(
+                        parity,
+                        after,
+                        subscription.position(),
+                        this.limits.max_backlog,
+                    );
                     info!(
                         position = subscription.position(),
                         after,
                         replay = backlog.as_ref().map(Backlog::len),
                         "connected"
                     );
-                    if let Some(backlog) = &backlog
-                        && backlog.dropped > 0
-                    {
-                        warn!(
-                            dropped = backlog.dropped,
-                            "client was further behind than the backlog cap"
-                        );
-                    }
                     let ended = serve(socket, subscription, backlog, &this).await;
                     info!(reason = %ended, "disconnected");
                 };

@@ -6,6 +6,8 @@
 
 use std::ops::RangeInclusive;
 
+use tracing::warn;
+
 use crate::parity::Parity;
 use crate::query;
 
@@ -100,6 +102,27 @@ impl Backlog {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The backlog owed to a client that subscribed at `position` and asked to resume `after`,
+/// or `None` when it did not ask. An `after` checked before subscribing stays valid (streams
+/// only move forward); were it not, the client would get the live stream alone.
+pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) -> Option<Backlog> {
+    match Backlog::compute(parity, after?, position, cap) {
+        Ok(backlog) => {
+            if backlog.dropped > 0 {
+                warn!(
+                    dropped = backlog.dropped,
+                    "client was further behind than the backlog cap"
+                );
+            }
+            Some(backlog)
+        }
+        Err(error) => {
+            warn!(%error, "resume refused after subscribing; streaming live only");
+            None
+        }
     }
 }
 

@@ -91,8 +91,8 @@ async fn on_connect(
     let subscription = state.feed.subscribe(parity, Protocol::SocketIo);
     // Validated by `check_resume`; the stream has only moved forward since.
     let after = resume::after_from_auth(auth.get("after")).ok().flatten();
-    let backlog = after.and_then(|after| {
-        Backlog::compute(parity, after, subscription.position(), state.max_backlog).ok()
+    let backlog = span.in_scope(|| {
+        resume::backlog_for(parity, after, subscription.position(), state.max_backlog)
     });
     span.in_scope(|| {
         info!(
@@ -102,14 +102,6 @@ async fn on_connect(
             transport = ?socket.transport_type(),
             "connected"
         );
-        if let Some(backlog) = &backlog
-            && backlog.dropped > 0
-        {
-            warn!(
-                dropped = backlog.dropped,
-                "client was further behind than the backlog cap"
-            );
-        }
     });
     let (mut ticks, membership) = subscription.into_parts();
 

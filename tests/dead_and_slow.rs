@@ -144,8 +144,9 @@ async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_time() 
     );
 }
 
-/// Connects with a small receive buffer, so a client that reads slowly backs up quickly.
-async fn slow_client(url: &str, addr: SocketAddr) -> common::Ws {
+/// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
+/// reads slowly backs up after a few kilobytes.
+async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
@@ -194,7 +195,7 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
     }
     let mut slow = Vec::new();
     for _ in 0..SLOW {
-        slow.push(slow_client(&url, server.addr).await);
+        slow.push(small_buffer_client(server.addr, &url).await);
     }
     // The slow clients read one frame every 20 ms, against a tick every millisecond, until
     // the server has cut them; then they read what is left at full speed.
@@ -263,21 +264,10 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
     );
 }
 
-/// An engine.io WebSocket session on `namespace`, connected with a small receive buffer.
-async fn engine_io_client(addr: SocketAddr, namespace: &str, small_buffer: bool) -> common::Ws {
-    let socket = TcpSocket::new_v4().unwrap();
-    if small_buffer {
-        socket.set_recv_buffer_size(4096).unwrap();
-    }
-    let stream = socket.connect(addr).await.unwrap();
+/// An engine.io WebSocket session connected to `namespace`, with a small receive buffer.
+async fn slow_engine_io_client(addr: SocketAddr, namespace: &str) -> common::Ws {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = small_buffer_client(addr, &url).await;
     ws.send(Message::text(format!("40{namespace},")))
         .await
         .unwrap();
@@ -308,7 +298,9 @@ async fn socketio_clients_that_stop_reading_are_cut_while_fast_ones_see_everythi
 
     let mut fast = Vec::new();
     for _ in 0..FAST {
-        let mut ws = engine_io_client(server.addr, "/odd", false).await;
+        let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(Message::text("40/odd,")).await.unwrap();
         fast.push(tokio::spawn(async move {
             let mut all = Vec::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
@@ -331,7 +323,7 @@ async fn socketio_clients_that_stop_reading_are_cut_while_fast_ones_see_everythi
     // Connected, then never read again: no pongs, and a queue that only grows.
     let mut slow = Vec::new();
     for _ in 0..SLOW {
-        slow.push(engine_io_client(server.addr, "/odd", true).await);
+        slow.push(slow_engine_io_client(server.addr, "/odd").await);
     }
     let mut peak_rss = 0;
     let deadline = tokio::time::Instant::now() + PATIENCE;
