@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::listener::LiveConnections;
+use crate::telemetry::{self, Refused};
 
 /// Seconds a client refused for load is asked to wait before retrying.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -49,6 +50,17 @@ impl Admission {
     /// Checks a request that would open a new stream; the request's own connection is
     /// already among the live ones.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let verdict = self.verdict(headers);
+        if let Err(refusal) = &verdict {
+            telemetry::refused(match refusal {
+                Refusal::TooManyConnections(_) => Refused::ConnectionLimit,
+                Refusal::OriginNotAllowed(_) => Refused::Origin,
+            });
+        }
+        verdict
+    }
+
+    fn verdict(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         if !self.allowed_origins.is_empty()
             && let Some(origin) = headers.get(header::ORIGIN)
         {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// Integers as a service: odd and even integers over socket.io and raw WebSocket.
 #[derive(Debug, Clone, Parser)]
@@ -70,6 +70,17 @@ pub struct Config {
     /// Milliseconds a graceful shutdown may take to close every client before it exits anyway.
     #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
     pub drain_ms: u64,
+
+    /// Log format: `pretty` for people, `json` (one object a line) for log collectors.
+    /// Default: pretty when stderr is a terminal, json otherwise.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
 }
 
 impl Config {

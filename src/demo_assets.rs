@@ -7,6 +7,7 @@ use axum::response::{Html, IntoResponse, Response};
 const INDEX: &str = include_str!("../client-demo/index.html");
 const SCRIPT: &str = include_str!("../client-demo/demo.js");
 const STYLESHEET: &str = include_str!("../client-demo/demo.css");
+const STATUS_VIEW: &str = include_str!("../client-demo/status-view.js");
 const SOCKET_IO_CLIENT: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
 const SOCKET_IO_CLIENT_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js.map"));
 
@@ -16,6 +17,10 @@ pub async fn index() -> Html<&'static str> {
 
 pub async fn script() -> Response {
     with_type("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn status_view() -> Response {
+    with_type("text/javascript; charset=utf-8", STATUS_VIEW)
 }
 
 pub async fn stylesheet() -> Response {

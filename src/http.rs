@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use engineioxide::service::NotFoundService;
+use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
@@ -23,6 +24,7 @@ use crate::demo_assets;
 use crate::feed::Feed;
 use crate::query;
 use crate::raw_ws::{RawWs, is_websocket_upgrade};
+use crate::telemetry;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -30,6 +32,8 @@ pub struct AppState {
     pub feed: Feed,
     pub raw: RawWs,
     pub socketio: SocketIoService<NotFoundService>,
+    /// The socket.io handle, for the metrics to count sockets by transport.
+    pub io: SocketIo,
     pub admission: Admission,
 }
 
@@ -38,9 +42,11 @@ pub fn router(state: AppState) -> Router {
     let plain = Router::new()
         .route("/cache-healthcheck", get(healthcheck))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/", get(demo_assets::index))
         .route("/demo.js", get(demo_assets::script))
         .route("/demo.css", get(demo_assets::stylesheet))
+        .route("/status-view.js", get(demo_assets::status_view))
         .route(
             "/socket.io/socket.io.min.js",
             get(demo_assets::socket_io_client),
@@ -74,6 +80,12 @@ async fn status(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = telemetry::render(&state.feed, &state.io);
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn raw_entry(State(state): State<AppState>, request: Request) -> Response {

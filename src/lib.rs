@@ -20,5 +20,6 @@ pub mod resume;
 pub mod server;
 pub mod socketio;
 pub mod source;
+pub mod telemetry;
 
 pub use config::Config;

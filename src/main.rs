@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use integers::config::LogFormat;
 use integers::{Config, server};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -12,13 +13,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(config.log_format);
 
     let listener = match server::bind(&config).await {
         Ok(listener) => listener,
@@ -35,6 +30,31 @@ async fn main() -> ExitCode {
             error!(%error, "server failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr at the `RUST_LOG` level (default `info`). JSON lines carry the fields
+/// `timestamp`, `level`, `target`, `message`, the event's own fields, and `span` (the
+/// connection's fields: `parity`, `peer`, `ns`, `sid`).
+fn init_logging(format: Option<LogFormat>) {
+    let terminal = std::io::stderr().is_terminal();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let pretty = match format {
+        Some(format) => format == LogFormat::Pretty,
+        None => terminal,
+    };
+    if pretty {
+        builder.with_ansi(terminal).init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     }
 }
 

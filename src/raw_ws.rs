@@ -27,6 +27,7 @@ use crate::feed::{Feed, Protocol, Subscription};
 use crate::listener::ClientAddr;
 use crate::parity::Parity;
 use crate::resume::{self, Backlog};
+use crate::telemetry::{self, Channel, Departure, Refused};
 
 /// What every raw connection shares.
 #[derive(Clone)]
@@ -82,7 +83,10 @@ impl RawWs {
             Ok(after)
         }) {
             Ok(after) => after,
-            Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+            Err(error) => {
+                telemetry::refused(Refused::BadAfter);
+                return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+            }
         };
         let (mut parts, _body) = request.into_parts();
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -117,7 +121,9 @@ impl RawWs {
                         replay = backlog.as_ref().map(Backlog::len),
                         "connected"
                     );
+                    telemetry::connected(Channel::Raw);
                     let ended = serve(socket, subscription, backlog, &this).await;
+                    telemetry::departed(Channel::Raw, ended.departure());
                     info!(reason = %ended, "disconnected");
                 };
                 tracker.track_future(connection.instrument(span))
@@ -145,6 +151,16 @@ enum Ended {
 }
 
 impl Ended {
+    fn departure(&self) -> Departure {
+        match self {
+            Ended::ClientClosed | Ended::Lost(_) => Departure::ClientClosed,
+            Ended::BadFrame(..) | Ended::Flooding => Departure::BadInput,
+            Ended::TooSlow(_) => Departure::SlowClient,
+            Ended::NoHeartbeat(_) => Departure::DeadPeer,
+            Ended::Shutdown => Departure::Shutdown,
+        }
+    }
+
     fn close_frame(&self) -> Option<(u16, String)> {
         match self {
             Ended::BadFrame(code, reason) => Some((*code, reason.clone())),
@@ -180,15 +196,21 @@ async fn serve(
     let parity = subscription.parity();
     let (mut sink, mut stream) = socket.split();
     let (mut ticks, membership) = subscription.into_parts();
+    let delivered = telemetry::delivered_counter(Channel::Raw, parity);
 
     let mut ended = None;
     if let Some(backlog) = backlog {
+        let replay = backlog.len();
         let frames = backlog
             .positions
             .filter_map(|position| parity.integer_at(position))
             .map(|integer| Message::Text(integer.to_string().into()));
-        if let Err(error) = send_all(&mut sink, frames, limits.ping_timeout).await {
-            ended = Some(error);
+        match send_all(&mut sink, frames, limits.ping_timeout).await {
+            Ok(()) => {
+                telemetry::replayed(Channel::Raw, replay);
+                delivered.increment(replay);
+            }
+            Err(error) => ended = Some(error),
         }
     }
 
@@ -234,6 +256,7 @@ async fn serve(
                         if let Err(ended) = send(&mut sink, Message::Text(tick.text), limits.ping_timeout).await {
                             break ended;
                         }
+                        delivered.increment(1);
                     }
                     Err(RecvError::Lagged(missed)) => break Ended::TooSlow(format!("missed {missed} integers")),
                     Err(RecvError::Closed) => break Ended::Shutdown,

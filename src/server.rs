@@ -24,6 +24,7 @@ use crate::listener::{ClientAddr, CountingListener, LiveConnections, connection_
 use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
+use crate::telemetry;
 
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
 /// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
@@ -67,6 +68,7 @@ pub async fn serve(
             (LocalTicker::new(config.interval()), [0, 0])
         }
     };
+    telemetry::install();
     let feed = Feed::new(positions, config.client_backlog as usize);
     let source = tokio::spawn(source.run(feed.clone(), shutdown.clone()));
 
@@ -114,6 +116,7 @@ pub async fn serve(
         feed,
         raw,
         socketio,
+        io: io.clone(),
         admission,
     });
 

@@ -23,6 +23,7 @@ use crate::feed::{Feed, Membership, Protocol};
 use crate::parity::Parity;
 use crate::raw_ws::peer_label;
 use crate::resume::{self, Backlog, ResumeError};
+use crate::telemetry::{self, Channel, Departure, Refused};
 
 /// The event every integer is emitted as.
 pub const EVENT: &str = "integer";
@@ -70,10 +71,30 @@ async fn check_resume(
 ) -> Result<(), ResumeError> {
     let auth = auth_of(auth);
     let parity = parity_of(&socket, &auth);
-    if let Some(after) = resume::after_from_auth(auth.get("after"))? {
-        resume::check_not_ahead(parity, after, state.feed.position(parity))?;
+    let verdict = resume::after_from_auth(auth.get("after")).and_then(|after| match after {
+        Some(after) => resume::check_not_ahead(parity, after, state.feed.position(parity)),
+        None => Ok(()),
+    });
+    if verdict.is_err() {
+        telemetry::refused(Refused::BadAfter);
     }
-    Ok(())
+    verdict
+}
+
+/// Why a socket.io client left, as the metric reports it. The server itself disconnects a
+/// socket only when it is too slow.
+fn departure(reason: DisconnectReason) -> Departure {
+    match reason {
+        DisconnectReason::TransportClose
+        | DisconnectReason::ClientNSDisconnect
+        | DisconnectReason::TransportError => Departure::ClientClosed,
+        DisconnectReason::HeartbeatTimeout => Departure::DeadPeer,
+        DisconnectReason::MultipleHttpPollingError | DisconnectReason::PacketParsingError => {
+            Departure::BadInput
+        }
+        DisconnectReason::ServerNSDisconnect => Departure::SlowClient,
+        DisconnectReason::ClosingServer => Departure::Shutdown,
+    }
 }
 
 async fn on_connect(
@@ -104,6 +125,11 @@ async fn on_connect(
         );
     });
     let (mut ticks, membership) = subscription.into_parts();
+    // Lets the metrics count this socket under its stream, whatever its namespace.
+    socket.extensions.insert(parity);
+    let channel = Channel::of_socketio(socket.transport_type());
+    telemetry::connected(channel);
+    let delivered = telemetry::delivered_counter(channel, parity);
 
     // The disconnect handler drops the membership itself, so demand falls the moment the
     // socket is gone rather than when its forwarding task next wakes.
@@ -115,6 +141,7 @@ async fn on_connect(
         let span = span.clone();
         async move |reason: DisconnectReason| {
             release(&membership);
+            telemetry::departed(channel, departure(reason));
             stop.cancel();
             span.in_scope(|| info!(%reason, "disconnected"));
         }
@@ -132,12 +159,16 @@ async fn on_connect(
                 .flat_map(|backlog| backlog.positions)
                 .filter_map(|position| parity.integer_at(position));
             let mut too_slow = None;
+            let mut replayed = 0;
             for integer in replay {
                 if let Err(error) = socket.emit(EVENT, &integer) {
                     too_slow = Some(error.to_string());
                     break;
                 }
+                replayed += 1;
             }
+            telemetry::replayed(channel, replayed);
+            delivered.increment(replayed);
             while too_slow.is_none() {
                 tokio::select! {
                     biased;
@@ -145,8 +176,9 @@ async fn on_connect(
                     _ = state.shutdown.cancelled() => break,
                     tick = ticks.recv() => match tick {
                         Ok(tick) => {
-                            if let Err(error) = socket.emit(EVENT, &tick.integer) {
-                                too_slow = Some(error.to_string());
+                            match socket.emit(EVENT, &tick.integer) {
+                                Ok(()) => delivered.increment(1),
+                                Err(error) => too_slow = Some(error.to_string()),
                             }
                         }
                         Err(RecvError::Lagged(missed)) => too_slow = Some(format!("missed {missed} integers")),

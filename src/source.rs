@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use crate::counter_store::CounterStore;
 use crate::feed::{Demand, Feed};
 use crate::parity::Parity;
+use crate::telemetry;
 
 /// How much ticking one reservation in the state file covers: the file is written about this
 /// often while a stream runs, and a crash skips at most this much of a stream.
@@ -78,6 +79,7 @@ impl LocalTicker {
                 continue;
             }
             if let Some(tick) = feed.publish_next(parity) {
+                telemetry::produced(parity);
                 debug!(%parity, integer = tick.integer, "published");
             }
         }

@@ -43,7 +43,12 @@ async fn demo_page_and_its_assets_are_served_from_the_binary() {
             .unwrap()
             .starts_with("text/html")
     );
-    for asset in ["/demo.js", "/demo.css", "/socket.io/socket.io.min.js"] {
+    for asset in [
+        "/demo.js",
+        "/status-view.js",
+        "/demo.css",
+        "/socket.io/socket.io.min.js",
+    ] {
         assert!(page.body.contains(asset), "page does not load {asset}");
         let response = http(
             server.addr,

@@ -276,15 +276,12 @@ impl Process {
             let mut lines = tokio::io::BufReader::new(stderr).lines();
             let mut addr_tx = Some(addr_tx);
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.split("listening addr=").nth(1) {
-                    let addr = addr
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(addr);
-                    }
+                let event: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("log line is not JSON ({error}): {line}"));
+                if event["message"] == "listening"
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
                 }
                 log_writer.lock().unwrap().push_str(&(line + "\n"));
             }
@@ -304,6 +301,7 @@ impl Process {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--log-format", "json"])
             .args(args)
             .env("RUST_LOG", "info")
             .kill_on_drop(true)

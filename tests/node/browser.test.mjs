@@ -72,6 +72,31 @@ test("the page shows both streams over both protocols, live", async () => {
   assert.deepEqual(problems, []);
 });
 
+test("the status view shows the server's state live", async () => {
+  await page.waitForFunction(() => {
+    const view = document.getElementById("server-status");
+    return Number(view.dataset.samples ?? 0) >= 3 && Number(view.dataset.rate) > 0;
+  }, null, { timeout: 20000 });
+  const cell = (type, what) => page.$eval(`#server-status tr[data-type="${type}"] ${what}`, (el) => el.textContent);
+  for (const type of ["odd", "even"]) {
+    // This page holds one raw and one socket.io (upgraded to WebSocket) client of each stream.
+    assert.equal(await cell(type, 'td[data-protocol="raw"]'), "1");
+    assert.equal(await cell(type, 'td[data-protocol="socketio_websocket"]'), "1");
+    assert.equal(await cell(type, 'td[data-protocol="socketio_polling"]'), "0");
+    assert.equal(await cell(type, ".generator"), "running");
+    const shown = Number(await page.$eval(panel("raw", type), (el) => el.dataset.last));
+    const last = Number(await cell(type, ".last"));
+    assert.ok(Math.abs(last - shown) <= 40, `${type}: status says ${last}, panel shows ${shown}`);
+  }
+  // Four clients at 10 integers a second each: about 40 messages a second.
+  const rate = Number(await page.$eval("#server-status", (el) => el.dataset.rate));
+  assert.ok(rate > 10 && rate < 100, `rate ${rate}`);
+  const points = await page.$eval("#server-status polyline", (el) => el.getAttribute("points").split(" ").length);
+  assert.ok(points >= 3, `${points} points drawn`);
+  await page.screenshot({ path: join(tmpdir(), "integers-demo-status.png"), fullPage: true });
+  assert.deepEqual(problems, []);
+});
+
 test("the buttons disconnect and reconnect a panel", async () => {
   for (const [protocol, parity] of [["raw", "odd"], ["socketio", "even"]]) {
     const selector = panel(protocol, parity);

@@ -20,7 +20,7 @@ export function freshStateFile() {
 export async function startServer({ intervalMs = 50, port = 0, stateFile = freshStateFile(), extraArgs = [] } = {}) {
   const bin = process.env.INTEGERS_BIN ?? DEFAULT_BIN;
   const args = ["--host", "127.0.0.1", "--port", String(port), "--interval-ms", String(intervalMs),
-    "--state-file", stateFile, ...extraArgs];
+    "--state-file", stateFile, "--log-format", "json", ...extraArgs];
   const child = spawn(bin, args, { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   const address = await new Promise((resolve, reject) => {
@@ -28,10 +28,12 @@ export async function startServer({ intervalMs = 50, port = 0, stateFile = fresh
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
       log += chunk;
-      const match = /listening addr=(\S+)/.exec(log);
-      if (match) {
+      const listening = log.split("\n").map((line) => {
+        try { return JSON.parse(line); } catch { return null; }
+      }).find((event) => event?.message === "listening");
+      if (listening) {
         clearTimeout(timer);
-        resolve(match[1]);
+        resolve(listening.addr);
       }
     });
     child.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${log}`)));

@@ -1,0 +1,270 @@
+//! What operators see: `/metrics` after real traffic of every kind, and JSON log lines with
+//! stable field names. Run against the real binary, whose metrics are its own.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{PATIENCE, Process, close, close_frame, http, next_integers, upgrade_request};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The samples of a Prometheus text page, keyed by `name{labels}` as printed.
+fn samples(page: &str) -> HashMap<String, f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn metrics(server: &Process) -> HashMap<String, f64> {
+    let response = http(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    samples(&response.body)
+}
+
+fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "20",
+            "--max-connections",
+            "6",
+            "--allowed-origins",
+            "https://ok.example",
+        ],
+    )
+    .await;
+
+    // Raw: a client that reads and leaves, one that resumes, one closed for a bad frame.
+    let mut reader = server.raw("/_ws/").await;
+    let read = next_integers(&mut reader, 5).await;
+    close(reader).await;
+    let mut resumer = server.raw(&format!("/_ws/?after={}", read[0])).await;
+    next_integers(&mut resumer, 6).await;
+    let mut offender = server.raw("/_ws/?even").await;
+    offender
+        .send(Message::text("x".repeat(5000)))
+        .await
+        .unwrap();
+    assert_eq!(close_frame(&mut offender).await.0, 1009);
+
+    // socket.io: one session over WebSocket, one over polling; both stay while we scrape.
+    let (mut websocket, _) =
+        tokio_tungstenite::connect_async(server.ws_url("/socket.io/?EIO=4&transport=websocket"))
+            .await
+            .unwrap();
+    websocket.send(Message::text("40/even,")).await.unwrap();
+    let mut events = 0;
+    while events < 2 {
+        let frame = tokio::time::timeout(PATIENCE, websocket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if frame.to_text().unwrap().starts_with("42/even,") {
+            events += 1;
+        }
+    }
+    let open = http(
+        server.addr,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    let sid = open
+        .body
+        .split("\"sid\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let join = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n40/odd"
+    );
+    assert_eq!(http(server.addr, &join).await.status, 200);
+
+    // Refusals: a bad after, a foreign origin, and one past the connection limit.
+    assert_eq!(
+        http(server.addr, &upgrade_request("/_ws/?after=x"))
+            .await
+            .status,
+        400
+    );
+    let foreign = upgrade_request("/_ws/")
+        .replace("Host: t\r\n", "Host: t\r\nOrigin: https://evil.example\r\n");
+    assert_eq!(http(server.addr, &foreign).await.status, 403);
+    let mut hold = Vec::new();
+    for _ in 0..4 {
+        hold.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        http(server.addr, &upgrade_request("/_ws/")).await.status,
+        503
+    );
+    drop(hold);
+
+    let seen = loop {
+        let seen = metrics(&server).await;
+        let polling_counted = seen
+            .get("integers_connections{protocol=\"socketio_polling\",type=\"odd\"}")
+            == Some(&1.0);
+        if polling_counted {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let status = server.status().await;
+    assert_eq!(
+        value(&seen, "integers_connects_total{protocol=\"raw\"}"),
+        3.0
+    );
+    assert_eq!(
+        value(&seen, "integers_connects_total{protocol=\"socketio\"}"),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &seen,
+            "integers_disconnects_total{protocol=\"raw\",reason=\"client_closed\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &seen,
+            "integers_disconnects_total{protocol=\"raw\",reason=\"bad_input\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&seen, "integers_refused_total{reason=\"bad_after\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&seen, "integers_refused_total{reason=\"origin\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&seen, "integers_refused_total{reason=\"connection_limit\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&seen, "integers_connections{protocol=\"raw\",type=\"odd\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &seen,
+            "integers_connections{protocol=\"socketio_websocket\",type=\"even\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &seen,
+            "integers_connections{protocol=\"socketio_websocket\",type=\"odd\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&seen, "integers_generator_running{type=\"odd\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&seen, "integers_generator_running{type=\"even\"}"),
+        1.0
+    );
+    // The resumer was replayed everything after the first integer the reader saw.
+    assert!(value(&seen, "integers_replayed_total{protocol=\"raw\"}") >= 4.0);
+    let produced_odd = value(&seen, "integers_produced_total{type=\"odd\"}");
+    let last_odd = status.odd.last.unwrap() as f64;
+    assert!(
+        produced_odd >= (last_odd + 1.0) / 2.0 - 1.0,
+        "produced {produced_odd}, last {last_odd}"
+    );
+    let delivered_raw_odd = value(
+        &seen,
+        "integers_delivered_total{protocol=\"raw\",type=\"odd\"}",
+    );
+    assert!(delivered_raw_odd >= 11.0, "{delivered_raw_odd}");
+    assert!(
+        value(
+            &seen,
+            "integers_delivered_total{protocol=\"socketio\",type=\"even\"}"
+        ) >= 2.0
+    );
+    assert!(
+        !seen
+            .keys()
+            .any(|key| key.contains("sid") || key.contains("peer")),
+        "per-client labels"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_have_stable_fields() {
+    let mut server = Process::start(0, &["--no-state", "--interval-ms", "20"]).await;
+    let mut ws = server.raw("/_ws/?even").await;
+    next_integers(&mut ws, 2).await;
+    close(ws).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(server.signal(libc::SIGTERM).await.success());
+    let log = server.log.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    for event in &events {
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(field).is_some(), "no {field} in {event}");
+        }
+    }
+    let connected = events
+        .iter()
+        .find(|e| e["message"] == "connected")
+        .expect("a connected event");
+    assert_eq!(connected["span"]["parity"], "even");
+    assert!(
+        connected["span"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let left = events
+        .iter()
+        .find(|e| e["message"] == "disconnected")
+        .expect("a disconnected event");
+    assert_eq!(left["reason"], "client closed");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "generator online" && e["parity"] == "even")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "generator idle" && e["parity"] == "even")
+    );
+}
