@@ -1,5 +1,6 @@
-//! The TCP listener: counts live connections, for the connection limit, and disables Nagle's
-//! algorithm, since every frame this server sends is a few bytes that should leave at once.
+//! The TCP listener: counts live connections, for the connection limit, and sets the socket
+//! options every connection gets: no Nagle delay, since every frame this server sends is a few
+//! bytes that should leave at once, and a fixed, small kernel send buffer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +14,12 @@ use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::warn;
+
+/// Kernel send buffer asked for per connection (Linux doubles it). Fixed rather than
+/// autotuned (up to 4 MiB a socket): a client that stops reading holds at most this much
+/// kernel memory, and its writes stall after a few thousand integers, so it is cut as too slow
+/// after `--ping-timeout-ms` instead of minutes later. A full replay (about 8 KB) fits.
+const SEND_BUFFER: usize = 16 * 1024;
 
 /// The number of open client connections, shared with whoever enforces a limit on it.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +53,11 @@ impl Listener for CountingListener {
                 Ok((stream, addr)) => {
                     if let Err(error) = stream.set_nodelay(true) {
                         warn!(%error, "cannot set TCP_NODELAY");
+                    }
+                    if let Err(error) =
+                        socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER)
+                    {
+                        warn!(%error, "cannot set SO_SNDBUF");
                     }
                     self.live.0.fetch_add(1, Ordering::Relaxed);
                     let live = self.live.clone();

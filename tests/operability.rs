@@ -268,3 +268,132 @@ async fn json_logs_have_stable_fields() {
             .any(|e| e["message"] == "generator idle" && e["parity"] == "even")
     );
 }
+
+/// A client with a small receive buffer that never reads.
+async fn silent_client(server: &Process) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(upgrade_request("/_ws/").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    stream
+}
+
+async fn wait_for_sample(server: &Process, key: &str) -> f64 {
+    // Filling a socket's buffers one small frame a millisecond takes a few seconds.
+    let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+    loop {
+        if let Some(value) = metrics(server).await.get(key) {
+            return *value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {key} in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn departures_are_counted_by_why() {
+    // Silent through a heartbeat: a dead peer.
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1000",
+            "--ping-interval-ms",
+            "100",
+            "--ping-timeout-ms",
+            "200",
+        ],
+    )
+    .await;
+    let _silent = silent_client(&server).await;
+    let dead = wait_for_sample(
+        &server,
+        "integers_disconnects_total{protocol=\"raw\",reason=\"dead_peer\"}",
+    )
+    .await;
+    assert_eq!(dead, 1.0);
+
+    // Heartbeats far apart, integers every millisecond, and a socket that is never read: once
+    // its buffers are full a write stalls, and the client is cut as too slow.
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--ping-interval-ms",
+            "60000",
+            "--ping-timeout-ms",
+            "500",
+        ],
+    )
+    .await;
+    let _silent = silent_client(&server).await;
+    let slow = wait_for_sample(
+        &server,
+        "integers_disconnects_total{protocol=\"raw\",reason=\"slow_client\"}",
+    )
+    .await;
+    assert_eq!(slow, 1.0);
+
+    // A long-polling socket.io client that stops polling while integers come every
+    // millisecond: its queue (here 1 + 1 + 16 packets) overflows and it is cut as too slow;
+    // when it polls again it finds the server's disconnect.
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--max-backlog",
+            "1",
+            "--client-backlog",
+            "1",
+            "--ping-interval-ms",
+            "60000",
+        ],
+    )
+    .await;
+    let open = http(
+        server.addr,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    let sid = open
+        .body
+        .split("\"sid\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let poll =
+        format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let join = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n40/odd"
+    );
+    assert_eq!(http(server.addr, &join).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut received = String::new();
+    while !received.contains("41/odd,") {
+        let response = http(server.addr, &poll).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        received.push_str(&response.body);
+    }
+    let slow = wait_for_sample(
+        &server,
+        "integers_disconnects_total{protocol=\"socketio\",reason=\"slow_client\"}",
+    )
+    .await;
+    assert_eq!(slow, 1.0);
+    assert_eq!(server.status().await.odd.subscribers.socketio, 0);
+}
