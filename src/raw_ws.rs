@@ -216,6 +216,8 @@ async fn serve(
 
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    // After a stall, one ping, not a burst of the missed ones.
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set while a ping is unanswered; any frame from the client clears it.
     let mut answer_due: Option<Instant> = None;
     let mut flood = FrameRate::default();

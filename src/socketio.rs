@@ -225,14 +225,3 @@ async fn disconnect_when_possible(socket: SocketRef, patience: Duration) {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_that_is_not_an_object_is_ignored() {
-        assert_eq!(auth_of(Err::<Value, _>("not json")), Value::Null);
-        assert_eq!(Value::Null.get("even"), None);
-    }
-}
