@@ -1,6 +1,7 @@
-//! The TCP listener: counts live connections, for the connection limit, and sets the socket
-//! options every connection gets: no Nagle delay, since every frame this server sends is a few
-//! bytes that should leave at once, and a fixed, small kernel send buffer.
+//! The TCP side: accepting connections, counting them for the connection limit, setting the
+//! socket options every connection gets (no Nagle delay, since every frame this server sends is
+//! a few bytes that should leave at once; a fixed, small kernel send buffer), and serving HTTP
+//! on each with a bounded time to send a request head.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,11 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tracing::{debug, warn};
 
 /// Kernel send buffer asked for per connection (Linux doubles it). Fixed rather than
 /// autotuned (up to 4 MiB a socket): a client that stops reading holds at most this much
@@ -43,10 +52,7 @@ impl CountingListener {
     }
 }
 
-impl Listener for CountingListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
-
+impl CountingListener {
     async fn accept(&mut self) -> (CountedStream, SocketAddr) {
         loop {
             match self.inner.accept().await {
@@ -73,8 +79,52 @@ impl Listener for CountingListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+/// How long a client may take to send a request head. Without a bound, a client trickling a
+/// header byte by byte (slowloris) would hold its connection, and a place under the
+/// connection limit, forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections and serves `app` on each until `shutdown` is cancelled, then returns
+/// the handle that lets the caller wait for the connections still open. WebSocket upgrades
+/// leave that watch once upgraded; their tasks have their own shutdown.
+pub async fn serve_connections(
+    mut listener: CountingListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    loop {
+        let (stream, addr) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return graceful,
+            accepted = listener.accept() => accepted,
+        };
+        // The client's address reaches handlers as a request extension, like axum's own
+        // `into_make_service_with_connect_info` does.
+        let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%addr, %error, "connection ended with an error");
+            }
+        });
     }
 }
 
@@ -133,12 +183,6 @@ impl AsyncWrite for CountedStream {
 /// The client's TCP address, as request extension `ConnectInfo<ClientAddr>`.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, CountingListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, CountingListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
 
 /// The open-files limit bounds how many connections one process can hold. Raises the soft
 /// limit to the hard one and returns how many connections fit, leaving room for the

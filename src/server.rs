@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::counter_store::{CounterStore, StoreError};
 use crate::feed::Feed;
 use crate::http::{AppState, router};
-use crate::listener::{ClientAddr, CountingListener, LiveConnections, connection_capacity};
+use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
 use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
@@ -127,30 +127,21 @@ pub async fn serve(
         "listening"
     );
     let listener = CountingListener::new(listener, live);
-    let http = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<ClientAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut http = tokio::spawn(http.into_future());
+    let accepting = tokio::spawn(serve_connections(listener, app, shutdown.clone()));
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        // The server failed on its own (it does not return otherwise): stop everything else.
-        ended = &mut http => {
-            shutdown.cancel();
-            let _ = source.await;
-            return Ok(ended.map_err(io::Error::other)??);
-        }
-    }
+    shutdown.cancelled().await;
     info!(drain_ms = config.drain_ms, "shutting down");
     let drained = tokio::time::timeout(config.drain(), async {
+        // Stops accepting first, then waits for the HTTP requests still open (long polls end
+        // once socket.io closes), the raw connections' close frames, and the saved positions.
+        let connections = accepting.await;
         io.close().await;
+        if let Ok(connections) = connections {
+            connections.shutdown().await;
+        }
         raw_connections.close();
         raw_connections.wait().await;
-        // Saves the exact stream positions.
         let _ = source.await;
-        let _ = (&mut http).await;
     })
     .await;
     if drained.is_err() {

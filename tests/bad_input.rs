@@ -774,3 +774,29 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
     .await;
     assert_eq!((health.status, health.body.as_str()), (200, "ok"));
 }
+
+/// A client that trickles a request head (slowloris) loses its connection after the header
+/// timeout instead of holding it, and its place under the connection limit, for ever.
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_dropped() {
+    let server = TestServer::start(25).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "still open after 30 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "dropped too soon: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        rest.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}
