@@ -21,7 +21,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit and in-process integration tests)"
 cargo test --locked
@@ -32,6 +32,9 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 # libFuzzer's sanitizer flags are unstable options; the one stable toolchain here allows them so.
 RUSTC_BOOTSTRAP=1 cargo fuzz run request_parsing -- -max_total_time=20
+
+step "benchmark kit smoke: 200 clients per protocol, checking only that every sequence is whole"
+bash bench/run.sh --smoke
 
 step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium)"
 cargo build --locked
