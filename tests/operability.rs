@@ -299,50 +299,39 @@ async fn wait_for_sample(server: &Process, key: &str) -> f64 {
 
 #[tokio::test]
 async fn departures_are_counted_by_why() {
-    // Silent through a heartbeat: a dead peer.
-    let server = Process::start(
-        0,
-        &[
-            "--no-state",
-            "--interval-ms",
-            "1000",
-            "--ping-interval-ms",
-            "100",
-            "--ping-timeout-ms",
-            "200",
-        ],
-    )
-    .await;
-    let _silent = silent_client(&server).await;
-    let dead = wait_for_sample(
-        &server,
-        "integers_disconnects_total{protocol=\"raw\",reason=\"dead_peer\"}",
-    )
-    .await;
-    assert_eq!(dead, 1.0);
-
-    // Heartbeats far apart, integers every millisecond, and a socket that is never read: once
-    // its buffers are full a write stalls, and the client is cut as too slow.
-    let server = Process::start(
-        0,
-        &[
-            "--no-state",
-            "--interval-ms",
-            "1",
-            "--ping-interval-ms",
-            "60000",
-            "--ping-timeout-ms",
-            "500",
-        ],
-    )
-    .await;
-    let _silent = silent_client(&server).await;
-    let slow = wait_for_sample(
-        &server,
-        "integers_disconnects_total{protocol=\"raw\",reason=\"slow_client\"}",
-    )
-    .await;
-    assert_eq!(slow, 1.0);
+    // A raw client that never reads is, by the server's flags, either silent through a
+    // heartbeat (a dead peer) or, with heartbeats far apart and integers every millisecond,
+    // a socket whose writes stall once its buffers are full (too slow).
+    let raw_cases = [
+        (
+            [
+                "--interval-ms",
+                "1000",
+                "--ping-interval-ms",
+                "100",
+                "--ping-timeout-ms",
+                "200",
+            ],
+            "dead_peer",
+        ),
+        (
+            [
+                "--interval-ms",
+                "1",
+                "--ping-interval-ms",
+                "60000",
+                "--ping-timeout-ms",
+                "500",
+            ],
+            "slow_client",
+        ),
+    ];
+    for (flags, reason) in raw_cases {
+        let server = Process::start(0, &[&["--no-state"][..], &flags].concat()).await;
+        let _silent = silent_client(&server).await;
+        let key = format!("integers_disconnects_total{{protocol=\"raw\",reason=\"{reason}\"}}");
+        assert_eq!(wait_for_sample(&server, &key).await, 1.0, "{reason}");
+    }
 
     // A long-polling socket.io client that stops polling while integers come every
     // millisecond: its queue (here 1 + 1 + 16 packets) overflows and it is cut as too slow;
