@@ -76,10 +76,6 @@ impl Admission {
         }
         Ok(())
     }
-
-    pub fn max_connections(&self) -> usize {
-        self.max_connections
-    }
 }
 
 impl IntoResponse for Refusal {

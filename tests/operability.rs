@@ -85,24 +85,7 @@ async fn metrics_count_what_happened() {
             events += 1;
         }
     }
-    let open = http(
-        server.addr,
-        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
-    )
-    .await;
-    let sid = open
-        .body
-        .split("\"sid\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
-    let join = format!(
-        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n40/odd"
-    );
-    assert_eq!(http(server.addr, &join).await.status, 200);
+    polling_session(&server, "/odd").await;
 
     // Refusals: a bad after, a foreign origin, and one past the connection limit.
     assert_eq!(
@@ -269,6 +252,32 @@ async fn json_logs_have_stable_fields() {
     );
 }
 
+/// Opens a long-polling engine.io session, joins `namespace` and returns the session id.
+async fn polling_session(server: &Process, namespace: &str) -> String {
+    let open = http(
+        server.addr,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(open.status, 200, "{open:?}");
+    let sid = open
+        .body
+        .split("\"sid\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let packet = format!("40{namespace}");
+    let join = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{packet}",
+        packet.len()
+    );
+    assert_eq!(http(server.addr, &join).await.status, 200);
+    sid
+}
+
 /// A client with a small receive buffer that never reads.
 async fn silent_client(server: &Process) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -351,26 +360,9 @@ async fn departures_are_counted_by_why() {
         ],
     )
     .await;
-    let open = http(
-        server.addr,
-        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
-    )
-    .await;
-    let sid = open
-        .body
-        .split("\"sid\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let sid = polling_session(&server, "/odd").await;
     let poll =
         format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n");
-    let join = format!(
-        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n40/odd"
-    );
-    assert_eq!(http(server.addr, &join).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut received = String::new();
     while !received.contains("41/odd,") {
