@@ -18,6 +18,11 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
 
+    /// Share the port with other instances on this host (SO_REUSEPORT); the kernel spreads
+    /// new connections over them. How one host goes past one process's open-files limit.
+    #[arg(long, env = "REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Milliseconds between two integers of a stream.
     #[arg(long, env = "INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub interval_ms: u64,

@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(config.log_format);
 
-    let listener = match server::bind(&config).await {
+    let listener = match server::bind(&config) {
         Ok(listener) => listener,
         Err(error) => {
             error!(host = %config.host, port = config.port, %error, "cannot listen");

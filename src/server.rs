@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use socketioxide::SocketIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -43,9 +43,26 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-/// Binds the configured address.
-pub async fn bind(config: &Config) -> io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::new(config.host, config.port)).await
+/// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
+/// when thousands of clients reconnect at once after a deploy, and an overflowed SYN costs
+/// the client a one-second retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the configured address, sharing the port with other instances when `--reuse-port`
+/// is set (the kernel then spreads new connections over them).
+pub fn bind(config: &Config) -> io::Result<TcpListener> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if config.reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every client and returns.
@@ -87,6 +104,8 @@ pub async fn serve(
         .max_payload(SOCKETIO_MAX_PAYLOAD)
         .ws_max_message_size(SOCKETIO_MAX_PAYLOAD as usize)
         .ws_max_frame_size(SOCKETIO_MAX_PAYLOAD as usize)
+        // Same reason as the raw endpoint's: the default 4 KiB is zero-filled before every read.
+        .ws_read_buffer_size(crate::raw_ws::READ_BUFFER)
         .max_buffer_size(
             (config.max_backlog + config.client_backlog) as usize + SOCKETIO_QUEUE_HEADROOM,
         )

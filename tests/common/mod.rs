@@ -39,7 +39,7 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = integers::server::bind(&config).await.expect("bind");
+        let listener = integers::server::bind(&config).expect("bind");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let interval = config.interval();
