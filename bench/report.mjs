@@ -13,7 +13,7 @@ const floor = probe.writer_cpu_seconds_per_million;
 const run = (label) => runs.find((r) => r.label === label);
 const scenarioOf = (r) => r.label.split(" ")[0];
 const serverOf = (r) => r.label.split(" ")[1];
-const NAMES = { ours: "this server", ws: "Node ws", socketio: "Node socket.io" };
+const NAMES = { ours: "this server", ws: "Node ws", socketio: "Node socket.io", cluster: "3 instances + Redis" };
 const fmt = (value, digits = 1) => (value === null || value === undefined || Number.isNaN(value) ? "–" : value.toFixed(digits));
 const sh = (command) => { try { return execSync(command, { encoding: "utf8" }).trim(); } catch { return "unknown"; } };
 const peers = JSON.parse(readFileSync("bench/peers/package.json", "utf8")).dependencies;
@@ -49,6 +49,23 @@ for (const r of runs) {
 lines.push("");
 lines.push("\"vs peer\" divides this server's figure by the peer's in the same scenario (Node ws for raw, Node socket.io for");
 lines.push("socket.io): below 1 is better. CPU-s per million counts /proc clock ticks (10 ms) over the hold, so small loads read coarse.");
+
+const clusterRuns = runs.filter((r) => serverOf(r) === "cluster");
+if (clusterRuns.length) {
+  lines.push("", "## Cluster", "");
+  lines.push("Three instances on one port (`--reuse-port`) sharing one `redis-server` (loopback, no persistence), with the");
+  lines.push("load spread over three load-generator processes (`--workers 3`, each under its own open-files limit); CPU and");
+  lines.push("RSS are summed over the three instances. Skew is measured across every worker's clients. The single instance");
+  lines.push("is this server's capacity-19000 row above, from the same run: the difference is what Redis adds to delivery.", "");
+  lines.push("| scenario | protocol | up / clients | skew p50 / p99 / max ms | single instance at 19k: skew p99 ms | CPU-s per M | RSS KiB/conn | gaps / repeats |");
+  lines.push("|---|---|---|---|---|---|---|---|");
+  for (const r of clusterRuns) {
+    const single = runs.find((x) => x.label === "capacity-19000 ours interval=1000ms" && x.protocol === r.protocol);
+    lines.push(`| ${scenarioOf(r)} | ${r.protocol} | ${r.established} / ${r.clients} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${fmt(single?.skew_ms_p99)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${r.sequence_gaps} / ${r.sequence_repeats} |`);
+  }
+  lines.push("", "Every client's sequence is checked (step 2, no gap, no repeat), and an integer's skew spans all the clients of");
+  lines.push("its stream on all three instances, so a wrong integer on any instance would show as a gap or a repeat.");
+}
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 

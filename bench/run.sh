@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmark scenarios against this server and the two Node peers, on loopback, and
 # writes bench/RESULTS.md and bench/chart.svg.
-#   bash bench/run.sh           every scenario (about ten minutes)
+#   bash bench/run.sh           every scenario (about fifteen minutes; the cluster scenarios
+#                               need redis-server, which tests/run.sh installs)
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
 #                               every client connects and sees a gapless sequence (for CI)
 set -euo pipefail
@@ -43,6 +44,36 @@ stop_server() {
   wait "$server_pid" 2>/dev/null || true
 }
 
+free_port() {
+  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
+}
+
+# cluster_scenario NAME PROTOCOL CLIENTS: three instances with --reuse-port on one port and
+# one Redis, the load spread over three load-generator processes.
+cluster_scenario() {
+  local redis_port port pids=() redis_pid
+  redis_port=$(free_port)
+  port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 50); do grep -q "Ready to accept" "$out/redis.log" && break; sleep 0.1; done
+  for i in 1 2 3; do
+    target/release/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
+      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json 2>"$out/instance-$i.log" &
+    pids+=("$!")
+  done
+  for i in 1 2 3; do
+    for _ in $(seq 100); do grep -q '"listening"' "$out/instance-$i.log" && break; sleep 0.1; done
+  done
+  target/release/loadgen --addr "127.0.0.1:$port" --protocol "$2" --clients "$3" --workers 3 \
+    --source-addresses 8 --hold-seconds 10 --ramp-per-second 5000 \
+    --server-pid "${pids[0]}" --server-pid "${pids[1]}" --server-pid "${pids[2]}" \
+    --label "$1 cluster interval=1000ms" >> "$runs"
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+}
+
 # scenario NAME SERVER PROTOCOL CLIENTS INTERVAL_MS HOLD_SECONDS
 scenario() {
   start_server "$2" "$5"
@@ -80,6 +111,10 @@ for shape in "1000 10" "5000 50"; do
 done
 for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio"; do
   scenario "overload-5000" $pair 5000 10 10
+done
+for protocol in raw socketio; do
+  cluster_scenario cluster-19000 "$protocol" 19000
+  cluster_scenario cluster-50000 "$protocol" 50000
 done
 node bench/report.mjs "$out" bench/RESULTS.md bench/chart.svg
 echo "wrote bench/RESULTS.md and bench/chart.svg (raw results in $out)"

@@ -40,7 +40,8 @@ pub struct Config {
     #[arg(long, env = "MAX_BACKLOG", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100000))]
     pub max_backlog: u64,
 
-    /// File that keeps the stream positions across restarts.
+    /// File that keeps the stream positions across restarts (not used with `--redis`, where
+    /// Redis keeps them).
     #[arg(
         long,
         env = "STATE_FILE",
@@ -76,10 +77,30 @@ pub struct Config {
     #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
     pub drain_ms: u64,
 
+    /// Redis URL (e.g. `redis://10.0.0.5:6379/0`): run as one instance of a cluster that
+    /// shares its streams through this Redis. Without it the instance runs on its own.
+    #[arg(long = "redis", env = "REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Name of the cluster within Redis; instances with the same Redis and name share their
+    /// streams, other names are separate clusters.
+    #[arg(long, env = "CLUSTER_NAME", default_value = "integers", value_parser = cluster_name)]
+    pub cluster_name: String,
+
     /// Log format: `pretty` for people, `json` (one object a line) for log collectors.
     /// Default: pretty when stderr is a terminal, json otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+}
+
+/// A cluster name becomes part of Redis keys: keep it short and plain.
+fn cluster_name(name: &str) -> Result<String, String> {
+    let plain = |byte: u8| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte);
+    if (1..=64).contains(&name.len()) && name.bytes().all(plain) {
+        Ok(name.to_owned())
+    } else {
+        Err("1 to 64 characters of letters, digits, '-', '_' and '.'".to_owned())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

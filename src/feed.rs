@@ -46,6 +46,11 @@ pub struct Feed {
 struct Inner {
     lanes: [Lane; 2],
     demand: watch::Sender<Demand>,
+    /// Positions a resuming client's `after` may be ahead of this feed (see
+    /// [`Feed::resume_horizon`]).
+    resume_slack: u64,
+    /// Ticks one subscriber may have queued before it lags.
+    queue_capacity: usize,
 }
 
 struct Lane {
@@ -79,6 +84,17 @@ impl Feed {
     /// A feed whose lanes start at the given positions (integers already produced), each
     /// holding at most `backlog_per_client` undelivered ticks for any one subscriber.
     pub fn new(initial_positions: [u64; 2], backlog_per_client: usize) -> Feed {
+        Feed::with_resume_slack(initial_positions, backlog_per_client, 0)
+    }
+
+    /// A feed that accepts a resuming client's `after` up to `resume_slack` positions ahead
+    /// of its own: in a cluster, the instance a client last saw may have received a tick a
+    /// moment before this one.
+    pub fn with_resume_slack(
+        initial_positions: [u64; 2],
+        backlog_per_client: usize,
+        resume_slack: u64,
+    ) -> Feed {
         let lane = |parity: Parity| Lane {
             parity,
             sender: broadcast::Sender::new(backlog_per_client.max(1)),
@@ -91,6 +107,8 @@ impl Feed {
             inner: Arc::new(Inner {
                 lanes: [lane(Parity::Odd), lane(Parity::Even)],
                 demand: watch::Sender::new([false; 2]),
+                resume_slack,
+                queue_capacity: backlog_per_client.max(1),
             }),
         }
     }
@@ -142,6 +160,44 @@ impl Feed {
         // integer is still produced, exactly as if that client had left a moment later.
         let _ = lane.sender.send(tick.clone());
         Some(tick)
+    }
+
+    /// Brings `parity` up to `position`, publishing every position in between, whether or not
+    /// anyone is subscribed here: a cluster source uses this for positions the whole cluster
+    /// produced. Positions already reached are ignored, so a tick that arrives twice (live and
+    /// again through a catch-up read) is delivered once.
+    ///
+    /// A jump longer than a client's queue is shortened to one tick more than the queue holds:
+    /// every subscriber that was not already past it then sees itself lagging and is
+    /// disconnected as too slow (to resume with `after`), rather than silently missing the
+    /// integers that were not sent. Returns how many positions were published.
+    pub fn publish_through(&self, parity: Parity, position: u64) -> u64 {
+        let lane = self.lane(parity);
+        let mut state = lane.lock();
+        if position <= state.produced {
+            return 0;
+        }
+        let capacity = self.inner.queue_capacity as u64;
+        state.produced = state.produced.max(position.saturating_sub(capacity + 1));
+        let mut published = 0;
+        while state.produced < position {
+            let Some(integer) = parity.integer_at(state.produced + 1) else {
+                break;
+            };
+            state.produced += 1;
+            let _ = lane.sender.send(Tick {
+                integer,
+                text: Utf8Bytes::from(integer.to_string()),
+            });
+            published += 1;
+        }
+        published
+    }
+
+    /// The largest `after` a resuming client of `parity` may ask for here: the last integer
+    /// produced, plus the resume slack.
+    pub fn resume_horizon(&self, parity: Parity) -> u64 {
+        self.position(parity) + self.inner.resume_slack
     }
 
     /// Records whether the source is currently advancing `parity`, for `/status`.
@@ -304,5 +360,32 @@ mod tests {
         drop(second);
         assert_eq!(*demand.borrow(), [false, false]);
         assert!(feed.publish_next(Parity::Even).is_none());
+    }
+
+    #[test]
+    fn a_cluster_position_fills_gaps_and_ignores_what_was_reached() {
+        let feed = Feed::new([2, 0], 8);
+        let (mut odd, _membership) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
+        assert_eq!(feed.publish_through(Parity::Odd, 5), 3);
+        assert_eq!(feed.publish_through(Parity::Odd, 4), 0);
+        assert_eq!(feed.publish_through(Parity::Odd, 5), 0);
+        let received: Vec<u64> =
+            std::iter::from_fn(|| odd.try_recv().ok().map(|tick| tick.integer)).collect();
+        assert_eq!(received, [5, 7, 9]);
+        // Nobody subscribed to even: it still follows the cluster.
+        feed.publish_through(Parity::Even, 3);
+        assert_eq!(feed.position(Parity::Even), 3);
+    }
+
+    #[test]
+    fn a_jump_longer_than_a_queue_makes_its_subscribers_lag_rather_than_miss_silently() {
+        let feed = Feed::new([0, 0], 4);
+        let (mut even, _membership) = feed.subscribe(Parity::Even, Protocol::Raw).into_parts();
+        feed.publish_through(Parity::Even, 1000);
+        assert_eq!(feed.position(Parity::Even), 1000);
+        assert!(matches!(
+            even.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
     }
 }

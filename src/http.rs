@@ -15,14 +15,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use engineioxide::service::NotFoundService;
+use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::admission::Admission;
+use crate::cluster::{ClusterState, ClusterStatus};
 use crate::demo_assets;
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedStatus};
 use crate::query;
 use crate::raw_ws::{RawWs, is_websocket_upgrade};
 use crate::telemetry;
@@ -36,6 +38,17 @@ pub struct AppState {
     /// The socket.io handle, for the metrics to count sockets by transport.
     pub io: SocketIo,
     pub admission: Admission,
+    /// This instance's place in its cluster, in cluster mode.
+    pub cluster: Option<ClusterState>,
+}
+
+/// The body of `/status`.
+#[derive(Serialize)]
+struct Status {
+    #[serde(flatten)]
+    feed: FeedStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterStatus>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -75,7 +88,10 @@ async fn healthcheck() -> &'static str {
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let body = axum::Json(state.feed.status());
+    let body = axum::Json(Status {
+        feed: state.feed.status(),
+        cluster: state.cluster.as_ref().map(ClusterState::status),
+    });
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         body,
@@ -84,7 +100,7 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = telemetry::render(&state.feed, &state.io);
+    let body = telemetry::render(&state.feed, &state.io, state.cluster.as_ref());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }

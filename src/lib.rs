@@ -2,11 +2,12 @@
 //! socket.io and raw WebSocket, from one shared generator.
 //!
 //! The modules, from the integers outward: [`parity`] (the two sequences), [`source`] (when
-//! the next integer is produced), [`feed`] (fan-out to subscribers), [`raw_ws`] and
+//! the next integer is produced; [`cluster`] for several instances through Redis), [`feed`] (fan-out to subscribers), [`raw_ws`] and
 //! [`socketio`] (the two wire protocols), [`http`] (routing), [`server`] (assembly and
 //! shutdown).
 
 pub mod admission;
+pub mod cluster;
 pub mod config;
 pub mod counter_store;
 pub mod demo_assets;

@@ -87,7 +87,7 @@ impl RawWs {
         let after = match resume::after_from_query(request.uri().query()).and_then(|after| {
             if let Some(after) = after {
                 // The stream only moves forward, so what is not ahead now is not ahead later.
-                resume::check_not_ahead(parity, after, self.feed.position(parity))?;
+                resume::check_not_ahead(parity, after, self.feed.resume_horizon(parity))?;
             }
             Ok(after)
         }) {
@@ -131,7 +131,7 @@ impl RawWs {
                         "connected"
                     );
                     telemetry::connected(Channel::Raw);
-                    let ended = serve(socket, subscription, backlog, &this).await;
+                    let ended = serve(socket, subscription, after, backlog, &this).await;
                     telemetry::departed(Channel::Raw, ended.departure());
                     info!(reason = %ended, "disconnected");
                 };
@@ -198,6 +198,7 @@ type Sink = SplitSink<WebSocket, Message>;
 async fn serve(
     socket: WebSocket,
     subscription: Subscription,
+    after: Option<u64>,
     backlog: Option<Backlog>,
     raw: &RawWs,
 ) -> Ended {
@@ -263,6 +264,7 @@ async fn serve(
                     answer_due.get_or_insert(Instant::now() + limits.ping_timeout);
                 }
                 tick = ticks.recv() => match tick {
+                    Ok(tick) if resume::already_seen(tick.integer, after) => {}
                     Ok(tick) => match send_ticks(&mut sink, tick, &mut ticks, limits.ping_timeout).await {
                         Ok((sent, None)) => delivered.increment(sent),
                         Ok((sent, Some(missed))) => {

@@ -106,24 +106,29 @@ impl Backlog {
 }
 
 /// The backlog owed to a client that subscribed at `position` and asked to resume `after`,
-/// or `None` when it did not ask. An `after` checked before subscribing stays valid (streams
-/// only move forward); were it not, the client would get the live stream alone.
+/// or `None` when it did not ask.
+///
+/// An `after` ahead of `position` was accepted within the feed's resume slack (in a cluster,
+/// another instance may have delivered a tick this one has not received yet): nothing is
+/// missed then, and the client's forwarder skips live integers up to `after` (see
+/// [`already_seen`]).
 pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) -> Option<Backlog> {
-    match Backlog::compute(parity, after?, position, cap) {
-        Ok(backlog) => {
-            if backlog.dropped > 0 {
-                warn!(
-                    dropped = backlog.dropped,
-                    "client was further behind than the backlog cap"
-                );
-            }
-            Some(backlog)
-        }
-        Err(error) => {
-            warn!(%error, "resume refused after subscribing; streaming live only");
-            None
-        }
+    let after = after?;
+    let last = parity.integer_at(position).unwrap_or(0);
+    // Capped at the last integer, `after` is never ahead, so this cannot fail.
+    let backlog = Backlog::compute(parity, after.min(last), position, cap).ok()?;
+    if backlog.dropped > 0 {
+        warn!(
+            dropped = backlog.dropped,
+            "client was further behind than the backlog cap"
+        );
     }
+    Some(backlog)
+}
+
+/// Whether a live `integer` is one a client resuming `after` has already received.
+pub fn already_seen(integer: u64, after: Option<u64>) -> bool {
+    after.is_some_and(|after| integer <= after)
 }
 
 #[cfg(test)]
@@ -219,5 +224,15 @@ mod tests {
         ] {
             assert!(after_from_auth(Some(&bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_after_slightly_ahead_gets_no_backlog_and_skips_what_it_has() {
+        // In a cluster the client's last instance may be a tick ahead of this one.
+        let backlog = backlog_for(Parity::Odd, Some(11), 5, 100).unwrap();
+        assert!(backlog.is_empty());
+        assert!(already_seen(11, Some(11)));
+        assert!(!already_seen(13, Some(11)));
+        assert!(!already_seen(1, None));
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admission::Admission;
+use crate::cluster::{ClusterError, RedisSource};
 use crate::config::Config;
 use crate::counter_store::{CounterStore, StoreError};
 use crate::feed::Feed;
@@ -39,6 +40,8 @@ const SOCKETIO_QUEUE_HEADROOM: usize = 16;
 pub enum ServeError {
     #[error(transparent)]
     State(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("cannot serve: {0}")]
     Io(#[from] io::Error),
 }
@@ -71,23 +74,46 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let (source, positions) = match config.state_path() {
-        Some(path) => {
-            let (store, positions) = CounterStore::open(path)?;
-            info!(path = %path.display(), odd_position = positions[0], even_position = positions[1], "state loaded");
-            (
-                LocalTicker::durable(config.interval(), store, positions),
+    telemetry::install();
+    let (feed, source, cluster) = match &config.redis_url {
+        // Cluster mode: the counters live in Redis, so there is no state file.
+        Some(url) => {
+            let source = RedisSource::new(url, &config.cluster_name, config.interval())?;
+            let positions = source.current_positions().await.unwrap_or_default();
+            info!(
+                odd_position = positions[0],
+                even_position = positions[1],
+                "cluster positions read"
+            );
+            let feed = Feed::with_resume_slack(
                 positions,
-            )
+                config.client_backlog as usize,
+                RedisSource::resume_slack(config.interval()),
+            );
+            let cluster = source.state();
+            let task = tokio::spawn(source.run(feed.clone(), shutdown.clone()));
+            (feed, task, Some(cluster))
         }
         None => {
-            info!("running without state: streams start at 1 and 2");
-            (LocalTicker::new(config.interval()), [0, 0])
+            let (ticker, positions) = match config.state_path() {
+                Some(path) => {
+                    let (store, positions) = CounterStore::open(path)?;
+                    info!(path = %path.display(), odd_position = positions[0], even_position = positions[1], "state loaded");
+                    (
+                        LocalTicker::durable(config.interval(), store, positions),
+                        positions,
+                    )
+                }
+                None => {
+                    info!("running without state: streams start at 1 and 2");
+                    (LocalTicker::new(config.interval()), [0, 0])
+                }
+            };
+            let feed = Feed::new(positions, config.client_backlog as usize);
+            let task = tokio::spawn(ticker.run(feed.clone(), shutdown.clone()));
+            (feed, task, None)
         }
     };
-    telemetry::install();
-    let feed = Feed::new(positions, config.client_backlog as usize);
-    let source = tokio::spawn(source.run(feed.clone(), shutdown.clone()));
 
     let capacity = connection_capacity();
     let max_connections = config.max_connections.unwrap_or(capacity).min(capacity);
@@ -137,6 +163,7 @@ pub async fn serve(
         socketio,
         io: io.clone(),
         admission,
+        cluster,
     });
 
     info!(

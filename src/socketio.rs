@@ -72,7 +72,7 @@ async fn check_resume(
     let auth = auth_of(auth);
     let parity = parity_of(&socket, &auth);
     let verdict = resume::after_from_auth(auth.get("after")).and_then(|after| match after {
-        Some(after) => resume::check_not_ahead(parity, after, state.feed.position(parity)),
+        Some(after) => resume::check_not_ahead(parity, after, state.feed.resume_horizon(parity)),
         None => Ok(()),
     });
     if verdict.is_err() {
@@ -175,6 +175,7 @@ async fn on_connect(
                     _ = stop.cancelled() => break,
                     _ = state.shutdown.cancelled() => break,
                     tick = ticks.recv() => match tick {
+                        Ok(tick) if resume::already_seen(tick.integer, after) => {}
                         Ok(tick) => {
                             match socket.emit(EVENT, &tick.integer) {
                                 Ok(()) => delivered.increment(1),

@@ -12,6 +12,7 @@ use metrics::{Counter, counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use socketioxide::{SocketIo, TransportType};
 
+use crate::cluster::ClusterState;
 use crate::feed::{Feed, LaneStatus};
 use crate::parity::Parity;
 
@@ -146,7 +147,7 @@ pub fn install() {
 }
 
 /// Sets the level gauges from the live state and renders every metric.
-pub fn render(feed: &Feed, io: &SocketIo) -> String {
+pub fn render(feed: &Feed, io: &SocketIo, cluster: Option<&ClusterState>) -> String {
     let status = feed.status();
     let mut socketio = [[0u64; 2]; 2]; // [parity][websocket, polling]
     for namespace in io.nsps() {
@@ -173,6 +174,11 @@ pub fn render(feed: &Feed, io: &SocketIo) -> String {
                 .set(count as f64);
         }
         set_lane_gauges(kind, lane);
+    }
+    if let Some(cluster) = cluster {
+        let status = cluster.status();
+        gauge!("integers_redis_up").set(if status.redis_up { 1.0 } else { 0.0 });
+        gauge!("integers_cluster_leader").set(if status.leader { 1.0 } else { 0.0 });
     }
     handle().run_upkeep();
     handle().render()

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Runs every test of the project, installing what the tests need first:
-#   Debian's chromium (for the demo-page test), the npm packages in tests/node, and cargo-fuzz.
+# Runs every test of the project, installing what the tests need first: Debian's chromium (for
+# the demo-page test), redis-server and nginx (the cluster tests start their own, on random
+# loopback ports), the npm packages in tests/node, and cargo-fuzz.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if [ ! -x /usr/bin/chromium ]; then
-  step "installing Debian's chromium for the browser test"
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  # The tests start their own Redis and nginx; the packages' services are not needed.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+export PATH="$PATH:/usr/sbin"
 
 step "installing the Node test peers (socket.io-client, ws, playwright-core)"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
@@ -36,6 +43,6 @@ RUSTC_BOOTSTRAP=1 cargo fuzz run request_parsing -- -max_total_time=20
 step "benchmark kit smoke: 200 clients per protocol, checking only that every sequence is whole"
 bash bench/run.sh --smoke
 
-step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium)"
+step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium, redis-server, nginx)"
 cargo build --locked
 (cd tests/node && INTEGERS_BIN="$OLDPWD/target/debug/integers" node --test --test-concurrency=1)

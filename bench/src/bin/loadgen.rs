@@ -6,16 +6,22 @@
 //! connections established and failed, connect time p50/p99, messages delivered per second
 //! during the hold, fan-out skew per integer (first to last client receiving it), and, given
 //! the server's pid, its RSS per connection and CPU-seconds per million delivered messages,
-//! both read from /proc. Loopback only; bounded in count and time; it stops by itself.
+//! both read from /proc (summed over several pids for a cluster). Loopback only; bounded in
+//! count and time; it stops by itself.
+//!
+//! One process can hold only as many clients as its open-files limit allows, so with
+//! `--workers N` it runs N copies of itself, each with every N-th client, on one shared
+//! wall-clock schedule, and merges what they saw: the skew of an integer is then measured
+//! across every worker's clients.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -56,9 +62,20 @@ struct Args {
     /// address runs out of ports near 28k connections.
     #[arg(long, default_value_t = 4)]
     source_addresses: u8,
-    /// The server's pid, for its RSS and CPU time from /proc.
+    /// The server's pid, for its RSS and CPU time from /proc; repeat it for several
+    /// instances, whose figures are summed.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// Worker processes to spread the clients over (each is one more process with its own
+    /// open-files limit).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Set by the coordinating process: which worker this is.
+    #[arg(long, hide = true)]
+    worker: Option<usize>,
+    /// Set by the coordinating process: when the hold begins, in Unix microseconds.
+    #[arg(long, hide = true)]
+    hold_start_unix_us: Option<u64>,
     /// Label for the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -72,7 +89,7 @@ struct Args {
 struct ClientLog {
     connect_ms: Option<f64>,
     failed: Option<String>,
-    /// (integer, microseconds since the hold started) for integers received during the hold.
+    /// (integer, Unix microseconds) for integers received during the hold.
     received: Vec<(u64, u64)>,
     total: u64,
     gaps: u64,
@@ -85,6 +102,7 @@ struct Report {
     protocol: Protocol,
     mix: Mix,
     clients: usize,
+    workers: usize,
     established: usize,
     failed: usize,
     first_failure: Option<String>,
@@ -150,7 +168,7 @@ async fn run_client(
     args: Arc<Args>,
     index: usize,
     even: bool,
-    hold_start: Arc<OnceLock<Instant>>,
+    hold: (u64, u64),
     stop: Instant,
 ) -> ClientLog {
     let mut log = ClientLog::default();
@@ -240,35 +258,77 @@ async fn run_client(
             None => {}
         }
         last = Some(integer);
-        if let Some(hold) = hold_start.get() {
-            log.received
-                .push((integer, hold.elapsed().as_micros() as u64));
+        let at = unix_us();
+        if (hold.0..=hold.1).contains(&at) {
+            log.received.push((integer, at));
         }
     }
     let _ = ws.close(None).await;
     log
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Arc::new(Args::parse());
-    assert!(
-        args.addr.ip().is_loopback(),
-        "the load generator only targets loopback"
-    );
-    let begun = Instant::now();
-    let hard_stop = begun + Duration::from_secs(args.max_seconds);
-    let rss_before = args.server_pid.and_then(rss_kib);
+/// What one worker's clients saw, merged by the coordinator.
+#[derive(Serialize, Deserialize, Default)]
+struct Partial {
+    connect_ms: Vec<f64>,
+    failed: usize,
+    first_failure: Option<String>,
+    gaps: u64,
+    repeats: u64,
+    /// Integers received during the hold: (integer, first and last arrival in Unix
+    /// microseconds, how many clients received it).
+    integers: Vec<(u64, u64, u64, usize)>,
+    in_hold: u64,
+}
 
-    // Clients run until `stop`, which is set once the ramp is over and the hold has elapsed.
-    let ramp_seconds = args.clients as f64 / f64::from(args.ramp_per_second.max(1));
-    let stop = (begun + Duration::from_secs_f64(ramp_seconds + 5.0 + args.hold_seconds as f64))
-        .min(hard_stop);
-    let hold_start: Arc<OnceLock<Instant>> = Arc::default();
-    let mut tasks = Vec::with_capacity(args.clients);
-    let pace = Duration::from_secs_f64(1.0 / f64::from(args.ramp_per_second.max(1)));
+impl Partial {
+    fn merge(partials: Vec<Partial>) -> Partial {
+        let mut merged = Partial::default();
+        let mut integers: HashMap<u64, (u64, u64, usize)> = HashMap::new();
+        for partial in partials {
+            merged.connect_ms.extend(partial.connect_ms);
+            merged.failed += partial.failed;
+            merged.first_failure = merged.first_failure.or(partial.first_failure);
+            merged.gaps += partial.gaps;
+            merged.repeats += partial.repeats;
+            merged.in_hold += partial.in_hold;
+            for (integer, first, last, receivers) in partial.integers {
+                let entry = integers.entry(integer).or_insert((first, last, 0));
+                entry.0 = entry.0.min(first);
+                entry.1 = entry.1.max(last);
+                entry.2 += receivers;
+            }
+        }
+        merged.integers = integers
+            .into_iter()
+            .map(|(integer, (first, last, receivers))| (integer, first, last, receivers))
+            .collect();
+        merged
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+/// The `Instant` at which the Unix clock will read `at_us`.
+fn instant_at(at_us: u64) -> Instant {
+    Instant::now() + Duration::from_micros(at_us.saturating_sub(unix_us()))
+}
+
+/// Opens this worker's share of the clients (every `workers`-th one) at its share of the ramp
+/// rate, and collects what they saw until the hold is over.
+async fn run_worker(args: Arc<Args>, worker: usize, hold: (u64, u64)) -> Partial {
+    let workers = args.workers.max(1);
+    let stop = instant_at(hold.1).min(Instant::now() + Duration::from_secs(args.max_seconds));
+    let per_worker_rate = (f64::from(args.ramp_per_second.max(1)) / workers as f64).max(1.0);
+    let pace = Duration::from_secs_f64(1.0 / per_worker_rate);
+    let mut tasks = Vec::new();
     let mut next = Instant::now();
-    for index in 0..args.clients {
+    for index in (0..args.clients).filter(|index| index % workers == worker) {
         let even = match args.mix {
             Mix::Odd => false,
             Mix::Even => true,
@@ -278,75 +338,173 @@ async fn main() {
             args.clone(),
             index,
             even,
-            hold_start.clone(),
+            hold,
             stop,
         )));
         next += pace;
         tokio::time::sleep_until(next.into()).await;
     }
-    // Let the last connections settle, then measure the hold window.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let hold_begun = Instant::now();
-    let _ = hold_start.set(hold_begun);
-    let cpu_before = args.server_pid.and_then(cpu_seconds);
-    let hold_end = stop.min(hold_begun + Duration::from_secs(args.hold_seconds));
-    tokio::time::sleep_until(hold_end.into()).await;
-    let rss_during = args.server_pid.and_then(rss_kib);
-    let cpu_after = args.server_pid.and_then(cpu_seconds);
-    let hold_seconds = hold_begun.elapsed().as_secs_f64();
-    let hold_micros = hold_begun.elapsed().as_micros() as u64;
-
     let mut logs = Vec::with_capacity(tasks.len());
     for task in tasks {
         logs.push(task.await.expect("client task"));
     }
-
-    let mut connect_ms: Vec<f64> = logs.iter().filter_map(|log| log.connect_ms).collect();
-    connect_ms.sort_by(f64::total_cmp);
-    let established = logs.iter().filter(|log| log.connect_ms.is_some()).count();
-    let first_failure = logs.iter().find_map(|log| log.failed.clone());
-    let failed = logs.iter().filter(|log| log.connect_ms.is_none()).count();
-    let mut first_last: HashMap<u64, (u64, u64, usize)> = HashMap::new();
-    let mut in_hold = 0u64;
+    let mut integers: HashMap<u64, (u64, u64, usize)> = HashMap::new();
+    let mut in_hold = 0;
     for log in &logs {
-        for &(integer, at) in log.received.iter().filter(|(_, at)| *at <= hold_micros) {
+        for &(integer, at) in &log.received {
             in_hold += 1;
-            let entry = first_last.entry(integer).or_insert((at, at, 0));
+            let entry = integers.entry(integer).or_insert((at, at, 0));
             entry.0 = entry.0.min(at);
             entry.1 = entry.1.max(at);
             entry.2 += 1;
         }
     }
+    Partial {
+        connect_ms: logs.iter().filter_map(|log| log.connect_ms).collect(),
+        failed: logs.iter().filter(|log| log.connect_ms.is_none()).count(),
+        first_failure: logs.iter().find_map(|log| log.failed.clone()),
+        gaps: logs.iter().map(|log| log.gaps).sum(),
+        repeats: logs.iter().map(|log| log.repeats).sum(),
+        integers: integers
+            .into_iter()
+            .map(|(integer, (first, last, receivers))| (integer, first, last, receivers))
+            .collect(),
+        in_hold,
+    }
+}
+
+/// The servers' summed CPU seconds over the hold, and summed RSS at its end.
+async fn measure(pids: &[u32], hold: (u64, u64)) -> (Option<f64>, Option<u64>) {
+    if pids.is_empty() {
+        return (None, None);
+    }
+    let sum_cpu = || {
+        pids.iter()
+            .map(|&pid| cpu_seconds(pid))
+            .sum::<Option<f64>>()
+    };
+    tokio::time::sleep_until(instant_at(hold.0).into()).await;
+    let before = sum_cpu();
+    tokio::time::sleep_until(instant_at(hold.1).into()).await;
+    let after = sum_cpu();
+    let rss = pids.iter().map(|&pid| rss_kib(pid)).sum::<Option<u64>>();
+    (before.zip(after).map(|(before, after)| after - before), rss)
+}
+
+/// Runs the workers as child processes of this binary and collects their partial reports.
+async fn run_worker_processes(args: &Args, hold_start_us: u64) -> Vec<Partial> {
+    let exe = std::env::current_exe().expect("own executable");
+    let children: Vec<_> = (0..args.workers)
+        .map(|worker| {
+            tokio::process::Command::new(&exe)
+                .args(std::env::args().skip(1))
+                .arg("--worker")
+                .arg(worker.to_string())
+                .arg("--hold-start-unix-us")
+                .arg(hold_start_us.to_string())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    let mut partials = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().await.expect("worker output");
+        let text = String::from_utf8_lossy(&output.stdout);
+        partials.push(serde_json::from_str(text.trim()).expect("a worker's partial report"));
+    }
+    partials
+}
+
+fn main() {
+    let args = Arc::new(Args::parse());
+    assert!(
+        args.addr.ip().is_loopback(),
+        "the load generator only targets loopback"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let hold_micros = args.hold_seconds * 1_000_000;
+    if let Some(worker) = args.worker {
+        let start = args
+            .hold_start_unix_us
+            .expect("a worker is given the hold start");
+        let partial = runtime.block_on(run_worker(
+            args.clone(),
+            worker,
+            (start, start + hold_micros),
+        ));
+        println!(
+            "{}",
+            serde_json::to_string(&partial).expect("partial report")
+        );
+        return;
+    }
+    // The hold begins once the ramp is over, with two seconds for the last connections to
+    // settle (and one more for the workers to start).
+    let ramp_seconds = args.clients as f64 / f64::from(args.ramp_per_second.max(1));
+    let spawn_margin = if args.workers > 1 { 1.0 } else { 0.0 };
+    let hold_start = unix_us() + ((ramp_seconds + 2.0 + spawn_margin) * 1e6) as u64;
+    let hold = (hold_start, hold_start + hold_micros);
+    let rss_before = args
+        .server_pid
+        .iter()
+        .map(|&pid| rss_kib(pid))
+        .sum::<Option<u64>>()
+        .filter(|_| !args.server_pid.is_empty());
+    let (partials, (cpu, rss_during)) = runtime.block_on(async {
+        if args.workers > 1 {
+            tokio::join!(
+                run_worker_processes(&args, hold_start),
+                measure(&args.server_pid, hold)
+            )
+        } else {
+            let (partial, measured) = tokio::join!(
+                run_worker(args.clone(), 0, hold),
+                measure(&args.server_pid, hold)
+            );
+            (vec![partial], measured)
+        }
+    });
+    let merged = Partial::merge(partials);
+    let hold_seconds = args.hold_seconds as f64;
+
+    let mut connect_ms = merged.connect_ms.clone();
+    connect_ms.sort_by(f64::total_cmp);
+    let established = connect_ms.len();
+    let in_hold = merged.in_hold;
     // An integer's skew counts once most of its stream's clients have it (the window's edges
     // cut the first and last ones short).
     let per_stream = match args.mix {
         Mix::Mixed => established / 2,
         _ => established,
     };
-    let mut skews: Vec<f64> = first_last
-        .values()
-        .filter(|(_, _, receivers)| *receivers * 10 >= per_stream * 9)
-        .map(|(first, last, _)| (last - first) as f64 / 1000.0)
+    let mut skews: Vec<f64> = merged
+        .integers
+        .iter()
+        .filter(|(_, _, _, receivers)| *receivers * 10 >= per_stream * 9)
+        .map(|(_, first, last, _)| (last - first) as f64 / 1000.0)
         .collect();
     skews.sort_by(f64::total_cmp);
-    let cpu = cpu_before
-        .zip(cpu_after)
-        .map(|(before, after)| after - before);
     let report = Report {
         label: args.label.clone(),
         protocol: args.protocol,
         mix: args.mix,
         clients: args.clients,
+        workers: args.workers,
         established,
-        failed,
-        first_failure,
+        failed: merged.failed,
+        first_failure: merged.first_failure.clone(),
         connect_ms_p50: percentile(&connect_ms, 0.5),
         connect_ms_p99: percentile(&connect_ms, 0.99),
         hold_seconds,
         messages_in_hold: in_hold,
         messages_per_second: in_hold as f64 / hold_seconds,
-        sequence_gaps: logs.iter().map(|log| log.gaps).sum(),
-        sequence_repeats: logs.iter().map(|log| log.repeats).sum(),
+        sequence_gaps: merged.gaps,
+        sequence_repeats: merged.repeats,
         skew_ms_p50: percentile(&skews, 0.5),
         skew_ms_p99: percentile(&skews, 0.99),
         skew_ms_max: skews.last().copied().unwrap_or(f64::NAN),

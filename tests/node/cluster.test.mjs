@@ -1,0 +1,323 @@
+// Cluster mode: three instances sharing one Redis (Debian's redis-server, on a random loopback
+// port) behind Debian's nginx running the documented example config, with real clients: the
+// official socket.io-client and `ws`.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { Agent } from "node:http";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { io } from "socket.io-client";
+import WebSocket from "ws";
+import { startServer } from "./server.mjs";
+
+const INTERVAL_MS = 200;
+const NGINX_EXAMPLE = fileURLToPath(new URL("../../deploy/nginx-cluster.conf", import.meta.url));
+
+async function freePort() {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  server.close();
+  await once(server, "close");
+  return port;
+}
+
+async function waitUntil(what, done, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await done()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+// Runs `command` until stopped; `ready` is a line its output must show first.
+async function startProcess(command, args, ready) {
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const onData = (chunk) => { output += chunk; };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  await waitUntil(`${command} to start: ${output}`, () => {
+    if (child.exitCode !== null) throw new Error(`${command} exited: ${output}`);
+    return ready(output);
+  }, 10000);
+  return {
+    child,
+    output: () => output,
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      await once(child, "exit");
+    },
+  };
+}
+
+async function startRedis(port) {
+  // No persistence: a restart loses every counter, the hardest case for "never repeat".
+  return startProcess("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
+    "--save", "", "--appendonly", "no"], (out) => out.includes("Ready to accept connections"));
+}
+
+// nginx running the example config, pointed at the given instance ports.
+async function startNginx(listenPort, instancePorts) {
+  const dir = mkdtempSync(join(tmpdir(), "integers-nginx-"));
+  let site = readFileSync(NGINX_EXAMPLE, "utf8")
+    .replace("listen 127.0.0.1:8080;", `listen 127.0.0.1:${listenPort};`);
+  const servers = site.match(/server 127\.0\.0\.1:300\d/g);
+  assert.equal(servers.length, instancePorts.length, "the example lists one server per instance");
+  instancePorts.forEach((port, i) => { site = site.replace(`127.0.0.1:300${i + 1}`, `127.0.0.1:${port}`); });
+  writeFileSync(join(dir, "site.conf"), site);
+  writeFileSync(join(dir, "nginx.conf"), `
+${process.getuid?.() === 0 ? "user root;" : ""}
+daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log notice;
+events { worker_connections 2048; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${dir}/site.conf;
+}
+`);
+  const nginx = await startProcess("nginx", ["-p", dir, "-c", join(dir, "nginx.conf")],
+    () => { try { return readFileSync(join(dir, "error.log"), "utf8").includes("start worker process"); } catch { return false; } });
+  return { ...nginx, url: `http://127.0.0.1:${listenPort}`, wsUrl: `ws://127.0.0.1:${listenPort}` };
+}
+
+// A socket.io client resuming as the docs suggest: auth as a function of its last integer.
+// `localAddress` gives it a source address of its own, which is what nginx hashes.
+function socketIoClient(url, parity, { localAddress, transports } = {}) {
+  const client = { parity, seen: [], times: [], connects: 0, kind: "socket.io" };
+  const socket = io(`${url}/${parity}`, {
+    forceNew: true,
+    transports,
+    localAddress,
+    agent: localAddress ? new Agent({ localAddress, keepAlive: true }) : undefined,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+    auth: (send) => send(client.seen.length ? { after: client.seen.at(-1) } : {}),
+  });
+  socket.on("connect", () => { client.connects += 1; });
+  socket.on("integer", (n) => { client.seen.push(n); client.times.push(Date.now()); });
+  client.close = () => socket.disconnect();
+  return client;
+}
+
+// A raw client that reconnects by itself, resuming after the last integer it saw.
+function rawClient(wsUrl, parity, { localAddress } = {}) {
+  const client = { parity, seen: [], times: [], connects: 0, closed: false, kind: "raw" };
+  const open = () => {
+    const query = [parity === "even" ? "even" : null, client.seen.length ? `after=${client.seen.at(-1)}` : null]
+      .filter(Boolean).join("&");
+    const ws = new WebSocket(`${wsUrl}/_ws/${query ? `?${query}` : ""}`, { localAddress });
+    ws.on("open", () => { client.connects += 1; });
+    ws.on("message", (data) => { client.seen.push(Number(data.toString())); client.times.push(Date.now()); });
+    ws.on("error", () => {});
+    ws.on("close", () => { if (!client.closed) setTimeout(open, 100 + Math.random() * 100); });
+    client.ws = ws;
+  };
+  open();
+  client.close = () => { client.closed = true; client.ws.close(); };
+  return client;
+}
+
+function assertGapless(client) {
+  const { seen, parity, kind } = client;
+  for (let i = 1; i < seen.length; i++) {
+    assert.ok(seen[i] > seen[i - 1], `${kind} ${parity} client saw ${seen[i]} after ${seen[i - 1]} (a repeat): ${seen}`);
+    assert.equal(seen[i], seen[i - 1] + 2, `${kind} ${parity} client has a gap: ${seen}`);
+  }
+  for (const value of seen) assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
+}
+
+// The last integer `client` had received at `time`.
+function lastAt(client, time) {
+  let last;
+  client.times.forEach((t, i) => { if (t <= time) last = client.seen[i]; });
+  return last;
+}
+
+async function healthy(url) {
+  const response = await fetch(`${url}/cache-healthcheck`);
+  return response.status === 200 && (await response.text()) === "ok";
+}
+
+describe("three instances sharing one Redis", () => {
+  let redis;
+  let redisPort;
+  let instances = [];
+  let nginx;
+  const cluster = `test-${process.pid}`;
+
+  before(async () => {
+    redisPort = await freePort();
+    redis = await startRedis(redisPort);
+    for (let i = 0; i < 3; i++) {
+      instances.push(await startServer({
+        intervalMs: INTERVAL_MS,
+        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", cluster],
+      }));
+    }
+    nginx = await startNginx(await freePort(), instances.map((instance) => instance.port));
+    await waitUntil("one leader", async () =>
+      (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader).length === 1);
+  });
+
+  after(async () => {
+    await nginx?.stop();
+    for (const instance of instances) await instance.stop();
+    await redis?.stop();
+  });
+
+  it("gives every client of a type the same integers, whichever instance it is on", async (t) => {
+    // First the streams run for a while with clients on one instance only: instances that
+    // kept counters of their own would then start their clients over at 1 and 2.
+    const early = [rawClient(instances[0].wsUrl, "odd"), rawClient(instances[0].wsUrl, "even")];
+    await waitUntil("the first instance's streams under way", () => early.every((c) => c.seen.length >= 5));
+    const clients = [...early];
+    for (const instance of instances) {
+      for (const parity of ["odd", "even"]) {
+        clients.push(rawClient(instance.wsUrl, parity));
+        clients.push(socketIoClient(instance.url, parity));
+      }
+    }
+    // And through nginx, with socket.io's default transports (long-polling, then upgrade).
+    clients.push(socketIoClient(nginx.url, "odd", { localAddress: "127.0.0.21" }));
+    clients.push(socketIoClient(nginx.url, "even", { localAddress: "127.0.0.22" }));
+    try {
+      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      await sleep(10 * INTERVAL_MS);
+      // Half an interval after the last tick every client has it, and they must all agree.
+      const lastTick = Math.max(...clients.map((c) => c.times.at(-1)));
+      const moment = lastTick + INTERVAL_MS / 2;
+      await sleep(Math.max(0, moment - Date.now()));
+      for (const parity of ["odd", "even"]) {
+        const ofType = clients.filter((c) => c.parity === parity);
+        const lasts = ofType.map((c) => lastAt(c, moment));
+        assert.equal(new Set(lasts).size, 1, `${parity} clients disagree on the last integer: ${lasts}`);
+        t.diagnostic(`${ofType.length} ${parity} clients on 3 instances and nginx all at ${lasts[0]}`);
+      }
+      for (const client of clients) assertGapless(client);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+
+  it("keeps a type idle while no instance has a client of it, and runs it while any has", async () => {
+    const lasts = async (parity) =>
+      (await Promise.all(instances.map((instance) => instance.status()))).map((s) => s[parity].last);
+    // The previous test's clients are gone: nothing runs anywhere.
+    await waitUntil("every stream idle", async () =>
+      (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.odd.running && !s.even.running));
+    const idleOdd = await lasts("odd");
+    const idleEven = await lasts("even");
+    await sleep(5 * INTERVAL_MS);
+    assert.deepEqual(await lasts("odd"), idleOdd, "odd advanced with no client anywhere");
+    assert.deepEqual(await lasts("even"), idleEven, "even advanced with no client anywhere");
+
+    // One even client on the second instance runs even everywhere, and only even.
+    const client = rawClient(instances[1].wsUrl, "even");
+    try {
+      await waitUntil("three even integers", () => client.seen.length >= 3);
+      await waitUntil("every instance past them", async () => (await lasts("even")).every((last) => last >= client.seen[2]));
+      assert.deepEqual(await lasts("odd"), idleOdd, "odd advanced for an even client");
+    } finally {
+      client.close();
+    }
+    await sleep(3 * INTERVAL_MS);
+    const stopped = await lasts("even");
+    await sleep(5 * INTERVAL_MS);
+    assert.deepEqual(await lasts("even"), stopped, "even kept advancing after its last client left");
+  });
+
+  it("pauses through a Redis restart that lost every counter, then goes on without repeats", async (t) => {
+    const clients = [];
+    instances.forEach((instance, i) => {
+      clients.push(rawClient(instance.wsUrl, i % 2 ? "even" : "odd"));
+      clients.push(socketIoClient(instance.url, i % 2 ? "odd" : "even"));
+    });
+    try {
+      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      await redis.stop();
+      const stoppedAt = Date.now();
+      await waitUntil("every instance to notice", async () =>
+        (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up));
+      await sleep(1500);
+      for (const instance of instances) {
+        assert.ok(await healthy(instance.url), "an instance stopped answering its health check without Redis");
+      }
+      const during = clients.map((c) => c.seen.length);
+      const lastBefore = Math.max(...clients.map((c) => c.seen.at(-1)));
+      redis = await startRedis(redisPort);
+      const restartedAt = Date.now();
+      // The first counter value the new Redis holds continues the streams; counting from zero
+      // again, the instances would sit silent until Redis caught up with them.
+      const counter = (parity) => execFileSync("redis-cli",
+        ["-p", String(redisPort), "GET", `integers:{${cluster}}:pos:${parity}`], { encoding: "utf8" }).trim();
+      let firstCounters;
+      await waitUntil("the counters back in Redis", () => {
+        firstCounters = ["odd", "even"].map(counter);
+        return firstCounters.some((value) => value !== "");
+      });
+      const firstPosition = Math.max(...firstCounters.map(Number));
+      assert.ok(firstPosition * 2 >= lastBefore, `Redis counters restarted at ${firstCounters}, below ${lastBefore}`);
+      await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= during[i] + 3));
+      t.diagnostic(`integers flowing again ${Date.now() - restartedAt} ms after Redis restarted (down for ${restartedAt - stoppedAt} ms)`);
+      for (const client of clients) {
+        assertGapless(client);
+        assert.equal(client.connects, 1, "a client was disconnected by the Redis outage");
+      }
+      for (const instance of instances) assert.equal((await instance.status()).cluster.redis_up, true);
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+
+  it("survives a SIGKILL of the leader: another instance ticks, and its clients resume elsewhere", async (t) => {
+    const clients = [];
+    for (let i = 0; i < 24; i++) {
+      const localAddress = `127.0.0.${40 + i}`;
+      const parity = i % 2 ? "even" : "odd";
+      clients.push(i % 4 < 2 ? rawClient(nginx.wsUrl, parity, { localAddress })
+        : socketIoClient(nginx.url, parity, { localAddress, transports: ["websocket"] }));
+    }
+    try {
+      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      const statuses = await Promise.all(instances.map((instance) => instance.status()));
+      const leaderIndex = statuses.findIndex((s) => s.cluster.leader);
+      assert.ok(leaderIndex >= 0, "no leader");
+      const onLeader = ["odd", "even"].reduce((sum, parity) =>
+        sum + statuses[leaderIndex][parity].subscribers.raw + statuses[leaderIndex][parity].subscribers.socketio, 0);
+      assert.ok(onLeader > 0, "nginx put no client on the leader; nothing would test the move");
+      const leader = instances[leaderIndex];
+      const before = clients.map((c) => c.seen.length);
+      const killedAt = Date.now();
+      const lastBefore = Math.max(...clients.map((c) => c.times.at(-1)));
+      await leader.stop("SIGKILL");
+      instances = instances.filter((instance) => instance !== leader);
+      await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= before[i] + 3));
+      const firstAfter = Math.min(...clients.map((c, i) => c.times[before[i]]).filter((time) => time > killedAt));
+      t.diagnostic(`${onLeader} of ${clients.length} clients were on the leader; ticks paused ${firstAfter - lastBefore} ms ` +
+        `across the kill (interval ${INTERVAL_MS} ms); every client receiving again ${Date.now() - killedAt} ms after it`);
+      const leaders = (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader);
+      assert.equal(leaders.length, 1, "not exactly one new leader");
+      for (const client of clients) assertGapless(client);
+      assert.ok(clients.filter((c) => c.connects >= 2).length >= onLeader, "the leader's clients did not reconnect");
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+});
