@@ -18,6 +18,10 @@ const fmt = (value, digits = 1) => (value === null || value === undefined || Num
 const sh = (command) => { try { return execSync(command, { encoding: "utf8" }).trim(); } catch { return "unknown"; } };
 const peers = JSON.parse(readFileSync("bench/peers/package.json", "utf8")).dependencies;
 
+// `/cache-healthcheck` asked five times a second through the hold, on fresh connections.
+const health = (r) => (r.healthcheck_answers === undefined ? "–"
+  : `${fmt(r.healthcheck_ms_p50)} / ${fmt(r.healthcheck_ms_max)}${r.healthcheck_failures ? ` (${r.healthcheck_failures})` : ""}`);
+
 // The peer a run of this server is compared with: Node ws for raw, Node socket.io for socket.io.
 function peerOf(r) {
   return run(`${scenarioOf(r)} ${r.protocol === "raw" ? "ws" : "socketio"} ${r.label.split(" ")[2]}`);
@@ -39,16 +43,48 @@ lines.push(`(${fmt(probe.process_cpu_seconds_per_million, 2)} with the reader). 
 lines.push("## Scenarios", "");
 lines.push("Each row: `target/release/loadgen --addr ADDR --protocol P --clients N --hold-seconds 10 --ramp-per-second 5000 --server-pid PID`");
 lines.push("against the server started with the interval shown. CPU and RSS are the server process's, from /proc, over the hold.", "");
-lines.push("| scenario | server | protocol | up / clients | connect p50 / p99 ms | msg/s | CPU-s per M | × floor | vs peer | RSS KiB/conn | vs peer | skew p50 / p99 / max ms | gaps / repeats |");
-lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+lines.push("| scenario | server | protocol | up / clients | connect p50 / p99 ms | msg/s | CPU-s per M | × floor | vs peer | RSS KiB/conn | vs peer | skew p50 / p99 / max ms | gaps / repeats | health check p50 / max ms (failed) |");
+lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of runs) {
   const peer = serverOf(r) === "ours" ? peerOf(r) : null;
   const ratio = (mine, theirs) => (peer && mine && theirs ? `${fmt(mine / theirs, 2)}×` : "");
-  lines.push(`| ${scenarioOf(r)} (${r.label.split(" ")[2]}) | ${NAMES[serverOf(r)]} | ${r.protocol} | ${r.established} / ${r.clients} | ${fmt(r.connect_ms_p50)} / ${fmt(r.connect_ms_p99)} | ${fmt(r.messages_per_second, 0)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_cpu_seconds_per_million / floor, 2)} | ${ratio(r.server_cpu_seconds_per_million, peer?.server_cpu_seconds_per_million)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${ratio(r.server_rss_kib_per_connection, peer?.server_rss_kib_per_connection)} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${r.sequence_gaps} / ${r.sequence_repeats} |`);
+  lines.push(`| ${scenarioOf(r)} (${r.label.split(" ")[2]}) | ${NAMES[serverOf(r)]} | ${r.protocol} | ${r.established} / ${r.clients} | ${fmt(r.connect_ms_p50)} / ${fmt(r.connect_ms_p99)} | ${fmt(r.messages_per_second, 0)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_cpu_seconds_per_million / floor, 2)} | ${ratio(r.server_cpu_seconds_per_million, peer?.server_cpu_seconds_per_million)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${ratio(r.server_rss_kib_per_connection, peer?.server_rss_kib_per_connection)} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${r.sequence_gaps} / ${r.sequence_repeats} | ${health(r)} |`);
 }
 lines.push("");
 lines.push("\"vs peer\" divides this server's figure by the peer's in the same scenario (Node ws for raw, Node socket.io for");
 lines.push("socket.io): below 1 is better. CPU-s per million counts /proc clock ticks (10 ms) over the hold, so small loads read coarse.");
+
+// Issue #4's targets, each against the figure of this run it is about.
+const ours = (scenario, protocol) => runs.find((r) => scenarioOf(r) === scenario && serverOf(r) === "ours" && r.protocol === protocol);
+const xFloor = (r) => (r ? r.server_cpu_seconds_per_million / floor : undefined);
+const worst = (values) => (values.some((v) => v === undefined || Number.isNaN(v)) ? undefined : Math.max(...values));
+const targets = [
+  ["raw: RSS per connection at 19k", "≤ 3 KiB", ours("capacity-19000", "raw")?.server_rss_kib_per_connection, 3, "KiB"],
+  ["raw: CPU per million, fan-out (worse of 1k @ 10 ms, 5k @ 50 ms)", "≤ 1.2 × floor", worst([xFloor(ours("fanout-1000", "raw")), xFloor(ours("fanout-5000", "raw"))]), 1.2, "× floor"],
+  ["raw: CPU per million, 19k @ 1 s", "≤ 1.3 × floor", xFloor(ours("capacity-19000", "raw")), 1.3, "× floor"],
+  ["raw: skew p99 at 19k", "≤ 50 ms", ours("capacity-19000", "raw")?.skew_ms_p99, 50, "ms"],
+  ["socket.io: RSS per connection at 19k", "≤ 8 KiB", ours("capacity-19000", "socketio")?.server_rss_kib_per_connection, 8, "KiB"],
+  ["socket.io: CPU per million (worst of fan-out and 19k)", "≤ 1.4 × floor", worst([xFloor(ours("fanout-1000", "socketio")), xFloor(ours("fanout-5000", "socketio")), xFloor(ours("capacity-19000", "socketio"))]), 1.4, "× floor"],
+  ["socket.io: skew p99 at 19k", "≤ 60 ms", ours("capacity-19000", "socketio")?.skew_ms_p99, 60, "ms"],
+  ["5k clients, fan-out @ 50 ms: connect p99 (worse protocol)", "< 100 ms", worst([ours("fanout-5000", "raw")?.connect_ms_p99, ours("fanout-5000", "socketio")?.connect_ms_p99]), 100, "ms"],
+  ["5k clients, overload @ 10 ms: connect p99 (worse protocol)", "< 100 ms", worst([ours("overload-5000", "raw")?.connect_ms_p99, ours("overload-5000", "socketio")?.connect_ms_p99]), 100, "ms"],
+];
+lines.push("## Against the targets", "");
+lines.push("| target | wanted | this run | met |");
+lines.push("|---|---|---|---|");
+for (const [what, wanted, value, limit, unit] of targets) {
+  lines.push(`| ${what} | ${wanted} | ${fmt(value, 2)} ${unit} | ${value !== undefined && value <= limit ? "yes" : "no"} |`);
+}
+// The least time 19k frames take on this machine: the probe's CPU per frame, writer and
+// reader together (on loopback the load generator reads on the same two cores), spread
+// over both cores with nothing else to do.
+const bound19k = (probe.process_cpu_seconds_per_million * 19000) / 1e6 / os.cpus().length * 1000;
+lines.push("");
+lines.push(`What bounds the skew at 19k: writing and reading one frame costs ${fmt(probe.process_cpu_seconds_per_million, 2)} CPU-µs`);
+lines.push(`here (the probe, writer and reader together), so 19,000 frames need ${fmt(bound19k, 0)} ms of both cores' time`);
+lines.push("even with no server work at all: a skew p99 of 50 ms at 19k is below what this machine can do while the");
+lines.push("load generator shares it. The ratio to the peers, measured in the same run, is the fair comparison.");
+lines.push("");
 
 const clusterRuns = runs.filter((r) => serverOf(r) === "cluster");
 if (clusterRuns.length) {

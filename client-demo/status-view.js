@@ -49,6 +49,15 @@ function statusView(root) {
         row.querySelector(".generator").textContent = status[type].running ? "running" : "idle";
         row.querySelector(".last").textContent = status[type].last ?? "–";
       }
+      // Cluster mode only: which instance served this page, and whether it leads.
+      const cluster = root.querySelector(".cluster");
+      cluster.hidden = !status.cluster;
+      if (status.cluster) {
+        cluster.querySelector(".cluster-name").textContent = status.cluster.name;
+        cluster.querySelector(".cluster-instance").textContent = status.cluster.instance;
+        cluster.querySelector(".cluster-role").textContent = status.cluster.leader ? "leader (ticks)" : "follower";
+        cluster.querySelector(".cluster-redis").textContent = status.cluster.redis_up ? "up" : "down";
+      }
       const delivered = metrics
         .filter((s) => s.name === "integers_delivered_total")
         .reduce((sum, s) => sum + s.value, 0);

@@ -308,16 +308,9 @@ impl RedisSource {
                 Ok::<_, RedisError>(pubsub)
             })
             .await;
-            let pubsub = match subscribed {
-                Ok(Ok(pubsub)) => pubsub,
-                Ok(Err(error)) => {
-                    self.state.set_redis_up(false, Some(&error));
-                    backoff.wait(shutdown).await;
-                    continue;
-                }
-                Err(_) => {
-                    let error =
-                        RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+            let pubsub = match subscribed.unwrap_or_else(|_| Err(timed_out())) {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
                     self.state.set_redis_up(false, Some(&error));
                     backoff.wait(shutdown).await;
                     continue;
@@ -341,8 +334,8 @@ impl RedisSource {
                             None => warn!(payload = ?String::from_utf8_lossy(message.get_payload_bytes()), "ignored a malformed tick message"),
                         },
                         None => {
-                            let error = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-                            self.state.set_redis_up(false, Some(&error));
+                            let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "subscription closed");
+                            self.state.set_redis_up(false, Some(&error.into()));
                             break;
                         }
                     },
@@ -532,6 +525,13 @@ async fn read_positions(
         .query_async(connection)
         .await?;
     Ok([odd, even])
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {REDIS_TIMEOUT:?}"),
+    ))
 }
 
 /// `odd 17` or `even 9`: a stream and a position.

@@ -230,13 +230,19 @@ async fn serve(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Set while a ping is unanswered; any frame from the client clears it.
     let mut answer_due: Option<Instant> = None;
+    // Made once, not at every wake-up: each `cancelled()` registers a waiter under the token's
+    // lock, and every client wakes at every tick.
+    let shutdown = raw.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let unanswered = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(unanswered);
     let mut flood = FrameRate::default();
     let ended = match ended {
         Some(ended) => ended,
         None => loop {
             tokio::select! {
                 biased;
-                _ = raw.shutdown.cancelled() => break Ended::Shutdown,
+                _ = &mut shutdown => break Ended::Shutdown,
                 incoming = stream.next() => {
                     answer_due = None;
                     if !flood.allow() {
@@ -254,14 +260,18 @@ async fn serve(
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(answer_due.unwrap_or_else(Instant::now)), if answer_due.is_some() => {
+                _ = &mut unanswered, if answer_due.is_some() => {
                     break Ended::NoHeartbeat(limits.ping_timeout);
                 }
                 _ = heartbeat.tick() => {
                     if let Err(ended) = send(&mut sink, Message::Ping(Default::default()), limits.ping_timeout).await {
                         break ended;
                     }
-                    answer_due.get_or_insert(Instant::now() + limits.ping_timeout);
+                    if answer_due.is_none() {
+                        let due = Instant::now() + limits.ping_timeout;
+                        answer_due = Some(due);
+                        unanswered.as_mut().reset(due);
+                    }
                 }
                 tick = ticks.recv() => match tick {
                     Ok(tick) if resume::already_seen(tick.integer, after) => {}

@@ -169,11 +169,16 @@ async fn on_connect(
             }
             telemetry::replayed(channel, replayed);
             delivered.increment(replayed);
+            // Made once: each `cancelled()` registers a waiter, and every socket wakes at
+            // every tick.
+            let stopped = stop.cancelled();
+            let shutdown = state.shutdown.cancelled();
+            tokio::pin!(stopped, shutdown);
             while too_slow.is_none() {
                 tokio::select! {
                     biased;
-                    _ = stop.cancelled() => break,
-                    _ = state.shutdown.cancelled() => break,
+                    _ = &mut stopped => break,
+                    _ = &mut shutdown => break,
                     tick = ticks.recv() => match tick {
                         Ok(tick) if resume::already_seen(tick.integer, after) => {}
                         Ok(tick) => {

@@ -6,15 +6,14 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { Agent } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { io } from "socket.io-client";
-import WebSocket from "ws";
+import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import { rawClient, socketIoClient } from "./clients.mjs";
 
 const INTERVAL_MS = 200;
 const NGINX_EXAMPLE = fileURLToPath(new URL("../../deploy/nginx-cluster.conf", import.meta.url));
@@ -97,43 +96,6 @@ http {
   return { ...nginx, url: `http://127.0.0.1:${listenPort}`, wsUrl: `ws://127.0.0.1:${listenPort}` };
 }
 
-// A socket.io client resuming as the docs suggest: auth as a function of its last integer.
-// `localAddress` gives it a source address of its own, which is what nginx hashes.
-function socketIoClient(url, parity, { localAddress, transports } = {}) {
-  const client = { parity, seen: [], times: [], connects: 0, kind: "socket.io" };
-  const socket = io(`${url}/${parity}`, {
-    forceNew: true,
-    transports,
-    localAddress,
-    agent: localAddress ? new Agent({ localAddress, keepAlive: true }) : undefined,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 500,
-    auth: (send) => send(client.seen.length ? { after: client.seen.at(-1) } : {}),
-  });
-  socket.on("connect", () => { client.connects += 1; });
-  socket.on("integer", (n) => { client.seen.push(n); client.times.push(Date.now()); });
-  client.close = () => socket.disconnect();
-  return client;
-}
-
-// A raw client that reconnects by itself, resuming after the last integer it saw.
-function rawClient(wsUrl, parity, { localAddress } = {}) {
-  const client = { parity, seen: [], times: [], connects: 0, closed: false, kind: "raw" };
-  const open = () => {
-    const query = [parity === "even" ? "even" : null, client.seen.length ? `after=${client.seen.at(-1)}` : null]
-      .filter(Boolean).join("&");
-    const ws = new WebSocket(`${wsUrl}/_ws/${query ? `?${query}` : ""}`, { localAddress });
-    ws.on("open", () => { client.connects += 1; });
-    ws.on("message", (data) => { client.seen.push(Number(data.toString())); client.times.push(Date.now()); });
-    ws.on("error", () => {});
-    ws.on("close", () => { if (!client.closed) setTimeout(open, 100 + Math.random() * 100); });
-    client.ws = ws;
-  };
-  open();
-  client.close = () => { client.closed = true; client.ws.close(); };
-  return client;
-}
-
 function assertGapless(client) {
   const { seen, parity, kind } = client;
   for (let i = 1; i < seen.length; i++) {
@@ -195,8 +157,8 @@ describe("three instances sharing one Redis", () => {
       }
     }
     // And through nginx, with socket.io's default transports (long-polling, then upgrade).
-    clients.push(socketIoClient(nginx.url, "odd", { localAddress: "127.0.0.21" }));
-    clients.push(socketIoClient(nginx.url, "even", { localAddress: "127.0.0.22" }));
+    clients.push(socketIoClient(nginx.url, "odd", { localAddress: "127.0.0.21", reconnectionDelay: 100 }));
+    clients.push(socketIoClient(nginx.url, "even", { localAddress: "127.0.0.22", reconnectionDelay: 100 }));
     try {
       await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
       await sleep(10 * INTERVAL_MS);
@@ -241,6 +203,28 @@ describe("three instances sharing one Redis", () => {
     const stopped = await lasts("even");
     await sleep(5 * INTERVAL_MS);
     assert.deepEqual(await lasts("even"), stopped, "even kept advancing after its last client left");
+  });
+
+  it("serves the demo page through nginx, all four streams live, naming the instance", async () => {
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`${nginx.url}/`);
+      await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
+        .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
+      await page.waitForSelector(".cluster:not([hidden])", { timeout: 10000 });
+      const line = (await page.textContent(".cluster")).replace(/\s+/g, " ");
+      assert.match(line, new RegExp(`Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), Redis up`));
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
   });
 
   it("pauses through a Redis restart that lost every counter, then goes on without repeats", async (t) => {
@@ -292,7 +276,7 @@ describe("three instances sharing one Redis", () => {
       const localAddress = `127.0.0.${40 + i}`;
       const parity = i % 2 ? "even" : "odd";
       clients.push(i % 4 < 2 ? rawClient(nginx.wsUrl, parity, { localAddress })
-        : socketIoClient(nginx.url, parity, { localAddress, transports: ["websocket"] }));
+        : socketIoClient(nginx.url, parity, { localAddress, transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 500 }));
     }
     try {
       await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));

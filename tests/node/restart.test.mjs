@@ -3,43 +3,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { io } from "socket.io-client";
-import WebSocket from "ws";
 import { startServer, freshStateFile } from "./server.mjs";
+import { rawClient, socketIoClient } from "./clients.mjs";
 
 const SOCKETIO_CLIENTS = 60;
 const RAW_CLIENTS = 50;
 const INTERVAL_MS = 50;
-
-// A socket.io client as the docs suggest for resuming: auth as a function of the last integer.
-function socketIoClient(url, parity) {
-  const client = { parity, seen: [], connects: 0 };
-  const socket = io(`${url}/${parity}`, {
-    forceNew: true,
-    auth: (send) => send(client.seen.length ? { after: client.seen.at(-1) } : {}),
-  });
-  socket.on("connect", () => { client.connects += 1; });
-  socket.on("integer", (n) => client.seen.push(n));
-  client.close = () => socket.disconnect();
-  return client;
-}
-
-// A raw client that reconnects by itself, resuming after the last integer it saw.
-function rawClient(wsUrl, parity) {
-  const client = { parity, seen: [], connects: 0, closed: false };
-  const open = () => {
-    const query = [parity === "even" ? "even" : null, client.seen.length ? `after=${client.seen.at(-1)}` : null].filter(Boolean).join("&");
-    const ws = new WebSocket(`${wsUrl}/_ws/${query ? `?${query}` : ""}`);
-    ws.on("open", () => { client.connects += 1; });
-    ws.on("message", (data) => client.seen.push(Number(data.toString())));
-    ws.on("error", () => {});
-    ws.on("close", () => { if (!client.closed) setTimeout(open, 100 + Math.random() * 200); });
-    client.ws = ws;
-  };
-  open();
-  client.close = () => { client.closed = true; client.ws.close(); };
-  return client;
-}
 
 async function waitUntil(what, done, timeoutMs = 30000) {
   const deadline = Date.now() + timeoutMs;

@@ -121,6 +121,11 @@ struct Report {
     server_rss_kib_per_connection: Option<f64>,
     server_cpu_seconds_in_hold: Option<f64>,
     server_cpu_seconds_per_million: Option<f64>,
+    /// `/cache-healthcheck` during the hold: answers, and how long they took.
+    healthcheck_answers: usize,
+    healthcheck_failures: usize,
+    healthcheck_ms_p50: f64,
+    healthcheck_ms_max: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -391,6 +396,35 @@ async fn measure(pids: &[u32], hold: (u64, u64)) -> (Option<f64>, Option<u64>) {
     (before.zip(after).map(|(before, after)| after - before), rss)
 }
 
+/// Asks `/cache-healthcheck` five times a second through the hold, each on a new connection
+/// as a load balancer would; `None` for an answer that was not `200` within 5 s.
+async fn probe_health(addr: SocketAddr, hold: (u64, u64)) -> Vec<Option<f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::sleep_until(instant_at(hold.0).into()).await;
+    let mut answers = Vec::new();
+    let mut next = Instant::now();
+    while unix_us() < hold.1 {
+        let started = Instant::now();
+        let ask = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream
+                .write_all(b"GET /cache-healthcheck HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer.starts_with(b"HTTP/1.1 200"))
+        };
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(5), ask).await,
+            Ok(Ok(true))
+        );
+        answers.push(ok.then(|| started.elapsed().as_secs_f64() * 1000.0));
+        next += Duration::from_millis(200);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    answers
+}
+
 /// Runs the workers as child processes of this binary and collects their partial reports.
 async fn run_worker_processes(args: &Args, hold_start_us: u64) -> Vec<Partial> {
     let exe = std::env::current_exe().expect("own executable");
@@ -455,20 +489,24 @@ fn main() {
         .map(|&pid| rss_kib(pid))
         .sum::<Option<u64>>()
         .filter(|_| !args.server_pid.is_empty());
-    let (partials, (cpu, rss_during)) = runtime.block_on(async {
+    let (partials, (cpu, rss_during), health) = runtime.block_on(async {
         if args.workers > 1 {
             tokio::join!(
                 run_worker_processes(&args, hold_start),
-                measure(&args.server_pid, hold)
+                measure(&args.server_pid, hold),
+                probe_health(args.addr, hold),
             )
         } else {
-            let (partial, measured) = tokio::join!(
+            let (partial, measured, health) = tokio::join!(
                 run_worker(args.clone(), 0, hold),
-                measure(&args.server_pid, hold)
+                measure(&args.server_pid, hold),
+                probe_health(args.addr, hold),
             );
-            (vec![partial], measured)
+            (vec![partial], measured, health)
         }
     });
+    let mut health_ms: Vec<f64> = health.iter().filter_map(|answer| *answer).collect();
+    health_ms.sort_by(f64::total_cmp);
     let merged = Partial::merge(partials);
     let hold_seconds = args.hold_seconds as f64;
 
@@ -515,6 +553,10 @@ fn main() {
         }),
         server_cpu_seconds_in_hold: cpu,
         server_cpu_seconds_per_million: cpu.map(|cpu| cpu / in_hold.max(1) as f64 * 1e6),
+        healthcheck_answers: health_ms.len(),
+        healthcheck_failures: health.len() - health_ms.len(),
+        healthcheck_ms_p50: percentile(&health_ms, 0.5),
+        healthcheck_ms_max: health_ms.last().copied().unwrap_or(f64::NAN),
     };
     println!("{}", serde_json::to_string(&report).unwrap());
     eprintln!(
