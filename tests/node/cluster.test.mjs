@@ -122,17 +122,18 @@ describe("three instances sharing one Redis", () => {
   let redisPort;
   let instances = [];
   let nginx;
+  let killedPort;
   const cluster = `test-${process.pid}`;
+  const startInstance = (port = 0) => startServer({
+    intervalMs: INTERVAL_MS,
+    port,
+    extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", cluster],
+  });
 
   before(async () => {
     redisPort = await freePort();
     redis = await startRedis(redisPort);
-    for (let i = 0; i < 3; i++) {
-      instances.push(await startServer({
-        intervalMs: INTERVAL_MS,
-        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", cluster],
-      }));
-    }
+    for (let i = 0; i < 3; i++) instances.push(await startInstance());
     nginx = await startNginx(await freePort(), instances.map((instance) => instance.port));
     await waitUntil("one leader", async () =>
       (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader).length === 1);
@@ -239,7 +240,7 @@ describe("three instances sharing one Redis", () => {
       const stoppedAt = Date.now();
       await waitUntil("every instance to notice", async () =>
         (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up));
-      await sleep(1500);
+      await sleep(2500);
       for (const instance of instances) {
         assert.ok(await healthy(instance.url), "an instance stopped answering its health check without Redis");
       }
@@ -292,6 +293,7 @@ describe("three instances sharing one Redis", () => {
       const lastBefore = Math.max(...clients.map((c) => c.times.at(-1)));
       await leader.stop("SIGKILL");
       instances = instances.filter((instance) => instance !== leader);
+      killedPort = leader.port;
       await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= before[i] + 3));
       const firstAfter = Math.min(...clients.map((c, i) => c.times[before[i]]).filter((time) => time > killedAt));
       t.diagnostic(`${onLeader} of ${clients.length} clients were on the leader; ticks paused ${firstAfter - lastBefore} ms ` +
@@ -300,6 +302,34 @@ describe("three instances sharing one Redis", () => {
       assert.equal(leaders.length, 1, "not exactly one new leader");
       for (const client of clients) assertGapless(client);
       assert.ok(clients.filter((c) => c.connects >= 2).length >= onLeader, "the leader's clients did not reconnect");
+    } finally {
+      for (const client of clients) client.close();
+    }
+  });
+
+  it("rides a rolling deploy: each instance stopped (SIGTERM) and started again in turn", async (t) => {
+    if (killedPort !== undefined) instances.push(await startInstance(killedPort));
+    const clients = [];
+    for (let i = 0; i < 24; i++) {
+      const localAddress = `127.0.0.${80 + i}`;
+      const parity = i % 2 ? "even" : "odd";
+      clients.push(i % 4 < 2 ? rawClient(nginx.wsUrl, parity, { localAddress })
+        : socketIoClient(nginx.url, parity, { localAddress, reconnectionDelay: 100, reconnectionDelayMax: 500 }));
+    }
+    try {
+      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      const deployStarted = Date.now();
+      for (let i = 0; i < instances.length; i++) {
+        const old = instances[i];
+        assert.equal(await old.stop("SIGTERM"), 0, "an instance did not exit cleanly");
+        instances[i] = await startInstance(old.port);
+        const counts = clients.map((c) => c.seen.length);
+        await waitUntil("every client receiving after this step", () => clients.every((c, j) => c.seen.length >= counts[j] + 2));
+      }
+      t.diagnostic(`3 instances replaced one by one in ${Date.now() - deployStarted} ms; ` +
+        `${clients.filter((c) => c.connects >= 2).length} of ${clients.length} clients reconnected at least once`);
+      for (const client of clients) assertGapless(client);
+      assert.ok(clients.every((c) => c.connects >= 2), "some client was never moved, so the deploy did not touch it");
     } finally {
       for (const client of clients) client.close();
     }
