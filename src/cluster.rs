@@ -49,7 +49,7 @@ const DEMAND_TTL: Duration = Duration::from_secs(3);
 /// Longest wait for one Redis command or connection attempt.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest pause between two attempts to reach Redis again.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Shortest lease margin past one interval, however short the interval: a lease must outlive
 /// ordinary scheduling and network delays, or leadership would flap (safely, but uselessly).
 const MIN_LEASE_MARGIN: Duration = Duration::from_millis(200);
