@@ -84,6 +84,15 @@ lines.push(`What bounds the skew at 19k: writing and reading one frame costs ${f
 lines.push(`here (the probe, writer and reader together), so 19,000 frames need ${fmt(bound19k, 0)} ms of both cores' time`);
 lines.push("even with no server work at all: a skew p99 of 50 ms at 19k is below what this machine can do while the");
 lines.push("load generator shares it. The ratio to the peers, measured in the same run, is the fair comparison.");
+const withPings = ours("capacity-19000", "raw");
+const withoutPings = ours("heartbeat-off-19000", "raw");
+if (withPings && withoutPings) {
+  lines.push("");
+  lines.push(`Heartbeats: this server pings every client every 10 s to find dead peers; the Node ws peer pings nobody. With`);
+  lines.push(`heartbeats practically off (\`--ping-interval-ms 600000\`, row heartbeat-off-19000) the same 19k raw clients cost`);
+  lines.push(`${fmt(withoutPings.server_cpu_seconds_per_million, 2)} CPU-s per million (${fmt(xFloor(withoutPings), 2)} × floor) instead of ` +
+    `${fmt(withPings.server_cpu_seconds_per_million, 2)}, with skew p99 ${fmt(withoutPings.skew_ms_p99)} ms instead of ${fmt(withPings.skew_ms_p99)}.`);
+}
 lines.push("");
 
 // Overload: what the generator actually produced, against the 100 ticks a second asked for.

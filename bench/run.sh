@@ -19,12 +19,13 @@ npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 
 server_pid=""
 server_addr=""
+server_extra=()  # more flags for this server, for one scenario
 # start_server KIND INTERVAL_MS: ours, ws (Node ws peer) or socketio (Node socket.io peer).
 start_server() {
   local log="$out/server.log"
   : > "$log"
   case "$1" in
-    ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" --log-format json 2>"$log" & ;;
+    ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" --log-format json "${server_extra[@]}" 2>"$log" & ;;
     ws) PORT=0 INTERVAL_MS="$2" node bench/peers/ws-peer.mjs 2>"$log" & ;;
     socketio) PORT=0 INTERVAL_MS="$2" node bench/peers/socketio-peer.mjs 2>"$log" & ;;
   esac
@@ -103,6 +104,11 @@ for clients in 1000 10000 19000; do
   scenario "capacity-$clients" ours socketio "$clients" 1000 10
   scenario "capacity-$clients" socketio socketio "$clients" 1000 10
 done
+# The same 19k raw clients with this server's heartbeats (a ping every 10 s) practically off, as
+# the Node ws peer has none: what dead-peer detection costs.
+server_extra=(--ping-interval-ms 600000)
+scenario heartbeat-off-19000 ours raw 19000 1000 10
+server_extra=()
 for shape in "1000 10" "5000 50"; do
   set -- $shape
   for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio"; do
