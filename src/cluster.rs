@@ -24,7 +24,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -300,7 +300,7 @@ impl RedisSource {
         shutdown: &CancellationToken,
     ) {
         let mut backoff = Backoff::default();
-        let arrivals = Arrivals::default();
+        let mut arrivals = Arrivals::default();
         while !shutdown.is_cancelled() {
             let subscribed = tokio::time::timeout(REDIS_TIMEOUT, async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
@@ -340,7 +340,7 @@ impl RedisSource {
                         }
                     },
                     _ = resync.tick() => {
-                        self.catch_up(feed, &mut connection, &arrivals).await;
+                        self.catch_up(feed, &mut connection, &mut arrivals).await;
                     }
                 }
             }
@@ -348,7 +348,12 @@ impl RedisSource {
     }
 
     /// Reads the counters and fills in whatever the channel did not bring.
-    async fn catch_up(&self, feed: &Feed, connection: &mut ConnectionManager, arrivals: &Arrivals) {
+    async fn catch_up(
+        &self,
+        feed: &Feed,
+        connection: &mut ConnectionManager,
+        arrivals: &mut Arrivals,
+    ) {
         match read_positions(&self.keys, connection).await {
             Ok(positions) => {
                 self.state.set_redis_up(true, None);
@@ -544,32 +549,19 @@ fn parse_tick(payload: &[u8]) -> Option<(Parity, u64)> {
     Some((parity, position.parse().ok()?))
 }
 
-/// When each stream last advanced here, in milliseconds since `start`.
+/// When each stream last advanced here.
+#[derive(Default)]
 struct Arrivals {
-    start: Instant,
-    last: [AtomicU64; 2],
-}
-
-impl Default for Arrivals {
-    fn default() -> Arrivals {
-        Arrivals {
-            start: Instant::now(),
-            last: [AtomicU64::new(0), AtomicU64::new(0)],
-        }
-    }
+    last: [Option<Instant>; 2],
 }
 
 impl Arrivals {
-    fn record(&self, parity: Parity) {
-        let now = self.start.elapsed().as_millis() as u64 + 1;
-        self.last[parity.index()].store(now, Ordering::Relaxed);
+    fn record(&mut self, parity: Parity) {
+        self.last[parity.index()] = Some(Instant::now());
     }
 
     fn within(&self, parity: Parity, recent: Duration) -> bool {
-        let last = self.last[parity.index()].load(Ordering::Relaxed);
-        last > 0
-            && (self.start.elapsed().as_millis() as u64 + 1).saturating_sub(last)
-                <= recent.as_millis() as u64
+        self.last[parity.index()].is_some_and(|last| last.elapsed() <= recent)
     }
 }
 

@@ -11,6 +11,7 @@
 //! reports demand (which parities have subscribers) and refuses to advance a parity that
 //! has none, so a disconnect that races a tick cannot advance an abandoned counter.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -32,6 +33,15 @@ pub struct Tick {
     pub integer: u64,
     /// The decimal text of `integer`, shared by every raw client's frame.
     pub text: Utf8Bytes,
+}
+
+impl Tick {
+    fn new(integer: u64) -> Tick {
+        Tick {
+            integer,
+            text: Utf8Bytes::from(integer.to_string()),
+        }
+    }
 }
 
 /// Which parities have at least one subscriber, indexed by [`Parity::index`].
@@ -57,6 +67,9 @@ struct Lane {
     parity: Parity,
     sender: broadcast::Sender<Tick>,
     state: Mutex<LaneState>,
+    /// The last integer sent (0 before the first): `produced` readable without the lock, so
+    /// a client's writer can tell at every tick, lock-free, whether more are queued for it.
+    last_sent: AtomicU64,
 }
 
 #[derive(Default)]
@@ -98,6 +111,11 @@ impl Feed {
         let lane = |parity: Parity| Lane {
             parity,
             sender: broadcast::Sender::new(backlog_per_client.max(1)),
+            last_sent: AtomicU64::new(
+                parity
+                    .integer_at(initial_positions[parity.index()])
+                    .unwrap_or(0),
+            ),
             state: Mutex::new(LaneState {
                 produced: initial_positions[parity.index()],
                 ..LaneState::default()
@@ -152,13 +170,11 @@ impl Feed {
         }
         let integer = parity.integer_at(state.produced + 1)?;
         state.produced += 1;
-        let tick = Tick {
-            integer,
-            text: Utf8Bytes::from(integer.to_string()),
-        };
+        let tick = Tick::new(integer);
         // An error only means every receiver was dropped since the count was taken; the
         // integer is still produced, exactly as if that client had left a moment later.
         let _ = lane.sender.send(tick.clone());
+        lane.last_sent.store(integer, Ordering::Release);
         Some(tick)
     }
 
@@ -185,13 +201,17 @@ impl Feed {
                 break;
             };
             state.produced += 1;
-            let _ = lane.sender.send(Tick {
-                integer,
-                text: Utf8Bytes::from(integer.to_string()),
-            });
+            let _ = lane.sender.send(Tick::new(integer));
+            lane.last_sent.store(integer, Ordering::Release);
             published += 1;
         }
         published
+    }
+
+    /// Whether `parity` has sent an integer after `integer`: a client's writer asks before
+    /// looking for more queued ticks, since the empty look costs the channel's lock.
+    pub fn sent_after(&self, parity: Parity, integer: u64) -> bool {
+        self.lane(parity).last_sent.load(Ordering::Acquire) > integer
     }
 
     /// The largest `after` a resuming client of `parity` may ask for here: the last integer

@@ -275,7 +275,7 @@ async fn serve(
                 }
                 tick = ticks.recv() => match tick {
                     Ok(tick) if resume::already_seen(tick.integer, after) => {}
-                    Ok(tick) => match send_ticks(&mut sink, tick, &mut ticks, limits.ping_timeout).await {
+                    Ok(tick) => match send_ticks(&mut sink, tick, &mut ticks, (&raw.feed, parity), limits.ping_timeout).await {
                         Ok((sent, None)) => delivered.increment(sent),
                         Ok((sent, Some(missed))) => {
                             delivered.increment(sent);
@@ -340,10 +340,13 @@ impl FrameRate {
     }
 }
 
-/// Sends one frame, or gives up on a client that has not read for `patience`.
-async fn send(sink: &mut Sink, message: Message, patience: Duration) -> Result<(), Ended> {
-    match tokio::time::timeout(patience, sink.send(message)).await {
-        Ok(Ok(())) => Ok(()),
+/// Runs one write to the client, giving up on a client that has not read for `patience`.
+async fn within<T>(
+    patience: Duration,
+    write: impl Future<Output = Result<T, axum::Error>>,
+) -> Result<T, Ended> {
+    match tokio::time::timeout(patience, write).await {
+        Ok(Ok(done)) => Ok(done),
         Ok(Err(error)) => Err(Ended::Lost(error.to_string())),
         Err(_) => Err(Ended::TooSlow(format!(
             "a write waited {patience:?} for the client to read"
@@ -351,22 +354,30 @@ async fn send(sink: &mut Sink, message: Message, patience: Duration) -> Result<(
     }
 }
 
-/// Sends `first` and the ticks queued behind it (up to [`MAX_TICKS_PER_WRITE`]) with one
-/// flush. Returns how many went out, and how many were missed if the client lagged past its
+/// Sends one frame.
+async fn send(sink: &mut Sink, message: Message, patience: Duration) -> Result<(), Ended> {
+    within(patience, sink.send(message)).await
+}
+
+/// Sends `first` and the ticks of `parity`'s lane queued behind it (up to
+/// [`MAX_TICKS_PER_WRITE`]) with one flush. Returns how many went out, and how many were missed if the client lagged past its
 /// queue while they were gathered.
 async fn send_ticks(
     sink: &mut Sink,
     first: Tick,
     ticks: &mut broadcast::Receiver<Tick>,
+    (feed, parity): (&Feed, Parity),
     patience: Duration,
 ) -> Result<(u64, Option<u64>), Ended> {
-    let write = async {
+    within(patience, async {
+        let mut last = first.integer;
         sink.feed(Message::Text(first.text)).await?;
         let mut sent = 1;
         let mut missed = None;
-        while sent < MAX_TICKS_PER_WRITE as u64 {
+        while sent < MAX_TICKS_PER_WRITE as u64 && feed.sent_after(parity, last) {
             match ticks.try_recv() {
                 Ok(tick) => {
+                    last = tick.integer;
                     sink.feed(Message::Text(tick.text)).await?;
                     sent += 1;
                 }
@@ -378,15 +389,9 @@ async fn send_ticks(
             }
         }
         sink.flush().await?;
-        Ok::<_, axum::Error>((sent, missed))
-    };
-    match tokio::time::timeout(patience, write).await {
-        Ok(Ok(result)) => Ok(result),
-        Ok(Err(error)) => Err(Ended::Lost(error.to_string())),
-        Err(_) => Err(Ended::TooSlow(format!(
-            "a write waited {patience:?} for the client to read"
-        ))),
-    }
+        Ok((sent, missed))
+    })
+    .await
 }
 
 /// Sends a run of frames with one flush at the end.
@@ -395,19 +400,13 @@ async fn send_all(
     frames: impl Iterator<Item = Message>,
     patience: Duration,
 ) -> Result<(), Ended> {
-    let write = async {
+    within(patience, async {
         for frame in frames {
             sink.feed(frame).await?;
         }
         sink.flush().await
-    };
-    match tokio::time::timeout(patience, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(Ended::Lost(error.to_string())),
-        Err(_) => Err(Ended::TooSlow(format!(
-            "a write waited {patience:?} for the client to read"
-        ))),
-    }
+    })
+    .await
 }
 
 /// The close frame owed to a client whose frame could not be read, or `None` when the

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{PATIENCE, Process, TestServer, assert_consecutive, next_integers, test_config};
+use common::{
+    PATIENCE, Process, TestServer, assert_consecutive, next_integers, socketio_websocket,
+    test_config,
+};
 use futures_util::{SinkExt, StreamExt};
 use integers::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,21 +116,7 @@ async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_time() 
     let server = TestServer::start_with(heartbeat_config()).await;
     let proxy = FreezableProxy::start(server.addr).await;
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(Message::text("40/even,")).await.unwrap();
-    let mut events = 0;
-    while events < 3 {
-        let frame = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match frame.to_text().unwrap() {
-            "2" => ws.send(Message::text("3")).await.unwrap(),
-            text if text.starts_with("42/even,[\"integer\",") => events += 1,
-            _ => {}
-        }
-    }
+    let _ws = socketio_websocket(&url, "/even", 3).await;
     assert_eq!(server.status().await.even.subscribers.socketio, 1);
 
     proxy.freeze();

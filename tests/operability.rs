@@ -6,8 +6,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{PATIENCE, Process, close, close_frame, http, next_integers, upgrade_request};
-use futures_util::{SinkExt, StreamExt};
+use common::{
+    PATIENCE, Process, close, close_frame, http, next_integers, socketio_websocket, upgrade_request,
+};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The samples of a Prometheus text page, keyed by `name{labels}` as printed.
@@ -69,22 +71,12 @@ async fn metrics_count_what_happened() {
     assert_eq!(close_frame(&mut offender).await.0, 1009);
 
     // socket.io: one session over WebSocket, one over polling; both stay while we scrape.
-    let (mut websocket, _) =
-        tokio_tungstenite::connect_async(server.ws_url("/socket.io/?EIO=4&transport=websocket"))
-            .await
-            .unwrap();
-    websocket.send(Message::text("40/even,")).await.unwrap();
-    let mut events = 0;
-    while events < 2 {
-        let frame = tokio::time::timeout(PATIENCE, websocket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if frame.to_text().unwrap().starts_with("42/even,") {
-            events += 1;
-        }
-    }
+    let _websocket = socketio_websocket(
+        &server.ws_url("/socket.io/?EIO=4&transport=websocket"),
+        "/even",
+        2,
+    )
+    .await;
     polling_session(&server, "/odd").await;
 
     // Refusals: a bad after, a foreign origin, and one past the connection limit.
@@ -119,66 +111,35 @@ async fn metrics_count_what_happened() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let status = server.status().await;
-    assert_eq!(
-        value(&seen, "integers_connects_total{protocol=\"raw\"}"),
-        3.0
-    );
-    assert_eq!(
-        value(&seen, "integers_connects_total{protocol=\"socketio\"}"),
-        2.0
-    );
-    assert_eq!(
-        value(
-            &seen,
-            "integers_disconnects_total{protocol=\"raw\",reason=\"client_closed\"}"
+    let exact = [
+        ("integers_connects_total{protocol=\"raw\"}", 3.0),
+        ("integers_connects_total{protocol=\"socketio\"}", 2.0),
+        (
+            "integers_disconnects_total{protocol=\"raw\",reason=\"client_closed\"}",
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &seen,
-            "integers_disconnects_total{protocol=\"raw\",reason=\"bad_input\"}"
+        (
+            "integers_disconnects_total{protocol=\"raw\",reason=\"bad_input\"}",
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        value(&seen, "integers_refused_total{reason=\"bad_after\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&seen, "integers_refused_total{reason=\"origin\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&seen, "integers_refused_total{reason=\"connection_limit\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&seen, "integers_connections{protocol=\"raw\",type=\"odd\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &seen,
-            "integers_connections{protocol=\"socketio_websocket\",type=\"even\"}"
+        ("integers_refused_total{reason=\"bad_after\"}", 1.0),
+        ("integers_refused_total{reason=\"origin\"}", 1.0),
+        ("integers_refused_total{reason=\"connection_limit\"}", 1.0),
+        ("integers_connections{protocol=\"raw\",type=\"odd\"}", 1.0),
+        (
+            "integers_connections{protocol=\"socketio_websocket\",type=\"even\"}",
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &seen,
-            "integers_connections{protocol=\"socketio_websocket\",type=\"odd\"}"
+        (
+            "integers_connections{protocol=\"socketio_websocket\",type=\"odd\"}",
+            0.0,
         ),
-        0.0
-    );
-    assert_eq!(
-        value(&seen, "integers_generator_running{type=\"odd\"}"),
-        1.0
-    );
-    assert_eq!(
-        value(&seen, "integers_generator_running{type=\"even\"}"),
-        1.0
-    );
+        ("integers_generator_running{type=\"odd\"}", 1.0),
+        ("integers_generator_running{type=\"even\"}", 1.0),
+    ];
+    for (key, expected) in exact {
+        assert_eq!(value(&seen, key), expected, "{key}");
+    }
     // The resumer was replayed everything after the first integer the reader saw.
     assert!(value(&seen, "integers_replayed_total{protocol=\"raw\"}") >= 4.0);
     let produced_odd = value(&seen, "integers_produced_total{type=\"odd\"}");

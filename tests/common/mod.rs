@@ -141,6 +141,33 @@ pub async fn next_integers(ws: &mut Ws, count: usize) -> Vec<u64> {
     integers
 }
 
+/// Opens an engine.io WebSocket session at `url`, joins `namespace` (`/odd` or `/even`) and
+/// waits for its first `count` `integer` events, answering heartbeats on the way.
+pub async fn socketio_websocket(url: &str, namespace: &str, count: usize) -> Ws {
+    let (mut ws, _) = tokio::time::timeout(PATIENCE, connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    ws.send(Message::text(format!("40{namespace},")))
+        .await
+        .unwrap();
+    let event = format!("42{namespace},[\"integer\",");
+    let mut events = 0;
+    while events < count {
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no event in time")
+            .expect("stream ended")
+            .expect("read failed");
+        match frame.to_text().unwrap() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            text if text.starts_with(&event) => events += 1,
+            _ => {}
+        }
+    }
+    ws
+}
+
 /// Reads until the server's close frame and returns its code and reason.
 pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
     loop {

@@ -289,7 +289,7 @@ struct Partial {
 impl Partial {
     fn merge(partials: Vec<Partial>) -> Partial {
         let mut merged = Partial::default();
-        let mut integers: HashMap<u64, (u64, u64, usize)> = HashMap::new();
+        let mut integers = Vec::new();
         for partial in partials {
             merged.connect_ms.extend(partial.connect_ms);
             merged.failed += partial.failed;
@@ -297,19 +297,29 @@ impl Partial {
             merged.gaps += partial.gaps;
             merged.repeats += partial.repeats;
             merged.in_hold += partial.in_hold;
-            for (integer, first, last, receivers) in partial.integers {
-                let entry = integers.entry(integer).or_insert((first, last, 0));
-                entry.0 = entry.0.min(first);
-                entry.1 = entry.1.max(last);
-                entry.2 += receivers;
-            }
+            integers.extend(partial.integers);
         }
-        merged.integers = integers
-            .into_iter()
-            .map(|(integer, (first, last, receivers))| (integer, first, last, receivers))
-            .collect();
+        merged.integers = fold_arrivals(integers);
         merged
     }
+}
+
+/// One entry per integer from many (integer, first, last, receivers) entries: the earliest
+/// first, the latest last, and the receivers added up.
+fn fold_arrivals(
+    arrivals: impl IntoIterator<Item = (u64, u64, u64, usize)>,
+) -> Vec<(u64, u64, u64, usize)> {
+    let mut integers: HashMap<u64, (u64, u64, usize)> = HashMap::new();
+    for (integer, first, last, receivers) in arrivals {
+        let entry = integers.entry(integer).or_insert((first, last, 0));
+        entry.0 = entry.0.min(first);
+        entry.1 = entry.1.max(last);
+        entry.2 += receivers;
+    }
+    integers
+        .into_iter()
+        .map(|(integer, (first, last, receivers))| (integer, first, last, receivers))
+        .collect()
 }
 
 fn unix_us() -> u64 {
@@ -353,28 +363,18 @@ async fn run_worker(args: Arc<Args>, worker: usize, hold: (u64, u64)) -> Partial
     for task in tasks {
         logs.push(task.await.expect("client task"));
     }
-    let mut integers: HashMap<u64, (u64, u64, usize)> = HashMap::new();
-    let mut in_hold = 0;
-    for log in &logs {
-        for &(integer, at) in &log.received {
-            in_hold += 1;
-            let entry = integers.entry(integer).or_insert((at, at, 0));
-            entry.0 = entry.0.min(at);
-            entry.1 = entry.1.max(at);
-            entry.2 += 1;
-        }
-    }
+    let arrivals = logs
+        .iter()
+        .flat_map(|log| &log.received)
+        .map(|&(integer, at)| (integer, at, at, 1));
     Partial {
         connect_ms: logs.iter().filter_map(|log| log.connect_ms).collect(),
         failed: logs.iter().filter(|log| log.connect_ms.is_none()).count(),
         first_failure: logs.iter().find_map(|log| log.failed.clone()),
         gaps: logs.iter().map(|log| log.gaps).sum(),
         repeats: logs.iter().map(|log| log.repeats).sum(),
-        integers: integers
-            .into_iter()
-            .map(|(integer, (first, last, receivers))| (integer, first, last, receivers))
-            .collect(),
-        in_hold,
+        in_hold: logs.iter().map(|log| log.received.len() as u64).sum(),
+        integers: fold_arrivals(arrivals),
     }
 }
 
