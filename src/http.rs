@@ -134,9 +134,8 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
 ///
 /// hyper parses them as views into that buffer, and engine.io keeps each session's request
 /// head for the session's whole life, so without the copy every socket.io session pins its
-/// read buffer: 16 KiB for an ordinary handshake (massif showed these buffers as the largest
-/// share of a session's heap), and as much as the header limit for a client sending huge
-/// headers. The copy is the size of the headers themselves.
+/// whole read buffer: kilobytes for an ordinary handshake, and as much as the header limit for
+/// a client sending huge headers. The copy is the size of the headers themselves.
 fn detach_head(mut request: Request) -> Request {
     if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
         *request.uri_mut() = uri;
