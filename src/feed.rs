@@ -11,7 +11,6 @@
 //! reports demand (which parities have subscribers) and refuses to advance a parity that
 //! has none, so a disconnect that races a tick cannot advance an abandoned counter.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
@@ -67,9 +66,9 @@ struct Lane {
     parity: Parity,
     sender: broadcast::Sender<Tick>,
     state: Mutex<LaneState>,
-    /// The last integer sent (0 before the first): `produced` readable without the lock, so
-    /// a client's writer can tell at every tick, lock-free, whether more are queued for it.
-    last_sent: AtomicU64,
+    /// The last integer sent (0 before the first), for the raw fan-out: it writes every
+    /// integer up to it that a connection is owed, rendering frames from the integers alone.
+    last_sent: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -111,7 +110,7 @@ impl Feed {
         let lane = |parity: Parity| Lane {
             parity,
             sender: broadcast::Sender::new(backlog_per_client.max(1)),
-            last_sent: AtomicU64::new(
+            last_sent: watch::Sender::new(
                 parity
                     .integer_at(initial_positions[parity.index()])
                     .unwrap_or(0),
@@ -174,7 +173,7 @@ impl Feed {
         // An error only means every receiver was dropped since the count was taken; the
         // integer is still produced, exactly as if that client had left a moment later.
         let _ = lane.sender.send(tick.clone());
-        lane.last_sent.store(integer, Ordering::Release);
+        lane.last_sent.send_replace(integer);
         Some(tick)
     }
 
@@ -202,16 +201,43 @@ impl Feed {
             };
             state.produced += 1;
             let _ = lane.sender.send(Tick::new(integer));
-            lane.last_sent.store(integer, Ordering::Release);
             published += 1;
+        }
+        if let Some(last) = parity.integer_at(state.produced) {
+            lane.last_sent.send_replace(last);
         }
         published
     }
 
-    /// Whether `parity` has sent an integer after `integer`: a client's writer asks before
-    /// looking for more queued ticks, since the empty look costs the channel's lock.
-    pub fn sent_after(&self, parity: Parity, integer: u64) -> bool {
-        self.lane(parity).last_sent.load(Ordering::Acquire) > integer
+    /// The last integer `parity` has sent (0 before the first), as a watch that changes at
+    /// every publication. Whoever reads it owes its clients every integer up to it.
+    pub fn last_sent(&self, parity: Parity) -> watch::Receiver<u64> {
+        self.lane(parity).last_sent.subscribe()
+    }
+
+    /// Joins `parity`'s lane without a receiver, for a client whose integers are written by
+    /// the raw fan-out. `register` runs under the lane's lock with the lane's position: no
+    /// integer can be published between what it learns and its registration taking effect.
+    pub fn join<T>(
+        &self,
+        parity: Parity,
+        protocol: Protocol,
+        register: impl FnOnce(u64) -> T,
+    ) -> (Membership, T) {
+        let lane = self.lane(parity);
+        let mut state = lane.lock();
+        *state.count_mut(protocol) += 1;
+        if state.subscribers() == 1 {
+            self.set_demand(parity, true);
+        }
+        let registered = register(state.produced);
+        drop(state);
+        let membership = Membership {
+            feed: self.clone(),
+            parity,
+            protocol,
+        };
+        (membership, registered)
     }
 
     /// The largest `after` a resuming client of `parity` may ask for here: the last integer

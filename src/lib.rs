@@ -16,6 +16,7 @@ pub mod http;
 pub mod listener;
 pub mod parity;
 pub mod query;
+pub mod raw_fanout;
 pub mod raw_ws;
 pub mod resume;
 pub mod server;

@@ -67,6 +67,7 @@ impl CountingListener {
                     }
                     self.live.0.fetch_add(1, Ordering::Relaxed);
                     let live = self.live.clone();
+                    let stream = Arc::new(stream);
                     return (CountedStream { stream, live }, addr);
                 }
                 // Out of file descriptors or a connection reset before it was accepted: the
@@ -115,7 +116,12 @@ pub async fn serve_connections(
         };
         // The client's address reaches handlers as a request extension, like axum's own
         // `into_make_service_with_connect_info` does.
-        let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
+        let socket = ClientSocket(stream.stream.clone());
+        let app = (
+            axum::Extension(ConnectInfo(ClientAddr(addr))),
+            axum::Extension(socket),
+        )
+            .layer(app.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
             .into_owned();
@@ -129,8 +135,12 @@ pub async fn serve_connections(
 }
 
 /// An accepted connection; it stops counting when dropped, upgraded or not.
+///
+/// The socket is shared (see [`ClientSocket`]), so reads and writes go through its readiness
+/// and `try_` calls, which take `&TcpStream`: that is what the owned `AsyncRead` and
+/// `AsyncWrite` implementations of `TcpStream` do inside, too.
 pub struct CountedStream {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     live: LiveConnections,
 }
 
@@ -146,7 +156,18 @@ impl AsyncRead for CountedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                // The readiness was stale and is now cleared: wait for the next.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
     }
 }
 
@@ -156,7 +177,13 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        loop {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -164,21 +191,33 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        loop {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write_vectored(bufs) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket.
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
     }
 }
+
+/// The connection's TCP socket, as a request extension: an upgraded raw WebSocket writes its
+/// ticks to it directly (see [`crate::raw_fanout`]), without going through its HTTP stack.
+#[derive(Debug, Clone)]
+pub struct ClientSocket(pub Arc<TcpStream>);
 
 /// The client's TCP address, as request extension `ConnectInfo<ClientAddr>`.
 #[derive(Debug, Clone, Copy)]

@@ -8,25 +8,36 @@
 //! to keep up or silent through a heartbeat (it should reconnect with `after`), 1009/1007/1002
 //! for bad frames. Each close frame gets at most the ping timeout to be written.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span};
+use tungstenite::Message;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::admission::Admission;
-use crate::feed::{Feed, Protocol, Subscription, Tick};
-use crate::listener::ClientAddr;
+use crate::feed::{Feed, Membership, Protocol};
+use crate::listener::{ClientAddr, ClientSocket};
 use crate::parity::Parity;
+use crate::raw_fanout::{Flushed, RawConn, RawFanout, Stop, render_frames};
 use crate::resume::{self, Backlog};
 use crate::telemetry::{self, Channel, Departure, Refused};
 
@@ -39,6 +50,8 @@ pub struct RawWs {
     /// Every open raw connection, so shutdown can wait for their close frames.
     pub connections: TaskTracker,
     pub limits: RawLimits,
+    /// Writes the ticks.
+    pub fanout: RawFanout,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,20 +65,11 @@ pub struct RawLimits {
     pub ping_timeout: Duration,
 }
 
-/// Frames kept per connection before a write waits for the client to read: a few integers'
-/// worth. The default (128 KiB) would cost more per idle connection than everything else.
-const WRITE_BUFFER: usize = 256;
 /// Bytes tungstenite reads from the socket at a time. Clients send little (a pong per
 /// heartbeat), and tungstenite zero-fills this much before every read attempt, which on
 /// every tick cost a 4 KiB memset per client at its 4 KiB default; larger frames still grow the
 /// buffer to their size, up to `max_client_message`.
 pub const READ_BUFFER: usize = 64;
-/// Ticks already queued for a client that go out in one write: a client that fell a little
-/// behind catches up with one system call instead of one per integer.
-const MAX_TICKS_PER_WRITE: usize = 64;
-/// Writes past this many buffered bytes fail instead of growing the buffer; a full backlog
-/// replay (about 8 bytes a frame) fits.
-const MAX_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Client frames (of any kind, pings included) a raw client may send in one second. It needs
 /// about one pong per heartbeat; past this it is flooding, and each ping would cost a pong.
@@ -98,45 +102,160 @@ impl RawWs {
             }
         };
         let (mut parts, _body) = request.into_parts();
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            // A malformed handshake: axum's answer names what is wrong (missing key, version).
-            Err(rejection) => return rejection.into_response(),
+        // axum's extractor only checks the handshake here (its rejections name what is wrong:
+        // a missing key, a wrong version); the upgraded connection is served below, on its
+        // TCP socket, so the upgrade is taken before the extractor consumes it.
+        let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
+        if let Err(rejection) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            return rejection.into_response();
+        }
+        let Some(on_upgrade) = on_upgrade else {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded\n",
+            )
+                .into_response();
         };
+        // Over HTTP/2 the socket carries other streams too: only the tunnel can be written.
+        let socket = parts
+            .extensions
+            .get::<ClientSocket>()
+            .filter(|_| parts.version <= Version::HTTP_11)
+            .map(|ClientSocket(socket)| socket.clone());
+        let response = switching_protocols(&parts);
         let peer = peer_label(&parts.headers, parts.extensions.get());
         let this = self.clone();
+        let span = info_span!("raw", %parity, %peer);
+        let connection = async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => TokioIo::new(upgraded),
+                Err(error) => return debug!(%error, "upgrade failed"),
+            };
+            this.run(upgraded, socket, parity, after).await;
+        };
+        self.connections.spawn(connection.instrument(span));
+        response
+    }
+
+    /// Serves one upgraded connection, from joining the lane to the close handshake.
+    async fn run(
+        &self,
+        upgraded: TokioIo<Upgraded>,
+        socket: Option<Arc<TcpStream>>,
+        parity: Parity,
+        after: Option<u64>,
+    ) {
+        let max_backlog = self.limits.max_backlog;
+        let (membership, (position, replay, conn)) =
+            self.feed.join(parity, Protocol::Raw, |position| {
+                let backlog = resume::backlog_for(parity, after, position, max_backlog);
+                let replay = backlog.as_ref().map_or_else(Vec::new, |backlog| {
+                    let integers = backlog.positions.clone();
+                    render_frames(integers.filter_map(|position| parity.integer_at(position)))
+                });
+                let conn = RawConn::new(socket, first_owed(parity, position, after), replay);
+                self.fanout.adopt(parity, &conn);
+                (position, backlog.as_ref().map(Backlog::len), conn)
+            });
+        info!(position, after, replay, "connected");
+        telemetry::connected(Channel::Raw);
+        if let Some(replayed) = replay {
+            telemetry::replayed(Channel::Raw, replayed);
+            telemetry::delivered_counter(Channel::Raw, parity).increment(replayed);
+        }
+        let (read, tunnel) = tokio::io::split(upgraded);
         let max_message = self.limits.max_client_message;
-        upgrade
+        let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER.min(max_message))
-            .max_message_size(max_message)
-            .max_frame_size(max_message)
-            .write_buffer_size(WRITE_BUFFER)
-            .max_write_buffer_size(MAX_WRITE_BUFFER)
-            .on_upgrade(move |socket| {
-                let span = info_span!("raw", %parity, %peer);
-                let tracker = this.connections.clone();
-                let connection = async move {
-                    // Subscribe only once the upgrade is done: a failed handshake never counts.
-                    let subscription = this.feed.subscribe(parity, Protocol::Raw);
-                    let backlog = resume::backlog_for(
-                        parity,
-                        after,
-                        subscription.position(),
-                        this.limits.max_backlog,
-                    );
-                    info!(
-                        position = subscription.position(),
-                        after,
-                        replay = backlog.as_ref().map(Backlog::len),
-                        "connected"
-                    );
-                    telemetry::connected(Channel::Raw);
-                    let ended = serve(socket, subscription, after, backlog, &this).await;
-                    telemetry::departed(Channel::Raw, ended.departure());
-                    info!(reason = %ended, "disconnected");
-                };
-                tracker.track_future(connection.instrument(span))
-            })
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message))
+            // Every write is taken at once (see `ConnectionIo`).
+            .write_buffer_size(0);
+        let io = ConnectionIo {
+            read,
+            conn: conn.clone(),
+        };
+        let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let tunnel = if conn.socket().is_some() {
+            None
+        } else {
+            Some(tunnel)
+        };
+        let ended = serve(websocket, &conn, tunnel, membership, self).await;
+        telemetry::departed(Channel::Raw, ended.departure());
+        info!(reason = %ended, "disconnected");
+    }
+}
+
+/// The first integer owed to a client joining at `position`: the next one produced, or, for
+/// a client resuming `after` a later one (accepted within the resume slack), the first above it.
+fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
+    let next = parity.integer_at(position + 1).unwrap_or(u64::MAX);
+    match after {
+        Some(after) if !resume::already_seen(next, Some(after)) => next,
+        Some(after) => match parity.position_of(after.saturating_add(1)) {
+            Some(_) => after.saturating_add(1),
+            None => after.saturating_add(2),
+        },
+        None => next,
+    }
+}
+
+/// The answer that completes a WebSocket handshake axum's extractor has checked.
+fn switching_protocols(parts: &axum::http::request::Parts) -> Response {
+    match parts.headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if parts.version <= Version::HTTP_11 => (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, "upgrade".to_owned()),
+                (header::UPGRADE, "websocket".to_owned()),
+                (
+                    header::SEC_WEBSOCKET_ACCEPT,
+                    derive_accept_key(key.as_bytes()),
+                ),
+            ],
+        )
+            .into_response(),
+        // HTTP/2's extended CONNECT (RFC 8441) answers 200 with no key.
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+/// The upgraded connection as tungstenite sees it: it reads the client's frames from the
+/// upgraded stream, and writes its own frames (pongs, pings, close) through the fan-out's
+/// [`RawConn`], so they go out in order with the ticks. A write is always taken whole.
+struct ConnectionIo {
+    read: ReadHalf<TokioIo<Upgraded>>,
+    conn: Arc<RawConn>,
+}
+
+impl AsyncRead for ConnectionIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnectionIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(self.conn.write_own(buf).map(|()| buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Parked bytes are the connection task's to flush, as the client reads.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The socket closes when the connection task drops it, after flushing.
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -193,37 +312,18 @@ impl Ended {
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+type Socket = WebSocketStream<ConnectionIo>;
+/// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
+type Tunnel = WriteHalf<TokioIo<Upgraded>>;
 
 async fn serve(
-    socket: WebSocket,
-    subscription: Subscription,
-    after: Option<u64>,
-    backlog: Option<Backlog>,
+    mut socket: Socket,
+    conn: &RawConn,
+    mut tunnel: Option<Tunnel>,
+    membership: Membership,
     raw: &RawWs,
 ) -> Ended {
     let limits = raw.limits;
-    let parity = subscription.parity();
-    let (mut sink, mut stream) = socket.split();
-    let (mut ticks, membership) = subscription.into_parts();
-    let delivered = telemetry::delivered_counter(Channel::Raw, parity);
-
-    let mut ended = None;
-    if let Some(backlog) = backlog {
-        let replay = backlog.len();
-        let frames = backlog
-            .positions
-            .filter_map(|position| parity.integer_at(position))
-            .map(|integer| Message::Text(integer.to_string().into()));
-        match send_all(&mut sink, frames, limits.ping_timeout).await {
-            Ok(()) => {
-                telemetry::replayed(Channel::Raw, replay);
-                delivered.increment(replay);
-            }
-            Err(error) => ended = Some(error),
-        }
-    }
-
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
     // After a stall, one ping, not a burst of the missed ones.
@@ -231,84 +331,109 @@ async fn serve(
     // Set while a ping is unanswered; any frame from the client clears it.
     let mut answer_due: Option<Instant> = None;
     // Made once, not at every wake-up: each `cancelled()` registers a waiter under the token's
-    // lock, and every client wakes at every tick.
+    // lock.
     let shutdown = raw.shutdown.cancelled();
     tokio::pin!(shutdown);
     let unanswered = tokio::time::sleep_until(Instant::now());
     tokio::pin!(unanswered);
+    // Set while bytes are parked: the client must take some before it, or it is too slow.
+    let mut stalled = false;
+    let stall = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(stall);
     let mut flood = FrameRate::default();
-    let ended = match ended {
-        Some(ended) => ended,
-        None => loop {
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break Ended::Shutdown,
-                incoming = stream.next() => {
-                    answer_due = None;
-                    if !flood.allow() {
-                        break Ended::Flooding;
-                    }
-                    match incoming {
-                        None | Some(Ok(Message::Close(_))) => break Ended::ClientClosed,
-                        Some(Ok(message)) => debug!(bytes = message_len(&message), "ignored client message"),
-                        Some(Err(error)) => {
-                            let detail = error.to_string();
-                            break match close_for_read_error(error.into_inner()) {
-                                Some((code, reason)) => Ended::BadFrame(code, reason),
-                                None => Ended::Lost(detail),
-                            };
-                        }
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ended::Shutdown,
+            incoming = socket.next() => {
+                answer_due = None;
+                if !flood.allow() {
+                    break Ended::Flooding;
+                }
+                match incoming {
+                    None | Some(Ok(Message::Close(_))) => break Ended::ClientClosed,
+                    Some(Ok(message)) => debug!(bytes = message.len(), "ignored client message"),
+                    Some(Err(error)) => {
+                        let detail = error.to_string();
+                        break match close_for_read_error(error) {
+                            Some((code, reason)) => Ended::BadFrame(code, reason),
+                            None => Ended::Lost(detail),
+                        };
                     }
                 }
-                _ = &mut unanswered, if answer_due.is_some() => {
-                    break Ended::NoHeartbeat(limits.ping_timeout);
-                }
-                _ = heartbeat.tick() => {
-                    if let Err(ended) = send(&mut sink, Message::Ping(Default::default()), limits.ping_timeout).await {
-                        break ended;
-                    }
-                    if answer_due.is_none() {
-                        let due = Instant::now() + limits.ping_timeout;
-                        answer_due = Some(due);
-                        unanswered.as_mut().reset(due);
-                    }
-                }
-                tick = ticks.recv() => match tick {
-                    Ok(tick) if resume::already_seen(tick.integer, after) => {}
-                    Ok(tick) => match send_ticks(&mut sink, tick, &mut ticks, (&raw.feed, parity), limits.ping_timeout).await {
-                        Ok((sent, None)) => delivered.increment(sent),
-                        Ok((sent, Some(missed))) => {
-                            delivered.increment(sent);
-                            break Ended::TooSlow(format!("missed {missed} integers"));
-                        }
-                        Err(ended) => break ended,
-                    },
-                    Err(RecvError::Lagged(missed)) => break Ended::TooSlow(format!("missed {missed} integers")),
-                    Err(RecvError::Closed) => break Ended::Shutdown,
-                },
             }
-        },
+            _ = &mut unanswered, if answer_due.is_some() => {
+                break Ended::NoHeartbeat(limits.ping_timeout);
+            }
+            _ = &mut stall, if stalled => {
+                break Ended::TooSlow(format!(
+                    "a write waited {:?} for the client to read",
+                    limits.ping_timeout
+                ));
+            }
+            _ = heartbeat.tick() => {
+                if let Err(error) = socket.send(Message::Ping(Default::default())).await {
+                    break Ended::Lost(error.to_string());
+                }
+                if answer_due.is_none() {
+                    let due = Instant::now() + limits.ping_timeout;
+                    answer_due = Some(due);
+                    unanswered.as_mut().reset(due);
+                }
+            }
+            _ = conn.woken() => {
+                if let Some(stop) = conn.stopped_by_fanout() {
+                    break match stop {
+                        Stop::TooSlow(why) => Ended::TooSlow(why),
+                        Stop::Failed(why) => Ended::Lost(why),
+                    };
+                }
+            }
+            ready = writable(conn.socket()), if stalled => {
+                if let Err(error) = ready {
+                    break Ended::Lost(error.to_string());
+                }
+            }
+        }
+        // Whatever woke the task, parked bytes go out as far as the client takes them.
+        match flush(conn, tunnel.as_mut(), limits.ping_timeout).await {
+            Ok(Flushed { left: false, .. }) => stalled = false,
+            Ok(Flushed {
+                left: true,
+                progress,
+            }) => {
+                if progress || !stalled {
+                    stall.as_mut().reset(Instant::now() + limits.ping_timeout);
+                }
+                stalled = true;
+            }
+            Err(ended) => break ended,
+        }
     };
-    // Stop counting as a subscriber before spending any more time on this client.
+    // Stop taking ticks and counting as a subscriber before spending any more time on this
+    // client.
+    conn.stop();
     drop(membership);
     if let Some((code, reason)) = ended.close_frame() {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: reason.into(),
         };
         // Best effort: the peer may be gone or stalled, and nothing more is owed to it.
-        let _ = send(&mut sink, Message::Close(Some(frame)), limits.ping_timeout).await;
+        let _ = socket.send(Message::Close(Some(frame))).await;
     }
     if !matches!(ended, Ended::Lost(_)) {
-        // Flushes the reply to a client's close frame, if that is how it ended.
-        let _ = tokio::time::timeout(limits.ping_timeout, sink.close()).await;
+        // Answers a client's close frame, if that is how it ended. (The sink's close flushes;
+        // the stream's own `close` would send one more close frame.)
+        let _ = SinkExt::close(&mut socket).await;
+        let _ = tokio::time::timeout(limits.ping_timeout, drain(conn, tunnel.as_mut())).await;
     }
     if ended.close_frame().is_some() {
         // Wait for the client's answering close before dropping the socket: closing with its
         // frames unread would make the kernel reset the connection, and a reset discards
         // whatever the client has not read yet, our close frame included.
         let _ = tokio::time::timeout(limits.ping_timeout, async {
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
@@ -317,6 +442,54 @@ async fn serve(
         .await;
     }
     ended
+}
+
+/// Resolves when the socket may take more bytes; never for a tunnel, which is flushed with
+/// waiting writes instead.
+async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.writable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes parked bytes: what the socket takes now, or, through a tunnel, all of them within
+/// `patience`.
+async fn flush(
+    conn: &RawConn,
+    tunnel: Option<&mut Tunnel>,
+    patience: Duration,
+) -> Result<Flushed, Ended> {
+    match tunnel {
+        None => conn
+            .flush_to_socket()
+            .map_err(|error| Ended::Lost(error.to_string())),
+        Some(tunnel) => {
+            let parked = conn.take_parked();
+            if !parked.is_empty() {
+                within(patience, async {
+                    tunnel.write_all(&parked).await?;
+                    tunnel.flush().await
+                })
+                .await?;
+            }
+            Ok(Flushed {
+                left: false,
+                progress: !parked.is_empty(),
+            })
+        }
+    }
+}
+
+/// Writes every parked byte, waiting for the client to read.
+async fn drain(conn: &RawConn, mut tunnel: Option<&mut Tunnel>) -> io::Result<()> {
+    loop {
+        match flush(conn, tunnel.as_deref_mut(), Duration::MAX).await {
+            Ok(Flushed { left: false, .. }) => return Ok(()),
+            Ok(Flushed { left: true, .. }) => writable(conn.socket()).await?,
+            Err(ended) => return Err(io::Error::other(ended.to_string())),
+        }
+    }
 }
 
 /// Counts client frames per one-second window.
@@ -343,7 +516,7 @@ impl FrameRate {
 /// Runs one write to the client, giving up on a client that has not read for `patience`.
 async fn within<T>(
     patience: Duration,
-    write: impl Future<Output = Result<T, axum::Error>>,
+    write: impl Future<Output = io::Result<T>>,
 ) -> Result<T, Ended> {
     match tokio::time::timeout(patience, write).await {
         Ok(Ok(done)) => Ok(done),
@@ -354,67 +527,11 @@ async fn within<T>(
     }
 }
 
-/// Sends one frame.
-async fn send(sink: &mut Sink, message: Message, patience: Duration) -> Result<(), Ended> {
-    within(patience, sink.send(message)).await
-}
-
-/// Sends `first` and the ticks of `parity`'s lane queued behind it (up to
-/// [`MAX_TICKS_PER_WRITE`]) with one flush. Returns how many went out, and how many were missed if the client lagged past its
-/// queue while they were gathered.
-async fn send_ticks(
-    sink: &mut Sink,
-    first: Tick,
-    ticks: &mut broadcast::Receiver<Tick>,
-    (feed, parity): (&Feed, Parity),
-    patience: Duration,
-) -> Result<(u64, Option<u64>), Ended> {
-    within(patience, async {
-        let mut last = first.integer;
-        sink.feed(Message::Text(first.text)).await?;
-        let mut sent = 1;
-        let mut missed = None;
-        while sent < MAX_TICKS_PER_WRITE as u64 && feed.sent_after(parity, last) {
-            match ticks.try_recv() {
-                Ok(tick) => {
-                    last = tick.integer;
-                    sink.feed(Message::Text(tick.text)).await?;
-                    sent += 1;
-                }
-                Err(TryRecvError::Lagged(count)) => {
-                    missed = Some(count);
-                    break;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        sink.flush().await?;
-        Ok((sent, missed))
-    })
-    .await
-}
-
-/// Sends a run of frames with one flush at the end.
-async fn send_all(
-    sink: &mut Sink,
-    frames: impl Iterator<Item = Message>,
-    patience: Duration,
-) -> Result<(), Ended> {
-    within(patience, async {
-        for frame in frames {
-            sink.feed(frame).await?;
-        }
-        sink.flush().await
-    })
-    .await
-}
-
 /// The close frame owed to a client whose frame could not be read, or `None` when the
 /// connection itself failed and nothing can be sent.
-fn close_for_read_error(error: Box<dyn std::error::Error + Send + Sync>) -> Option<(u16, String)> {
+fn close_for_read_error(error: tungstenite::Error) -> Option<(u16, String)> {
     use tungstenite::Error as WsError;
-    let error = error.downcast::<WsError>().ok()?;
-    match *error {
+    match error {
         WsError::Capacity(capacity) => {
             Some((close_code::SIZE, format!("message too big: {capacity}")))
         }
@@ -424,14 +541,6 @@ fn close_for_read_error(error: Box<dyn std::error::Error + Send + Sync>) -> Opti
             other => Some((close_code::PROTOCOL, other.to_string())),
         },
         _ => None,
-    }
-}
-
-fn message_len(message: &Message) -> usize {
-    match message {
-        Message::Text(text) => text.len(),
-        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
-        Message::Close(_) => 0,
     }
 }
 

@@ -22,6 +22,7 @@ use crate::counter_store::{CounterStore, StoreError};
 use crate::feed::Feed;
 use crate::http::{AppState, router};
 use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
+use crate::raw_fanout::RawFanout;
 use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
@@ -145,6 +146,15 @@ pub async fn serve(
     register_namespaces(&io);
 
     let raw_connections = TaskTracker::new();
+    // One shard of the raw fan-out per core, so that a tick's writes use them all.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let fanout = RawFanout::start(
+        &feed,
+        cores,
+        config.client_backlog as usize,
+        &shutdown,
+        &raw_connections,
+    );
     let raw = RawWs {
         feed: feed.clone(),
         admission: admission.clone(),
@@ -156,6 +166,7 @@ pub async fn serve(
             ping_interval: config.ping_interval(),
             ping_timeout: config.ping_timeout(),
         },
+        fanout,
     };
     let app = router(AppState {
         feed,
