@@ -1,7 +1,7 @@
 // Turns one run of bench/run.sh (probe.json and runs.jsonl in a directory) into
 // bench/RESULTS.md and an SVG chart of memory per connection and CPU per million messages.
 // Usage: node bench/report.mjs RESULTS_DIR RESULTS.md chart.svg
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
 
@@ -9,6 +9,8 @@ const [dir, markdownPath, chartPath] = process.argv.slice(2);
 const probe = JSON.parse(readFileSync(`${dir}/probe.json`, "utf8"));
 const runs = readFileSync(`${dir}/runs.jsonl`, "utf8").trim().split("\n").map((line) => JSON.parse(line));
 const floor = probe.writer_cpu_seconds_per_million;
+const wideProbePath = `${dir}/probe-wide.json`;
+const wideProbe = existsSync(wideProbePath) ? JSON.parse(readFileSync(wideProbePath, "utf8")) : null;
 
 const run = (label) => runs.find((r) => r.label === label);
 const scenarioOf = (r) => r.label.split(" ")[0];
@@ -40,6 +42,12 @@ lines.push("## The floor", "");
 lines.push(`\`target/release/probe --sockets ${probe.sockets} --frames ${probe.frames_written}\`: one thread writing a pre-built 3-byte`);
 lines.push(`frame to ${probe.sockets} loopback sockets, another reading them: **${fmt(floor, 2)} CPU-s per million frames** for the writer`);
 lines.push(`(${fmt(probe.process_cpu_seconds_per_million, 2)} with the reader). Server CPU figures are given as a multiple of it.`, "");
+if (wideProbe) {
+  lines.push(`The same over ${wideProbe.sockets} sockets (\`--sockets ${wideProbe.sockets}\`, as many as one process holds both ends of under`);
+  lines.push(`the open-files limit): ${fmt(wideProbe.writer_cpu_seconds_per_million, 2)} CPU-s per million for the writer, ` +
+    `${fmt(wideProbe.writer_cpu_seconds_per_million / floor, 2)} × the floor: a write costs more as they spread over more sockets, each`);
+  lines.push("one colder in the caches. At 19k clients and one tick a second every write is cold.", "");
+}
 lines.push("## Scenarios", "");
 lines.push("Each row: `target/release/loadgen --addr ADDR --protocol P --clients N --hold-seconds 10 --ramp-per-second 5000 --server-pid PID`");
 lines.push("against the server started with the interval shown. CPU and RSS are the server process's, from /proc, over the hold.", "");
@@ -99,11 +107,12 @@ lines.push("");
 const overload = ["raw", "socketio"].map((protocol) => ours("overload-5000", protocol)).filter(Boolean);
 if (overload.length) {
   lines.push("## Overload: what the server does", "");
-  lines.push("5,000 clients at 10 ms ask for 500,000 messages a second. The server's answer: each client has a bounded");
-  lines.push("queue (`--client-backlog`, 128 integers) and its writer sends whatever has queued up in one write; the generator's");
-  lines.push("clock runs on the same runtime as delivery and delays a late tick instead of bursting the missed ones, so when");
-  lines.push("delivery saturates the cores, integers come later rather than pile up. Only a client that falls a whole queue");
-  lines.push("behind the others is cut (it resumes with `after`); memory stays bounded by the queues. In this run:", "");
+  lines.push("5,000 clients at 10 ms ask for 500,000 messages a second. The server's answer: the generator's clock runs on the");
+  lines.push("same runtime as delivery and delays a late tick instead of bursting the missed ones, so when delivery saturates");
+  lines.push("the cores, integers come later rather than pile up. A raw client owed several integers gets them in one write;");
+  lines.push("bytes its socket cannot take wait in a buffer of its own, bounded by `--client-backlog` (128 integers); a");
+  lines.push("socket.io client has a queue of that bound and its writer sends whatever has queued up in one write. Only a client");
+  lines.push("that falls a whole backlog behind the others is cut (it resumes with `after`); memory stays bounded. In this run:", "");
   for (const r of overload) {
     lines.push(`- ${r.protocol}: ${fmt(r.messages_per_second / r.clients, 1)} ticks a second reached every client (of 100 asked), ` +
       `${r.established} of ${r.clients} admitted (connect p99 ${fmt(r.connect_ms_p99, 0)} ms), ${r.sequence_gaps} gaps, ` +

@@ -98,6 +98,9 @@ if [ "$smoke" = 1 ]; then
 fi
 
 target/release/probe --sockets 1000 --frames 3000000 > "$out/probe.json"
+# The same with as many sockets as one process can hold both ends of under the open-files limit:
+# how the floor grows as writes spread over more sockets.
+target/release/probe --sockets 9000 --frames 3000000 > "$out/probe-wide.json"
 for clients in 1000 10000 19000; do
   scenario "capacity-$clients" ours raw "$clients" 1000 10
   scenario "capacity-$clients" ws raw "$clients" 1000 10
