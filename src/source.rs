@@ -1,8 +1,8 @@
 //! Where integers come from: the one seam between "when and which integer" and delivery.
 //!
 //! A source watches the [`Feed`]'s demand and publishes into it. [`LocalTicker`] is the
-//! single-process source: one task, one clock for both parities, asleep (no timer at all)
-//! while nobody is connected. A cluster source that takes the next integer from a shared
+//! single-process source: one task, one clock for both parities (ticking them in turn, half an
+//! interval apart), asleep (no timer at all) while nobody is connected. A cluster source that takes the next integer from a shared
 //! store implements the same trait and leaves the feed and every client handler as they are.
 
 use std::future::Future;
@@ -67,21 +67,19 @@ impl LocalTicker {
         }
     }
 
-    /// Publishes the next integer of every parity that has subscribers, reserving it first.
-    async fn tick(&mut self, feed: &Feed, demand: Demand) {
-        for parity in Parity::ALL {
-            if !demand[parity.index()] {
-                continue;
-            }
-            if let Some(durable) = &mut self.durable
-                && !durable.reserve_next(feed, parity).await
-            {
-                continue;
-            }
-            if let Some(tick) = feed.publish_next(parity) {
-                telemetry::produced(parity);
-                debug!(%parity, integer = tick.integer, "published");
-            }
+    /// Publishes the next integer of `parity` if it has subscribers, reserving it first.
+    async fn tick(&mut self, feed: &Feed, demand: Demand, parity: Parity) {
+        if !demand[parity.index()] {
+            return;
+        }
+        if let Some(durable) = &mut self.durable
+            && !durable.reserve_next(feed, parity).await
+        {
+            return;
+        }
+        if let Some(tick) = feed.publish_next(parity) {
+            telemetry::produced(parity);
+            debug!(%parity, integer = tick.integer, "published");
         }
     }
 
@@ -144,7 +142,12 @@ impl IntegerSource for LocalTicker {
                     }
                 }
             }
-            let mut clock = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+            // Half beats, odd and even in turn: each stream still gets one integer per interval,
+            // but the two fan-outs never compete for the cores, so each reaches its last client
+            // sooner.
+            let beat = self.interval / 2;
+            let mut clock = tokio::time::interval_at(Instant::now() + beat, beat);
+            let mut beats = Parity::ALL.into_iter().cycle();
             // After a stall (a suspended VM, a busy runtime) keep the spacing between integers
             // rather than bursting the missed ones out back to back.
             clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -165,7 +168,8 @@ impl IntegerSource for LocalTicker {
                     }
                     _ = clock.tick() => {
                         let wanted = *demand.borrow();
-                        self.tick(&feed, wanted).await;
+                        let parity = beats.next().unwrap_or(Parity::Odd);
+                        self.tick(&feed, wanted, parity).await;
                     }
                 }
             }
@@ -218,6 +222,37 @@ mod tests {
         assert_eq!(odd.recv().await.unwrap().integer, 7);
         assert_eq!(feed.position(Parity::Even), 0);
 
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_two_streams_tick_half_an_interval_apart() {
+        let feed = Feed::new([0, 0], 16);
+        let shutdown = CancellationToken::new();
+        let (mut odd, _odd) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
+        let (mut even, _even) = feed.subscribe(Parity::Even, Protocol::Raw).into_parts();
+        let start = Instant::now();
+        let task = tokio::spawn(
+            LocalTicker::new(Duration::from_millis(100)).run(feed.clone(), shutdown.clone()),
+        );
+        let mut arrivals = Vec::new();
+        for _ in 0..3 {
+            arrivals.push((odd.recv().await.unwrap().integer, start.elapsed()));
+            arrivals.push((even.recv().await.unwrap().integer, start.elapsed()));
+        }
+        let ms = |millis| Duration::from_millis(millis);
+        assert_eq!(
+            arrivals,
+            [
+                (1, ms(50)),
+                (2, ms(100)),
+                (3, ms(150)),
+                (4, ms(200)),
+                (5, ms(250)),
+                (6, ms(300))
+            ]
+        );
         shutdown.cancel();
         task.await.unwrap();
     }
