@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use crate::admission::Admission;
 use crate::cluster::{ClusterState, ClusterStatus};
 use crate::demo_assets;
 use crate::feed::{Feed, FeedStatus};
+use crate::listener::ClientSocket;
 use crate::query;
 use crate::raw_ws::{RawWs, is_websocket_upgrade};
 use crate::telemetry;
@@ -135,11 +136,18 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
 /// hyper parses them as views into that buffer, and engine.io keeps each session's request
 /// head for the session's whole life, so without the copy every socket.io session pins its
 /// whole read buffer: kilobytes for an ordinary handshake, and as much as the header limit for
-/// a client sending huge headers. The copy is the size of the headers themselves.
+/// a client sending huge headers. The copy is the size of the headers themselves. axum's copy
+/// of the URI (`OriginalUri`) is a view into the buffer too; and the connection's socket is of
+/// no use to a session, which may outlive the connection (long-polling), so the session keeps
+/// neither.
 fn detach_head(mut request: Request) -> Request {
     if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
+        if let Some(OriginalUri(original)) = request.extensions_mut().get_mut::<OriginalUri>() {
+            *original = uri.clone();
+        }
         *request.uri_mut() = uri;
     }
+    request.extensions_mut().remove::<ClientSocket>();
     for value in request.headers_mut().values_mut() {
         if let Ok(owned) = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
         {
