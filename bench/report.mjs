@@ -111,7 +111,7 @@ if (overload.length) {
   lines.push("same runtime as delivery and delays a late tick instead of bursting the missed ones, so when delivery saturates");
   lines.push("the cores, integers come later rather than pile up. A raw client owed several integers gets them in one write;");
   lines.push("bytes its socket cannot take wait in a buffer of its own, bounded by `--client-backlog` (128 integers); a");
-  lines.push("socket.io client has a queue of that bound and its writer sends whatever has queued up in one write. Only a client");
+  lines.push("socket.io client's packets queue (bounded) for socketioxide's writer, which sends whatever has queued up in one write. Only a client");
   lines.push("that falls a whole backlog behind the others is cut (it resumes with `after`); memory stays bounded. In this run:", "");
   for (const r of overload) {
     lines.push(`- ${r.protocol}: ${fmt(r.messages_per_second / r.clients, 1)} ticks a second reached every client (of 100 asked), ` +

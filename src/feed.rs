@@ -1,11 +1,11 @@
 //! The fan-out point between the integer source and the connected clients.
 //!
-//! One [`Lane`] per parity holds the stream position, the subscriber counts and a bounded
-//! broadcast channel of pre-rendered ticks. Publishing a tick and subscribing to a lane take
-//! the same lock, so a new subscriber learns the exact position after which its receiver
-//! starts: it can never miss or see twice the integer published while it joined. That is
-//! what lets every client of a parity see the same integers, and later lets a resuming
-//! client be handed a computed backlog with no gap at the seam.
+//! One [`Lane`] per parity holds the stream position, the subscriber counts and a watch of the
+//! last integer sent, which the fan-out ([`crate::fanout`]) follows. Publishing an integer and
+//! joining a lane take the same lock, so a new subscriber learns the exact position after
+//! which it is owed integers: it can never miss or see twice the integer published while it
+//! joined. That is what lets every client of a parity see the same integers, and lets a
+//! resuming client be handed a computed backlog with no gap at the seam.
 //!
 //! The feed does not decide when to tick: that is the [`crate::source`]'s job. It only
 //! reports demand (which parities have subscribers) and refuses to advance a parity that
@@ -13,9 +13,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::parity::Parity;
 
@@ -24,23 +23,6 @@ use crate::parity::Parity;
 pub enum Protocol {
     Raw,
     SocketIo,
-}
-
-/// One produced integer, rendered once for every client that receives it.
-#[derive(Debug, Clone)]
-pub struct Tick {
-    pub integer: u64,
-    /// The decimal text of `integer`, shared by every raw client's frame.
-    pub text: Utf8Bytes,
-}
-
-impl Tick {
-    fn new(integer: u64) -> Tick {
-        Tick {
-            integer,
-            text: Utf8Bytes::from(integer.to_string()),
-        }
-    }
 }
 
 /// Which parities have at least one subscriber, indexed by [`Parity::index`].
@@ -58,13 +40,12 @@ struct Inner {
     /// Positions a resuming client's `after` may be ahead of this feed (see
     /// [`Feed::resume_horizon`]).
     resume_slack: u64,
-    /// Ticks one subscriber may have queued before it lags.
+    /// Integers one subscriber may be behind before it is cut.
     queue_capacity: usize,
 }
 
 struct Lane {
     parity: Parity,
-    sender: broadcast::Sender<Tick>,
     state: Mutex<LaneState>,
     /// The last integer sent (0 before the first), for the raw fan-out: it writes every
     /// integer up to it that a connection is owed, rendering frames from the integers alone.
@@ -93,8 +74,8 @@ impl LaneState {
 }
 
 impl Feed {
-    /// A feed whose lanes start at the given positions (integers already produced), each
-    /// holding at most `backlog_per_client` undelivered ticks for any one subscriber.
+    /// A feed whose lanes start at the given positions (integers already produced), whose
+    /// subscribers may each be at most `backlog_per_client` integers behind.
     pub fn new(initial_positions: [u64; 2], backlog_per_client: usize) -> Feed {
         Feed::with_resume_slack(initial_positions, backlog_per_client, 0)
     }
@@ -109,7 +90,6 @@ impl Feed {
     ) -> Feed {
         let lane = |parity: Parity| Lane {
             parity,
-            sender: broadcast::Sender::new(backlog_per_client.max(1)),
             last_sent: watch::Sender::new(
                 parity
                     .integer_at(initial_positions[parity.index()])
@@ -134,34 +114,11 @@ impl Feed {
         &self.inner.lanes[parity.index()]
     }
 
-    /// Joins `parity`'s lane. The subscription receives every integer published after
-    /// `subscription.position()` and counts as demand until it is dropped.
-    pub fn subscribe(&self, parity: Parity, protocol: Protocol) -> Subscription {
-        let lane = self.lane(parity);
-        let mut state = lane.lock();
-        let receiver = lane.sender.subscribe();
-        *state.count_mut(protocol) += 1;
-        let position = state.produced;
-        if state.subscribers() == 1 {
-            self.set_demand(parity, true);
-        }
-        drop(state);
-        Subscription {
-            receiver,
-            position,
-            membership: Membership {
-                feed: self.clone(),
-                parity,
-                protocol,
-            },
-        }
-    }
-
     /// Publishes the next integer of `parity` if anyone is subscribed to it.
     ///
-    /// Returns the published tick, or `None` when the lane has no subscribers (it then
+    /// Returns the published integer, or `None` when the lane has no subscribers (it then
     /// keeps its position, which is the idle rule).
-    pub fn publish_next(&self, parity: Parity) -> Option<Tick> {
+    pub fn publish_next(&self, parity: Parity) -> Option<u64> {
         let lane = self.lane(parity);
         let mut state = lane.lock();
         if state.subscribers() == 0 {
@@ -169,12 +126,8 @@ impl Feed {
         }
         let integer = parity.integer_at(state.produced + 1)?;
         state.produced += 1;
-        let tick = Tick::new(integer);
-        // An error only means every receiver was dropped since the count was taken; the
-        // integer is still produced, exactly as if that client had left a moment later.
-        let _ = lane.sender.send(tick.clone());
         lane.last_sent.send_replace(integer);
-        Some(tick)
+        Some(integer)
     }
 
     /// Brings `parity` up to `position`, publishing every position in between, whether or not
@@ -182,8 +135,8 @@ impl Feed {
     /// produced. Positions already reached are ignored, so a tick that arrives twice (live and
     /// again through a catch-up read) is delivered once.
     ///
-    /// A jump longer than a client's queue is shortened to one tick more than the queue holds:
-    /// every subscriber that was not already past it then sees itself lagging and is
+    /// A jump longer than a client's backlog is shortened to one integer more than the backlog:
+    /// every subscriber that was not already past it is then too far behind and is
     /// disconnected as too slow (to resume with `after`), rather than silently missing the
     /// integers that were not sent. Returns how many positions were published.
     pub fn publish_through(&self, parity: Parity, position: u64) -> u64 {
@@ -195,12 +148,8 @@ impl Feed {
         let capacity = self.inner.queue_capacity as u64;
         state.produced = state.produced.max(position.saturating_sub(capacity + 1));
         let mut published = 0;
-        while state.produced < position {
-            let Some(integer) = parity.integer_at(state.produced + 1) else {
-                break;
-            };
+        while state.produced < position && parity.integer_at(state.produced + 1).is_some() {
             state.produced += 1;
-            let _ = lane.sender.send(Tick::new(integer));
             published += 1;
         }
         if let Some(last) = parity.integer_at(state.produced) {
@@ -215,8 +164,7 @@ impl Feed {
         self.lane(parity).last_sent.subscribe()
     }
 
-    /// Joins `parity`'s lane without a receiver, for a client whose integers are written by
-    /// the raw fan-out. `register` runs under the lane's lock with the lane's position: no
+    /// Joins `parity`'s lane, for a client the fan-out serves. `register` runs under the lane's lock with the lane's position: no
     /// integer can be published between what it learns and its registration taking effect.
     pub fn join<T>(
         &self,
@@ -307,31 +255,6 @@ impl Lane {
     }
 }
 
-/// A client's place in a lane: a receiver of future ticks plus the demand it represents.
-pub struct Subscription {
-    receiver: broadcast::Receiver<Tick>,
-    position: u64,
-    membership: Membership,
-}
-
-impl Subscription {
-    /// The lane's position when this subscription was taken: its receiver yields exactly
-    /// the integers after it.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    pub fn parity(&self) -> Parity {
-        self.membership.parity
-    }
-
-    /// Splits the receiver from the demand it holds, for callers that must stop counting
-    /// as demand at a different moment than they stop receiving.
-    pub fn into_parts(self) -> (broadcast::Receiver<Tick>, Membership) {
-        (self.receiver, self.membership)
-    }
-}
-
 /// Counts as one subscriber of a lane until dropped.
 pub struct Membership {
     feed: Feed,
@@ -370,6 +293,10 @@ pub struct SubscriberCounts {
 mod tests {
     use super::*;
 
+    fn member(feed: &Feed, parity: Parity) -> (Membership, u64) {
+        feed.join(parity, Protocol::Raw, |position| position)
+    }
+
     #[test]
     fn a_lane_without_subscribers_does_not_advance() {
         let feed = Feed::new([0, 0], 8);
@@ -378,28 +305,24 @@ mod tests {
     }
 
     #[test]
-    fn subscribers_receive_exactly_what_follows_their_position() {
+    fn a_subscriber_learns_the_position_it_joined_at() {
         let feed = Feed::new([3, 0], 8);
-        let early = feed.subscribe(Parity::Odd, Protocol::Raw);
-        assert_eq!(feed.publish_next(Parity::Odd).unwrap().integer, 7);
-        let late = feed.subscribe(Parity::Odd, Protocol::SocketIo);
-        assert_eq!(late.position(), 4);
-        feed.publish_next(Parity::Odd);
-
-        let (mut early_rx, _m1) = early.into_parts();
-        let (mut late_rx, _m2) = late.into_parts();
-        assert_eq!(early_rx.try_recv().unwrap().integer, 7);
-        assert_eq!(early_rx.try_recv().unwrap().integer, 9);
-        assert_eq!(late_rx.try_recv().unwrap().integer, 9);
-        assert!(late_rx.try_recv().is_err());
+        let sent = feed.last_sent(Parity::Odd);
+        assert_eq!(*sent.borrow(), 5);
+        let (_early, position) = member(&feed, Parity::Odd);
+        assert_eq!(position, 3);
+        assert_eq!(feed.publish_next(Parity::Odd), Some(7));
+        let (_late, position) = member(&feed, Parity::Odd);
+        assert_eq!(position, 4);
+        assert_eq!(*sent.borrow(), 7);
     }
 
     #[test]
     fn demand_follows_the_subscriber_count() {
         let feed = Feed::new([0, 0], 8);
         let demand = feed.demand();
-        let first = feed.subscribe(Parity::Even, Protocol::Raw);
-        let second = feed.subscribe(Parity::Even, Protocol::SocketIo);
+        let (first, _) = member(&feed, Parity::Even);
+        let (second, _) = feed.join(Parity::Even, Protocol::SocketIo, |_| ());
         assert_eq!(*demand.borrow(), [false, true]);
         drop(first);
         assert_eq!(*demand.borrow(), [false, true]);
@@ -411,27 +334,22 @@ mod tests {
     #[test]
     fn a_cluster_position_fills_gaps_and_ignores_what_was_reached() {
         let feed = Feed::new([2, 0], 8);
-        let (mut odd, _membership) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
+        let (_membership, _) = member(&feed, Parity::Odd);
         assert_eq!(feed.publish_through(Parity::Odd, 5), 3);
         assert_eq!(feed.publish_through(Parity::Odd, 4), 0);
         assert_eq!(feed.publish_through(Parity::Odd, 5), 0);
-        let received: Vec<u64> =
-            std::iter::from_fn(|| odd.try_recv().ok().map(|tick| tick.integer)).collect();
-        assert_eq!(received, [5, 7, 9]);
+        assert_eq!(*feed.last_sent(Parity::Odd).borrow(), 9);
         // Nobody subscribed to even: it still follows the cluster.
         feed.publish_through(Parity::Even, 3);
         assert_eq!(feed.position(Parity::Even), 3);
     }
 
     #[test]
-    fn a_jump_longer_than_a_queue_makes_its_subscribers_lag_rather_than_miss_silently() {
+    fn a_jump_longer_than_the_backlog_is_shortened_to_one_more_than_it() {
         let feed = Feed::new([0, 0], 4);
-        let (mut even, _membership) = feed.subscribe(Parity::Even, Protocol::Raw).into_parts();
-        feed.publish_through(Parity::Even, 1000);
+        let (_membership, _) = member(&feed, Parity::Even);
+        assert_eq!(feed.publish_through(Parity::Even, 1000), 5);
         assert_eq!(feed.position(Parity::Even), 1000);
-        assert!(matches!(
-            even.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(_))
-        ));
+        assert_eq!(*feed.last_sent(Parity::Even).borrow(), 2000);
     }
 }

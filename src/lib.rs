@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod counter_store;
 pub mod demo_assets;
+pub mod fanout;
 pub mod feed;
 pub mod http;
 pub mod listener;

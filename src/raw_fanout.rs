@@ -1,143 +1,24 @@
-//! Writing ticks to raw WebSocket connections straight from the fan-out.
+//! A raw WebSocket client as the fan-out sees it: the frames it is owed go straight to its
+//! socket.
 //!
-//! A raw client is owed every integer of its parity after the last one it got, and the frame of
-//! an integer depends on the integer alone, so delivery needs no queue per client: per lane, one
-//! shard task per core owns a share of the connections and, each time the lane's last integer
-//! moves, gives each connection the frames it is owed with one non-blocking write. No task
-//! wakes per client per tick, which is where a task-per-client writer spends most of its time.
-//!
-//! Only when a client's socket is full are its bytes parked in its own buffer, which its
-//! connection task flushes as the client reads. That buffer is bounded: a client more than the
-//! backlog behind is cut as too slow, and resumes with `after`.
+//! The frame of an integer depends on the integer alone, so a raw client needs no queue: the
+//! fan-out's shard ([`crate::fanout`]) writes each connection the frames it is owed with one
+//! non-blocking write. Only when a client's socket is full are its bytes parked in its own
+//! buffer, which its connection task flushes as the client reads. That buffer is bounded: a
+//! client more than the backlog behind is cut as too slow, and resumes with `after`.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::feed::Feed;
+use crate::fanout::{Recipient, lock};
 use crate::parity::Parity;
-use crate::telemetry::{self, Channel};
 
-/// Connections a shard writes to before it lets other tasks on its thread run.
-const WRITES_BETWEEN_YIELDS: usize = 256;
 /// Bytes a connection may have parked before a write of its own (a pong, a close frame) fails:
 /// ticks are bounded by the backlog, but a client could make the server answer pings forever.
 const MAX_PARKED: usize = 64 * 1024;
-
-/// Handle to the shard tasks of both lanes.
-#[derive(Clone)]
-pub struct RawFanout {
-    lanes: Arc<[LaneShards; 2]>,
-}
-
-/// Connections that joined a lane, waiting for their shard's next pass to adopt them.
-struct LaneShards {
-    arrivals: Vec<Mutex<Vec<Weak<RawConn>>>>,
-    next_shard: AtomicUsize,
-}
-
-impl RawFanout {
-    /// Starts `shards` tasks per lane, writing to the connections that join until `shutdown`.
-    /// A connection more than `backlog` integers behind is cut.
-    pub fn start(
-        feed: &Feed,
-        shards: usize,
-        backlog: usize,
-        shutdown: &CancellationToken,
-        tasks: &TaskTracker,
-    ) -> RawFanout {
-        let shards = shards.max(1);
-        let lane = || LaneShards {
-            arrivals: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
-            next_shard: AtomicUsize::new(0),
-        };
-        let fanout = RawFanout {
-            lanes: Arc::new([lane(), lane()]),
-        };
-        for parity in Parity::ALL {
-            for shard in 0..shards {
-                tasks.spawn(run_shard(
-                    feed.clone(),
-                    parity,
-                    fanout.clone(),
-                    shard,
-                    backlog.max(1),
-                    shutdown.clone(),
-                ));
-            }
-        }
-        fanout
-    }
-
-    /// Hands `conn` to one of `parity`'s shards. Call it while the lane is locked (from
-    /// [`Feed::join`]), so that no integer is published between the connection's position
-    /// and its joining.
-    pub fn adopt(&self, parity: Parity, conn: &Arc<RawConn>) {
-        let lane = &self.lanes[parity.index()];
-        let shard = lane.next_shard.fetch_add(1, Ordering::Relaxed) % lane.arrivals.len();
-        lock(&lane.arrivals[shard]).push(Arc::downgrade(conn));
-    }
-
-    fn take_arrivals(&self, parity: Parity, shard: usize) -> Vec<Weak<RawConn>> {
-        std::mem::take(&mut *lock(&self.lanes[parity.index()].arrivals[shard]))
-    }
-}
-
-/// One shard: each time the lane's last integer moves, every connection it owns gets the
-/// frames it is owed. It holds connections weakly: a connection that ended is dropped at once,
-/// with its socket, and leaves the shard's list at the next pass.
-async fn run_shard(
-    feed: Feed,
-    parity: Parity,
-    fanout: RawFanout,
-    shard: usize,
-    backlog: usize,
-    shutdown: CancellationToken,
-) {
-    let mut last_sent = feed.last_sent(parity);
-    let delivered = telemetry::delivered_counter(Channel::Raw, parity);
-    let mut connections: Vec<Weak<RawConn>> = Vec::new();
-    let mut frames = Frames::new(parity);
-    let stopping = shutdown.cancelled();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut stopping => return,
-            changed = last_sent.changed() => if changed.is_err() { return },
-        }
-        let last = *last_sent.borrow_and_update();
-        connections.append(&mut fanout.take_arrivals(parity, shard));
-        let mut sent = 0;
-        let mut index = 0;
-        let mut writes = 0;
-        while index < connections.len() {
-            writes += 1;
-            if writes % WRITES_BETWEEN_YIELDS == 0 {
-                tokio::task::yield_now().await;
-            }
-            let Some(conn) = connections[index].upgrade() else {
-                connections.swap_remove(index);
-                continue;
-            };
-            match conn.deliver(last, &mut frames, backlog) {
-                Some(count) => {
-                    sent += count;
-                    index += 1;
-                }
-                None => {
-                    connections.swap_remove(index);
-                }
-            }
-        }
-        delivered.increment(sent);
-    }
-}
 
 /// Why the fan-out stopped writing ticks to a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +71,7 @@ impl RawConn {
 
     /// Writes the frames owed up to `last`. Returns how many integers went out (written or
     /// parked), or `None` once the connection takes no more.
-    fn deliver(&self, last: u64, frames: &mut Frames, backlog: usize) -> Option<u64> {
+    fn write_owed(&self, last: u64, frames: &mut Frames, backlog: usize) -> Option<u64> {
         let mut state = lock(&self.state);
         if state.ending || state.stop.is_some() {
             return None;
@@ -320,6 +201,22 @@ impl RawConn {
     }
 }
 
+impl Recipient for RawConn {
+    type Scratch = Frames;
+
+    // Measured with 5,000 clients at 10 ms ticks (bench/RESULTS.md, overload): yielding this
+    // often moved twice the integers of yielding every 4,096 writes, for less CPU per integer.
+    const SERVED_BETWEEN_YIELDS: usize = 256;
+
+    fn scratch(parity: Parity) -> Frames {
+        Frames::new(parity)
+    }
+
+    fn deliver(&self, last: u64, frames: &mut Frames, backlog: usize) -> Option<u64> {
+        self.write_owed(last, frames, backlog)
+    }
+}
+
 /// The outcome of [`RawConn::flush_to_socket`].
 #[derive(Debug, Clone, Copy)]
 pub struct Flushed {
@@ -335,16 +232,9 @@ fn release_if_empty(parked: &mut Vec<u8>) {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values stay consistent at every point a panic could leave them.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// WebSocket text frames of consecutive integers of one parity, rendered once per pass for
 /// every connection owed them: a connection owed the integers from `next` on gets a suffix.
-struct Frames {
+pub struct Frames {
     parity: Parity,
     first: u64,
     last: u64,

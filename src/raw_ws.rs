@@ -34,10 +34,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::admission::Admission;
+use crate::fanout::Fanout;
 use crate::feed::{Feed, Membership, Protocol};
 use crate::listener::{ClientAddr, ClientSocket};
 use crate::parity::Parity;
-use crate::raw_fanout::{Flushed, RawConn, RawFanout, Stop, render_frames};
+use crate::raw_fanout::{Flushed, RawConn, Stop, render_frames};
 use crate::resume::{self, Backlog};
 use crate::telemetry::{self, Channel, Departure, Refused};
 
@@ -51,7 +52,7 @@ pub struct RawWs {
     pub connections: TaskTracker,
     pub limits: RawLimits,
     /// Writes the ticks.
-    pub fanout: RawFanout,
+    pub fanout: Fanout<RawConn>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +158,8 @@ impl RawWs {
                     let integers = backlog.positions.clone();
                     render_frames(integers.filter_map(|position| parity.integer_at(position)))
                 });
-                let conn = RawConn::new(socket, first_owed(parity, position, after), replay);
+                let conn =
+                    RawConn::new(socket, resume::first_owed(parity, position, after), replay);
                 self.fanout.adopt(parity, &conn);
                 (position, backlog.as_ref().map(Backlog::len), conn)
             });
@@ -190,20 +192,6 @@ impl RawWs {
             .await;
         telemetry::departed(Channel::Raw, ended.departure());
         info!(%parity, %peer, reason = %ended, "disconnected");
-    }
-}
-
-/// The first integer owed to a client joining at `position`: the next one produced, or, for
-/// a client resuming `after` a later one (accepted within the resume slack), the first above it.
-fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
-    let next = parity.integer_at(position + 1).unwrap_or(u64::MAX);
-    match after {
-        Some(after) if !resume::already_seen(next, Some(after)) => next,
-        Some(after) => match parity.position_of(after.saturating_add(1)) {
-            Some(_) => after.saturating_add(1),
-            None => after.saturating_add(2),
-        },
-        None => next,
     }
 }
 

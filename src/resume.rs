@@ -110,7 +110,7 @@ impl Backlog {
 ///
 /// An `after` ahead of `position` was accepted within the feed's resume slack (in a cluster,
 /// another instance may have delivered a tick this one has not received yet): nothing is
-/// missed then, and the client's forwarder skips live integers up to `after` (see
+/// missed then, and the client is owed only the live integers above `after` (see
 /// [`already_seen`]).
 pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) -> Option<Backlog> {
     let after = after?;
@@ -124,6 +124,20 @@ pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) 
         );
     }
     Some(backlog)
+}
+
+/// The first integer owed to a client joining at `position`: the next one produced, or, for
+/// a client resuming `after` a later one (accepted within the resume slack), the first above it.
+pub fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
+    let next = parity.integer_at(position + 1).unwrap_or(u64::MAX);
+    match after {
+        Some(after) if !already_seen(next, Some(after)) => next,
+        Some(after) => match parity.position_of(after.saturating_add(1)) {
+            Some(_) => after.saturating_add(1),
+            None => after.saturating_add(2),
+        },
+        None => next,
+    }
 }
 
 /// Whether a live `integer` is one a client resuming `after` has already received.

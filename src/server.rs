@@ -19,14 +19,15 @@ use crate::admission::Admission;
 use crate::cluster::{ClusterError, RedisSource};
 use crate::config::Config;
 use crate::counter_store::{CounterStore, StoreError};
+use crate::fanout::Fanout;
 use crate::feed::Feed;
 use crate::http::{AppState, router};
 use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
-use crate::raw_fanout::RawFanout;
+use crate::raw_fanout::RawConn;
 use crate::raw_ws::{RawLimits, RawWs};
-use crate::socketio::{SocketIoState, register_namespaces};
+use crate::socketio::{SocketIoState, Subscriber, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
-use crate::telemetry;
+use crate::telemetry::{self, Channel};
 
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
 /// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
@@ -125,6 +126,22 @@ pub async fn serve(
         config.allowed_origins.clone(),
     );
 
+    // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let shards = TaskTracker::new();
+    let backlog = config.client_backlog as usize;
+    let raw_fanout =
+        Fanout::<RawConn>::start(&feed, Channel::Raw, cores, backlog, &shutdown, &shards);
+    let socketio_fanout = Fanout::<Subscriber>::start(
+        &feed,
+        Channel::SocketIoWebSocket,
+        cores,
+        backlog,
+        &shutdown,
+        &shards,
+    );
+    shards.close();
+
     let (socketio, io) = SocketIo::builder()
         .ping_interval(config.ping_interval())
         .ping_timeout(config.ping_timeout())
@@ -138,7 +155,7 @@ pub async fn serve(
         )
         .with_state(SocketIoState {
             feed: feed.clone(),
-            shutdown: shutdown.clone(),
+            fanout: socketio_fanout,
             max_backlog: config.max_backlog,
             cut_off_patience: config.ping_interval() + config.ping_timeout(),
         })
@@ -146,15 +163,6 @@ pub async fn serve(
     register_namespaces(&io);
 
     let raw_connections = TaskTracker::new();
-    // One shard of the raw fan-out per core, so that a tick's writes use them all.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let fanout = RawFanout::start(
-        &feed,
-        cores,
-        config.client_backlog as usize,
-        &shutdown,
-        &raw_connections,
-    );
     let raw = RawWs {
         feed: feed.clone(),
         admission: admission.clone(),
@@ -166,7 +174,7 @@ pub async fn serve(
             ping_interval: config.ping_interval(),
             ping_timeout: config.ping_timeout(),
         },
-        fanout,
+        fanout: raw_fanout,
     };
     let app = router(AppState {
         feed,
@@ -198,6 +206,7 @@ pub async fn serve(
         }
         raw_connections.close();
         raw_connections.wait().await;
+        shards.wait().await;
         let _ = source.await;
     })
     .await;

@@ -77,9 +77,9 @@ impl LocalTicker {
         {
             return;
         }
-        if let Some(tick) = feed.publish_next(parity) {
+        if let Some(integer) = feed.publish_next(parity) {
             telemetry::produced(parity);
-            debug!(%parity, integer = tick.integer, "published");
+            debug!(%parity, integer, "published");
         }
     }
 
@@ -199,7 +199,17 @@ fn report_running(feed: &Feed, running: &mut Demand, wanted: Demand) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::Protocol;
+    use crate::feed::{Membership, Protocol};
+
+    fn member(feed: &Feed, parity: Parity) -> Membership {
+        feed.join(parity, Protocol::Raw, |_| ()).0
+    }
+
+    /// The next integer `parity` sends.
+    async fn next_sent(sent: &mut tokio::sync::watch::Receiver<u64>) -> u64 {
+        sent.changed().await.unwrap();
+        *sent.borrow_and_update()
+    }
 
     #[tokio::test(start_paused = true)]
     async fn ticks_only_while_subscribed_and_keeps_the_position() {
@@ -209,17 +219,18 @@ mod tests {
             LocalTicker::new(Duration::from_millis(100)).run(feed.clone(), shutdown.clone()),
         );
 
-        let (mut odd, membership) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
+        let mut odd = feed.last_sent(Parity::Odd);
+        let membership = member(&feed, Parity::Odd);
         for expected in [1, 3, 5] {
-            assert_eq!(odd.recv().await.unwrap().integer, expected);
+            assert_eq!(next_sent(&mut odd).await, expected);
         }
         drop(membership);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(feed.position(Parity::Odd), 3);
         assert!(!feed.status().odd.running);
 
-        let (mut odd, _membership) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
-        assert_eq!(odd.recv().await.unwrap().integer, 7);
+        let _membership = member(&feed, Parity::Odd);
+        assert_eq!(next_sent(&mut odd).await, 7);
         assert_eq!(feed.position(Parity::Even), 0);
 
         shutdown.cancel();
@@ -230,16 +241,18 @@ mod tests {
     async fn the_two_streams_tick_half_an_interval_apart() {
         let feed = Feed::new([0, 0], 16);
         let shutdown = CancellationToken::new();
-        let (mut odd, _odd) = feed.subscribe(Parity::Odd, Protocol::Raw).into_parts();
-        let (mut even, _even) = feed.subscribe(Parity::Even, Protocol::Raw).into_parts();
+        let mut odd = feed.last_sent(Parity::Odd);
+        let mut even = feed.last_sent(Parity::Even);
+        let _odd = member(&feed, Parity::Odd);
+        let _even = member(&feed, Parity::Even);
         let start = Instant::now();
         let task = tokio::spawn(
             LocalTicker::new(Duration::from_millis(100)).run(feed.clone(), shutdown.clone()),
         );
         let mut arrivals = Vec::new();
         for _ in 0..3 {
-            arrivals.push((odd.recv().await.unwrap().integer, start.elapsed()));
-            arrivals.push((even.recv().await.unwrap().integer, start.elapsed()));
+            arrivals.push((next_sent(&mut odd).await, start.elapsed()));
+            arrivals.push((next_sent(&mut even).await, start.elapsed()));
         }
         let ms = |millis| Duration::from_millis(millis);
         assert_eq!(

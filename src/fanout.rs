@@ -1,0 +1,159 @@
+//! The fan-out of ticks to clients, without a task woken per client.
+//!
+//! A client is owed every integer of its parity after the last one it got, and every integer
+//! is a function of its position, so delivery needs no queue of ticks: per lane, one shard task
+//! per core owns a share of the clients and, each time the lane's last integer moves, hands each
+//! client what it is owed (a [`Recipient`] decides how: raw frames written to the socket, or
+//! socket.io emits). A task woken per client per tick, with its own queue, is where a server
+//! like this spends most of its time and memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::feed::Feed;
+use crate::parity::Parity;
+use crate::telemetry::{self, Channel};
+
+/// A client of the fan-out.
+pub trait Recipient: Send + Sync + 'static {
+    /// What a shard keeps from one client to the next within a pass (rendered frames, say).
+    type Scratch: Send + 'static;
+
+    /// Clients a shard serves before it lets other tasks on its thread run.
+    const SERVED_BETWEEN_YIELDS: usize;
+
+    fn scratch(parity: Parity) -> Self::Scratch;
+
+    /// Hands over the integers owed up to `last`. Returns how many, or `None` once the client
+    /// takes no more (it left, or is more than `backlog` behind and was cut).
+    fn deliver(&self, last: u64, scratch: &mut Self::Scratch, backlog: usize) -> Option<u64>;
+}
+
+/// Handle to the shard tasks of both lanes.
+pub struct Fanout<R: Recipient> {
+    lanes: Arc<[LaneShards<R>; 2]>,
+}
+
+impl<R: Recipient> Clone for Fanout<R> {
+    fn clone(&self) -> Self {
+        Fanout {
+            lanes: self.lanes.clone(),
+        }
+    }
+}
+
+/// Clients that joined a lane, waiting for their shard's next pass to adopt them.
+struct LaneShards<R> {
+    arrivals: Vec<Mutex<Vec<Weak<R>>>>,
+    next_shard: AtomicUsize,
+}
+
+impl<R: Recipient> Fanout<R> {
+    /// Starts `shards` tasks per lane, serving the clients that join until `shutdown`. A client
+    /// more than `backlog` integers behind is cut. `channel` labels the delivered count.
+    pub fn start(
+        feed: &Feed,
+        channel: Channel,
+        shards: usize,
+        backlog: usize,
+        shutdown: &CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Fanout<R> {
+        let shards = shards.max(1);
+        let lane = || LaneShards {
+            arrivals: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            next_shard: AtomicUsize::new(0),
+        };
+        let fanout = Fanout {
+            lanes: Arc::new([lane(), lane()]),
+        };
+        for parity in Parity::ALL {
+            for shard in 0..shards {
+                tasks.spawn(run_shard(
+                    feed.clone(),
+                    parity,
+                    fanout.clone(),
+                    channel,
+                    shard,
+                    backlog.max(1),
+                    shutdown.clone(),
+                ));
+            }
+        }
+        fanout
+    }
+
+    /// Hands `client` to one of `parity`'s shards. Call it while the lane is locked (from
+    /// [`Feed::join`]), so that its first integer cannot be published before it joins.
+    pub fn adopt(&self, parity: Parity, client: &Arc<R>) {
+        let lane = &self.lanes[parity.index()];
+        let shard = lane.next_shard.fetch_add(1, Ordering::Relaxed) % lane.arrivals.len();
+        lock(&lane.arrivals[shard]).push(Arc::downgrade(client));
+    }
+
+    fn take_arrivals(&self, parity: Parity, shard: usize) -> Vec<Weak<R>> {
+        std::mem::take(&mut *lock(&self.lanes[parity.index()].arrivals[shard]))
+    }
+}
+
+/// One shard: each time the lane's last integer moves, every client it owns gets what it is
+/// owed. It holds clients weakly: a client that left is dropped at once (with its socket), and
+/// leaves the shard's list at the next pass.
+async fn run_shard<R: Recipient>(
+    feed: Feed,
+    parity: Parity,
+    fanout: Fanout<R>,
+    channel: Channel,
+    shard: usize,
+    backlog: usize,
+    shutdown: CancellationToken,
+) {
+    let mut last_sent = feed.last_sent(parity);
+    let delivered = telemetry::delivered_counter(channel, parity);
+    let mut connections: Vec<Weak<R>> = Vec::new();
+    let mut scratch = R::scratch(parity);
+    let stopping = shutdown.cancelled();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopping => return,
+            changed = last_sent.changed() => if changed.is_err() { return },
+        }
+        let last = *last_sent.borrow_and_update();
+        connections.append(&mut fanout.take_arrivals(parity, shard));
+        let mut sent = 0;
+        let mut index = 0;
+        let mut writes = 0;
+        while index < connections.len() {
+            writes += 1;
+            if writes % R::SERVED_BETWEEN_YIELDS == 0 {
+                tokio::task::yield_now().await;
+            }
+            let Some(conn) = connections[index].upgrade() else {
+                connections.swap_remove(index);
+                continue;
+            };
+            match conn.deliver(last, &mut scratch, backlog) {
+                Some(count) => {
+                    sent += count;
+                    index += 1;
+                }
+                None => {
+                    connections.swap_remove(index);
+                }
+            }
+        }
+        delivered.increment(sent);
+    }
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values stay consistent at every point a panic could leave them.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
