@@ -111,10 +111,8 @@ async fn raw_entry(State(state): State<AppState>, request: Request) -> Response 
 }
 
 async fn socket_io_entry(State(state): State<AppState>, mut request: Request) -> Response {
-    let destination = SocketIoDestination::of(
-        is_websocket_upgrade(request.headers()),
-        request.uri().query(),
-    );
+    let destination =
+        SocketIoDestination::of(is_websocket_upgrade(&request), request.uri().query());
     match destination {
         SocketIoDestination::Raw => return state.raw.upgrade(request).await,
         SocketIoDestination::NewEngineIoSession => {
@@ -186,7 +184,7 @@ async fn not_found() -> (StatusCode, &'static str) {
 }
 
 async fn refuse_websocket_upgrades(request: Request, next: Next) -> Response {
-    if is_websocket_upgrade(request.headers()) {
+    if is_websocket_upgrade(&request) {
         return (
             StatusCode::NOT_FOUND,
             "no WebSocket endpoint here: connect to /_ws or /socket.io\n",

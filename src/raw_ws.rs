@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::{HeaderMap, StatusCode, Version, header};
+use axum::http::{HeaderMap, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -82,7 +82,7 @@ connect with a WebSocket client, for example: websocat ws://HOST/_ws/?even\n";
 impl RawWs {
     /// Upgrades `request` to a raw integer stream, or explains why it cannot.
     pub async fn upgrade(&self, request: Request) -> Response {
-        if !is_websocket_upgrade(request.headers()) {
+        if !is_websocket_upgrade(&request) {
             return not_a_websocket();
         }
         if let Err(refusal) = self.admission.check(request.headers()) {
@@ -584,9 +584,17 @@ fn not_a_websocket() -> Response {
         .into_response()
 }
 
-/// Whether the client asked for a WebSocket (`Upgrade: websocket`), well-formed or not.
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    headers
+/// Whether the client asked for a WebSocket, well-formed or not: `Upgrade: websocket` over
+/// HTTP/1.1, or an extended CONNECT with protocol `websocket` over HTTP/2 (RFC 8441).
+pub fn is_websocket_upgrade(request: &Request) -> bool {
+    if request.method() == Method::CONNECT {
+        return request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+    }
+    request
+        .headers()
         .get(header::UPGRADE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
