@@ -6,6 +6,8 @@
 //! query parameter, and plain requests, which socketioxide answers with 400 as Node does) to
 //! socketioxide and every other WebSocket upgrade to the raw stream.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
@@ -34,7 +36,7 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct AppState {
     pub feed: Feed,
-    pub raw: RawWs,
+    pub raw: Arc<RawWs>,
     pub socketio: SocketIoService<NotFoundService>,
     /// The socket.io handle, for the metrics to count sockets by transport.
     pub io: SocketIo,

@@ -81,7 +81,7 @@ connect with a WebSocket client, for example: websocat ws://HOST/_ws/?even\n";
 
 impl RawWs {
     /// Upgrades `request` to a raw integer stream, or explains why it cannot.
-    pub async fn upgrade(&self, request: Request) -> Response {
+    pub async fn upgrade(self: &Arc<Self>, request: Request) -> Response {
         if !is_websocket_upgrade(&request) {
             return not_a_websocket();
         }
@@ -169,7 +169,13 @@ impl RawWs {
             telemetry::replayed(Channel::Raw, replayed);
             telemetry::delivered_counter(Channel::Raw, parity).increment(replayed);
         }
-        let (read, tunnel) = tokio::io::split(upgraded);
+        // Only a tunnel needs its write half apart: a socket is written to directly.
+        let (read, tunnel) = if conn.socket().is_some() {
+            (Reader::Whole(upgraded), None)
+        } else {
+            let (read, write) = tokio::io::split(upgraded);
+            (Reader::Half(read), Some(write))
+        };
         let max_message = self.limits.max_client_message;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER.min(max_message))
@@ -182,11 +188,6 @@ impl RawWs {
             conn: conn.clone(),
         };
         let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let tunnel = if conn.socket().is_some() {
-            None
-        } else {
-            Some(tunnel)
-        };
         let ended = serve(websocket, &conn, tunnel, membership, self)
             .instrument(debug_span!("raw", %parity, %peer))
             .await;
@@ -219,8 +220,15 @@ fn switching_protocols(parts: &axum::http::request::Parts) -> Response {
 /// upgraded stream, and writes its own frames (pongs, pings, close) through the fan-out's
 /// [`RawConn`], so they go out in order with the ticks. A write is always taken whole.
 struct ConnectionIo {
-    read: ReadHalf<TokioIo<Upgraded>>,
+    read: Reader,
     conn: Arc<RawConn>,
+}
+
+/// Where the client's frames are read from: the whole upgraded connection, or a tunnel's read
+/// half.
+enum Reader {
+    Whole(TokioIo<Upgraded>),
+    Half(ReadHalf<TokioIo<Upgraded>>),
 }
 
 impl AsyncRead for ConnectionIo {
@@ -229,7 +237,10 @@ impl AsyncRead for ConnectionIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+        match &mut self.get_mut().read {
+            Reader::Whole(upgraded) => Pin::new(upgraded).poll_read(cx, buf),
+            Reader::Half(read) => Pin::new(read).poll_read(cx, buf),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use socketioxide::SocketIo;
 use tokio::net::{TcpListener, TcpSocket};
@@ -163,7 +164,7 @@ pub async fn serve(
     register_namespaces(&io);
 
     let raw_connections = TaskTracker::new();
-    let raw = RawWs {
+    let raw = Arc::new(RawWs {
         feed: feed.clone(),
         admission: admission.clone(),
         shutdown: shutdown.clone(),
@@ -175,7 +176,7 @@ pub async fn serve(
             ping_timeout: config.ping_timeout(),
         },
         fanout: raw_fanout,
-    };
+    });
     let app = router(AppState {
         feed,
         raw,
