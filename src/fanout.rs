@@ -20,12 +20,10 @@ use crate::telemetry::{self, Channel};
 /// A client of the fan-out.
 pub trait Recipient: Send + Sync + 'static {
     /// What a shard keeps from one client to the next within a pass (rendered frames, say).
-    type Scratch: Send + 'static;
+    type Scratch: Default + Send + 'static;
 
     /// Clients a shard serves before it lets other tasks on its thread run.
     const SERVED_BETWEEN_YIELDS: usize;
-
-    fn scratch(parity: Parity) -> Self::Scratch;
 
     /// Hands over the integers owed up to `last`. Returns how many, or `None` once the client
     /// takes no more (it left, or is more than `backlog` behind and was cut).
@@ -114,7 +112,7 @@ async fn run_shard<R: Recipient>(
     let mut last_sent = feed.last_sent(parity);
     let delivered = telemetry::delivered_counter(channel, parity);
     let mut connections: Vec<Weak<R>> = Vec::new();
-    let mut scratch = R::scratch(parity);
+    let mut scratch = R::Scratch::default();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
     loop {
@@ -151,9 +149,47 @@ async fn run_shard<R: Recipient>(
     }
 }
 
+/// What a client whose next integer is `next` is owed when the last one sent is `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// Nothing yet: it joined after `last`, or already has it.
+    Nothing,
+    /// This many integers, `next` through `last`.
+    Integers(u64),
+    /// More than `backlog`: it is too far behind to be served in order, and this many are
+    /// beyond what it may be owed.
+    TooFar { missed: u64 },
+}
+
+impl Owed {
+    pub fn of(next: u64, last: u64, backlog: usize) -> Owed {
+        if next > last {
+            return Owed::Nothing;
+        }
+        let owed = (last - next) / 2 + 1;
+        match owed.checked_sub(backlog as u64) {
+            Some(missed) if missed > 0 => Owed::TooFar { missed },
+            _ => Owed::Integers(owed),
+        }
+    }
+}
+
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded values stay consistent at every point a panic could leave them.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_client_is_owed() {
+        assert_eq!(Owed::of(9, 7, 4), Owed::Nothing);
+        assert_eq!(Owed::of(7, 7, 4), Owed::Integers(1));
+        assert_eq!(Owed::of(1, 7, 4), Owed::Integers(4));
+        assert_eq!(Owed::of(1, 9, 4), Owed::TooFar { missed: 1 });
+    }
 }

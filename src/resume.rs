@@ -96,6 +96,13 @@ impl Backlog {
         })
     }
 
+    /// The missed integers to replay, oldest first.
+    pub fn integers(&self, parity: Parity) -> impl Iterator<Item = u64> + use<> {
+        self.positions
+            .clone()
+            .filter_map(move |position| parity.integer_at(position))
+    }
+
     pub fn len(&self) -> u64 {
         (*self.positions.end() + 1).saturating_sub(*self.positions.start())
     }

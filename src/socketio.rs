@@ -18,7 +18,7 @@ use socketioxide::socket::DisconnectReason;
 use tokio::time::Instant;
 use tracing::{Span, info, info_span, warn};
 
-use crate::fanout::{Fanout, Recipient, lock};
+use crate::fanout::{Fanout, Owed, Recipient, lock};
 use crate::feed::{Feed, Membership, Protocol};
 use crate::parity::Parity;
 use crate::raw_ws::peer_label;
@@ -119,10 +119,7 @@ async fn on_connect(
             let backlog = resume::backlog_for(parity, after, position, state.max_backlog);
             // The replay is queued before the socket joins its shard, so the live integers
             // follow it.
-            let replay = backlog
-                .iter()
-                .flat_map(|backlog| backlog.positions.clone())
-                .filter_map(|position| parity.integer_at(position));
+            let replay = backlog.iter().flat_map(|backlog| backlog.integers(parity));
             let mut replayed = 0;
             let mut too_slow = None;
             for integer in replay {
@@ -248,20 +245,18 @@ impl Recipient for Subscriber {
     // second, every 256 306k, every 4,096 494k (of 500k asked), at 40% less CPU per integer.
     const SERVED_BETWEEN_YIELDS: usize = 4096;
 
-    fn scratch(_: Parity) {}
-
     fn deliver(&self, last: u64, (): &mut (), backlog: usize) -> Option<u64> {
         let mut state = lock(&self.state);
         let socket = state.socket.as_ref()?;
-        if state.next > last {
-            return Some(0);
-        }
-        let owed = (last - state.next) / 2 + 1;
-        if owed > backlog as u64 {
-            drop(state);
-            self.cut(format!("missed {} integers", owed - backlog as u64));
-            return None;
-        }
+        let owed = match Owed::of(state.next, last, backlog) {
+            Owed::Nothing => return Some(0),
+            Owed::Integers(owed) => owed,
+            Owed::TooFar { missed } => {
+                drop(state);
+                self.cut(format!("missed {missed} integers"));
+                return None;
+            }
+        };
         let mut integer = state.next;
         while integer <= last {
             if let Err(error) = socket.emit(EVENT, &integer) {
