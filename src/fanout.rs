@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,26 +20,42 @@ use crate::telemetry::{self, Channel};
 
 /// A client of the fan-out.
 pub trait Recipient: Send + Sync + 'static {
-    /// What a shard keeps from one client to the next within a pass (rendered frames, say).
-    type Scratch: Default + Send + 'static;
+    /// What a shard keeps for its clients: settings they all share, and what it carries from
+    /// one client to the next within a pass (rendered frames, say). Every shard starts from a
+    /// clone of the one given to [`Fanout::start`].
+    type Scratch: Clone + Send + 'static;
 
     /// Clients a shard serves before it lets other tasks on its thread run.
     const SERVED_BETWEEN_YIELDS: usize;
 
-    /// Hands over the integers owed up to `last`. Returns how many, or `None` once the client
-    /// takes no more (it left, or is more than `backlog` behind and was cut).
-    fn deliver(&self, last: u64, scratch: &mut Self::Scratch, backlog: usize) -> Option<u64>;
+    /// Hands over the integers owed up to `pass.last`. Returns how many, or `None` once the
+    /// client takes no more (it left, or is more than `pass.backlog` behind and was cut).
+    fn deliver(&self, pass: &Pass, scratch: &mut Self::Scratch) -> Option<u64>;
+}
+
+/// One pass of a shard over its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    /// The last integer published.
+    pub last: u64,
+    /// Integers a client may be owed at most; past that it is cut.
+    pub backlog: usize,
+    /// When the pass started: one clock reading for all its clients.
+    pub now: Instant,
 }
 
 /// Handle to the shard tasks of both lanes.
 pub struct Fanout<R: Recipient> {
     lanes: Arc<[LaneShards<R>; 2]>,
+    /// Integers a client may be owed at most.
+    backlog: usize,
 }
 
 impl<R: Recipient> Clone for Fanout<R> {
     fn clone(&self) -> Self {
         Fanout {
             lanes: self.lanes.clone(),
+            backlog: self.backlog,
         }
     }
 }
@@ -57,6 +74,7 @@ impl<R: Recipient> Fanout<R> {
         channel: Channel,
         shards: usize,
         backlog: usize,
+        scratch: R::Scratch,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Fanout<R> {
@@ -67,6 +85,7 @@ impl<R: Recipient> Fanout<R> {
         };
         let fanout = Fanout {
             lanes: Arc::new([lane(), lane()]),
+            backlog: backlog.max(1),
         };
         for parity in Parity::ALL {
             for shard in 0..shards {
@@ -76,7 +95,7 @@ impl<R: Recipient> Fanout<R> {
                     fanout.clone(),
                     channel,
                     shard,
-                    backlog.max(1),
+                    scratch.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -106,13 +125,12 @@ async fn run_shard<R: Recipient>(
     fanout: Fanout<R>,
     channel: Channel,
     shard: usize,
-    backlog: usize,
+    mut scratch: R::Scratch,
     shutdown: CancellationToken,
 ) {
     let mut last_sent = feed.last_sent(parity);
     let delivered = telemetry::delivered_counter(channel, parity);
     let mut connections: Vec<Weak<R>> = Vec::new();
-    let mut scratch = R::Scratch::default();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
     loop {
@@ -121,7 +139,11 @@ async fn run_shard<R: Recipient>(
             _ = &mut stopping => return,
             changed = last_sent.changed() => if changed.is_err() { return },
         }
-        let last = *last_sent.borrow_and_update();
+        let pass = Pass {
+            last: *last_sent.borrow_and_update(),
+            backlog: fanout.backlog,
+            now: Instant::now(),
+        };
         connections.append(&mut fanout.take_arrivals(parity, shard));
         let mut sent = 0;
         let mut index = 0;
@@ -135,7 +157,7 @@ async fn run_shard<R: Recipient>(
                 connections.swap_remove(index);
                 continue;
             };
-            match conn.deliver(last, &mut scratch, backlog) {
+            match conn.deliver(&pass, &mut scratch) {
                 Some(count) => {
                     sent += count;
                     index += 1;

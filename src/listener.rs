@@ -92,6 +92,13 @@ impl CountingListener {
 /// connection limit, forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most bytes hyper buffers while reading one HTTP/1 request head; past it the answer is 431.
+/// Browsers send a few kilobytes (nginx's default is 32 KiB in all). hyper's own default,
+/// about 400 KB, was not even a firm bound: it is checked only while a head is incomplete,
+/// and its read sizes double, so a 500 KB head arriving at once was read whole and parsed.
+/// Reads stop growing at this size, so a head is cut off before twice it.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Accepts connections and serves `app` on each until `shutdown` is cancelled, then returns
 /// the handle that lets the caller wait for the connections still open. WebSocket upgrades
 /// leave that watch once upgraded; their tasks have their own shutdown.
@@ -105,7 +112,8 @@ pub async fn serve_connections(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -38,7 +38,7 @@ use crate::fanout::Fanout;
 use crate::feed::{Feed, Membership, Protocol};
 use crate::listener::{ClientAddr, ClientSocket};
 use crate::parity::Parity;
-use crate::raw_fanout::{Flushed, RawConn, Stop, render_frames};
+use crate::raw_fanout::{Flushed, HeartbeatCheck, HeartbeatTimes, RawConn, Stop, render_frames};
 use crate::resume::{self, Backlog};
 use crate::telemetry::{self, Channel, Departure, Refused};
 
@@ -64,6 +64,15 @@ pub struct RawLimits {
     pub ping_interval: Duration,
     /// How long a ping may go unanswered, and a write may wait for the client to read.
     pub ping_timeout: Duration,
+}
+
+impl RawLimits {
+    pub fn heartbeat(&self) -> HeartbeatTimes {
+        HeartbeatTimes {
+            interval: self.ping_interval,
+            timeout: self.ping_timeout,
+        }
+    }
 }
 
 /// Bytes tungstenite reads from the socket at a time. Clients send little (a pong per
@@ -158,8 +167,12 @@ impl RawWs {
                 let replay = backlog
                     .as_ref()
                     .map_or_else(Vec::new, |backlog| render_frames(backlog.integers(parity)));
-                let conn =
-                    RawConn::new(socket, resume::first_owed(parity, position, after), replay);
+                let conn = RawConn::new(
+                    socket,
+                    resume::first_owed(parity, position, after),
+                    replay,
+                    Instant::now() + self.limits.ping_interval,
+                );
                 self.fanout.adopt(parity, &conn);
                 (position, backlog.as_ref().map(Backlog::len), conn)
             });
@@ -327,9 +340,6 @@ impl Ended {
 type Socket = WebSocketStream<ConnectionIo>;
 /// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
 type Tunnel = WriteHalf<TokioIo<Upgraded>>;
-/// A ping frame with no payload: FIN, opcode 9, length 0.
-const PING_FRAME: &[u8] = b"\x89\x00";
-
 /// Serves a connection until it ends, then closes it. Every connection holds this future for its
 /// whole life, so it is kept small: one timer for all deadlines, socket writes that never wait,
 /// and the rare paths (a tunnel, the close handshake) boxed.
@@ -342,8 +352,7 @@ async fn serve(
 ) -> Ended {
     let limits = raw.limits;
     let mut deadlines = Deadlines {
-        ping: Instant::now() + limits.ping_interval,
-        answer: None,
+        heartbeat: Instant::now() + limits.ping_interval + limits.ping_timeout,
         stall: None,
     };
     let timer = tokio::time::sleep_until(deadlines.next());
@@ -358,7 +367,9 @@ async fn serve(
             biased;
             _ = &mut shutdown => break Ended::Shutdown,
             incoming = socket.next() => {
-                deadlines.answer = None;
+                let now = Instant::now();
+                conn.answered(now, limits.ping_interval);
+                deadlines.heartbeat = now + limits.ping_interval + limits.ping_timeout;
                 if !flood.allow() {
                     break Ended::Flooding;
                 }
@@ -376,25 +387,22 @@ async fn serve(
             }
             _ = &mut timer => {
                 let now = Instant::now();
-                if deadlines.answer.is_some_and(|due| due <= now) {
-                    break Ended::NoHeartbeat(limits.ping_timeout);
-                }
                 if deadlines.stall.is_some_and(|due| due <= now) {
                     break Ended::stalled(limits.ping_timeout);
                 }
-                if deadlines.ping <= now {
-                    // After a stall, one ping, not a burst of the missed ones.
-                    deadlines.ping = now + limits.ping_interval;
-                    if let Err(error) = conn.write_own(PING_FRAME) {
-                        break Ended::Lost(error.to_string());
+                if deadlines.heartbeat <= now {
+                    match conn.check_heartbeat(now, limits.heartbeat()) {
+                        Ok(HeartbeatCheck::Next(at)) => deadlines.heartbeat = at,
+                        Ok(HeartbeatCheck::Dead) => break Ended::NoHeartbeat(limits.ping_timeout),
+                        Err(error) => break Ended::Lost(error.to_string()),
                     }
-                    deadlines.answer.get_or_insert(now + limits.ping_timeout);
                 }
             }
             _ = conn.woken() => {
                 if let Some(stop) = conn.stopped_by_fanout() {
                     break match stop {
                         Stop::TooSlow(why) => Ended::TooSlow(why),
+                        Stop::NoHeartbeat => Ended::NoHeartbeat(limits.ping_timeout),
                         Stop::Failed(why) => Ended::Lost(why),
                     };
                 }
@@ -436,20 +444,18 @@ async fn serve(
 
 /// When the connection task must next wake on its own.
 struct Deadlines {
-    /// The next heartbeat.
-    ping: Instant,
-    /// When an unanswered ping makes the client dead.
-    answer: Option<Instant>,
+    /// When to check the heartbeat, in case no tick has carried it (see
+    /// [`RawConn::check_heartbeat`]). With ticks flowing, each answer moves it on before it
+    /// comes.
+    heartbeat: Instant,
     /// When parked bytes that the client has not read make it too slow.
     stall: Option<Instant>,
 }
 
 impl Deadlines {
     fn next(&self) -> Instant {
-        [self.answer, self.stall]
-            .into_iter()
-            .flatten()
-            .fold(self.ping, Instant::min)
+        self.stall
+            .map_or(self.heartbeat, |stall| stall.min(self.heartbeat))
     }
 }
 

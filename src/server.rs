@@ -24,7 +24,7 @@ use crate::fanout::Fanout;
 use crate::feed::Feed;
 use crate::http::{AppState, router};
 use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
-use crate::raw_fanout::RawConn;
+use crate::raw_fanout::{RawConn, RawPass};
 use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, Subscriber, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
@@ -131,13 +131,27 @@ pub async fn serve(
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shards = TaskTracker::new();
     let backlog = config.client_backlog as usize;
-    let raw_fanout =
-        Fanout::<RawConn>::start(&feed, Channel::Raw, cores, backlog, &shutdown, &shards);
+    let raw_limits = RawLimits {
+        max_client_message: config.max_client_message as usize,
+        max_backlog: config.max_backlog,
+        ping_interval: config.ping_interval(),
+        ping_timeout: config.ping_timeout(),
+    };
+    let raw_fanout = Fanout::<RawConn>::start(
+        &feed,
+        Channel::Raw,
+        cores,
+        backlog,
+        RawPass::new(raw_limits.heartbeat()),
+        &shutdown,
+        &shards,
+    );
     let socketio_fanout = Fanout::<Subscriber>::start(
         &feed,
         Channel::SocketIoWebSocket,
         cores,
         backlog,
+        (),
         &shutdown,
         &shards,
     );
@@ -169,12 +183,7 @@ pub async fn serve(
         admission: admission.clone(),
         shutdown: shutdown.clone(),
         connections: raw_connections.clone(),
-        limits: RawLimits {
-            max_client_message: config.max_client_message as usize,
-            max_backlog: config.max_backlog,
-            ping_interval: config.ping_interval(),
-            ping_timeout: config.ping_timeout(),
-        },
+        limits: raw_limits,
         fanout: raw_fanout,
     });
     let app = router(AppState {

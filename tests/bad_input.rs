@@ -214,6 +214,12 @@ fn cases() -> Vec<Case> {
             .collect::<String>()
     );
     cases.push(case("huge header", Request(huge_header), Http(431, "")));
+    // Past the server's bound on a request head, 64 KiB (hyper's own default is about 400 KB).
+    let big_header = format!(
+        "GET /_ws/ HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    cases.push(case("200 KB header", Request(big_header), Http(431, "")));
     cases.push(case(
         "too many headers",
         Request(many_headers),

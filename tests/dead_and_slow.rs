@@ -133,6 +133,96 @@ async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_time() 
     );
 }
 
+/// A frame as the server sends it: unmasked, with a payload under 126 bytes.
+fn split_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&first, &length) = (bytes.first()?, bytes.get(1)?);
+    let end = 2 + usize::from(length);
+    Some((first & 0x0f, bytes.get(2..end)?, end))
+}
+
+#[tokio::test]
+async fn a_raw_client_that_reads_but_never_answers_a_ping_is_told_and_dropped() {
+    // Ticks every 50 ms carry the ping.
+    silent_raw_client_is_told_and_dropped(heartbeat_config()).await;
+}
+
+#[tokio::test]
+async fn without_ticks_to_carry_it_the_ping_still_goes_out() {
+    // Ticks every 10 s: the connection sends its ping alone.
+    silent_raw_client_is_told_and_dropped(Config {
+        interval_ms: 10_000,
+        ..heartbeat_config()
+    })
+    .await;
+}
+
+async fn silent_raw_client_is_told_and_dropped(config: Config) {
+    let server = TestServer::start_with(config).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(common::upgrade_request("/_ws/").as_bytes())
+        .await
+        .unwrap();
+    // Read everything the server sends, answer nothing; stop at its close frame.
+    let mut received = Vec::new();
+    let mut integers = Vec::new();
+    let mut pings = 0;
+    let started = tokio::time::Instant::now();
+    let close = tokio::time::timeout(PATIENCE, async {
+        let mut buffer = [0u8; 4096];
+        let head_end = loop {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "closed during the handshake");
+            received.extend_from_slice(&buffer[..read]);
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+        };
+        assert!(received.starts_with(b"HTTP/1.1 101"));
+        received.drain(..head_end);
+        loop {
+            while let Some((opcode, payload, end)) = split_frame(&received) {
+                match opcode {
+                    0x1 => integers.push(
+                        std::str::from_utf8(payload)
+                            .unwrap()
+                            .parse::<u64>()
+                            .unwrap(),
+                    ),
+                    0x9 => pings += 1,
+                    0x8 => {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+                    }
+                    other => panic!("unexpected opcode {other}"),
+                }
+                received.drain(..end);
+            }
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "closed without a close frame");
+            received.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await
+    .expect("the server never closed the silent client");
+    let elapsed = started.elapsed();
+    assert_eq!(close.0, 1013, "{close:?}");
+    assert!(
+        close.1.contains("no answer to a heartbeat"),
+        "reason: {close:?}"
+    );
+    // One ping per heartbeat while unanswered, not one per tick.
+    assert_eq!(pings, 1, "pings before the close");
+    assert_consecutive(&integers);
+    // Ping interval + twice the timeout is 0.8 s; the rest is slack for a loaded machine.
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    server
+        .wait_for_status("the silent client to stop counting", |s| {
+            s.odd.subscribers.raw == 0
+        })
+        .await;
+}
+
 /// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
 /// reads slowly backs up after a few kilobytes.
 async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
