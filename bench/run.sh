@@ -20,7 +20,8 @@ npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 server_pid=""
 server_addr=""
 server_extra=()  # more flags for this server, for one scenario
-# start_server KIND INTERVAL_MS: ours, ws (Node ws peer) or socketio (Node socket.io peer).
+# start_server KIND INTERVAL_MS: ours, ws (Node ws peer), socketio (Node socket.io peer) or bare
+# (socketioxide alone, bench/src/bin/bare_socketio.rs).
 start_server() {
   local log="$out/server.log"
   : > "$log"
@@ -28,6 +29,7 @@ start_server() {
     ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" --log-format json "${server_extra[@]}" 2>"$log" & ;;
     ws) PORT=0 INTERVAL_MS="$2" node bench/peers/ws-peer.mjs 2>"$log" & ;;
     socketio) PORT=0 INTERVAL_MS="$2" node bench/peers/socketio-peer.mjs 2>"$log" & ;;
+    bare) target/release/bare_socketio --interval-ms "$2" 2>"$log" & ;;
   esac
   server_pid=$!
   for _ in $(seq 100); do
@@ -84,6 +86,24 @@ scenario() {
   stop_server
 }
 
+# overload_scenario PROTOCOL: 5,000 clients at 10 ms ticks, and 3 s in, 100 more joining from a
+# second, lightly loaded load-generator process (20 a second). Their connect times are the
+# server's admission latency, without the backlog of the main generator's own 5,000 readers.
+overload_scenario() {
+  start_server ours 10
+  target/release/loadgen --addr "$server_addr" --protocol "$1" --clients 5000 \
+    --hold-seconds 10 --ramp-per-second 5000 --server-pid "$server_pid" \
+    --label "overload-5000 ours interval=10ms" >> "$runs" &
+  local main=$!
+  sleep 3
+  target/release/loadgen --addr "$server_addr" --protocol "$1" --clients 100 \
+    --hold-seconds 2 --ramp-per-second 20 --source-addresses 1 \
+    --label "overload-late-joiners ours interval=10ms" > "$out/late.jsonl"
+  wait "$main"
+  cat "$out/late.jsonl" >> "$runs"
+  stop_server
+}
+
 if [ "$smoke" = 1 ]; then
   scenario smoke ours raw 200 50 3
   scenario smoke ours socketio 200 50 3
@@ -101,12 +121,17 @@ target/release/probe --sockets 1000 --frames 3000000 > "$out/probe.json"
 # The same with as many sockets as one process can hold both ends of under the open-files limit:
 # how the floor grows as writes spread over more sockets.
 target/release/probe --sockets 9000 --frames 3000000 > "$out/probe-wide.json"
+# The same with a reader asleep in epoll_wait, as every real client reads: each write also pays
+# for waking it.
+target/release/probe --sockets 9000 --frames 3000000 --reader epoll > "$out/probe-epoll.json"
 for clients in 1000 10000 19000; do
   scenario "capacity-$clients" ours raw "$clients" 1000 10
   scenario "capacity-$clients" ws raw "$clients" 1000 10
   scenario "capacity-$clients" ours socketio "$clients" 1000 10
   scenario "capacity-$clients" socketio socketio "$clients" 1000 10
 done
+# socketioxide alone, with the same wire protocol and heartbeat: what the library itself costs.
+scenario capacity-19000 bare socketio 19000 1000 10
 # The same 19k raw clients with this server's heartbeats (a ping every 10 s) practically off, as
 # the Node ws peer has none: what dead-peer detection costs.
 server_extra=(--ping-interval-ms 600000)
@@ -114,13 +139,14 @@ scenario heartbeat-off-19000 ours raw 19000 1000 10
 server_extra=()
 for shape in "1000 10" "5000 50"; do
   set -- $shape
-  for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio"; do
+  for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio" "bare socketio"; do
     scenario "fanout-$1" $pair "$1" "$2" 10
   done
 done
-for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio"; do
-  scenario "overload-5000" $pair 5000 10 10
-done
+overload_scenario raw
+scenario "overload-5000" ws raw 5000 10 10
+overload_scenario socketio
+scenario "overload-5000" socketio socketio 5000 10 10
 for protocol in raw socketio; do
   cluster_scenario cluster-19000 "$protocol" 19000
   cluster_scenario cluster-50000 "$protocol" 50000

@@ -3,14 +3,20 @@
 //! sockets with one non-blocking `write` each, round after round; another thread reads them.
 //! On loopback the receiver's TCP work runs in the writer's context, so the writer's CPU time
 //! per frame is the floor a server's CPU per delivered message is compared with.
+//!
+//! By default the reader polls its sockets in turn and never sleeps on one, so a write wakes
+//! nobody: the cheapest delivery there is. `--reader epoll` reads the way real clients do
+//! (the load generator, a browser, Node): asleep in `epoll_wait` until a socket has data, so
+//! each write also pays for waking the reader, and that difference is measured apart.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -24,11 +30,24 @@ struct Args {
     /// Give up after this long whatever the count.
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
+    /// How the reader waits for data.
+    #[arg(long, value_enum, default_value_t = ReaderMode::Poll)]
+    reader: ReaderMode,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum ReaderMode {
+    /// Tries every socket in turn, never asleep on one.
+    Poll,
+    /// Sleeps in epoll_wait, as an event-loop client does.
+    Epoll,
 }
 
 #[derive(Serialize)]
 struct ProbeResult {
     sockets: usize,
+    reader: ReaderMode,
     frames_written: u64,
     frames_read: u64,
     seconds: f64,
@@ -76,25 +95,10 @@ fn main() {
     let reader_thread = {
         let done = done.clone();
         let read_bytes = read_bytes.clone();
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 65536];
-            while !done.load(Ordering::Relaxed) {
-                let mut idle = true;
-                for reader in &mut readers {
-                    match reader.read(&mut buffer) {
-                        Ok(read) if read > 0 => {
-                            idle = false;
-                            read_bytes.fetch_add(read as u64, Ordering::Relaxed);
-                        }
-                        Ok(_) => {}
-                        Err(error) if error.kind() == ErrorKind::WouldBlock => {}
-                        Err(error) => panic!("read: {error}"),
-                    }
-                }
-                if idle {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-            }
+        let mode = args.reader;
+        std::thread::spawn(move || match mode {
+            ReaderMode::Poll => poll_reader(&mut readers, &done, &read_bytes),
+            ReaderMode::Epoll => epoll_reader(&mut readers, &done, &read_bytes),
         })
     };
 
@@ -133,6 +137,7 @@ fn main() {
 
     let result = ProbeResult {
         sockets: args.sockets,
+        reader: args.reader,
         frames_written: written,
         frames_read: read_bytes.load(Ordering::Relaxed) / 3,
         seconds,
@@ -149,4 +154,67 @@ fn main() {
         result.writer_cpu_seconds_per_million,
         result.process_cpu_seconds_per_million,
     );
+}
+
+/// Reads every socket in turn, sleeping briefly only when none had data.
+fn poll_reader(readers: &mut [TcpStream], done: &AtomicBool, read_bytes: &AtomicU64) {
+    let mut buffer = [0u8; 65536];
+    while !done.load(Ordering::Relaxed) {
+        let mut idle = true;
+        for reader in readers.iter_mut() {
+            match reader.read(&mut buffer) {
+                Ok(read) if read > 0 => {
+                    idle = false;
+                    read_bytes.fetch_add(read as u64, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {}
+                Err(error) => panic!("read: {error}"),
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// Sleeps in `epoll_wait` until sockets have data (edge-triggered, as tokio registers them),
+/// then reads each of them dry.
+fn epoll_reader(readers: &mut [TcpStream], done: &AtomicBool, read_bytes: &AtomicU64) {
+    // SAFETY: plain epoll calls on descriptors this function's caller keeps open throughout.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(epoll >= 0, "epoll_create1 failed");
+    for (index, reader) in readers.iter().enumerate() {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: index as u64,
+        };
+        let added =
+            unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, reader.as_raw_fd(), &mut event) };
+        assert_eq!(added, 0, "epoll_ctl failed");
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut buffer = [0u8; 65536];
+    while !done.load(Ordering::Relaxed) {
+        let ready =
+            unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 50) };
+        for event in &events[..ready.max(0) as usize] {
+            drain(&mut readers[event.u64 as usize], &mut buffer, read_bytes);
+        }
+    }
+    unsafe { libc::close(epoll) };
+}
+
+/// Reads what `reader` holds until it would block.
+fn drain(reader: &mut TcpStream, buffer: &mut [u8], read_bytes: &AtomicU64) {
+    loop {
+        match reader.read(buffer) {
+            Ok(read) if read > 0 => {
+                read_bytes.fetch_add(read as u64, Ordering::Relaxed);
+            }
+            Ok(_) => return,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+            Err(error) => panic!("read: {error}"),
+        }
+    }
 }
