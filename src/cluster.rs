@@ -9,9 +9,10 @@
 //!
 //! and the pub/sub channel `ticks`, carrying `odd 17` or `even 9`: a stream and a position.
 //!
-//! Exactly one instance, the lease holder, ticks. A tick is one Lua script that checks the lease
-//! still holds this instance's token, renews it, and for each stream in demand increments the
-//! counter and publishes the new position, atomically. A deposed leader (its lease expired or
+//! Exactly one instance, the lease holder, ticks, every half interval and each stream in turn (as
+//! the single-process ticker does, so the two fan-outs never compete for the cores). A tick is
+//! one Lua script that checks the lease still holds this instance's token, renews it, and if its
+//! stream is in demand increments the counter and publishes the new position, atomically. A deposed leader (its lease expired or
 //! was taken while it was paused) finds another token and publishes nothing, so two instances
 //! that both believe they lead can never publish one position twice or out of order.
 //!
@@ -56,9 +57,9 @@ const MIN_LEASE_MARGIN: Duration = Duration::from_millis(200);
 /// Shortest pause between two attempts of a follower to take the lease.
 const MIN_LEASE_POLL: Duration = Duration::from_millis(50);
 
-/// Checks the lease, renews it, then advances and publishes every stream in demand.
+/// Checks the lease, renews it, then advances and publishes the stream ticked if it is in demand.
 /// KEYS: lease, pos:odd, pos:even, demand:odd, demand:even.
-/// ARGV: token, lease ms, channel, floor odd, floor even.
+/// ARGV: token, lease ms, channel, floor odd, floor even, stream ticked (1 odd, 2 even).
 /// Returns {-1} when the lease is not ours, else {odd position or 0, even position or 0}.
 const TICK_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
@@ -69,7 +70,7 @@ local names = {'odd', 'even'}
 local published = {0, 0}
 for i = 1, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[3 + i], '-inf', now)
-  if redis.call('ZCARD', KEYS[3 + i]) > 0 then
+  if tonumber(ARGV[6]) == i and redis.call('ZCARD', KEYS[3 + i]) > 0 then
     local position = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
     local floor = tonumber(ARGV[3 + i])
     if position < floor then position = floor end
@@ -431,7 +432,9 @@ impl RedisSource {
         let tick = Script::new(TICK_SCRIPT);
         let lease_ms = self.lease().as_millis() as u64;
         let mut token: Option<String> = None;
-        let mut clock = tokio::time::interval(self.interval);
+        // Half beats, odd and even in turn: each stream still ticks once per interval.
+        let mut clock = tokio::time::interval(self.interval / 2);
+        let mut beats = Parity::ALL.into_iter().cycle();
         // A late tick renews the lease late; keep the spacing rather than bursting.
         clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -469,6 +472,7 @@ impl RedisSource {
                 _ = clock.tick() => {}
             }
             let floor = [feed.position(Parity::Odd), feed.position(Parity::Even)];
+            let stream = beats.next().unwrap_or(Parity::Odd);
             let ticked: Result<Vec<i64>, RedisError> = tick
                 .key(&self.keys.lease)
                 .key(&self.keys.positions[0])
@@ -480,6 +484,7 @@ impl RedisSource {
                 .arg(&self.keys.channel)
                 .arg(floor[0])
                 .arg(floor[1])
+                .arg(stream.index() + 1)
                 .invoke_async(&mut connection)
                 .await;
             match ticked.as_deref() {

@@ -163,12 +163,13 @@ describe("three instances sharing one Redis", () => {
     try {
       await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
       await sleep(10 * INTERVAL_MS);
-      // Half an interval after the last tick every client has it, and they must all agree.
-      const lastTick = Math.max(...clients.map((c) => c.times.at(-1)));
-      const moment = lastTick + INTERVAL_MS / 2;
-      await sleep(Math.max(0, moment - Date.now()));
       for (const parity of ["odd", "even"]) {
+        // Half an interval after its stream's last tick every client has it, and they must all
+        // agree. (The two streams tick half an interval apart, so each gets its own moment.)
         const ofType = clients.filter((c) => c.parity === parity);
+        const lastTick = Math.max(...ofType.map((c) => c.times.at(-1)));
+        const moment = lastTick + INTERVAL_MS / 2;
+        await sleep(Math.max(0, moment - Date.now()));
         const lasts = ofType.map((c) => lastAt(c, moment));
         assert.equal(new Set(lasts).size, 1, `${parity} clients disagree on the last integer: ${lasts}`);
         t.diagnostic(`${ofType.length} ${parity} clients on 3 instances and nginx all at ${lasts[0]}`);
@@ -245,20 +246,23 @@ describe("three instances sharing one Redis", () => {
         assert.ok(await healthy(instance.url), "an instance stopped answering its health check without Redis");
       }
       const during = clients.map((c) => c.seen.length);
-      const lastBefore = Math.max(...clients.map((c) => c.seen.at(-1)));
+      const lastBefore = (parity) =>
+        Math.max(...clients.filter((c) => c.parity === parity).map((c) => c.seen.at(-1)));
+      const before = { odd: lastBefore("odd"), even: lastBefore("even") };
       redis = await startRedis(redisPort);
       const restartedAt = Date.now();
-      // The first counter value the new Redis holds continues the streams; counting from zero
+      // The first counter value the new Redis holds continues its stream; counting from zero
       // again, the instances would sit silent until Redis caught up with them.
       const counter = (parity) => execFileSync("redis-cli",
         ["-p", String(redisPort), "GET", `integers:{${cluster}}:pos:${parity}`], { encoding: "utf8" }).trim();
-      let firstCounters;
-      await waitUntil("the counters back in Redis", () => {
-        firstCounters = ["odd", "even"].map(counter);
-        return firstCounters.some((value) => value !== "");
+      const firstCounters = {};
+      await waitUntil("both counters back in Redis", () => {
+        for (const parity of ["odd", "even"]) firstCounters[parity] ??= counter(parity) || undefined;
+        return firstCounters.odd !== undefined && firstCounters.even !== undefined;
       });
-      const firstPosition = Math.max(...firstCounters.map(Number));
-      assert.ok(firstPosition * 2 >= lastBefore, `Redis counters restarted at ${firstCounters}, below ${lastBefore}`);
+      // Position p of odd is 2p - 1, of even 2p: the first new integer comes after the last one seen.
+      assert.ok(2 * Number(firstCounters.odd) - 1 > before.odd, `odd counter restarted at ${firstCounters.odd}, last odd seen ${before.odd}`);
+      assert.ok(2 * Number(firstCounters.even) > before.even, `even counter restarted at ${firstCounters.even}, last even seen ${before.even}`);
       await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= during[i] + 3));
       t.diagnostic(`integers flowing again ${Date.now() - restartedAt} ms after Redis restarted (down for ${restartedAt - stoppedAt} ms)`);
       for (const client of clients) {
