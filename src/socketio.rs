@@ -14,7 +14,7 @@ use socketioxide::SocketError;
 use socketioxide::SocketIo;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::time::Instant;
 use tracing::{Span, info, info_span, warn};
 
@@ -108,7 +108,13 @@ async fn on_connect(
         &socket.req_parts().headers,
         socket.req_parts().extensions.get(),
     );
-    let span = info_span!("socketio", %parity, ns = socket.ns(), sid = %socket.id, %peer);
+    let label = SocketLabel {
+        parity,
+        ns: socket.ns().into(),
+        sid: socket.id,
+        peer: peer.into(),
+    };
+    let span = label.span();
     // Validated by `check_resume`; the stream has only moved forward since.
     let after = resume::after_from_auth(auth.get("after")).ok().flatten();
     let channel = Channel::of_socketio(socket.transport_type());
@@ -136,7 +142,7 @@ async fn on_connect(
                     membership: None,
                 }),
                 cut_off_patience: state.cut_off_patience,
-                span: span.clone(),
+                label,
             });
             if too_slow.is_none() {
                 state.fanout.adopt(parity, &subscriber);
@@ -172,7 +178,10 @@ async fn on_connect(
         async move |reason: DisconnectReason| {
             subscriber.leave();
             telemetry::departed(channel, departure(reason));
-            subscriber.span.in_scope(|| info!(%reason, "disconnected"));
+            subscriber
+                .label
+                .span()
+                .in_scope(|| info!(%reason, "disconnected"));
         }
     });
     // The client may have gone while the handler ran, before the disconnect handler existed.
@@ -199,8 +208,23 @@ struct Joined {
 pub struct Subscriber {
     state: Mutex<SubscriberState>,
     cut_off_patience: Duration,
-    /// The socket's span, for the events that follow its connect.
-    span: Span,
+    label: SocketLabel,
+}
+
+/// Who a socket is, for its log events. Each event after the connect gets a span made from it
+/// for the moment: a span living as long as the socket would keep the logger's record of it for
+/// every idle client (as measured for raw clients, see `raw_ws`).
+struct SocketLabel {
+    parity: Parity,
+    ns: Box<str>,
+    sid: Sid,
+    peer: Box<str>,
+}
+
+impl SocketLabel {
+    fn span(&self) -> Span {
+        info_span!("socketio", parity = %self.parity, ns = %self.ns, sid = %self.sid, peer = %self.peer)
+    }
 }
 
 struct SubscriberState {
@@ -229,7 +253,8 @@ impl Subscriber {
         if let Some(socket) = self.leave()
             && socket.connected()
         {
-            self.span
+            self.label
+                .span()
                 .in_scope(|| warn!(why, "client too slow, disconnecting"));
             tokio::spawn(disconnect_when_possible(socket, self.cut_off_patience));
         }

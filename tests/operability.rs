@@ -173,6 +173,9 @@ async fn json_logs_have_stable_fields() {
     let mut ws = server.raw("/_ws/?even").await;
     next_integers(&mut ws, 2).await;
     close(ws).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
+    let sio = socketio_websocket(&url, "/odd", 2).await;
+    close(sio).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(server.signal(libc::SIGTERM).await.success());
     let log = server.log.lock().unwrap().clone();
@@ -202,6 +205,25 @@ async fn json_logs_have_stable_fields() {
         .expect("a disconnected event");
     assert_eq!(left["reason"], "client closed");
     assert_eq!(left["parity"], "even");
+    // A socket.io client's events name it in their span.
+    for message in ["connected", "disconnected"] {
+        let event = events
+            .iter()
+            .find(|e| e["message"] == message && e["span"]["ns"] == "/odd")
+            .unwrap_or_else(|| panic!("no socket.io {message} event in {log}"));
+        assert_eq!(event["span"]["parity"], "odd", "{event}");
+        assert!(
+            event["span"]["sid"]
+                .as_str()
+                .is_some_and(|sid| !sid.is_empty())
+        );
+        assert!(
+            event["span"]["peer"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
+    }
     assert!(
         events
             .iter()
