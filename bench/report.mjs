@@ -67,7 +67,7 @@ lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of runs) {
   const peer = serverOf(r) === "ours" ? peerOf(r) : null;
   const ratio = (mine, theirs) => (peer && mine && theirs ? `${fmt(mine / theirs, 2)}×` : "");
-  lines.push(`| ${scenarioOf(r)} (${r.label.split(" ")[2]}) | ${NAMES[serverOf(r)]} | ${r.protocol} | ${r.established} / ${r.clients} | ${fmt(r.connect_ms_p50)} / ${fmt(r.connect_ms_p99)} | ${fmt(r.messages_per_second, 0)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_cpu_seconds_per_million / floor, 2)} | ${ratio(r.server_cpu_seconds_per_million, peer?.server_cpu_seconds_per_million)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${ratio(r.server_rss_kib_per_connection, peer?.server_rss_kib_per_connection)} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${r.sequence_gaps} / ${r.sequence_repeats} | ${health(r)} |`);
+  lines.push(`| ${scenarioOf(r)} (${r.label.split(" ")[2]}) | ${NAMES[serverOf(r)]} | ${r.protocol} | ${r.established} / ${r.clients}${r.polling_clients ? ` (${r.polling_clients} polling)` : ""} | ${fmt(r.connect_ms_p50)} / ${fmt(r.connect_ms_p99)} | ${fmt(r.messages_per_second, 0)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_cpu_seconds_per_million / floor, 2)} | ${ratio(r.server_cpu_seconds_per_million, peer?.server_cpu_seconds_per_million)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${ratio(r.server_rss_kib_per_connection, peer?.server_rss_kib_per_connection)} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${r.sequence_gaps} / ${r.sequence_repeats} | ${health(r)} |`);
 }
 lines.push("");
 lines.push("\"vs peer\" divides this server's figure by the peer's in the same scenario (Node ws for raw, Node socket.io for");
@@ -188,7 +188,7 @@ if (clusterRuns.length) {
   lines.push("|---|---|---|---|---|---|---|---|");
   for (const r of clusterRuns) {
     const single = runs.find((x) => x.label === "capacity-19000 ours interval=1000ms" && x.protocol === r.protocol);
-    lines.push(`| ${scenarioOf(r)} | ${r.protocol} | ${r.established} / ${r.clients} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${fmt(single?.skew_ms_p99)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${r.sequence_gaps} / ${r.sequence_repeats} |`);
+    lines.push(`| ${scenarioOf(r)} | ${r.protocol} | ${r.established} / ${r.clients}${r.polling_clients ? ` (${r.polling_clients} polling)` : ""} | ${fmt(r.skew_ms_p50)} / ${fmt(r.skew_ms_p99)} / ${fmt(r.skew_ms_max)} | ${fmt(single?.skew_ms_p99)} | ${fmt(r.server_cpu_seconds_per_million, 2)} | ${fmt(r.server_rss_kib_per_connection, 2)} | ${r.sequence_gaps} / ${r.sequence_repeats} |`);
   }
   lines.push("", "Every client's sequence is checked (step 2, no gap, no repeat), and an integer's skew spans all the clients of");
   lines.push("its stream on all three instances, so a wrong integer on any instance would show as a gap or a repeat.");

@@ -20,6 +20,7 @@ npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 server_pid=""
 server_addr=""
 server_extra=()  # more flags for this server, for one scenario
+loadgen_extra=()  # more flags for the load generator, for one scenario
 # start_server KIND INTERVAL_MS: ours, ws (Node ws peer), socketio (Node socket.io peer) or bare
 # (socketioxide alone, bench/src/bin/bare_socketio.rs).
 start_server() {
@@ -82,7 +83,7 @@ scenario() {
   start_server "$2" "$5"
   target/release/loadgen --addr "$server_addr" --protocol "$3" --clients "$4" \
     --hold-seconds "$6" --ramp-per-second 5000 --server-pid "$server_pid" \
-    --label "$1 $2 interval=$5ms" >> "$runs"
+    --label "$1 $2 interval=$5ms" "${loadgen_extra[@]}" >> "$runs"
   stop_server
 }
 
@@ -106,7 +107,10 @@ overload_scenario() {
 
 if [ "$smoke" = 1 ]; then
   scenario smoke ours raw 200 50 3
+  # A fifth of the socket.io clients on long-polling, so that path of the kit runs too.
+  loadgen_extra=(--polling-share 0.2)
   scenario smoke ours socketio 200 50 3
+  loadgen_extra=()
   node -e '
     const runs = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
     for (const run of runs) {
@@ -143,6 +147,13 @@ for shape in "1000 10" "5000 50"; do
     scenario "fanout-$1" $pair "$1" "$2" 10
   done
 done
+# The fan-out again with a tenth of the socket.io clients on long-polling (each integer is then
+# one HTTP answer and one new request), as clients behind proxies that refuse upgrades are.
+loadgen_extra=(--polling-share 0.1)
+for server in ours socketio; do
+  scenario "fanout-5000-polling10" "$server" socketio 5000 50 10
+done
+loadgen_extra=()
 overload_scenario raw
 scenario "overload-5000" ws raw 5000 10 10
 overload_scenario socketio

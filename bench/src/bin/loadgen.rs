@@ -1,6 +1,6 @@
 //! The load generator: opens N clients of a server (raw WebSocket or socket.io over engine.io
-//! v4 WebSocket), ramps them up, holds, and reports what a user of each would have seen and
-//! what the server paid for it.
+//! v4 WebSocket, with `--polling-share` of them on engine.io long-polling instead), ramps them
+//! up, holds, and reports what a user of each would have seen and what the server paid for it.
 //!
 //! Per client it checks the sequence (step exactly 2, no gap, no repeat). Overall it reports
 //! connections established and failed, connect time p50/p99, messages delivered per second
@@ -82,6 +82,19 @@ struct Args {
     /// Give up on the whole run after this many seconds.
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
+    /// Fraction of socket.io clients (0 to 1, spread evenly) that use engine.io long-polling
+    /// instead of WebSocket, as clients behind proxies that refuse upgrades do.
+    #[arg(long, default_value_t = 0.0)]
+    polling_share: f64,
+}
+
+impl Args {
+    /// Whether client `index` long-polls.
+    fn polls(&self, index: usize) -> bool {
+        let share = self.polling_share.clamp(0.0, 1.0);
+        self.protocol == Protocol::Socketio
+            && ((index + 1) as f64 * share).floor() > (index as f64 * share).floor()
+    }
 }
 
 /// What one client saw.
@@ -96,12 +109,32 @@ struct ClientLog {
     repeats: u64,
 }
 
+impl ClientLog {
+    /// Checks `integer` against the one before it and, during the hold, notes when it came.
+    fn record(&mut self, integer: u64, last: &mut Option<u64>, hold: (u64, u64)) {
+        self.total += 1;
+        match *last {
+            Some(previous) if integer == previous + 2 => {}
+            Some(previous) if integer <= previous => self.repeats += 1,
+            Some(_) => self.gaps += 1,
+            None => {}
+        }
+        *last = Some(integer);
+        let at = unix_us();
+        if (hold.0..=hold.1).contains(&at) {
+            self.received.push((integer, at));
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
     label: String,
     protocol: Protocol,
     mix: Mix,
     clients: usize,
+    /// Of them, socket.io clients on long-polling.
+    polling_clients: usize,
     workers: usize,
     established: usize,
     failed: usize,
@@ -169,20 +202,36 @@ fn integer_in(protocol: Protocol, text: &str) -> Option<u64> {
     }
 }
 
-async fn run_client(
-    args: Arc<Args>,
-    index: usize,
-    even: bool,
-    hold: (u64, u64),
-    stop: Instant,
-) -> ClientLog {
-    let mut log = ClientLog::default();
-    let source = IpAddr::V4(Ipv4Addr::new(
+/// The loopback address client `index` connects from (127.0.0.2, 127.0.0.3, ...).
+fn source_address(args: &Args, index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
         127,
         0,
         0,
         2 + (index % args.source_addresses.max(1) as usize) as u8,
-    ));
+    ))
+}
+
+/// One client's place in the run.
+#[derive(Clone, Copy)]
+struct Plan {
+    index: usize,
+    even: bool,
+    /// The hold, in Unix microseconds.
+    hold: (u64, u64),
+    /// When the client stops reading.
+    stop: Instant,
+}
+
+async fn run_client(args: Arc<Args>, plan: Plan) -> ClientLog {
+    let Plan {
+        index,
+        even,
+        hold,
+        stop,
+    } = plan;
+    let mut log = ClientLog::default();
+    let source = source_address(&args, index);
     let started = Instant::now();
     let connect = async {
         let socket = TcpSocket::new_v4()?;
@@ -255,21 +304,154 @@ async fn run_client(
         let Some(integer) = integer_in(args.protocol, &text) else {
             continue;
         };
-        log.total += 1;
-        match last {
-            Some(previous) if integer == previous + 2 => {}
-            Some(previous) if integer <= previous => log.repeats += 1,
-            Some(_) => log.gaps += 1,
-            None => {}
-        }
-        last = Some(integer);
-        let at = unix_us();
-        if (hold.0..=hold.1).contains(&at) {
-            log.received.push((integer, at));
-        }
+        log.record(integer, &mut last, hold);
     }
     let _ = ws.close(None).await;
     log
+}
+
+/// One socket.io client on engine.io long-polling: a connection that long-polls with `GET`, and
+/// another that sends with `POST` (the connect packet, pongs), as browser clients do.
+async fn run_polling_client(args: Arc<Args>, plan: Plan) -> ClientLog {
+    let mut log = ClientLog::default();
+    let namespace = if plan.even { "/even" } else { "/odd" };
+    let (hold, stop) = (plan.hold, plan.stop);
+    let started = Instant::now();
+    let source = source_address(&args, plan.index);
+    let mut last = None;
+    let polled = async {
+        let mut get = HttpConnection::open(source, args.addr).await?;
+        let open = get
+            .request("GET", "/socket.io/?EIO=4&transport=polling", "")
+            .await?;
+        let sid = open
+            .split_once("\"sid\":\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(sid, _)| sid.to_owned())
+            .ok_or_else(|| std::io::Error::other(format!("no session in {open:?}")))?;
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let mut post = HttpConnection::open(source, args.addr).await?;
+        post.request("POST", &path, &format!("40{namespace},"))
+            .await?;
+        loop {
+            let remaining = stop.saturating_duration_since(Instant::now());
+            let Ok(payload) = tokio::time::timeout(remaining, get.request("GET", &path, "")).await
+            else {
+                return Ok(());
+            };
+            for packet in payload?.split('\x1e') {
+                if packet == "2" {
+                    post.request("POST", &path, "3").await?;
+                } else if packet == "1" {
+                    return Err(std::io::Error::other("server closed the session"));
+                } else if log.connect_ms.is_none() && packet.starts_with(&format!("40{namespace},"))
+                {
+                    log.connect_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                } else if let Some(integer) = integer_in(Protocol::Socketio, packet) {
+                    log.record(integer, &mut last, hold);
+                }
+            }
+        }
+    };
+    if let Err(error) = polled.await {
+        log.failed = Some(error.to_string());
+    }
+    log
+}
+
+/// One keep-alive HTTP/1.1 connection, enough for engine.io's polling requests and answers.
+struct HttpConnection {
+    source: IpAddr,
+    addr: SocketAddr,
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl HttpConnection {
+    async fn open(source: IpAddr, addr: SocketAddr) -> std::io::Result<HttpConnection> {
+        Ok(HttpConnection {
+            source,
+            addr,
+            stream: Self::connect(source, addr).await?,
+            buffer: Vec::new(),
+        })
+    }
+
+    async fn connect(source: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.set_nodelay(true)?;
+        tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))?
+    }
+
+    /// Sends a request and returns the body of a `200` answer. A server may close a keep-alive
+    /// connection that sat idle (between two pongs, say) without reading another request; as a
+    /// browser does, the request then goes again on a new connection.
+    async fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+        match self.exchange(method, path, body).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionAborted => {
+                self.stream = Self::connect(self.source, self.addr).await?;
+                self.buffer.clear();
+                self.exchange(method, path, body).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One request and its `Content-Length` framed answer. `ConnectionAborted` when the server
+    /// closed the connection before answering anything.
+    async fn exchange(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: loadgen\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let unanswered =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed unanswered");
+        if let Err(error) = self.stream.write_all(request.as_bytes()).await {
+            return Err(match error.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    unanswered()
+                }
+                _ => error,
+            });
+        }
+        let closed = || std::io::Error::other("server closed the connection");
+        let head_end = loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match self.stream.read_buf(&mut self.buffer).await {
+                Ok(0) | Err(_) if self.buffer.is_empty() => return Err(unanswered()),
+                Ok(0) => return Err(closed()),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        if !head.starts_with("HTTP/1.1 200") {
+            let status = head.lines().next().unwrap_or_default().to_owned();
+            return Err(std::io::Error::other(format!("polling answered {status}")));
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .ok_or_else(|| std::io::Error::other("an answer without Content-Length"))?;
+        while self.buffer.len() < head_end + length {
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return Err(closed());
+            }
+        }
+        let body = String::from_utf8_lossy(&self.buffer[head_end..head_end + length]).into_owned();
+        self.buffer.drain(..head_end + length);
+        Ok(body)
+    }
 }
 
 /// What one worker's clients saw, merged by the coordinator.
@@ -349,13 +531,17 @@ async fn run_worker(args: Arc<Args>, worker: usize, hold: (u64, u64)) -> Partial
             Mix::Even => true,
             Mix::Mixed => index % 2 == 1,
         };
-        tasks.push(tokio::spawn(run_client(
-            args.clone(),
+        let plan = Plan {
             index,
             even,
             hold,
             stop,
-        )));
+        };
+        tasks.push(if args.polls(index) {
+            tokio::spawn(run_polling_client(args.clone(), plan))
+        } else {
+            tokio::spawn(run_client(args.clone(), plan))
+        });
         next += pace;
         tokio::time::sleep_until(next.into()).await;
     }
@@ -532,6 +718,7 @@ fn main() {
         protocol: args.protocol,
         mix: args.mix,
         clients: args.clients,
+        polling_clients: (0..args.clients).filter(|&index| args.polls(index)).count(),
         workers: args.workers,
         established,
         failed: merged.failed,
