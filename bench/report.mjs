@@ -97,13 +97,15 @@ for (const [what, wanted, value, limit, unit] of targets) {
 // The least time one integer's frames take on this machine at 19k: it goes to the 9,500 clients
 // of its stream; the probe's CPU per frame, writer and reader together (on loopback the load
 // generator reads on the same two cores), spread over both cores with nothing else to do.
-const bound19k = (probe.process_cpu_seconds_per_million * 9500) / 1e6 / os.cpus().length * 1000;
+const boundMs = (p) => (p.process_cpu_seconds_per_million * 9500) / 1e6 / os.cpus().length * 1000;
 lines.push("");
 lines.push(`What bounds the skew at 19k: an integer goes to the 9,500 clients of its stream, and writing and reading one`);
 lines.push(`frame costs ${fmt(probe.process_cpu_seconds_per_million, 2)} CPU-µs here (the probe, writer and reader together), so its frames need`);
-lines.push(`${fmt(bound19k, 0)} ms of both cores' time with no server work at all, and the load generator's time-stamping on top. The`);
-lines.push("two streams tick half an interval apart, so the other stream's fan-out never adds to it. The ratio to the peers,");
-lines.push("measured in the same run, is the fair comparison.");
+lines.push(`${fmt(boundMs(probe), 0)} ms of both cores' time with no server work at all` +
+  (epollProbe ? `, and ${fmt(boundMs(epollProbe), 0)} ms when the reader sleeps in \`epoll_wait\` as real clients do` +
+    ` (${fmt(epollProbe.process_cpu_seconds_per_million, 2)} CPU-µs a frame)` : "") + ".");
+lines.push("The load generator's time-stamping comes on top. The two streams tick half an interval apart, so the other");
+lines.push("stream's fan-out never adds to it. The ratio to the peers, measured in the same run, is the fair comparison.");
 const withPings = ours("capacity-19000", "raw");
 const withoutPings = ours("heartbeat-off-19000", "raw");
 if (withPings && withoutPings) {
