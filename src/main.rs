@@ -34,8 +34,9 @@ async fn main() -> ExitCode {
 }
 
 /// Logs to stderr at the `RUST_LOG` level (default `info`). JSON lines carry the fields
-/// `timestamp`, `level`, `target`, `message`, the event's own fields, and `span` (the
-/// connection's fields: `parity`, `peer`, `ns`, `sid`).
+/// `timestamp`, `level`, `target`, `message` and the event's own fields (a raw client's
+/// `parity` and `peer` among them), and a socket.io client's events also `span`, with its
+/// `parity`, `peer`, `ns` and `sid`.
 fn init_logging(format: Option<LogFormat>) {
     let terminal = std::io::stderr().is_terminal();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
