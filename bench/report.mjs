@@ -6,7 +6,12 @@ import { execSync } from "node:child_process";
 import os from "node:os";
 
 const [dir, markdownPath, chartPath] = process.argv.slice(2);
-const probe = JSON.parse(readFileSync(`${dir}/probe.json`, "utf8"));
+// The floor's runs through the benchmark; the median one is the floor.
+const probes = ["probe.json", "probe-2.json", "probe-3.json"]
+  .filter((name) => existsSync(`${dir}/${name}`))
+  .map((name) => JSON.parse(readFileSync(`${dir}/${name}`, "utf8")))
+  .sort((a, b) => a.writer_cpu_seconds_per_million - b.writer_cpu_seconds_per_million);
+const probe = probes[Math.floor((probes.length - 1) / 2)];
 const runs = readFileSync(`${dir}/runs.jsonl`, "utf8").trim().split("\n").map((line) => JSON.parse(line));
 const floor = probe.writer_cpu_seconds_per_million;
 const wideProbePath = `${dir}/probe-wide.json`;
@@ -46,7 +51,12 @@ lines.push("");
 lines.push("## The floor", "");
 lines.push(`\`target/release/probe --sockets ${probe.sockets} --frames ${probe.frames_written}\`: one thread writing a pre-built 3-byte`);
 lines.push(`frame to ${probe.sockets} loopback sockets, another reading them: **${fmt(floor, 2)} CPU-s per million frames** for the writer`);
-lines.push(`(${fmt(probe.process_cpu_seconds_per_million, 2)} with the reader). Server CPU figures are given as a multiple of it.`, "");
+lines.push(`(${fmt(probe.process_cpu_seconds_per_million, 2)} with the reader). Server CPU figures are given as a multiple of it.`);
+if (probes.length > 1) {
+  lines.push(`It is the median of ${probes.length} runs spread through the benchmark ` +
+    `(${probes.map((p) => fmt(p.writer_cpu_seconds_per_million, 2)).join(", ")}): this machine's speed drifts from minute to minute.`);
+}
+lines.push("");
 if (wideProbe) {
   lines.push(`The same over ${wideProbe.sockets} sockets (\`--sockets ${wideProbe.sockets}\`, as many as one process holds both ends of under`);
   lines.push(`the open-files limit): ${fmt(wideProbe.writer_cpu_seconds_per_million, 2)} CPU-s per million for the writer, ` +
@@ -133,8 +143,10 @@ if (raw19k && epollProbe) {
   }
   lines.push(`- **raw CPU at 19k** (${fmt(xFloor(raw19k), 2)} × the floor): the load generator's clients sleep in \`epoll_wait\`, and on loopback`);
   lines.push(`  waking them is part of every write. Against the probe with such a reader (${fmt(epollFloor, 2)} CPU-s per million) the server is`);
-  lines.push(`  at ${fmt(raw19k.server_cpu_seconds_per_million / epollFloor, 2)} ×. The rest is the kernel's too: \`perf record -g -p PID\` through this scenario (by hand,`);
-  lines.push("  not by this script) put 88% of the server's samples in the kernel, nearly all under `send`, and 12% in user space.");
+  lines.push(`  at ${fmt(raw19k.server_cpu_seconds_per_million / epollFloor, 2)} ×. The rest is the kernel's too: \`perf record -g -p PID\` through this scenario and`);
+  lines.push("  through fanout-5000 (by hand, not by this script) put 88% of the server's samples in the kernel, nearly all under `send`,");
+  lines.push(`  and 12% in user space. With no user-space work at all the server would still be at about ${fmt(0.88 * xFloor(raw19k), 2)} × the floor at 19k:`);
+  lines.push("  what is left is the cost of each write in the kernel, for a client that has been asleep for a second.");
 }
 if (sio19k && bare19k) {
   lines.push(`- **socket.io memory and CPU**: socketioxide alone costs ${fmt(bare19k.server_rss_kib_per_connection, 2)} KiB per connection at 19k and ` +
@@ -160,6 +172,14 @@ if (sio19k && bare19k) {
     lines.push("  A socket.io connect is two round trips and several task hand-offs inside the library (upgrade, open packet, namespace");
     lines.push("  connect), each queued behind the writer tasks that deliver the ticks. A p99 of 5,000 connects made in one second");
     lines.push("  moves by tens of milliseconds from run to run.");
+  }
+  const overloadOf = (server, scenario) => runs.find((r) => scenarioOf(r) === scenario && serverOf(r) === server && r.protocol === "socketio");
+  const [mineMain, mineLate, bareMain, bareLate] = [["ours", "overload-5000"], ["ours", "overload-late-joiners"],
+    ["bare", "overload-5000"], ["bare", "overload-late-joiners"]].map(([server, scenario]) => overloadOf(server, scenario));
+  if (mineMain && bareMain) {
+    lines.push(`- **socket.io connect p99 in overload**: this server ${fmt(mineMain.connect_ms_p99)} ms (late joiners ${fmt(mineLate?.connect_ms_p99)} ms), ` +
+      `socketioxide alone ${fmt(bareMain.connect_ms_p99)} ms (late joiners ${fmt(bareLate?.connect_ms_p99)} ms), delivering`);
+    lines.push(`  ${fmt(mineMain.messages_per_second, 0)} and ${fmt(bareMain.messages_per_second, 0)} integers a second. The same hand-offs as above, behind a busier queue.`);
   }
 }
 lines.push("");
@@ -187,7 +207,7 @@ if (overload.length) {
     lines.push("clients join at 20 a second from a second, lightly loaded load-generator process (row overload-late-joiners):");
     lines.push("");
     for (const r of late) {
-      lines.push(`- ${r.protocol}: ${r.established} of ${r.clients} admitted, connect p50 ${fmt(r.connect_ms_p50)} ms, p99 ${fmt(r.connect_ms_p99)} ms, ` +
+      lines.push(`- ${NAMES[serverOf(r)]}, ${r.protocol}: ${r.established} of ${r.clients} admitted, connect p50 ${fmt(r.connect_ms_p50)} ms, p99 ${fmt(r.connect_ms_p99)} ms, ` +
         `${r.sequence_gaps} gaps, ${r.sequence_repeats} repeats.`);
     }
   }

@@ -87,19 +87,19 @@ scenario() {
   stop_server
 }
 
-# overload_scenario PROTOCOL: 5,000 clients at 10 ms ticks, and 3 s in, 100 more joining from a
-# second, lightly loaded load-generator process (20 a second). Their connect times are the
-# server's admission latency, without the backlog of the main generator's own 5,000 readers.
+# overload_scenario SERVER PROTOCOL: 5,000 clients at 10 ms ticks, and 3 s in, 100 more joining
+# from a second, lightly loaded load-generator process (20 a second). Their connect times are
+# the server's admission latency, without the backlog of the main generator's 5,000 readers.
 overload_scenario() {
-  start_server ours 10
-  target/release/loadgen --addr "$server_addr" --protocol "$1" --clients 5000 \
+  start_server "$1" 10
+  target/release/loadgen --addr "$server_addr" --protocol "$2" --clients 5000 \
     --hold-seconds 10 --ramp-per-second 5000 --server-pid "$server_pid" \
-    --label "overload-5000 ours interval=10ms" >> "$runs" &
+    --label "overload-5000 $1 interval=10ms" >> "$runs" &
   local main=$!
   sleep 3
-  target/release/loadgen --addr "$server_addr" --protocol "$1" --clients 100 \
+  target/release/loadgen --addr "$server_addr" --protocol "$2" --clients 100 \
     --hold-seconds 2 --ramp-per-second 20 --source-addresses 1 \
-    --label "overload-late-joiners ours interval=10ms" > "$out/late.jsonl"
+    --label "overload-late-joiners $1 interval=10ms" > "$out/late.jsonl"
   wait "$main"
   cat "$out/late.jsonl" >> "$runs"
   stop_server
@@ -121,6 +121,8 @@ if [ "$smoke" = 1 ]; then
   exit 0
 fi
 
+# The floor, measured three times through the run (here, before the fan-out, before the cluster):
+# this machine's speed drifts by a fifth from minute to minute, and the report takes the median.
 target/release/probe --sockets 1000 --frames 3000000 > "$out/probe.json"
 # The same with as many sockets as one process can hold both ends of under the open-files limit:
 # how the floor grows as writes spread over more sockets.
@@ -141,6 +143,7 @@ scenario capacity-19000 bare socketio 19000 1000 10
 server_extra=(--ping-interval-ms 600000)
 scenario heartbeat-off-19000 ours raw 19000 1000 10
 server_extra=()
+target/release/probe --sockets 1000 --frames 3000000 > "$out/probe-2.json"
 for shape in "1000 10" "5000 50"; do
   set -- $shape
   for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio" "bare socketio"; do
@@ -154,10 +157,12 @@ for server in ours socketio; do
   scenario "fanout-5000-polling10" "$server" socketio 5000 50 10
 done
 loadgen_extra=()
-overload_scenario raw
+overload_scenario ours raw
 scenario "overload-5000" ws raw 5000 10 10
-overload_scenario socketio
+overload_scenario ours socketio
 scenario "overload-5000" socketio socketio 5000 10 10
+overload_scenario bare socketio
+target/release/probe --sockets 1000 --frames 3000000 > "$out/probe-3.json"
 for protocol in raw socketio; do
   cluster_scenario cluster-19000 "$protocol" 19000
   cluster_scenario cluster-50000 "$protocol" 50000
