@@ -12,9 +12,10 @@
 //! Exactly one instance, the lease holder, ticks, every half interval and each stream in turn (as
 //! the single-process ticker does, so the two fan-outs never compete for the cores). A tick is
 //! one Lua script that checks the lease still holds this instance's token, renews it, and if its
-//! stream is in demand increments the counter and publishes the new position, atomically. A deposed leader (its lease expired or
-//! was taken while it was paused) finds another token and publishes nothing, so two instances
-//! that both believe they lead can never publish one position twice or out of order.
+//! stream is in demand increments the counter and publishes the new position, atomically. A
+//! deposed leader (its lease expired or was taken while it was paused) finds another token and
+//! publishes nothing, so two instances that both believe they lead can never publish one
+//! position twice or out of order.
 //!
 //! Every instance, leader included, delivers what arrives on the channel, and once a second reads
 //! the counters to fill in whatever the subscription missed (a reconnect, a dropped message).
