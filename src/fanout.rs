@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::feed::Feed;
+use crate::feed::{Feed, Protocol};
 use crate::parity::Parity;
-use crate::telemetry::{self, Channel};
+use crate::telemetry;
 
 /// A client of the fan-out.
 pub trait Recipient: Send + Sync + 'static {
@@ -68,10 +68,10 @@ struct LaneShards<R> {
 
 impl<R: Recipient> Fanout<R> {
     /// Starts `shards` tasks per lane, serving the clients that join until `shutdown`. A client
-    /// more than `backlog` integers behind is cut. `channel` labels the delivered count.
+    /// more than `backlog` integers behind is cut. `protocol` labels the delivered count.
     pub fn start(
         feed: &Feed,
-        channel: Channel,
+        protocol: Protocol,
         shards: usize,
         backlog: usize,
         scratch: R::Scratch,
@@ -93,7 +93,7 @@ impl<R: Recipient> Fanout<R> {
                     feed.clone(),
                     parity,
                     fanout.clone(),
-                    channel,
+                    protocol,
                     shard,
                     scratch.clone(),
                     shutdown.clone(),
@@ -123,13 +123,13 @@ async fn run_shard<R: Recipient>(
     feed: Feed,
     parity: Parity,
     fanout: Fanout<R>,
-    channel: Channel,
+    protocol: Protocol,
     shard: usize,
     mut scratch: R::Scratch,
     shutdown: CancellationToken,
 ) {
     let mut last_sent = feed.last_sent(parity);
-    let delivered = telemetry::delivered_counter(channel, parity);
+    let delivered = telemetry::delivered_counter(protocol, parity);
     let mut connections: Vec<Weak<R>> = Vec::new();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);

@@ -47,8 +47,8 @@ struct Inner {
 struct Lane {
     parity: Parity,
     state: Mutex<LaneState>,
-    /// The last integer sent (0 before the first), for the raw fan-out: it writes every
-    /// integer up to it that a connection is owed, rendering frames from the integers alone.
+    /// The last integer sent (0 before the first), which the fan-outs follow: each hands its
+    /// clients every integer up to it that they are owed, computed from the integers alone.
     last_sent: watch::Sender<u64>,
 }
 
@@ -164,8 +164,9 @@ impl Feed {
         self.lane(parity).last_sent.subscribe()
     }
 
-    /// Joins `parity`'s lane, for a client the fan-out serves. `register` runs under the lane's lock with the lane's position: no
-    /// integer can be published between what it learns and its registration taking effect.
+    /// Joins `parity`'s lane, for a client the fan-out serves. `register` runs under the lane's
+    /// lock with the lane's position: no integer can be published between what it learns and
+    /// its registration taking effect.
     pub fn join<T>(
         &self,
         parity: Parity,

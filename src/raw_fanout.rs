@@ -10,7 +10,8 @@
 //! The heartbeat rides on the ticks: a ping that falls due goes out in the same write as the
 //! client's next frames, and the next pass after its timeout checks that something came back.
 //! A ping of its own costs a timer wake-up and a write per client per heartbeat, which at 19,000
-//! clients with 1 s ticks was a fifth of the server's CPU. Only when no tick carries a due ping
+//! clients with 1 s ticks was a fifth of the server's CPU (its CPU under `loadgen --protocol
+//! raw --clients 19000`, with pings every 10 s and with `--ping-interval-ms 10000000`). Only when no tick carries a due ping
 //! within the ping timeout (ticks slower than that) does the connection task send it alone.
 
 use std::io::{self, IoSlice};
@@ -48,6 +49,15 @@ pub struct HeartbeatTimes {
     pub interval: Duration,
     /// How long a ping may go unanswered.
     pub timeout: Duration,
+}
+
+impl HeartbeatTimes {
+    /// When the connection task must look at a heartbeat last answered at `answered`: the
+    /// next ping falls due an interval later, and ticks get as long as a ping may wait for
+    /// its answer to carry it.
+    pub fn check_after_answer(&self, answered: Instant) -> Instant {
+        answered + self.interval + self.timeout
+    }
 }
 
 /// Where a connection's heartbeat stands.
@@ -162,7 +172,14 @@ impl RawConn {
     /// Writes a frame of the connection's own (a ping, a pong, a close), in order with the
     /// ticks.
     pub fn write_own(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        self.write_own_locked(lock(&self.state), bytes)
+    }
+
+    fn write_own_locked(
+        &self,
+        mut state: MutexGuard<'_, WriteState>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
         if state.parked.len() + bytes.len() > MAX_PARKED {
             return Err(io::Error::other("the client is not reading"));
         }
@@ -173,10 +190,11 @@ impl RawConn {
         Ok(())
     }
 
-    /// Records that the client answered (any frame proves it alive): the next ping is due
-    /// `interval` from `now`.
-    pub fn answered(&self, now: Instant, interval: Duration) {
-        lock(&self.state).heartbeat = Heartbeat::DueAt(now + interval);
+    /// Records that the client answered (any frame proves it alive): the next ping is due an
+    /// interval from `now`. Returns when the connection task must next check the heartbeat.
+    pub fn answered(&self, now: Instant, times: HeartbeatTimes) -> Instant {
+        lock(&self.state).heartbeat = Heartbeat::DueAt(now + times.interval);
+        times.check_after_answer(now)
     }
 
     /// The connection task's check, for when no tick carries the heartbeat: sends a ping that
@@ -195,14 +213,8 @@ impl RawConn {
                 Ok(HeartbeatCheck::Next(due + times.timeout))
             }
             Heartbeat::DueAt(_) => {
-                if state.parked.len() + PING_FRAME.len() > MAX_PARKED {
-                    return Err(io::Error::other("the client is not reading"));
-                }
                 state.heartbeat = Heartbeat::Unanswered(now);
-                if self.write_or_park(&mut state, b"", true)? {
-                    drop(state);
-                    self.wake.notify_one();
-                }
+                self.write_own_locked(state, PING_FRAME)?;
                 Ok(HeartbeatCheck::Next(now + times.timeout))
             }
         }
@@ -475,7 +487,7 @@ mod tests {
         assert_eq!(conn.take_parked(), b"\x81\x015");
         // An answer puts the next ping an interval after it.
         let answer = due + Duration::from_secs(2);
-        conn.answered(answer, TIMES.interval);
+        conn.answered(answer, TIMES);
         conn.deliver(&pass(7, 8, due + TIMES.timeout), &mut scratch);
         assert_eq!(conn.take_parked(), b"\x81\x017");
         let due = answer + TIMES.interval;

@@ -61,18 +61,9 @@ pub struct RawLimits {
     pub max_client_message: usize,
     /// Most missed integers replayed on resume.
     pub max_backlog: u64,
-    pub ping_interval: Duration,
-    /// How long a ping may go unanswered, and a write may wait for the client to read.
-    pub ping_timeout: Duration,
-}
-
-impl RawLimits {
-    pub fn heartbeat(&self) -> HeartbeatTimes {
-        HeartbeatTimes {
-            interval: self.ping_interval,
-            timeout: self.ping_timeout,
-        }
-    }
+    /// Ping interval and timeout; the timeout is also how long a write may wait for the
+    /// client to read.
+    pub heartbeat: HeartbeatTimes,
 }
 
 /// Bytes tungstenite reads from the socket at a time. Clients send little (a pong per
@@ -171,7 +162,7 @@ impl RawWs {
                     socket,
                     resume::first_owed(parity, position, after),
                     replay,
-                    Instant::now() + self.limits.ping_interval,
+                    Instant::now() + self.limits.heartbeat.interval,
                 );
                 self.fanout.adopt(parity, &conn);
                 (position, backlog.as_ref().map(Backlog::len), conn)
@@ -180,7 +171,7 @@ impl RawWs {
         telemetry::connected(Channel::Raw);
         if let Some(replayed) = replay {
             telemetry::replayed(Channel::Raw, replayed);
-            telemetry::delivered_counter(Channel::Raw, parity).increment(replayed);
+            telemetry::delivered_counter(Protocol::Raw, parity).increment(replayed);
         }
         // Only a tunnel needs its write half apart: a socket is written to directly.
         let (read, tunnel) = if conn.socket().is_some() {
@@ -351,8 +342,10 @@ async fn serve(
     raw: &RawWs,
 ) -> Ended {
     let limits = raw.limits;
+    let times = limits.heartbeat;
+    let patience = times.timeout;
     let mut deadlines = Deadlines {
-        heartbeat: Instant::now() + limits.ping_interval + limits.ping_timeout,
+        heartbeat: times.check_after_answer(Instant::now()),
         stall: None,
     };
     let timer = tokio::time::sleep_until(deadlines.next());
@@ -368,9 +361,8 @@ async fn serve(
             _ = &mut shutdown => break Ended::Shutdown,
             incoming = socket.next() => {
                 let now = Instant::now();
-                conn.answered(now, limits.ping_interval);
-                deadlines.heartbeat = now + limits.ping_interval + limits.ping_timeout;
-                if !flood.allow() {
+                deadlines.heartbeat = conn.answered(now, times);
+                if !flood.allow(now) {
                     break Ended::Flooding;
                 }
                 match incoming {
@@ -388,12 +380,12 @@ async fn serve(
             _ = &mut timer => {
                 let now = Instant::now();
                 if deadlines.stall.is_some_and(|due| due <= now) {
-                    break Ended::stalled(limits.ping_timeout);
+                    break Ended::stalled(patience);
                 }
                 if deadlines.heartbeat <= now {
-                    match conn.check_heartbeat(now, limits.heartbeat()) {
+                    match conn.check_heartbeat(now, times) {
                         Ok(HeartbeatCheck::Next(at)) => deadlines.heartbeat = at,
-                        Ok(HeartbeatCheck::Dead) => break Ended::NoHeartbeat(limits.ping_timeout),
+                        Ok(HeartbeatCheck::Dead) => break Ended::NoHeartbeat(patience),
                         Err(error) => break Ended::Lost(error.to_string()),
                     }
                 }
@@ -402,7 +394,7 @@ async fn serve(
                 if let Some(stop) = conn.stopped_by_fanout() {
                     break match stop {
                         Stop::TooSlow(why) => Ended::TooSlow(why),
-                        Stop::NoHeartbeat => Ended::NoHeartbeat(limits.ping_timeout),
+                        Stop::NoHeartbeat => Ended::NoHeartbeat(patience),
                         Stop::Failed(why) => Ended::Lost(why),
                     };
                 }
@@ -418,7 +410,7 @@ async fn serve(
             None => conn
                 .flush_to_socket()
                 .map_err(|error| Ended::Lost(error.to_string())),
-            Some(tunnel) => Box::pin(flush_tunnel(conn, tunnel, limits.ping_timeout)).await,
+            Some(tunnel) => Box::pin(flush_tunnel(conn, tunnel, patience)).await,
         };
         match flushed {
             Ok(Flushed { left: false, .. }) => deadlines.stall = None,
@@ -427,7 +419,7 @@ async fn serve(
                 progress,
             }) => {
                 if progress || deadlines.stall.is_none() {
-                    deadlines.stall = Some(Instant::now() + limits.ping_timeout);
+                    deadlines.stall = Some(Instant::now() + patience);
                 }
             }
             Err(ended) => break ended,
@@ -438,7 +430,7 @@ async fn serve(
     // client.
     conn.stop();
     drop(membership);
-    Box::pin(close(socket, conn, tunnel, &ended, limits.ping_timeout)).await;
+    Box::pin(close(socket, conn, tunnel, &ended, patience)).await;
     ended
 }
 
@@ -548,8 +540,7 @@ struct FrameRate {
 }
 
 impl FrameRate {
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
+    fn allow(&mut self, now: Instant) -> bool {
         match self.window_start {
             Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.frames += 1,
             _ => {

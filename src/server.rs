@@ -21,14 +21,14 @@ use crate::cluster::{ClusterError, RedisSource};
 use crate::config::Config;
 use crate::counter_store::{CounterStore, StoreError};
 use crate::fanout::Fanout;
-use crate::feed::Feed;
+use crate::feed::{Feed, Protocol};
 use crate::http::{AppState, router};
 use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
-use crate::raw_fanout::{RawConn, RawPass};
+use crate::raw_fanout::{HeartbeatTimes, RawConn, RawPass};
 use crate::raw_ws::{RawLimits, RawWs};
 use crate::socketio::{SocketIoState, Subscriber, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
-use crate::telemetry::{self, Channel};
+use crate::telemetry;
 
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
 /// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
@@ -134,21 +134,23 @@ pub async fn serve(
     let raw_limits = RawLimits {
         max_client_message: config.max_client_message as usize,
         max_backlog: config.max_backlog,
-        ping_interval: config.ping_interval(),
-        ping_timeout: config.ping_timeout(),
+        heartbeat: HeartbeatTimes {
+            interval: config.ping_interval(),
+            timeout: config.ping_timeout(),
+        },
     };
     let raw_fanout = Fanout::<RawConn>::start(
         &feed,
-        Channel::Raw,
+        Protocol::Raw,
         cores,
         backlog,
-        RawPass::new(raw_limits.heartbeat()),
+        RawPass::new(raw_limits.heartbeat),
         &shutdown,
         &shards,
     );
     let socketio_fanout = Fanout::<Subscriber>::start(
         &feed,
-        Channel::SocketIoWebSocket,
+        Protocol::SocketIo,
         cores,
         backlog,
         (),

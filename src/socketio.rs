@@ -169,7 +169,7 @@ async fn on_connect(
     });
     telemetry::connected(channel);
     telemetry::replayed(channel, joined.replayed);
-    telemetry::delivered_counter(channel, parity).increment(joined.replayed);
+    telemetry::delivered_counter(Protocol::SocketIo, parity).increment(joined.replayed);
 
     // Leaving takes the socket and the membership from the subscriber: demand falls the moment
     // the socket is gone, and the shards drop it at their next pass.

@@ -2,8 +2,9 @@
 //!
 //! A source watches the [`Feed`]'s demand and publishes into it. [`LocalTicker`] is the
 //! single-process source: one task, one clock for both parities (ticking them in turn, half an
-//! interval apart), asleep (no timer at all) while nobody is connected. A cluster source that takes the next integer from a shared
-//! store implements the same trait and leaves the feed and every client handler as they are.
+//! interval apart), asleep (no timer at all) while nobody is connected. A cluster source that
+//! takes the next integer from a shared store implements the same trait and leaves the feed
+//! and every client handler as they are.
 
 use std::future::Future;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use socketioxide::{SocketIo, TransportType};
 
 use crate::cluster::ClusterState;
-use crate::feed::{Feed, LaneStatus};
+use crate::feed::{Feed, LaneStatus, Protocol};
 use crate::parity::Parity;
 
 /// How a client is connected, as a metric label. socket.io splits by transport.
@@ -42,9 +42,18 @@ impl Channel {
 
     fn protocol(self) -> &'static str {
         match self {
-            Channel::Raw => "raw",
-            Channel::SocketIoWebSocket | Channel::SocketIoPolling => "socketio",
+            Channel::Raw => protocol_label(Protocol::Raw),
+            Channel::SocketIoWebSocket | Channel::SocketIoPolling => {
+                protocol_label(Protocol::SocketIo)
+            }
         }
+    }
+}
+
+fn protocol_label(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Raw => "raw",
+        Protocol::SocketIo => "socketio",
     }
 }
 
@@ -118,12 +127,12 @@ pub fn replayed(protocol_of: Channel, count: u64) {
     counter!("integers_replayed_total", "protocol" => protocol_of.protocol()).increment(count);
 }
 
-/// The counter one connection increments for every integer it delivers; taken once per
-/// connection so the hot path is a single atomic add.
-pub fn delivered_counter(protocol_of: Channel, parity: Parity) -> Counter {
+/// The counter of integers delivered over `protocol` (whatever the socket.io transport);
+/// taken once per fan-out shard, so a pass adds to it once.
+pub fn delivered_counter(protocol: Protocol, parity: Parity) -> Counter {
     counter!(
         "integers_delivered_total",
-        "protocol" => protocol_of.protocol(),
+        "protocol" => protocol_label(protocol),
         "type" => parity.as_str(),
     )
 }
