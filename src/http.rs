@@ -3,8 +3,8 @@
 //! socketioxide decides by path alone, so it cannot be mounted as a layer: it would also take
 //! the raw upgrades that `/socket.io/<anything>` must accept. Instead every `/socket.io` request
 //! goes through [`socket_io_entry`], which hands engine.io traffic (anything with an `EIO`
-//! query parameter, and plain requests, which socketioxide answers with 400 as Node does) to
-//! socketioxide and every other WebSocket upgrade to the raw stream.
+//! query parameter) to socketioxide and everything else to the raw endpoint, which answers a
+//! request that is not an upgrade with 426, as it does on `/_ws`.
 
 use std::sync::Arc;
 
@@ -113,9 +113,7 @@ async fn raw_entry(State(state): State<AppState>, request: Request) -> Response 
 }
 
 async fn socket_io_entry(State(state): State<AppState>, mut request: Request) -> Response {
-    let destination =
-        SocketIoDestination::of(is_websocket_upgrade(&request), request.uri().query());
-    match destination {
+    match SocketIoDestination::of(request.uri().query()) {
         SocketIoDestination::Raw => return state.raw.upgrade(request).await,
         SocketIoDestination::NewEngineIoSession => {
             if let Err(refusal) = state.admission.check(request.headers()) {
@@ -160,7 +158,7 @@ fn detach_head(mut request: Request) -> Request {
 /// Where a request on `/socket.io...` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SocketIoDestination {
-    /// A WebSocket upgrade without `EIO`: a raw integer stream.
+    /// No `EIO`: the raw endpoint (a stream for an upgrade, 426 for anything else).
     Raw,
     /// engine.io traffic opening a session (`EIO` and no `sid`): admitted or refused first.
     NewEngineIoSession,
@@ -169,14 +167,13 @@ pub enum SocketIoDestination {
 }
 
 impl SocketIoDestination {
-    pub fn of(websocket_upgrade: bool, query: Option<&str>) -> SocketIoDestination {
-        let engine_io = query::has_key(query, "EIO");
-        if websocket_upgrade && !engine_io {
+    pub fn of(query: Option<&str>) -> SocketIoDestination {
+        if !query::has_key(query, "EIO") {
             SocketIoDestination::Raw
-        } else if engine_io && !query::has_key(query, "sid") {
-            SocketIoDestination::NewEngineIoSession
-        } else {
+        } else if query::has_key(query, "sid") {
             SocketIoDestination::EngineIo
+        } else {
+            SocketIoDestination::NewEngineIoSession
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::http::{AppState, router};
 use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
 use crate::raw_fanout::{HeartbeatTimes, RawConn, RawPass};
 use crate::raw_ws::{RawLimits, RawWs};
-use crate::socketio::{SocketIoState, Subscriber, register_namespaces};
+use crate::socketio::{SocketIoState, Subscriber, depart_all, register_namespaces};
 use crate::source::{IntegerSource, LocalTicker};
 use crate::telemetry;
 
@@ -212,6 +212,9 @@ pub async fn serve(
         // Stops accepting first, then waits for the HTTP requests still open (long polls end
         // once socket.io closes), the raw connections' close frames, and the saved positions.
         let connections = accepting.await;
+        // The listener is closed: new connections are refused from here on.
+        info!("stopped accepting connections");
+        depart_all(&io);
         io.close().await;
         if let Ok(connections) = connections {
             connections.shutdown().await;

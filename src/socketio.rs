@@ -6,6 +6,7 @@
 //! and the live ticks meet with no gap and no repeat, and a send error names the one socket
 //! that failed. No task is woken per socket per tick.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,6 +144,8 @@ async fn on_connect(
                 }),
                 cut_off_patience: state.cut_off_patience,
                 label,
+                channel,
+                departed: AtomicBool::new(false),
             });
             if too_slow.is_none() {
                 state.fanout.adopt(parity, &subscriber);
@@ -175,18 +178,13 @@ async fn on_connect(
     // the socket is gone, and the shards drop it at their next pass.
     socket.on_disconnect({
         let subscriber = subscriber.clone();
-        async move |reason: DisconnectReason| {
-            subscriber.leave();
-            telemetry::departed(channel, departure(reason));
-            subscriber
-                .label
-                .span()
-                .in_scope(|| info!(%reason, "disconnected"));
-        }
+        async move |reason: DisconnectReason| subscriber.depart(departure(reason), reason)
     });
+    // Shutdown finds the subscriber here (see `depart_all`).
+    socket.extensions.insert(subscriber.clone());
     // The client may have gone while the handler ran, before the disconnect handler existed.
     if !socket.connected() {
-        subscriber.leave();
+        subscriber.depart(Departure::ClientClosed, DisconnectReason::TransportClose);
         return;
     }
     if let Some(why) = joined.too_slow {
@@ -209,6 +207,10 @@ pub struct Subscriber {
     state: Mutex<SubscriberState>,
     cut_off_patience: Duration,
     label: SocketLabel,
+    /// How the socket was connected when it joined, for the departure metric.
+    channel: Channel,
+    /// Set by the first of the paths that see the socket leave, which alone counts it.
+    departed: AtomicBool,
 }
 
 /// Who a socket is, for its log events. Each event after the connect gets a span made from it
@@ -246,6 +248,19 @@ impl Subscriber {
         drop(state);
         drop(membership);
         socket
+    }
+
+    /// Stops serving the socket, then counts and logs its departure, once whichever path
+    /// reports it.
+    fn depart(&self, why: Departure, reason: DisconnectReason) {
+        self.leave();
+        if self.departed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        telemetry::departed(self.channel, why);
+        self.label
+            .span()
+            .in_scope(|| info!(%reason, "disconnected"));
     }
 
     /// Disconnects a socket that can no longer be served in order.
@@ -293,6 +308,19 @@ impl Recipient for Subscriber {
         }
         state.next = integer;
         Some(owed)
+    }
+}
+
+/// Records every socket's departure for a shutdown, before socketioxide closes their
+/// connections: it drops its namespaces first, and a socket closed that way never has its
+/// disconnect handler called.
+pub fn depart_all(io: &SocketIo) {
+    for namespace in io.nsps() {
+        for socket in namespace.sockets() {
+            if let Some(subscriber) = socket.extensions.get::<Arc<Subscriber>>() {
+                subscriber.depart(Departure::Shutdown, DisconnectReason::ClosingServer);
+            }
+        }
     }
 }
 

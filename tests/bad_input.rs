@@ -18,18 +18,47 @@ use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-/// What a case expects to see.
+/// This server's answer to a plain request on a raw endpoint.
+const NOT_A_WEBSOCKET: &str = "this endpoint streams integers over WebSocket; \
+connect with a WebSocket client, for example: websocat ws://HOST/_ws/?even\n";
+/// This server's answer to an upgrade on a plain HTTP resource.
+const NO_WEBSOCKET_HERE: &str = "no WebSocket endpoint here: connect to /_ws or /socket.io\n";
+/// This server's answer to an unknown path.
+const NOT_FOUND: &str = "not found\n";
+
+/// What a case expects to see. Text is asserted only where this server writes it or the
+/// README promises it; answers worded by a dependency (hyper, axum, tungstenite, engineioxide)
+/// are asserted by their status or close code alone.
 enum Expect {
     /// An HTTP answer with this status whose body contains the text.
     Http(u16, &'static str),
-    /// A WebSocket close frame with this code whose reason contains the text.
-    Close(u16, &'static str),
-    /// The connection goes on: an integer still arrives after the input.
+    /// An HTTP answer with this status.
+    Status(u16),
+    /// A WebSocket close frame with this code whose reason starts with the text.
+    CloseWith(u16, &'static str),
+    /// A WebSocket close frame with this code.
+    Close(u16),
+    /// The input is ignored: the connection answers a ping sent after it, then an integer
+    /// follows, and the integers stay consecutive throughout.
     StillStreaming,
     /// An engine.io session answers with a frame starting with this text.
     EngineFrame(&'static str),
-    /// The engine.io session is ended (close frame or end of stream), nothing else.
-    EngineClosed,
+    /// The socket.io input is ignored: a namespace connect sent after it is acknowledged, then
+    /// an integer follows, and the integers stay consecutive throughout.
+    EngineStillStreaming,
+    /// The engine.io session is ended at once, by a WebSocket close frame without a code
+    /// (for bad engine.io traffic), or by engine.io's close packet (for bad socket.io traffic).
+    EngineClosed(SessionEnd),
+}
+
+/// How many cases the suite holds (the README promises over 100).
+const CASES: usize = 113;
+
+/// How engine.io ends a session over WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    CloseFrame,
+    ClosePacket,
 }
 
 /// One hostile input.
@@ -156,23 +185,19 @@ fn cases() -> Vec<Case> {
             (
                 "connection without upgrade",
                 upgrade(path, "GET", &[("Connection", "keep-alive")], &[]),
-                Http(400, "Connection header did not include 'upgrade'"),
+                Http(400, "Connection"),
             ),
             (
                 "missing connection",
                 upgrade(path, "GET", &[], &["Connection"]),
-                Http(400, "Connection header did not include 'upgrade'"),
+                Http(400, "Connection"),
             ),
             (
                 "upgrade to another protocol",
                 upgrade(path, "GET", &[("Upgrade", "h2c")], &[]),
-                Http(if path == "/_ws/" { 426 } else { 400 }, ""),
+                Http(426, NOT_A_WEBSOCKET),
             ),
-            (
-                "POST upgrade",
-                upgrade(path, "POST", &[], &[]),
-                Http(405, "Request method must be `GET`"),
-            ),
+            ("POST upgrade", upgrade(path, "POST", &[], &[]), Status(405)),
             (
                 "bad after",
                 upgrade(&format!("{path}?after=x"), "GET", &[], &[]),
@@ -187,20 +212,20 @@ fn cases() -> Vec<Case> {
             ));
         }
     }
-    for (name, path) in [
-        ("root", "/"),
-        ("status", "/status"),
-        ("health check", "/cache-healthcheck"),
-        ("demo script", "/demo.js"),
-        ("unknown", "/ws"),
-        ("prefix lookalike", "/_wsfoo"),
-        ("socket.io lookalike", "/socket.iofoo"),
-        ("encoded path", "/%5Fws/"),
+    for (name, path, answer) in [
+        ("root", "/", NO_WEBSOCKET_HERE),
+        ("status", "/status", NO_WEBSOCKET_HERE),
+        ("health check", "/cache-healthcheck", NO_WEBSOCKET_HERE),
+        ("demo script", "/demo.js", NO_WEBSOCKET_HERE),
+        ("unknown", "/ws", NOT_FOUND),
+        ("prefix lookalike", "/_wsfoo", NOT_FOUND),
+        ("socket.io lookalike", "/socket.iofoo", NOT_FOUND),
+        ("encoded path", "/%5Fws/", NOT_FOUND),
     ] {
         cases.push(case(
             format!("upgrade on a non-WebSocket path: {name}"),
             Request(upgrade(path, "GET", &[], &[])),
-            Http(404, ""),
+            Http(404, answer),
         ));
     }
     let huge_header = format!(
@@ -213,39 +238,35 @@ fn cases() -> Vec<Case> {
             .map(|i| format!("X-H{i}: v\r\n"))
             .collect::<String>()
     );
-    cases.push(case("huge header", Request(huge_header), Http(431, "")));
+    cases.push(case("huge header", Request(huge_header), Status(431)));
     // Past the server's bound on a request head, 64 KiB (hyper's own default is about 400 KB).
     let big_header = format!(
         "GET /_ws/ HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(200_000)
     );
-    cases.push(case("200 KB header", Request(big_header), Http(431, "")));
-    cases.push(case(
-        "too many headers",
-        Request(many_headers),
-        Http(431, ""),
-    ));
+    cases.push(case("200 KB header", Request(big_header), Status(431)));
+    cases.push(case("too many headers", Request(many_headers), Status(431)));
     cases.push(case(
         "garbage request line",
         Request("HELLO THERE\r\n\r\n".into()),
-        Http(400, ""),
+        Status(400),
     ));
     cases.push(case(
         "plain GET on raw path",
         Request("GET /_ws/ HTTP/1.1\r\nHost: t\r\n\r\n".into()),
-        Http(426, "WebSocket client"),
+        Http(426, NOT_A_WEBSOCKET),
     ));
 
     // Invalid WebSocket frames after a valid upgrade.
     cases.push(case(
         "unmasked text frame",
         Frames(vec![frame(FIN | TEXT, b"hi", false)]),
-        Close(1002, "unmasked"),
+        Close(1002),
     ));
     cases.push(case(
         "unmasked ping",
         Frames(vec![frame(FIN | PING, b"", false)]),
-        Close(1002, "unmasked"),
+        Close(1002),
     ));
     for (name, bits) in [
         ("RSV1", 0x40),
@@ -256,26 +277,26 @@ fn cases() -> Vec<Case> {
         cases.push(case(
             format!("reserved bit {name} on text"),
             Frames(vec![frame(FIN | bits | TEXT, b"x", true)]),
-            Close(1002, "Reserved bits"),
+            Close(1002),
         ));
     }
     cases.push(case(
         "reserved bit on ping",
         Frames(vec![frame(FIN | 0x40 | PING, b"", true)]),
-        Close(1002, "Reserved bits"),
+        Close(1002),
     ));
     for opcode in [3u8, 4, 5, 6, 7] {
         cases.push(case(
             format!("reserved data opcode {opcode}"),
             Frames(vec![frame(FIN | opcode, b"x", true)]),
-            Close(1002, "invalid opcode"),
+            Close(1002),
         ));
     }
     for opcode in [0xBu8, 0xC, 0xD, 0xE, 0xF] {
         cases.push(case(
             format!("reserved control opcode {opcode:#x}"),
             Frames(vec![frame(FIN | opcode, b"", true)]),
-            Close(1002, "invalid opcode"),
+            Close(1002),
         ));
     }
     for (name, bytes) in [
@@ -288,7 +309,7 @@ fn cases() -> Vec<Case> {
         cases.push(case(
             format!("invalid UTF-8 text: {name}"),
             Frames(vec![frame(FIN | TEXT, bytes, true)]),
-            Close(1007, "UTF-8"),
+            CloseWith(1007, "text frame is not valid UTF-8"),
         ));
     }
     cases.push(case(
@@ -297,22 +318,22 @@ fn cases() -> Vec<Case> {
             frame(TEXT, b"ok", true),
             frame(FIN | CONTINUATION, b"\xff", true),
         ]),
-        Close(1007, "UTF-8"),
+        CloseWith(1007, "text frame is not valid UTF-8"),
     ));
     cases.push(case(
         "text over the size bound",
         Frames(vec![frame(FIN | TEXT, &[b'a'; 4097], true)]),
-        Close(1009, "too big"),
+        CloseWith(1009, "message too big"),
     ));
     cases.push(case(
         "binary over the size bound",
         Frames(vec![frame(FIN | BINARY, &[0; 5000], true)]),
-        Close(1009, "too big"),
+        CloseWith(1009, "message too big"),
     ));
     cases.push(case(
         "length field of 2^40",
         Frames(vec![frame_declaring(FIN | BINARY, 1 << 40, b"", true)]),
-        Close(1009, "too big"),
+        CloseWith(1009, "message too big"),
     ));
     cases.push(case(
         "length field of 2^63 - 1",
@@ -322,7 +343,7 @@ fn cases() -> Vec<Case> {
             b"",
             true,
         )]),
-        Close(1009, "too big"),
+        CloseWith(1009, "message too big"),
     ));
     cases.push(case(
         "fragments adding up past the bound",
@@ -331,48 +352,48 @@ fn cases() -> Vec<Case> {
             frame(CONTINUATION, &[b'a'; 2000], true),
             frame(FIN | CONTINUATION, &[b'a'; 2000], true),
         ]),
-        Close(1009, "too big"),
+        CloseWith(1009, "message too big"),
     ));
     cases.push(case(
         "fragmented ping",
         Frames(vec![frame(PING, b"", true)]),
-        Close(1002, "Fragmented control frame"),
+        Close(1002),
     ));
     cases.push(case(
         "fragmented pong",
         Frames(vec![frame(PONG, b"", true)]),
-        Close(1002, "Fragmented control frame"),
+        Close(1002),
     ));
     cases.push(case(
         "fragmented close",
         Frames(vec![frame(CLOSE, b"", true)]),
-        Close(1002, "Fragmented control frame"),
+        Close(1002),
     ));
     cases.push(case(
         "ping payload of 126 bytes",
         Frames(vec![frame(FIN | PING, &[0; 126], true)]),
-        Close(1002, "Control frame too big"),
+        Close(1002),
     ));
     cases.push(case(
         "continuation without a start",
         Frames(vec![frame(FIN | CONTINUATION, b"x", true)]),
-        Close(1002, "Continue frame but nothing to continue"),
+        Close(1002),
     ));
     cases.push(case(
         "new message inside a fragmented one",
         Frames(vec![frame(TEXT, b"a", true), frame(FIN | TEXT, b"b", true)]),
-        Close(1002, "While waiting for more fragments received"),
+        Close(1002),
     ));
     cases.push(case(
         "close with a 1-byte payload",
         Frames(vec![frame(FIN | CLOSE, b"\x03", true)]),
-        Close(1002, "Invalid close sequence"),
+        Close(1002),
     ));
     for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999] {
         cases.push(case(
             format!("close with reserved code {code}"),
             Frames(vec![frame(FIN | CLOSE, &close_payload(code, b""), true)]),
-            Close(1002, "Protocol violation"),
+            Close(1002),
         ));
     }
     cases.push(case(
@@ -382,17 +403,17 @@ fn cases() -> Vec<Case> {
             &close_payload(1000, b"\xff"),
             true,
         )]),
-        Close(1007, "UTF-8"),
+        CloseWith(1007, "text frame is not valid UTF-8"),
     ));
     cases.push(case(
         "ping flood",
         Frames((0..500).map(|_| frame(FIN | PING, b"p", true)).collect()),
-        Close(1008, "too many messages"),
+        CloseWith(1008, "too many messages: more than 100 a second"),
     ));
     cases.push(case(
         "text flood",
         Frames((0..500).map(|_| frame(FIN | TEXT, b"t", true)).collect()),
-        Close(1008, "too many messages"),
+        CloseWith(1008, "too many messages: more than 100 a second"),
     ));
     cases.push(case(
         "text at the size bound is ignored",
@@ -420,29 +441,35 @@ fn cases() -> Vec<Case> {
 
     // engine.io and socket.io, over polling and WebSocket.
     let polling = |query: &str| format!("GET /socket.io/?{query} HTTP/1.1\r\nHost: t\r\n\r\n");
-    for eio in ["2", "3", "5", "abc", "", "-1", "4.0"] {
+    // The README promises this answer's text to engine.io v3 clients.
+    cases.push(case(
+        "EIO=3",
+        Request(polling("EIO=3&transport=polling")),
+        Http(400, "Unsupported protocol version"),
+    ));
+    for eio in ["2", "5", "abc", "", "-1", "4.0"] {
         cases.push(case(
             format!("EIO={eio:?}"),
             Request(polling(&format!("EIO={eio}&transport=polling"))),
-            Http(400, "Unsupported protocol version"),
+            Status(400),
         ));
     }
     for transport in ["transport=foo", "transport=", "", "transport=POLLING"] {
         cases.push(case(
             format!("transport {transport:?}"),
             Request(polling(&format!("EIO=4&{transport}"))),
-            Http(400, "Transport unknown"),
+            Status(400),
         ));
     }
     cases.push(case(
         "forged sid on a poll",
         Request(polling("EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA")),
-        Http(400, "Session ID unknown"),
+        Status(400),
     ));
     cases.push(case(
         "forged sid on a POST",
         Request("POST /socket.io/?EIO=4&transport=polling&sid=forged HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n40".into()),
-        Http(400, "Session ID unknown"),
+        Status(400),
     ));
     cases.push(case(
         "forged sid on a WebSocket upgrade",
@@ -452,19 +479,19 @@ fn cases() -> Vec<Case> {
             &[],
             &[],
         )),
-        Http(400, "Session ID unknown"),
+        Status(400),
     ));
     for method in ["PUT", "DELETE", "POST"] {
         cases.push(case(
             format!("{method} handshake"),
             Request(format!("{method} /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")),
-            Http(400, "Bad handshake method"),
+            Status(400),
         ));
     }
     cases.push(case(
         "plain GET without EIO",
         Request("GET /socket.io/ HTTP/1.1\r\nHost: t\r\n\r\n".into()),
-        Http(400, ""),
+        Http(426, NOT_A_WEBSOCKET),
     ));
     let engine = |messages: &[&str]| Engine(messages.iter().map(|m| m.to_string()).collect());
     cases.push(case(
@@ -475,17 +502,17 @@ fn cases() -> Vec<Case> {
     cases.push(case(
         "connecting to a namespace twice",
         engine(&["40/odd,"]),
-        EngineFrame("42/odd,[\"integer\","),
+        EngineStillStreaming,
     ));
     cases.push(case(
         "an event from the client is ignored",
         engine(&["42/odd,[\"hello\",1]"]),
-        EngineFrame("42/odd,[\"integer\","),
+        EngineStillStreaming,
     ));
     cases.push(case(
         "an ack for nothing is ignored",
         engine(&["43/odd,7[]"]),
-        EngineFrame("42/odd,[\"integer\","),
+        EngineStillStreaming,
     ));
     cases.push(case(
         "auth.after not a number",
@@ -509,23 +536,27 @@ fn cases() -> Vec<Case> {
     cases.push(case(
         "unknown engine.io packet type",
         engine(&["9"]),
-        EngineClosed,
+        EngineClosed(SessionEnd::CloseFrame),
     ));
     cases.push(case(
         "unknown socket.io packet type",
         engine(&["49/odd,"]),
-        EngineClosed,
+        EngineClosed(SessionEnd::ClosePacket),
     ));
     cases.push(case(
         "truncated event JSON",
         engine(&["42/odd,[\"integer\""]),
-        EngineClosed,
+        EngineClosed(SessionEnd::ClosePacket),
     ));
-    cases.push(case("empty message", engine(&[""]), EngineClosed));
+    cases.push(case(
+        "empty message",
+        engine(&[""]),
+        EngineClosed(SessionEnd::CloseFrame),
+    ));
     cases.push(case(
         "message over max payload",
         engine(&[&format!("42/odd,[\"{}\"]", "a".repeat(70_000))]),
-        EngineClosed,
+        EngineClosed(SessionEnd::CloseFrame),
     ));
     cases
 }
@@ -567,42 +598,79 @@ async fn request_answer(addr: SocketAddr, request: &str) -> Result<(u16, String)
     Ok((status, text))
 }
 
-/// Reads server frames until a close frame; `Ok(None)` means an integer arrived first.
-async fn read_close(
-    stream: &mut TcpStream,
-    stop_at_integer: bool,
-) -> Result<Option<(u16, String)>, String> {
+/// A frame the server sent to a raw client.
+enum ServerFrame {
+    Integer(u64),
+    Pong(Vec<u8>),
+    Ping,
+    Close(u16, String),
+}
+
+async fn read_server_frame(stream: &mut TcpStream) -> Result<ServerFrame, String> {
     let mut header = [0u8; 2];
+    stream
+        .read_exact(&mut header)
+        .await
+        .map_err(|e| format!("connection ended without a close frame: {e}"))?;
+    let opcode = header[0] & 0x0f;
+    let length = match header[1] & 0x7f {
+        126 => u64::from(stream.read_u16().await.map_err(|e| e.to_string())?),
+        127 => stream.read_u64().await.map_err(|e| e.to_string())?,
+        short => u64::from(short),
+    };
+    let mut payload = vec![0u8; length as usize];
+    stream
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| format!("short frame: {e}"))?;
+    match opcode {
+        CLOSE if payload.len() >= 2 => Ok(ServerFrame::Close(
+            u16::from_be_bytes([payload[0], payload[1]]),
+            String::from_utf8_lossy(&payload[2..]).into_owned(),
+        )),
+        CLOSE => Err("close frame without a code".into()),
+        TEXT => String::from_utf8_lossy(&payload)
+            .parse()
+            .map(ServerFrame::Integer)
+            .map_err(|_| format!("text frame is not an integer: {payload:?}")),
+        PONG => Ok(ServerFrame::Pong(payload)),
+        PING => Ok(ServerFrame::Ping),
+        other => Err(format!("unexpected opcode {other}")),
+    }
+}
+
+/// What a raw connection did after the input: closed with a code and reason, or (for a probe
+/// ping sent after the input) answered it and went on streaming consecutive integers.
+async fn raw_outcome(
+    stream: &mut TcpStream,
+    probed: bool,
+) -> Result<Option<(u16, String)>, String> {
+    let mut integers = Vec::new();
+    let mut answered = false;
     loop {
-        stream
-            .read_exact(&mut header)
-            .await
-            .map_err(|e| format!("no close frame: {e}"))?;
-        let opcode = header[0] & 0x0f;
-        let length = match header[1] & 0x7f {
-            126 => u64::from(stream.read_u16().await.unwrap()),
-            127 => stream.read_u64().await.unwrap(),
-            short => u64::from(short),
-        };
-        let mut payload = vec![0u8; length as usize];
-        stream
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| format!("short frame: {e}"))?;
-        match opcode {
-            CLOSE if payload.len() >= 2 => {
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return Ok(Some((
-                    code,
-                    String::from_utf8_lossy(&payload[2..]).into_owned(),
-                )));
+        match read_server_frame(stream).await? {
+            ServerFrame::Close(code, reason) => return Ok(Some((code, reason))),
+            ServerFrame::Pong(payload) if probed && payload == PROBE => answered = true,
+            // Pongs answering the input's own pings.
+            ServerFrame::Pong(_) | ServerFrame::Ping => {}
+            ServerFrame::Integer(integer) => {
+                if let Some(previous) = integers.last()
+                    && integer != previous + 2
+                {
+                    return Err(format!("{integer} after {previous}"));
+                }
+                integers.push(integer);
+                // An integer after the answer to the probe was sent after the input was read.
+                if answered {
+                    return Ok(None);
+                }
             }
-            CLOSE => return Err("close frame without a code".into()),
-            TEXT if stop_at_integer => return Ok(None),
-            _ => {}
         }
     }
 }
+
+/// The payload of the ping sent after an input that should be ignored.
+const PROBE: &[u8] = b"probe";
 
 async fn run_frames(
     server: &TestServer,
@@ -630,21 +698,35 @@ async fn run_frames(
             break;
         }
     }
-    let answer = tokio::time::timeout(
-        PATIENCE,
-        read_close(&mut stream, matches!(expect, Expect::StillStreaming)),
-    )
-    .await
-    .map_err(|_| "no answer in time".to_string())??;
+    let probed = matches!(expect, Expect::StillStreaming);
+    if probed {
+        stream
+            .write_all(&frame(FIN | PING, PROBE, true))
+            .await
+            .map_err(|e| format!("probe not sent: {e}"))?;
+    }
+    let answer = tokio::time::timeout(PATIENCE, raw_outcome(&mut stream, probed))
+        .await
+        .map_err(|_| "no answer in time".to_string())??;
     match (expect, answer) {
         (Expect::StillStreaming, None) => Ok(()),
-        (Expect::Close(code, reason), Some((got, got_reason)))
-            if got == *code && got_reason.contains(reason) =>
+        (Expect::Close(code), Some((got, _))) if got == *code => Ok(()),
+        (Expect::CloseWith(code, reason), Some((got, got_reason)))
+            if got == *code && got_reason.starts_with(reason) =>
         {
             Ok(())
         }
         (_, answer) => Err(format!("got {answer:?}")),
     }
+}
+
+/// The integer of an odd `integer` event, if `frame` is one.
+fn odd_event(frame: &str) -> Option<u64> {
+    frame
+        .strip_prefix("42/odd,[\"integer\",")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 async fn run_engine(
@@ -661,31 +743,76 @@ async fn run_engine(
     while !connected {
         let frame = next_frame(&mut ws)
             .await?
-            .ok_or("closed before connecting")?;
+            .map_err(|ended| format!("ended before connecting: {ended:?}"))?;
         connected = frame.starts_with("40/odd,{\"sid\"");
     }
     for message in messages {
         let _ = ws.send(Message::text(message.as_str())).await;
     }
+    // The packets of one connection are read in order: a namespace connect sent after the
+    // input is acknowledged only if the input was read and did not end the session.
+    let probed = matches!(expect, Expect::EngineStillStreaming);
+    if probed {
+        let _ = ws.send(Message::text("40/even,")).await;
+    }
+    let mut answered = false;
+    let mut integers: Vec<u64> = Vec::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         if tokio::time::Instant::now() > deadline {
             return Err("no answer in time; the session is still open".into());
         }
-        match (expect, next_frame(&mut ws).await?) {
-            (Expect::EngineClosed, None) => return Ok(()),
-            (Expect::EngineFrame(prefix), Some(frame)) if frame.starts_with(prefix) => {
+        let frame = next_frame(&mut ws).await?;
+        if let Ok(frame) = &frame
+            && let Some(integer) = odd_event(frame)
+        {
+            if let Some(previous) = integers.last()
+                && integer != previous + 2
+            {
+                return Err(format!("odd integer {integer} after {previous}"));
+            }
+            integers.push(integer);
+            if answered {
+                return match expect {
+                    Expect::EngineStillStreaming => Ok(()),
+                    _ => Err(format!("still streaming: {integers:?}")),
+                };
+            }
+            continue;
+        }
+        match (expect, frame) {
+            (Expect::EngineClosed(SessionEnd::CloseFrame), Err(Ended::Close(None)))
+            | (Expect::EngineClosed(SessionEnd::ClosePacket), Err(Ended::ClosePacket)) => {
                 return Ok(());
             }
-            // Integers already on their way when the input was sent still arrive first.
-            (_, Some(frame)) if frame.starts_with("42/odd,[\"integer\",") => {}
+            (Expect::EngineFrame(prefix), Ok(frame)) if frame.starts_with(prefix) => {
+                return Ok(());
+            }
+            (Expect::EngineStillStreaming, Ok(frame)) if frame.starts_with("40/even,{\"sid\"") => {
+                answered = true;
+            }
+            // Even integers, once the probe joined /even, are not what this case watches.
+            (Expect::EngineStillStreaming, Ok(frame))
+                if answered && frame.starts_with("42/even,[\"integer\",") => {}
+            (_, Err(Ended::Dropped(why))) => return Err(format!("dropped: {why}")),
             (_, other) => return Err(format!("got {other:?}")),
         }
     }
 }
 
-/// The next text frame of an engine.io session, answering pings; `None` once it is closed.
-async fn next_frame(ws: &mut common::Ws) -> Result<Option<String>, String> {
+/// How an engine.io session ended.
+#[derive(Debug)]
+enum Ended {
+    /// A WebSocket close frame, with its code if it had one.
+    Close(Option<u16>),
+    /// engine.io's own close packet.
+    ClosePacket,
+    /// The connection ended with no close frame.
+    Dropped(String),
+}
+
+/// The next text frame of an engine.io session, answering pings, or how the session ended.
+async fn next_frame(ws: &mut common::Ws) -> Result<Result<String, Ended>, String> {
     loop {
         match tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -694,10 +821,15 @@ async fn next_frame(ws: &mut common::Ws) -> Result<Option<String>, String> {
             Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
                 let _ = ws.send(Message::text("3")).await;
             }
-            // Engine.io's close packet: the session is over.
-            Some(Ok(Message::Text(text))) if text.as_str() == "1" => return Ok(None),
-            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(None),
+            Some(Ok(Message::Text(text))) if text.as_str() == "1" => {
+                return Ok(Err(Ended::ClosePacket));
+            }
+            Some(Ok(Message::Text(text))) => return Ok(Ok(text.to_string())),
+            Some(Ok(Message::Close(frame))) => {
+                return Ok(Err(Ended::Close(frame.map(|f| u16::from(f.code)))));
+            }
+            None => return Ok(Err(Ended::Dropped("end of stream".into()))),
+            Some(Err(error)) => return Ok(Err(Ended::Dropped(error.to_string()))),
             Some(Ok(_)) => {}
         }
     }
@@ -729,6 +861,7 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
                     {
                         Ok(())
                     }
+                    (Expect::Status(status), Ok((got, _))) if got == *status => Ok(()),
                     (_, answer) => Err(format!("got {answer:?}")),
                 }
             }
@@ -753,7 +886,10 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
         cases.len(),
         failures.join("\n")
     );
-    assert!(cases.len() >= 100, "only {} cases", cases.len());
+    // Every case ran, under a name of its own.
+    assert_eq!(cases.len(), CASES, "the suite lost or gained cases");
+    let names: std::collections::HashSet<_> = cases.iter().map(|case| &case.name).collect();
+    assert_eq!(names.len(), cases.len(), "two cases share a name");
     assert_consecutive(&witnessed.0);
     assert_consecutive(&witnessed.1);
 
@@ -781,10 +917,13 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok"));
 }
 
-/// A client that trickles a request head (slowloris) loses its connection after the header
-/// timeout instead of holding it, and its place under the connection limit, for ever.
+/// A client that trickles a request head (slowloris) loses its connection when the README's
+/// 10 s for a request head are up, instead of holding it, and its place under the connection
+/// limit, for ever. The margin above 10 s is for a loaded machine's timers.
 #[tokio::test]
-async fn a_request_head_that_never_ends_is_dropped() {
+async fn a_request_head_that_never_ends_is_dropped_at_10_s_with_a_2_s_margin() {
+    const PROMISED: Duration = Duration::from_secs(10);
+    const MARGIN: Duration = Duration::from_secs(2);
     let server = TestServer::start(25).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
@@ -793,11 +932,15 @@ async fn a_request_head_that_never_ends_is_dropped() {
         .unwrap();
     let started = tokio::time::Instant::now();
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "still open after 30 s");
+    let read = tokio::time::timeout(PROMISED + MARGIN, stream.read_to_end(&mut rest)).await;
     assert!(
-        started.elapsed() >= Duration::from_secs(5),
-        "dropped too soon: {:?}",
+        read.is_ok(),
+        "still open {:?} after the head began",
+        PROMISED + MARGIN
+    );
+    assert!(
+        started.elapsed() >= PROMISED,
+        "dropped before 10 s: {:?}",
         started.elapsed()
     );
     assert!(

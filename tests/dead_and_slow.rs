@@ -206,10 +206,14 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
     .await
     .expect("the server never closed the silent client");
     let elapsed = started.elapsed();
-    assert_eq!(close.0, 1013, "{close:?}");
-    assert!(
-        close.1.contains("no answer to a heartbeat"),
-        "reason: {close:?}"
+    // The README: closed with 1013 and a reason ending "reconnect with after".
+    let timeout = Duration::from_millis(heartbeat_config().ping_timeout_ms);
+    assert_eq!(
+        close,
+        (
+            1013,
+            format!("no answer to a heartbeat within {timeout:?}; reconnect with after")
+        )
     );
     // One ping per heartbeat while unanswered, not one per tick.
     assert_eq!(pings, 1, "pings before the close");
@@ -239,8 +243,21 @@ async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
     .await
 }
 
+/// Whether `reason` is the close reason of a client cut for being more than the backlog behind.
+fn is_backlog_reason(reason: &str) -> bool {
+    let Some(why) = reason
+        .strip_prefix("too slow: ")
+        .and_then(|rest| rest.strip_suffix("; reconnect with after"))
+    else {
+        return false;
+    };
+    why.starts_with("missed ") || why.ends_with(" integers waiting for the client to read")
+}
+
+/// The backlog alone: heartbeats are a minute apart and the slow clients read all the time,
+/// so neither a missed heartbeat nor a stalled write can be what cuts them.
 #[tokio::test]
-async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
+async fn slow_readers_are_cut_by_the_backlog_with_a_reason_while_fast_ones_see_everything() {
     const SLOW: usize = 10;
     const FAST: usize = 3;
     /// The stated bound on the server's memory through this test.
@@ -252,9 +269,9 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
             "--interval-ms",
             "1",
             "--ping-interval-ms",
-            "200",
+            "60000",
             "--ping-timeout-ms",
-            "1000",
+            "2000",
         ],
     )
     .await;
@@ -297,12 +314,17 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
         .collect();
 
     let mut peak_rss = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let cut = loop {
         peak_rss = peak_rss.max(server.rss_kib());
         let status = server.status().await;
         if status.odd.subscribers.raw == FAST {
             break status;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow clients were not cut in time: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(cut.odd.subscribers.raw, FAST);
@@ -325,7 +347,7 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
         };
         assert_consecutive(&seen);
         assert_eq!(code, 1013, "{reason}");
-        assert!(reason.contains("reconnect with after"), "{reason}");
+        assert!(is_backlog_reason(&reason), "not the backlog: {reason}");
     }
     for reader in fast {
         let all = reader.await.unwrap();
@@ -341,6 +363,53 @@ async fn slow_readers_are_cut_with_a_reason_while_fast_ones_see_everything() {
         peak_rss < RSS_BOUND_KIB,
         "server RSS peaked at {peak_rss} KiB"
     );
+}
+
+/// A stalled write alone: a client that never reads, with heartbeats a minute apart and a
+/// backlog far larger than what fills its socket, is cut when a write has waited
+/// `--ping-timeout-ms`.
+#[tokio::test]
+async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--client-backlog",
+            "65536",
+            "--ping-interval-ms",
+            "60000",
+            "--ping-timeout-ms",
+            "500",
+        ],
+    )
+    .await;
+    let mut bystander = server.raw("/_ws/").await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut silent = socket.connect(server.addr).await.unwrap();
+    silent
+        .write_all(common::upgrade_request("/_ws/").as_bytes())
+        .await
+        .unwrap();
+    // Filling a socket's buffers one small frame a millisecond takes a few seconds.
+    let event = server
+        .wait_for_log_within(3 * PATIENCE, "the silent client's disconnect", |event| {
+            event["message"] == "disconnected" && event["reason"] != "client closed"
+        })
+        .await;
+    assert_eq!(
+        event["reason"], "client too slow: a write waited 500ms for the client to read",
+        "{event}"
+    );
+    server
+        .wait_for_status("the silent client to stop counting", |s| {
+            s.odd.subscribers.raw == 1
+        })
+        .await;
+    assert_consecutive(&next_integers(&mut bystander, 100).await);
+    drop(silent);
 }
 
 /// An engine.io WebSocket session connected to `namespace`, with a small receive buffer.

@@ -17,13 +17,14 @@ async fn a_graceful_restart_continues_exactly() {
     drop(even);
     // With nobody on it, even stops at a known integer; a restart must continue right after
     // it, not after a reservation made ahead of it.
-    let even_stopped_at = loop {
-        let status = server.status().await;
-        if !status.even.running && status.even.subscribers.raw == 0 {
-            break status.even.last.unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+    let even_stopped_at = server
+        .wait_for_status("even to idle", |s| {
+            !s.even.running && s.even.subscribers.raw == 0
+        })
+        .await
+        .even
+        .last
+        .unwrap();
 
     let closing = tokio::spawn(async move { close_frame(&mut odd).await });
     let exit = server.signal(libc::SIGTERM).await;
@@ -54,7 +55,10 @@ async fn a_graceful_restart_continues_exactly() {
 }
 
 #[tokio::test]
-async fn after_kill_9_no_integer_is_ever_repeated() {
+async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_skipped() {
+    // The README: a crash skips at most about 10 s worth of ticks, the block reserved ahead.
+    // At 10 ms a tick that is 1,000 positions, 2,000 in integers.
+    const BLOCK_INTEGERS: u64 = 2 * 10_000 / 10;
     let state = state_dir("crash").join("state.json");
     let state_arg = state.to_str().unwrap();
     let mut seen_before = 0;
@@ -68,6 +72,11 @@ async fn after_kill_9_no_integer_is_ever_repeated() {
         assert!(
             integers[0] > seen_before,
             "round {round}: {} repeats an integer up to {seen_before}",
+            integers[0]
+        );
+        assert!(
+            round == 0 || integers[0] <= seen_before + BLOCK_INTEGERS,
+            "round {round}: {} skips more than the reserved block after {seen_before}",
             integers[0]
         );
         assert_consecutive(&integers);
@@ -112,16 +121,24 @@ async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
 }
 
 #[tokio::test]
-async fn without_state_nothing_is_written() {
+async fn without_state_the_streams_start_at_1_and_2_every_time_and_nothing_is_written() {
     let dir = state_dir("stateless");
-    let mut server = Process::command(0, &["--no-state"]);
-    server.current_dir(&dir).stderr(std::process::Stdio::null());
-    let mut child = server.spawn().unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    child.kill().await.unwrap();
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        0,
-        "files appeared in the working directory"
-    );
+    for start in 0..2 {
+        let mut server = Process::start_in(&dir, 0, &["--no-state", "--interval-ms", "20"]).await;
+        let mut odd = server.raw("/_ws/").await;
+        let mut even = server.raw("/_ws/?even").await;
+        assert_eq!(next_integers(&mut odd, 3).await, [1, 3, 5], "start {start}");
+        assert_eq!(
+            next_integers(&mut even, 3).await,
+            [2, 4, 6],
+            "start {start}"
+        );
+        let exit = server.signal(libc::SIGTERM).await;
+        assert!(exit.success(), "start {start}: {exit:?}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "start {start}: files appeared in the working directory"
+        );
+    }
 }

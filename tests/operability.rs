@@ -89,17 +89,18 @@ async fn metrics_count_what_happened() {
     let foreign = upgrade_request("/_ws/")
         .replace("Host: t\r\n", "Host: t\r\nOrigin: https://evil.example\r\n");
     assert_eq!(http(server.addr, &foreign).await.status, 403);
+    // Four more connections, each known to be accepted once its request is answered.
     let mut hold = Vec::new();
     for _ in 0..4 {
-        hold.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        hold.push(held_connection(&server).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         http(server.addr, &upgrade_request("/_ws/")).await.status,
         503
     );
     drop(hold);
 
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let seen = loop {
         let seen = metrics(&server).await;
         let polling_counted = seen
@@ -108,6 +109,10 @@ async fn metrics_count_what_happened() {
         if polling_counted {
             break seen;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the polling session was never counted: {seen:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let status = server.status().await;
@@ -176,7 +181,11 @@ async fn json_logs_have_stable_fields() {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
     let sio = socketio_websocket(&url, "/odd", 2).await;
     close(sio).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server
+        .wait_for_log("the socket.io client's disconnect", |event| {
+            event["message"] == "disconnected" && event["span"]["ns"] == "/odd"
+        })
+        .await;
     assert!(server.signal(libc::SIGTERM).await.success());
     let log = server.log.lock().unwrap().clone();
     let events: Vec<serde_json::Value> = log
@@ -234,6 +243,27 @@ async fn json_logs_have_stable_fields() {
             .iter()
             .any(|e| e["message"] == "generator idle" && e["parity"] == "even")
     );
+}
+
+/// A kept-alive connection the server has accepted: it has answered a request on it.
+async fn held_connection(server: &Process) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\nok") {
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("no health check answer in time")
+            .unwrap();
+        assert_eq!(read, 1, "closed before answering: {answer:?}");
+        answer.push(byte[0]);
+    }
+    stream
 }
 
 /// Opens a long-polling engine.io session, joins `namespace` and returns the session id.
@@ -349,7 +379,12 @@ async fn departures_are_counted_by_why() {
         format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while !received.contains("41/odd,") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no disconnect packet in time: {received}"
+        );
         let response = http(server.addr, &poll).await;
         assert_eq!(response.status, 200, "{response:?}");
         received.push_str(&response.body);

@@ -4,9 +4,8 @@
 mod common;
 
 use common::{
-    TestServer, assert_consecutive, close, http, next_integers, test_config, upgrade_request,
+    Process, TestServer, assert_consecutive, close, http, next_integers, upgrade_request,
 };
-use integers::Config;
 
 #[tokio::test]
 async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
@@ -62,27 +61,36 @@ async fn resume_works_on_every_raw_path_and_parity() {
 }
 
 #[tokio::test]
-async fn the_backlog_is_capped_to_its_newest_part() {
-    let server = TestServer::start_with(Config {
-        interval_ms: 5,
-        max_backlog: 5,
-        ..test_config()
-    })
+async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() {
+    const CAP: u64 = 5;
+    let server = Process::start(
+        0,
+        &["--no-state", "--interval-ms", "5", "--max-backlog", "5"],
+    )
     .await;
     let mut keeper = server.raw("/_ws/").await;
-    let seen = next_integers(&mut keeper, 30).await;
-    let last = seen[29];
+    next_integers(&mut keeper, 30).await;
+    close(keeper).await;
+    // With nobody connected the stream idles at a known last integer.
+    let idle = server
+        .wait_for_status("odd to idle", |s| {
+            !s.odd.running && s.odd.subscribers.raw == 0
+        })
+        .await;
+    let last = idle.odd.last.unwrap();
     let mut back = server.raw("/_ws/?after=1").await;
-    let resumed = next_integers(&mut back, 5).await;
-    assert_consecutive(&resumed);
-    assert!(
-        resumed[0] >= last - 8,
-        "more than 5 replayed: {resumed:?}, stream at {last}"
-    );
-    assert!(
-        resumed[0] > 3,
-        "the oldest part was replayed instead of the newest: {resumed:?}"
-    );
+    let resumed = next_integers(&mut back, 7).await;
+    // The newest five missed integers, then the live stream.
+    let expected: Vec<u64> = (0..7).map(|i| last - 8 + 2 * i).collect();
+    assert_eq!(resumed, expected, "stream idle at {last}");
+    // Missed: every odd integer from 3 to `last`; replayed: the newest CAP of them.
+    let dropped = (last - 1) / 2 - CAP;
+    server
+        .wait_for_log("the shortfall", |event| {
+            event["message"] == "client was further behind than the backlog cap"
+                && event["dropped"] == dropped
+        })
+        .await;
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@
 
 use integers::http::SocketIoDestination;
 use integers::parity::Parity;
-use integers::query;
 use integers::resume::{self, Backlog};
 use libfuzzer_sys::fuzz_target;
 
@@ -17,12 +16,30 @@ fuzz_target!(|data: &[u8]| {
     };
     let query = Some(text);
 
-    let parity = Parity::from_query(query);
-    assert_eq!(parity == Parity::Even, query::has_key(query, "even"));
+    // The README: a query key `even` (`?even`, `?even=1`, `?foo=1&even`) selects even, anything
+    // else is odd. Stated here pair by pair, not through the server's own query helpers.
+    let names_even = text
+        .split('&')
+        .any(|pair| pair == "even" || pair.starts_with("even="));
+    assert_eq!(Parity::from_query(query) == Parity::Even, names_even, "{text:?}");
+    // Adding the key to any query selects even; no other key does.
+    let with_even = format!("{text}&even");
+    assert_eq!(Parity::from_query(Some(&with_even)), Parity::Even);
+    let with_other = format!("{text}&evenx=1&xeven&x=even");
+    assert_eq!(Parity::from_query(Some(&with_other)), Parity::from_query(query));
 
-    let destination = SocketIoDestination::of(true, query);
-    assert_eq!(destination == SocketIoDestination::Raw, !query::has_key(query, "EIO"));
-    assert_ne!(SocketIoDestination::of(false, query), SocketIoDestination::Raw);
+    // A `/socket.io` request without an `EIO` parameter is the raw endpoint's; one with it is
+    // engine.io's, a new session exactly when it names no `sid`.
+    let names = |key: &str| {
+        text.split('&')
+            .any(|pair| pair == key || pair.starts_with(&format!("{key}=")))
+    };
+    let expected = match (names("EIO"), names("sid")) {
+        (false, _) => SocketIoDestination::Raw,
+        (true, false) => SocketIoDestination::NewEngineIoSession,
+        (true, true) => SocketIoDestination::EngineIo,
+    };
+    assert_eq!(SocketIoDestination::of(query), expected, "{text:?}");
 
     if let Ok(after) = resume::parse_after(text) {
         assert!(text.bytes().all(|b| b.is_ascii_digit()));

@@ -290,7 +290,18 @@ pub struct Process {
 impl Process {
     /// Starts the binary with `args` (host and port are added) and waits for it to listen.
     pub async fn start(port: u16, args: &[&str]) -> Process {
-        let mut child = Process::command(port, args)
+        Process::start_command(Process::command(port, args)).await
+    }
+
+    /// Like [`Process::start`], with `dir` as the working directory.
+    pub async fn start_in(dir: &std::path::Path, port: u16, args: &[&str]) -> Process {
+        let mut command = Process::command(port, args);
+        command.current_dir(dir);
+        Process::start_command(command).await
+    }
+
+    async fn start_command(mut command: tokio::process::Command) -> Process {
+        let mut child = command
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn the integers binary");
@@ -352,6 +363,60 @@ impl Process {
     pub async fn status(&self) -> FeedStatus {
         let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
         serde_json::from_str(&response.body).expect("status JSON")
+    }
+
+    /// Polls `/status` until `done` holds, failing the test after [`PATIENCE`].
+    pub async fn wait_for_status(
+        &self,
+        what: &str,
+        done: impl Fn(&FeedStatus) -> bool,
+    ) -> FeedStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let status = self.status().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until a log line satisfies `found`, failing the test after [`PATIENCE`].
+    pub async fn wait_for_log(
+        &self,
+        what: &str,
+        found: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for_log_within(PATIENCE, what, found).await
+    }
+
+    /// Waits until a log line satisfies `found`, failing the test after `patience`.
+    pub async fn wait_for_log_within(
+        &self,
+        patience: Duration,
+        what: &str,
+        found: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let event = self.log.lock().unwrap().lines().find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                found(&event).then_some(event)
+            });
+            if let Some(event) = event {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line of {what} in time:\n{}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Sends `signal` and waits for the process to exit, returning its exit status.

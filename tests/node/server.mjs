@@ -96,3 +96,48 @@ export function assertConsecutive(assert, values, parity) {
     assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
   }
 }
+
+// A TCP gate in front of a server: clients connect to the gate's port, which forwards to
+// `target` while it is open and refuses (resets) new connections while it is shut. Lets a test
+// keep reconnecting clients away from a restarted server until the stream has moved on without
+// them, so that what they get afterwards depends on resuming, not on the saved position.
+export async function startGate() {
+  const { createServer, connect } = await import("node:net");
+  let target = null;
+  const open = new Set();
+  const gate = createServer((client) => {
+    if (target === null) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = connect(target.port, target.host);
+    open.add(client);
+    open.add(upstream);
+    const drop = () => {
+      open.delete(client);
+      open.delete(upstream);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  gate.listen(0, "127.0.0.1");
+  await once(gate, "listening");
+  const { port } = gate.address();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}`,
+    // Forwards new connections to `server` (as returned by startServer), or shuts the gate.
+    setTarget(server) {
+      target = server === null ? null : { host: "127.0.0.1", port: server.port };
+    },
+    close() {
+      for (const socket of open) socket.destroy();
+      gate.close();
+    },
+  };
+}

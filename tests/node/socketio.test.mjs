@@ -119,7 +119,8 @@ test("socket.io and raw clients of one parity receive identical integers", async
   for (const parity of ["odd", "even"]) {
     const socket = connect(`/${parity}`);
     const fromSocketIo = integers(socket, 12);
-    await sleep(100);
+    // The raw client joins once the socket.io client is receiving, so their integers overlap.
+    await new Promise((resolve) => socket.once("integer", resolve));
     const fromRaw = await rawIntegers(`/_ws/${parity === "even" ? "?even" : ""}`, 6);
     const seen = await fromSocketIo;
     assertConsecutive(assert, seen, parity);

@@ -1,0 +1,182 @@
+//! Graceful shutdown as the README promises it: SIGTERM and SIGINT alike close raw clients
+//! with 1001 and socket.io sessions at the engine.io level, save the exact positions and exit
+//! 0; new connections are refused during the drain; a client that never lets go is cut when
+//! `--drain-ms` is up, and the process still exits 0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    PATIENCE, Process, TestServer, close_frame, http, next_integers, socketio_websocket, state_dir,
+    test_config,
+};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let state = state_dir(&format!("signal-{signal}")).join("state.json");
+        let state_arg = state.to_str().unwrap();
+        let mut server =
+            Process::start(0, &["--interval-ms", "20", "--state-file", state_arg]).await;
+        let mut raw = server.raw("/_ws/").await;
+        let seen = next_integers(&mut raw, 3).await;
+        let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+        let mut sio = socketio_websocket(&url, "/even", 2).await;
+        let raw_closed = tokio::spawn(async move { close_frame(&mut raw).await });
+        // A socket.io client must see its transport close, not a socket.io disconnect
+        // packet, which would tell the official client not to reconnect.
+        let sio_ended = tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(PATIENCE, sio.next())
+                    .await
+                    .expect("the socket.io session did not end in time")
+                {
+                    Some(Ok(Message::Text(text))) => {
+                        assert!(!text.starts_with("41"), "disconnect packet: {text}");
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        });
+
+        let exit = server.signal(signal).await;
+        assert!(exit.success(), "signal {signal}: exit {exit:?}");
+        assert_eq!(
+            raw_closed.await.unwrap(),
+            (1001, "server shutting down, reconnect".to_owned()),
+            "signal {signal}"
+        );
+        sio_ended.await.unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        let log = server.log.lock().unwrap().clone();
+        let saved_logged = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|event| event["message"] == "state saved");
+        assert!(saved_logged, "signal {signal}: no 'state saved' in\n{log}");
+        // The exact last integers: at least what the raw client read, and no reservation
+        // ahead of it (a reservation would be a block of 500 positions at 20 ms).
+        let odd = saved["odd"].as_u64().unwrap();
+        assert!(
+            odd >= seen[2] && odd < seen[2] + 100,
+            "signal {signal}: saved {saved} after reading {seen:?}"
+        );
+    }
+}
+
+/// A raw client that never reads and never answers the close frame.
+async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(common::upgrade_request("/_ws/").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+        .await
+        .expect("no upgrade answer in time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    stream
+}
+
+/// The drain's bound is itself the promise; the margin is for a loaded machine.
+#[tokio::test]
+async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_is_0() {
+    const DRAIN: Duration = Duration::from_millis(1000);
+    const MARGIN: Duration = Duration::from_secs(2);
+    let mut server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "50",
+            "--drain-ms",
+            "1000",
+            // The close handshake alone would wait this long for the client's answer.
+            "--ping-timeout-ms",
+            "60000",
+        ],
+    )
+    .await;
+    let _stubborn = stubborn_client(&server).await;
+    server
+        .wait_for_status("the stubborn client to count", |s| {
+            s.odd.subscribers.raw == 1
+        })
+        .await;
+    let pid = server.child.id().unwrap() as i32;
+    let started = tokio::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+
+    // During the drain the port is closed: new connections, health checks included, are
+    // refused, so a load balancer sends new clients elsewhere at once.
+    server
+        .wait_for_log("the listener to close", |event| {
+            event["message"] == "stopped accepting connections"
+        })
+        .await;
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert_eq!(
+        refused.map(drop).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "a connection during the drain"
+    );
+
+    let exit = tokio::time::timeout(DRAIN + MARGIN, server.child.wait())
+        .await
+        .expect("still running after the drain time")
+        .unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+    assert!(
+        started.elapsed() >= DRAIN,
+        "exited after {:?}",
+        started.elapsed()
+    );
+    server
+        .wait_for_log("the drain's warning", |event| {
+            event["message"] == "drain time is up; exiting with clients still open"
+        })
+        .await;
+}
+
+/// The metric of clients closed by a shutdown. The recorder is the process's, so this test
+/// reads what one in-process server counted from a second one started after it stopped.
+#[tokio::test]
+async fn departures_at_shutdown_are_counted_as_shutdown() {
+    let server = TestServer::start_with(integers::Config {
+        interval_ms: 20,
+        ..test_config()
+    })
+    .await;
+    let mut raw = server.raw("/_ws/").await;
+    next_integers(&mut raw, 1).await;
+    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
+    let mut sio = socketio_websocket(&url, "/odd", 1).await;
+    let reading = tokio::spawn(async move {
+        let closed = close_frame(&mut raw).await;
+        while let Ok(Some(_)) = tokio::time::timeout(PATIENCE, sio.next()).await {}
+        closed
+    });
+    server.stop().await;
+    assert_eq!(reading.await.unwrap().0, 1001);
+
+    let after = TestServer::start_with(test_config()).await;
+    let page = http(after.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    for protocol in ["raw", "socketio"] {
+        let line =
+            format!("integers_disconnects_total{{protocol=\"{protocol}\",reason=\"shutdown\"}} 1");
+        assert!(
+            page.body.lines().any(|l| l == line),
+            "no {line} in\n{}",
+            page.body
+        );
+    }
+}
