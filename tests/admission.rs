@@ -69,8 +69,29 @@ async fn only_allowed_origins_may_connect_when_a_list_is_set() {
         "{}",
         refused.body
     );
-    let socketio = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n\r\n";
-    assert_eq!(http(server.addr, socketio).await.status, 403);
+    // Every way in: socket.io polling, socket.io WebSocket, and the raw stream on /socket.io.
+    let polling = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n";
+    for request in [
+        polling.to_owned(),
+        upgrade_request("/socket.io/?EIO=4&transport=websocket"),
+        upgrade_request("/socket.io/raw?even"),
+    ] {
+        let evil = request.replace("Host: t\r\n", "Host: t\r\nOrigin: https://evil.example\r\n");
+        let refused = http(server.addr, &evil).await;
+        assert_eq!(refused.status, 403, "{request}: {refused:?}");
+        assert_eq!(
+            refused.body, "origin https://evil.example is not allowed\n",
+            "{request}"
+        );
+        let allowed = request.replace("Host: t\r\n", "Host: t\r\nOrigin: https://app.example\r\n");
+        let answer = http(server.addr, &allowed).await;
+        let expected = if request.starts_with("GET /socket.io/?EIO=4&transport=polling") {
+            200
+        } else {
+            101
+        };
+        assert_eq!(answer.status, expected, "{request}: {answer:?}");
+    }
 
     for origin in ["https://app.example", "http://localhost:8080"] {
         let mut ws = tokio_tungstenite::connect_async(

@@ -412,6 +412,71 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
     drop(silent);
 }
 
+/// A socket.io client over WebSocket that reads, and answers every heartbeat, but slower than
+/// the integers come: its queue fills and it is disconnected with a socket.io disconnect
+/// packet ("io server disconnect"), after the integers it was sent, in order.
+#[tokio::test]
+async fn a_slow_socketio_websocket_client_is_disconnected_by_its_backlog() {
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--client-backlog",
+            "16",
+            "--max-backlog",
+            "1",
+            "--ping-interval-ms",
+            "60000",
+        ],
+    )
+    .await;
+    let mut ws = slow_engine_io_client(server.addr, "/odd").await;
+    let mut seen = Vec::new();
+    let mut cut = false;
+    let deadline = tokio::time::Instant::now() + 3 * PATIENCE;
+    let ending = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not disconnected in time; read {} integers",
+            seen.len()
+        );
+        let frame = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no frame in time")
+            .expect("stream ended")
+            .expect("read failed");
+        let text = frame.to_text().unwrap().to_owned();
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+        } else if let Some(integer) = text.strip_prefix("42/odd,[\"integer\",") {
+            seen.push(integer.trim_end_matches(']').parse::<u64>().unwrap());
+        } else if text.starts_with("41") || text == "1" {
+            break text;
+        }
+        // Slow until the server has cut it, then as fast as it can.
+        if !cut {
+            cut = server
+                .log
+                .lock()
+                .unwrap()
+                .contains("client too slow, disconnecting");
+            if !cut {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(ending, "41/odd,", "the socket.io disconnect packet");
+    assert!(cut, "disconnected before the server logged it too slow");
+    assert_consecutive(&seen);
+    server
+        .wait_for_status("the slow client to stop counting", |s| {
+            s.odd.subscribers.socketio == 0
+        })
+        .await;
+}
+
 /// An engine.io WebSocket session connected to `namespace`, with a small receive buffer.
 async fn slow_engine_io_client(addr: SocketAddr, namespace: &str) -> common::Ws {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");

@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Process, assert_consecutive, close_frame, next_integers, state_dir};
+use futures_util::StreamExt;
 
 #[tokio::test]
 async fn a_graceful_restart_continues_exactly() {
@@ -141,4 +144,80 @@ async fn without_state_the_streams_start_at_1_and_2_every_time_and_nothing_is_wr
             "start {start}: files appeared in the working directory"
         );
     }
+}
+
+#[tokio::test]
+async fn a_state_file_that_cannot_be_read_stops_the_start_and_names_it() {
+    // A directory where the file should be: reading it fails even for root.
+    let state = state_dir("unreadable").join("state.json");
+    std::fs::create_dir(&state).unwrap();
+    let output = Process::command(0, &["--state-file", state.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot read state file {}", state.display())),
+        "{stderr}"
+    );
+}
+
+/// While the state file cannot be written the streams pause, since an integer sent without a
+/// saved reservation could be repeated after a crash; once it can, they go on from where they
+/// stood, with no gap and no repeat.
+#[tokio::test]
+async fn an_unwritable_state_file_pauses_the_streams_until_it_can_be_written() {
+    let dir = state_dir("unwritable");
+    let state = dir.join("state.json");
+    let server = Process::start(
+        0,
+        &[
+            "--interval-ms",
+            "20",
+            "--state-file",
+            state.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // Every save goes through `state.json.tmp`: a directory there makes the save fail, even
+    // for root, as a full disk or a read-only volume would.
+    let blocker = dir.join("state.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let mut odd = server.raw("/_ws/").await;
+    server
+        .wait_for_log("a failed save", |event| {
+            event["message"] == "cannot save stream positions; streams pause until it works"
+        })
+        .await;
+    let count_failures = || {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains("cannot save stream positions"))
+            .count()
+    };
+    // Several ticks come and go, each failing to reserve, and none sends an integer.
+    let failures = count_failures();
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while count_failures() < failures + 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ticks stopped trying to save"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = server.status().await;
+    assert_eq!(status.odd.last, None, "odd advanced unsaved: {status:?}");
+    let nothing = tokio::time::timeout(Duration::from_millis(100), odd.next()).await;
+    assert!(nothing.is_err(), "an integer arrived unsaved: {nothing:?}");
+
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(next_integers(&mut odd, 3).await, [1, 3, 5]);
+    let saved = std::fs::read_to_string(&state).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert!(saved["odd"].as_u64().unwrap() >= 5, "{saved}");
 }

@@ -300,7 +300,7 @@ impl Process {
         Process::start_command(command).await
     }
 
-    async fn start_command(mut command: tokio::process::Command) -> Process {
+    pub async fn start_command(mut command: tokio::process::Command) -> Process {
         let mut child = command
             .stderr(std::process::Stdio::piped())
             .spawn()

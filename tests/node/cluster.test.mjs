@@ -5,7 +5,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,12 +67,17 @@ async function startRedis(port) {
 
 // nginx running the example config, pointed at the given instance ports.
 async function startNginx(listenPort, instancePorts) {
-  const dir = mkdtempSync(join(tmpdir(), "integers-nginx-"));
   let site = readFileSync(NGINX_EXAMPLE, "utf8")
     .replace("listen 127.0.0.1:8080;", `listen 127.0.0.1:${listenPort};`);
   const servers = site.match(/server 127\.0\.0\.1:300\d/g);
   assert.equal(servers.length, instancePorts.length, "the example lists one server per instance");
   instancePorts.forEach((port, i) => { site = site.replace(`127.0.0.1:300${i + 1}`, `127.0.0.1:${port}`); });
+  return startNginxSite(listenPort, site);
+}
+
+// nginx serving `site` (a server block) on `listenPort`.
+async function startNginxSite(listenPort, site) {
+  const dir = mkdtempSync(join(tmpdir(), "integers-nginx-"));
   writeFileSync(join(dir, "site.conf"), site);
   writeFileSync(join(dir, "nginx.conf"), `
 ${process.getuid?.() === 0 ? "user root;" : ""}
@@ -103,6 +108,14 @@ function assertGapless(client) {
     assert.equal(seen[i], seen[i - 1] + 2, `${kind} ${parity} client has a gap: ${seen}`);
   }
   for (const value of seen) assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
+}
+
+// The value of one sample of an instance's /metrics.
+async function metric(url, name) {
+  const page = await (await fetch(`${url}/metrics`)).text();
+  const line = page.split("\n").find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `no ${name} in ${page}`);
+  return Number(line.split(" ")[1]);
 }
 
 async function healthy(url) {
@@ -198,6 +211,57 @@ describe("three instances sharing one Redis", () => {
     assert.deepEqual(await lasts("even"), stopped, "even kept advancing after its last client left");
   });
 
+  it("leaves the state file alone: Redis keeps the counters", async () => {
+    for (const instance of instances) {
+      assert.equal(existsSync(instance.stateFile), false, `${instance.stateFile} was written in cluster mode`);
+    }
+  });
+
+  it("lets a crashed instance's demand lapse within 3 s (1 s margin)", async (t) => {
+    const statuses = await Promise.all(instances.map((instance) => instance.status()));
+    const followerIndex = statuses.findIndex((s) => !s.cluster.leader);
+    const follower = instances[followerIndex];
+    const observer = instances.find((instance) => instance !== follower);
+    const client = rawClient(follower.wsUrl, "odd");
+    try {
+      await waitUntil("the follower's client receiving", () => client.seen.length >= 3);
+    } finally {
+      client.closed = true; // no reconnecting: the instance is about to die with it
+    }
+    await follower.stop("SIGKILL");
+    const killedAt = Date.now();
+    // The stream stops once the claim lapses: two reads an interval and a half apart agree.
+    let idleAt;
+    await waitUntil("odd to stop", async () => {
+      const before = (await observer.status()).odd.last;
+      await sleep(1.5 * INTERVAL_MS);
+      if ((await observer.status()).odd.last !== before) return false;
+      idleAt = Date.now() - 1.5 * INTERVAL_MS;
+      return true;
+    }, 10000);
+    t.diagnostic(`odd stopped ${idleAt - killedAt} ms after the crash`);
+    assert.ok(idleAt - killedAt <= 3000 + 1000, `odd ran ${idleAt - killedAt} ms after its only client's instance crashed`);
+    instances[followerIndex] = await startInstance(follower.port);
+    await waitUntil("the replacement in the cluster", async () => (await instances[followerIndex].status()).cluster !== undefined);
+  });
+
+  it("keeps two cluster names on one Redis apart", async () => {
+    const other = await startServer({
+      intervalMs: INTERVAL_MS,
+      extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", `${cluster}-other`],
+    });
+    const idle = (await instances[0].status()).even.last;
+    const client = rawClient(other.wsUrl, "even");
+    try {
+      await waitUntil("the other cluster's client receiving", () => client.seen.length >= 3);
+      assert.deepEqual(client.seen.slice(0, 3), [2, 4, 6], "the other cluster did not start its own streams");
+      assert.equal((await instances[0].status()).even.last, idle, "this cluster's even moved for the other's client");
+    } finally {
+      client.close();
+      assert.equal(await other.stop(), 0);
+    }
+  });
+
   it("serves the demo page through nginx, all four streams live, naming the instance", async () => {
     const browser = await chromium.launch({
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
@@ -232,6 +296,7 @@ describe("three instances sharing one Redis", () => {
       const stoppedAt = Date.now();
       await waitUntil("every instance to notice", async () =>
         (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up));
+      for (const instance of instances) assert.equal(await metric(instance.url, "integers_redis_up"), 0);
       await sleep(2500);
       for (const instance of instances) {
         assert.ok(await healthy(instance.url), "an instance stopped answering its health check without Redis");
@@ -260,7 +325,10 @@ describe("three instances sharing one Redis", () => {
         assertGapless(client);
         assert.equal(client.connects, 1, "a client was disconnected by the Redis outage");
       }
-      for (const instance of instances) assert.equal((await instance.status()).cluster.redis_up, true);
+      for (const instance of instances) {
+        assert.equal((await instance.status()).cluster.redis_up, true);
+        assert.equal(await metric(instance.url, "integers_redis_up"), 1);
+      }
     } finally {
       for (const client of clients) client.close();
     }
@@ -300,6 +368,8 @@ describe("three instances sharing one Redis", () => {
       assert.ok(firstAfter - lastBefore <= bound, `ticks paused ${firstAfter - lastBefore} ms, past the ${bound} ms bound`);
       const leaders = (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader);
       assert.equal(leaders.length, 1, "not exactly one new leader");
+      const leaderGauges = await Promise.all(instances.map((instance) => metric(instance.url, "integers_cluster_leader")));
+      assert.deepEqual(leaderGauges.toSorted(), [0, 1], "integers_cluster_leader after the failover");
       for (const client of clients) assertGapless(client);
       assert.ok(clients.filter((c) => c.connects >= 2).length >= onLeader, "the leader's clients did not reconnect");
     } finally {
@@ -332,6 +402,37 @@ describe("three instances sharing one Redis", () => {
       assert.ok(clients.every((c) => c.connects >= 2), "some client was never moved, so the deploy did not touch it");
     } finally {
       for (const client of clients) client.close();
+    }
+  });
+});
+
+describe("the README's nginx example for one instance", () => {
+  it("passes both protocols, the health check and the client's address through", async () => {
+    const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
+    const snippet = readme.match(/```nginx\n([\s\S]*?)```/)?.[1];
+    assert.ok(snippet?.includes("proxy_pass http://127.0.0.1:3000"), "no nginx example in the README");
+    const server = await startServer({ intervalMs: 50 });
+    const port = await freePort();
+    const nginx = await startNginxSite(port, `server {\n  listen 127.0.0.1:${port};\n${
+      snippet.replaceAll("127.0.0.1:3000", `127.0.0.1:${server.port}`)}}\n`);
+    const clients = [];
+    try {
+      assert.ok(await healthy(`http://127.0.0.1:${port}`), "the health check through nginx");
+      clients.push(rawClient(`ws://127.0.0.1:${port}`, "even"));
+      clients.push(socketIoClient(`http://127.0.0.1:${port}`, "odd"));
+      await waitUntil("integers through nginx", () => clients.every((c) => c.seen.length >= 3));
+      for (const client of clients) assertGapless(client);
+      const connected = server.log().split("\n").filter((line) => line.includes('"connected"'))
+        .map((line) => JSON.parse(line));
+      assert.ok(connected.length >= 2, server.log());
+      for (const event of connected) {
+        const peer = event.peer ?? event.span?.peer;
+        assert.match(peer, /^127\.0\.0\.1 via 127\.0\.0\.1:\d+$/, "X-Forwarded-For reached the log");
+      }
+    } finally {
+      for (const client of clients) client.close();
+      await nginx.stop();
+      await server.stop();
     }
   });
 });

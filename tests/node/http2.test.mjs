@@ -79,3 +79,109 @@ test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   stream.close();
   session.close();
 });
+
+// Opens the raw stream at `path` over an extended CONNECT on `session`, collecting integers
+// and the server's close frame.
+async function openTunnel(session, path) {
+  const stream = session.request({
+    ":method": "CONNECT",
+    ":protocol": "websocket",
+    ":scheme": "http",
+    ":path": path,
+    ":authority": "127.0.0.1",
+    "sec-websocket-version": "13",
+  });
+  const [headers] = await once(stream, "response");
+  const tunnel = { stream, status: headers[":status"], integers: [], body: "" };
+  let pending = Buffer.alloc(0);
+  tunnel.closed = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no close frame on ${path}; integers: ${tunnel.integers}`)), 10000);
+    stream.on("data", (chunk) => {
+      if (tunnel.status !== 200) {
+        tunnel.body += chunk.toString("utf8");
+        return;
+      }
+      let found;
+      [found, pending] = frames(Buffer.concat([pending, chunk]));
+      for (const frame of found) {
+        if (frame.opcode === 0x1) tunnel.integers.push(Number(frame.payload.toString("utf8")));
+        if (frame.opcode === 0x8) {
+          clearTimeout(timer);
+          resolve({ code: frame.payload.readUInt16BE(0), reason: frame.payload.subarray(2).toString("utf8") });
+        }
+      }
+    });
+  });
+  tunnel.closed.catch(() => {});
+  tunnel.ended = once(stream, "end").catch(() => {});
+  return tunnel;
+}
+
+async function waitFor(what, done, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+test("over HTTP/2, even and after resume as over HTTP/1.1, and a bad after is refused", async () => {
+  const session = http2.connect(server.url);
+  try {
+    const first = await openTunnel(session, "/_ws/?even");
+    assert.equal(first.status, 200);
+    await waitFor("three even integers", () => first.integers.length >= 3);
+    const after = first.integers[0];
+    const resumed = await openTunnel(session, `/_ws/?even&after=${after}`);
+    await waitFor("five resumed integers", () => resumed.integers.length >= 5);
+    assert.equal(resumed.integers[0], after + 2, `${resumed.integers}`);
+    assertConsecutive(assert, resumed.integers, "even");
+    const refused = await openTunnel(session, "/_ws/?after=x");
+    await refused.ended;
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body, 'after must be a non-negative integer, got "x"\n');
+    first.stream.close();
+    resumed.stream.close();
+  } finally {
+    session.close();
+  }
+});
+
+test("over HTTP/2, bad frames get their close codes", async () => {
+  const session = http2.connect(server.url);
+  try {
+    const unmasked = await openTunnel(session, "/_ws/");
+    await waitFor("an integer", () => unmasked.integers.length >= 1);
+    unmasked.stream.write(Buffer.from([0x81, 0x02, 0x68, 0x69])); // "hi", unmasked
+    assert.equal((await unmasked.closed).code, 1002);
+    unmasked.stream.write(clientFrame(0x8, [0x03, 0xe8]));
+    const big = await openTunnel(session, "/_ws/");
+    await waitFor("an integer", () => big.integers.length >= 1);
+    const payload = Buffer.alloc(5000, 0x61);
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const header = Buffer.from([0x81, 0x80 | 126, 5000 >> 8, 5000 & 0xff]);
+    big.stream.write(Buffer.concat([header, mask, payload.map((byte, i) => byte ^ mask[i % 4])]));
+    const closed = await big.closed;
+    assert.equal(closed.code, 1009);
+    assert.match(closed.reason, /^message too big/);
+    big.stream.write(clientFrame(0x8, [0x03, 0xe8]));
+  } finally {
+    session.close();
+  }
+});
+
+test("over HTTP/2, a shutdown closes the stream with 1001", async () => {
+  const own = await startServer({ intervalMs: 40 });
+  const session = http2.connect(own.url);
+  try {
+    const tunnel = await openTunnel(session, "/_ws/?even");
+    await waitFor("an integer", () => tunnel.integers.length >= 1);
+    const exit = own.stop();
+    assert.deepEqual(await tunnel.closed, { code: 1001, reason: "server shutting down, reconnect" });
+    tunnel.stream.write(clientFrame(0x8, [0x03, 0xe9])); // the close handshake's answer
+    assert.equal(await exit, 0);
+  } finally {
+    session.destroy();
+    await own.stop();
+  }
+});

@@ -2,7 +2,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { io } from "socket.io-client";
+import { io, Manager } from "socket.io-client";
 import WebSocket from "ws";
 import { startServer, collect, assertConsecutive } from "./server.mjs";
 
@@ -106,6 +106,22 @@ test("namespaces multiplexed on one connection each get their own stream", async
   assertConsecutive(assert, evens, "even");
   odd.disconnect();
   even.disconnect();
+});
+
+test("/ with auth { even: true } on a connection shared with /odd is even", async () => {
+  // The second namespace rides on the first one's connection, whose query it cannot change:
+  // auth is how it asks for even.
+  const manager = new Manager(server.url, { reconnection: false });
+  const odd = manager.socket("/odd");
+  const root = manager.socket("/", { auth: { even: true } });
+  sockets.push(odd, root);
+  odd.connect();
+  root.connect();
+  const [odds, evens] = await Promise.all([integers(odd, 3), integers(root, 3)]);
+  assertConsecutive(assert, odds, "odd");
+  assertConsecutive(assert, evens, "even");
+  odd.disconnect();
+  root.disconnect();
 });
 
 test("an unknown namespace gets connect_error", async () => {
