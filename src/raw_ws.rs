@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, debug_span, info};
+use tracing::{Instrument, debug, debug_span, info, warn};
 use tungstenite::Message;
 use tungstenite::handshake::derive_accept_key;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -192,8 +192,18 @@ impl RawWs {
             conn: conn.clone(),
         };
         let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let ended = serve(websocket, &conn, tunnel, membership, self)
-            .instrument(debug_span!("raw", %parity, %peer))
+        let span = debug_span!("raw", %parity, %peer);
+        let (ended, socket, tunnel) = serve(websocket, &conn, tunnel, membership, self)
+            .instrument(span.clone())
+            .await;
+        // Said when it happens, as for socket.io: the close below may wait a while for a slow
+        // client to read its way to the close frame.
+        if let Ended::TooSlow(why) = &ended {
+            warn!(%parity, %peer, why, "client too slow, disconnecting");
+        }
+        let patience = self.limits.heartbeat.timeout;
+        Box::pin(close(socket, &conn, tunnel, &ended, patience))
+            .instrument(span)
             .await;
         telemetry::departed(Channel::Raw, ended.departure());
         info!(%parity, %peer, reason = %ended, "disconnected");
@@ -331,16 +341,16 @@ impl Ended {
 type Socket = WebSocketStream<ConnectionIo>;
 /// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
 type Tunnel = WriteHalf<TokioIo<Upgraded>>;
-/// Serves a connection until it ends, then closes it. Every connection holds this future for its
-/// whole life, so it is kept small: one timer for all deadlines, socket writes that never wait,
-/// and the rare paths (a tunnel, the close handshake) boxed.
+/// Serves a connection until it ends, and hands back what its close needs. Every connection
+/// holds this future for its whole life, so it is kept small: one timer for all deadlines,
+/// socket writes that never wait, and the rare paths (a tunnel, the close handshake) boxed.
 async fn serve(
     mut socket: Socket,
     conn: &RawConn,
     mut tunnel: Option<Tunnel>,
     membership: Membership,
     raw: &RawWs,
-) -> Ended {
+) -> (Ended, Socket, Option<Tunnel>) {
     let limits = raw.limits;
     let times = limits.heartbeat;
     let patience = times.timeout;
@@ -430,8 +440,7 @@ async fn serve(
     // client.
     conn.stop();
     drop(membership);
-    Box::pin(close(socket, conn, tunnel, &ended, patience)).await;
-    ended
+    (ended, socket, tunnel)
 }
 
 /// When the connection task must next wake on its own.
