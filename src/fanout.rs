@@ -147,10 +147,9 @@ async fn run_shard<R: Recipient>(
         connections.append(&mut fanout.take_arrivals(parity, shard));
         let mut sent = 0;
         let mut index = 0;
-        let mut writes = 0;
+        let mut turn = Turn::default();
         while index < connections.len() {
-            writes += 1;
-            if writes % R::SERVED_BETWEEN_YIELDS == 0 {
+            if turn.served_one::<R>() {
                 tokio::task::yield_now().await;
             }
             let Some(conn) = connections[index].upgrade() else {
@@ -168,6 +167,21 @@ async fn run_shard<R: Recipient>(
             }
         }
         delivered.increment(sent);
+    }
+}
+
+/// Counts the clients a shard serves in a row, to let other tasks on its thread run between
+/// them.
+#[derive(Default)]
+struct Turn {
+    served: usize,
+}
+
+impl Turn {
+    /// Counts one client served; true when the shard should yield before the next.
+    fn served_one<R: Recipient>(&mut self) -> bool {
+        self.served += 1;
+        self.served % R::SERVED_BETWEEN_YIELDS == 0
     }
 }
 

@@ -115,3 +115,18 @@ async fn only_allowed_origins_may_connect_when_a_list_is_set() {
     let mut plain = server.raw("/_ws/").await;
     next_integers(&mut plain, 1).await;
 }
+
+/// With no list set every origin may connect, browsers' included.
+#[tokio::test]
+async fn without_a_list_every_origin_is_allowed() {
+    let server = TestServer::start_with(Config {
+        interval_ms: 20,
+        ..test_config()
+    })
+    .await;
+    let from_a_page = upgrade_request("/_ws/").replace(
+        "Host: t\r\n",
+        "Host: t\r\nOrigin: https://anywhere.example\r\n",
+    );
+    assert_eq!(http(server.addr, &from_a_page).await.status, 101);
+}

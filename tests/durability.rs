@@ -221,3 +221,25 @@ async fn an_unwritable_state_file_pauses_the_streams_until_it_can_be_written() {
     let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
     assert!(saved["odd"].as_u64().unwrap() >= 5, "{saved}");
 }
+
+/// With no flags the state file is `integers-state.json` in the working directory: a bare
+/// relative name, whose directory is the working directory itself.
+#[tokio::test]
+async fn the_default_state_file_is_kept_in_the_working_directory() {
+    let dir = state_dir("default");
+    for start in 0..2 {
+        let mut server = Process::start_in(&dir, 0, &["--interval-ms", "20"]).await;
+        let mut even = server.raw("/_ws/?even").await;
+        let seen = next_integers(&mut even, 3).await;
+        if start == 1 {
+            assert!(seen[0] > 6, "the second start did not continue: {seen:?}");
+        }
+        drop(even);
+        assert!(server.signal(libc::SIGTERM).await.success());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["integers-state.json"], "start {start}");
+    }
+}
