@@ -181,7 +181,7 @@ impl Turn {
     /// Counts one client served; true when the shard should yield before the next.
     fn served_one<R: Recipient>(&mut self) -> bool {
         self.served += 1;
-        self.served % R::SERVED_BETWEEN_YIELDS == 0
+        self.served.is_multiple_of(R::SERVED_BETWEEN_YIELDS)
     }
 }
 

@@ -179,3 +179,46 @@ async fn the_connection_limit_follows_the_open_files_limit() {
     assert_eq!(refused.header("retry-after"), Some("5"));
     drop((held, last));
 }
+
+/// Every flag has an environment variable fallback: here the address, the state, the log
+/// format, the tick and the client message bound all come from the environment.
+#[tokio::test]
+async fn flags_fall_back_to_their_environment_variables() {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
+    command
+        .envs([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+            ("NO_STATE", "true"),
+            ("LOG_FORMAT", "json"),
+            ("INTERVAL_MS", "20"),
+            ("MAX_CLIENT_MESSAGE", "100"),
+            ("RUST_LOG", "info"),
+        ])
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    let server = Process::start_command(command).await;
+    let listening = server
+        .wait_for_log("the listening line", |event| {
+            event["message"] == "listening"
+        })
+        .await;
+    assert_eq!(listening["interval_ms"], 20, "{listening}");
+    assert!(
+        listening["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = server.raw("/_ws/").await;
+    common::next_integers(&mut ws, 1).await;
+    ws.send(Message::text("a".repeat(100))).await.unwrap();
+    common::next_integers(&mut ws, 2).await;
+    ws.send(Message::text("a".repeat(101))).await.unwrap();
+    let (code, reason) = common::close_frame(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+}
