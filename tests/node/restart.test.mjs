@@ -26,14 +26,14 @@ async function rideThrough(signal) {
   const stateFile = freshStateFile();
   let server = await startServer({ intervalMs: INTERVAL_MS, stateFile });
   const gate = await startGate();
-  gate.setTarget(server);
+  await gate.setTarget(server);
   const clients = [];
   const keepers = [];
   for (let i = 0; i < SOCKETIO_CLIENTS; i++) clients.push(socketIoClient(gate.url, i % 2 ? "even" : "odd"));
   for (let i = 0; i < RAW_CLIENTS; i++) clients.push(rawClient(gate.wsUrl, i % 2 ? "even" : "odd"));
   try {
     await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
-    gate.setTarget(null);
+    await gate.setTarget(null);
     const exit = await server.stop(signal);
     assert.equal(exit, signal === "SIGTERM" ? 0 : "SIGKILL");
     const before = clients.map((c) => c.seen.length);
@@ -45,7 +45,7 @@ async function rideThrough(signal) {
     for (const keeper of keepers) {
       assert.ok(keeper.seen[0] > lastBefore(keeper.parity), `${keeper.parity} repeated an integer after the restart`);
     }
-    gate.setTarget(server);
+    await gate.setTarget(server);
     await waitUntil("every client back and receiving", () => clients.every((c, i) => c.seen.length >= before[i] + 3));
     const backWithinMs = Date.now() - stoppedAt;
     for (const client of clients) {

@@ -97,20 +97,17 @@ export function assertConsecutive(assert, values, parity) {
   }
 }
 
-// A TCP gate in front of a server: clients connect to the gate's port, which forwards to
-// `target` while it is open and refuses (resets) new connections while it is shut. Lets a test
-// keep reconnecting clients away from a restarted server until the stream has moved on without
-// them, so that what they get afterwards depends on resuming, not on the saved position.
+// A TCP gate in front of a server: clients connect to the gate's port, which forwards to the
+// target while it is open and is closed (connections refused, as by a stopped server) while it
+// is shut. Lets a test keep reconnecting clients away from a restarted server until the stream
+// has moved on without them, so that what they get afterwards depends on resuming, not on the
+// saved position.
 export async function startGate() {
   const { createServer, connect } = await import("node:net");
   let target = null;
   const open = new Set();
   const gate = createServer((client) => {
-    if (target === null) {
-      client.resetAndDestroy();
-      return;
-    }
-    const upstream = connect(target.port, target.host);
+    const upstream = connect(target.port, "127.0.0.1");
     open.add(client);
     open.add(upstream);
     const drop = () => {
@@ -131,9 +128,16 @@ export async function startGate() {
     port,
     url: `http://127.0.0.1:${port}`,
     wsUrl: `ws://127.0.0.1:${port}`,
-    // Forwards new connections to `server` (as returned by startServer), or shuts the gate.
-    setTarget(server) {
-      target = server === null ? null : { host: "127.0.0.1", port: server.port };
+    // Forwards new connections to `server` (as returned by startServer), or, given null, shuts
+    // the gate: connections already through it stay as they are.
+    async setTarget(server) {
+      target = server;
+      if (server === null && gate.listening) {
+        gate.close();
+      } else if (server !== null && !gate.listening) {
+        gate.listen(port, "127.0.0.1");
+        await once(gate, "listening");
+      }
     },
     close() {
       for (const socket of open) socket.destroy();
