@@ -118,6 +118,13 @@ async function metric(url, name) {
   return Number(line.split(" ")[1]);
 }
 
+// Like metric(), for a counter that may not have been counted yet.
+async function metricOr0(url, name) {
+  const page = await (await fetch(`${url}/metrics`)).text();
+  const line = page.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ")[1]) : 0;
+}
+
 async function healthy(url) {
   const response = await fetch(`${url}/cache-healthcheck`);
   return response.status === 200 && (await response.text()) === "ok";
@@ -278,6 +285,53 @@ describe("three instances sharing one Redis", () => {
       await page.waitForSelector(".cluster:not([hidden])", { timeout: 10000 });
       const line = (await page.textContent(".cluster")).replace(/\s+/g, " ");
       assert.match(line, new RegExp(`Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), Redis up`));
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("cuts clients left too far behind, and the demo page resumes them with no gap", async () => {
+    // A counter that jumps further than --client-backlog (128) leaves every client too far
+    // behind to be served in order: raw clients are closed with 1013, socket.io clients
+    // disconnected by the server. The page comes back by itself with `after` and is replayed
+    // what it missed, within --max-backlog (1000).
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`${nginx.url}/`);
+      const received = () => page.$$eval(".panel", (panels) => panels.map((p) => Number(p.dataset.received ?? 0)));
+      await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
+        .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
+      const before = await received();
+      const cuts = async (protocol) => (await Promise.all(instances.map((i) =>
+        metricOr0(i.url, `integers_disconnects_total{protocol="${protocol}",reason="slow_client"}`))))
+        .reduce((a, b) => a + b, 0);
+      const cutBefore = { raw: await cuts("raw"), socketio: await cuts("socketio") };
+      for (const parity of ["odd", "even"]) {
+        execFileSync("redis-cli", ["-p", String(redisPort), "INCRBY", `integers:{${cluster}}:pos:${parity}`, "300"]);
+      }
+      // Each panel gets past the jump: 300 integers more than it had.
+      await page.waitForFunction((before) => [...document.querySelectorAll(".panel")]
+        .every((panel, i) => Number(panel.dataset.received ?? 0) >= before[i] + 300), before, { timeout: 30000 });
+      const panels = await page.$$eval(".panel", (all) => all.map((p) => ({
+        name: `${p.dataset.protocol}/${p.dataset.parity}`,
+        gaps: p.querySelector(".gaps").textContent,
+        state: p.querySelector(".state").dataset.state,
+      })));
+      // The page's two raw and two socket.io clients were each cut, and came back.
+      assert.ok(await cuts("raw") >= cutBefore.raw + 2, "the raw panels were not cut");
+      assert.ok(await cuts("socketio") >= cutBefore.socketio + 2, "the socket.io panels were not cut");
+      for (const panel of panels) {
+        assert.equal(panel.gaps, "0", `${panel.name} missed integers across the cut`);
+        assert.equal(panel.state, "connected", `${panel.name} did not come back`);
+      }
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
