@@ -346,6 +346,8 @@ describe("three instances sharing one Redis", () => {
     });
     try {
       await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      const outageLogs = new Map(instances.map((instance) =>
+        [instance, instance.log().split("\n").filter((line) => line.includes('"redis unreachable;')).length]));
       await redis.stop();
       const stoppedAt = Date.now();
       await waitUntil("every instance to notice", async () =>
@@ -382,6 +384,9 @@ describe("three instances sharing one Redis", () => {
       for (const instance of instances) {
         assert.equal((await instance.status()).cluster.redis_up, true);
         assert.equal(await metric(instance.url, "integers_redis_up"), 1);
+        // The outage is logged once, however many exchanges failed through it.
+        const since = instance.log().split("\n").filter((line) => line.includes('"redis unreachable;'));
+        assert.equal(since.length, outageLogs.get(instance) + 1, `logged ${since.length - outageLogs.get(instance)} times`);
       }
     } finally {
       for (const client of clients) client.close();
