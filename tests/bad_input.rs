@@ -683,9 +683,14 @@ async fn run_frames(
         .await
         .unwrap();
     let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.map_err(|e| e.to_string())?);
-    }
+    tokio::time::timeout(PATIENCE, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(())
+    })
+    .await
+    .map_err(|_| "no upgrade answer in time".to_string())??;
     if !head.starts_with(b"HTTP/1.1 101") {
         return Err(format!(
             "upgrade refused: {}",
@@ -735,8 +740,9 @@ async fn run_engine(
     expect: &Expect,
 ) -> Result<(), String> {
     let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
         .await
+        .map_err(|_| "no engine.io upgrade in time".to_string())?
         .map_err(|e| e.to_string())?;
     ws.send(Message::text("40/odd,")).await.unwrap();
     let mut connected = false;

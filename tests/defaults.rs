@@ -44,10 +44,14 @@ async fn raw_heartbeat_defaults_to_a_ping_at_10_s_and_a_close_at_15_s_with_a_2_s
     let connected = tokio::time::Instant::now();
     let mut reader = tokio::io::BufReader::new(stream);
     let mut head = String::new();
-    while head != "\r\n" {
-        head.clear();
-        reader.read_line(&mut head).await.unwrap();
-    }
+    tokio::time::timeout(PATIENCE, async {
+        while head != "\r\n" {
+            head.clear();
+            reader.read_line(&mut head).await.unwrap();
+        }
+    })
+    .await
+    .expect("no upgrade answer in time");
     let mut ping_at = None;
     let close = tokio::time::timeout(Duration::from_secs(15) + MARGIN, async {
         loop {
