@@ -195,16 +195,14 @@ mod tests {
     fn a_position_with_no_next_integer_is_refused() {
         // The last odd integer a u64 holds is usable only if the one after it is too.
         let path = temp_path("last");
-        fs::write(
-            &path,
-            format!(r#"{{"version":1,"odd":{},"even":2}}"#, u64::MAX),
-        )
-        .unwrap();
-        let error = CounterStore::open(&path).unwrap_err();
-        assert!(
-            error.to_string().contains("is not a usable odd integer"),
-            "{error}"
-        );
+        for last in [u64::MAX, u64::MAX - 2] {
+            fs::write(&path, format!(r#"{{"version":1,"odd":{last},"even":2}}"#)).unwrap();
+            let error = CounterStore::open(&path).unwrap_err();
+            assert!(
+                error.to_string().contains("is not a usable odd integer"),
+                "{last}: {error}"
+            );
+        }
         let below = u64::MAX - 4;
         fs::write(&path, format!(r#"{{"version":1,"odd":{below},"even":2}}"#)).unwrap();
         let (_, positions) = CounterStore::open(&path).unwrap();

@@ -346,6 +346,14 @@ mod tests {
     }
 
     #[test]
+    fn a_resuming_client_may_be_ahead_by_the_slack_and_no_more() {
+        // Odd stands at position 3 (integer 5); in a cluster a client may have seen 2 more.
+        let feed = Feed::with_resume_slack([3, 0], 8, 2);
+        assert_eq!(feed.resume_horizon(Parity::Odd), 5);
+        assert_eq!(Feed::new([3, 0], 8).resume_horizon(Parity::Odd), 3);
+    }
+
+    #[test]
     fn a_jump_longer_than_the_backlog_is_shortened_to_one_more_than_it() {
         let feed = Feed::new([0, 0], 4);
         let (_membership, _) = member(&feed, Parity::Even);
