@@ -180,6 +180,7 @@ mod tests {
         }
         let backlog = Backlog::compute(Parity::Even, 5, 5, 100).unwrap();
         assert_eq!(integers(Parity::Even, &backlog), [6, 8, 10]);
+        assert!(!backlog.is_empty());
     }
 
     #[test]
@@ -245,6 +246,18 @@ mod tests {
         ] {
             assert!(after_from_auth(Some(&bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_first_integer_owed_follows_the_stream_or_the_after_ahead_of_it() {
+        // Odd at position 5 (last 9, next 11); even at position 5 (last 10, next 12).
+        assert_eq!(first_owed(Parity::Odd, 5, None), 11);
+        assert_eq!(first_owed(Parity::Odd, 5, Some(3)), 11);
+        assert_eq!(first_owed(Parity::Odd, 5, Some(9)), 11);
+        assert_eq!(first_owed(Parity::Odd, 5, Some(11)), 13);
+        assert_eq!(first_owed(Parity::Odd, 5, Some(13)), 15);
+        assert_eq!(first_owed(Parity::Even, 5, Some(12)), 14);
+        assert_eq!(first_owed(Parity::Even, 5, Some(13)), 14);
     }
 
     #[test]

@@ -239,6 +239,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_integer_sent_is_covered_by_a_saved_reservation_of_one_block() {
+        let dir = std::env::temp_dir().join(format!("integers-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let (store, positions) = CounterStore::open(&path).unwrap();
+        let saved_odd = || {
+            let text = std::fs::read_to_string(&path).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["odd"]
+                .as_u64()
+                .unwrap()
+        };
+        // Ticks 5 s apart: a reservation of 10 s covers two positions.
+        let interval = Duration::from_secs(5);
+        let feed = Feed::new(positions, 16);
+        let shutdown = CancellationToken::new();
+        let mut odd = feed.last_sent(Parity::Odd);
+        let _member = member(&feed, Parity::Odd);
+        let ticker = LocalTicker::durable(interval, store, positions);
+        let task = tokio::spawn(ticker.run(feed.clone(), shutdown.clone()));
+        let mut reservations = Vec::new();
+        for _ in 0..5 {
+            let integer = next_sent(&mut odd).await;
+            let saved = saved_odd();
+            assert!(
+                saved >= integer,
+                "{integer} was sent beyond the saved {saved}"
+            );
+            reservations.push(saved);
+        }
+        // 1 and 3 under the first reservation, 5 and 7 under the second, 9 under the third.
+        assert_eq!(reservations, [3, 3, 7, 7, 11]);
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(saved_odd(), 9, "the exact position is saved at shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_two_streams_tick_half_an_interval_apart() {
         let feed = Feed::new([0, 0], 16);
         let shutdown = CancellationToken::new();

@@ -72,12 +72,22 @@ async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() 
     next_integers(&mut keeper, 30).await;
     close(keeper).await;
     // With nobody connected the stream idles at a known last integer.
-    let idle = server
-        .wait_for_status("odd to idle", |s| {
-            !s.odd.running && s.odd.subscribers.raw == 0
-        })
-        .await;
-    let last = idle.odd.last.unwrap();
+    let idle_at = || async {
+        server
+            .wait_for_status("odd to idle", |s| {
+                !s.odd.running && s.odd.subscribers.raw == 0
+            })
+            .await
+            .odd
+            .last
+            .unwrap()
+    };
+    let last = idle_at().await;
+    // Within the cap nothing is left out, and nothing is logged.
+    let mut near = server.raw(&format!("/_ws/?after={}", last - 4)).await;
+    assert_eq!(next_integers(&mut near, 2).await, [last - 2, last]);
+    close(near).await;
+    let last = idle_at().await;
     let mut back = server.raw("/_ws/?after=1").await;
     let resumed = next_integers(&mut back, 7).await;
     // The newest five missed integers, then the live stream.
@@ -91,6 +101,16 @@ async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() 
                 && event["dropped"] == dropped
         })
         .await;
+    let shortfalls = server
+        .log
+        .lock()
+        .unwrap()
+        .matches("client was further behind than the backlog cap")
+        .count();
+    assert_eq!(
+        shortfalls, 1,
+        "the resume within the cap logged a shortfall"
+    );
 }
 
 #[tokio::test]
