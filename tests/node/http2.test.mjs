@@ -96,6 +96,7 @@ async function openTunnel(session, path) {
   let pending = Buffer.alloc(0);
   tunnel.closed = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no close frame on ${path}; integers: ${tunnel.integers}`)), 10000);
+    timer.unref(); // a tunnel nobody waits on to close must not keep the test file running
     stream.on("data", (chunk) => {
       if (tunnel.status !== 200) {
         tunnel.body += chunk.toString("utf8");
