@@ -103,17 +103,22 @@ async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_s
     }
 }
 
-#[tokio::test]
-async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
-    let state = state_dir("corrupt").join("state.json");
-    std::fs::write(&state, "{\"version\":1,\"odd\":").unwrap();
+/// Starts the binary with `state` as its state file, expecting it to refuse: what it said.
+async fn failed_start(state: &std::path::Path) -> String {
     let output = Process::command(0, &["--state-file", state.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with {}", state.display());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
+    let state = state_dir("corrupt").join("state.json");
+    std::fs::write(&state, "{\"version\":1,\"odd\":").unwrap();
+    let stderr = failed_start(&state).await;
     assert!(stderr.contains(&state.display().to_string()), "{stderr}");
     assert!(stderr.contains("not valid"), "{stderr}");
     assert_eq!(
@@ -151,13 +156,7 @@ async fn a_state_file_that_cannot_be_read_stops_the_start_and_names_it() {
     // A directory where the file should be: reading it fails even for root.
     let state = state_dir("unreadable").join("state.json");
     std::fs::create_dir(&state).unwrap();
-    let output = Process::command(0, &["--state-file", state.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failed_start(&state).await;
     assert!(
         stderr.contains(&format!("cannot read state file {}", state.display())),
         "{stderr}"

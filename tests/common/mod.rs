@@ -78,18 +78,7 @@ impl TestServer {
         what: &str,
         done: impl Fn(&FeedStatus) -> bool,
     ) -> FeedStatus {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_status(self.addr, what, done).await
     }
 
     /// Stops the server as a signal would and waits for it to finish.
@@ -117,6 +106,29 @@ pub fn test_config() -> Config {
         port: 0,
         no_state: true,
         ..Config::defaults()
+    }
+}
+
+/// Polls the `/status` of the server at `addr` until `done` holds, failing the test after
+/// [`PATIENCE`].
+async fn wait_for_status(
+    addr: SocketAddr,
+    what: &str,
+    done: impl Fn(&FeedStatus) -> bool,
+) -> FeedStatus {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let response = http(addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(response.status, 200, "{response:?}");
+        let status = serde_json::from_str(&response.body).expect("status JSON");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -371,18 +383,7 @@ impl Process {
         what: &str,
         done: impl Fn(&FeedStatus) -> bool,
     ) -> FeedStatus {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let status = self.status().await;
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_status(self.addr, what, done).await
     }
 
     /// Waits until a log line satisfies `found`, failing the test after [`PATIENCE`].

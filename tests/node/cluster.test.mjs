@@ -125,6 +125,20 @@ async function metricOr0(url, name) {
   return line ? Number(line.split(" ")[1]) : 0;
 }
 
+// Debian's Chromium on the demo page at `url`, collecting the page's errors.
+async function openDemoPage(url) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  await page.goto(`${url}/`);
+  return { browser, page, errors };
+}
+
 async function healthy(url) {
   const response = await fetch(`${url}/cache-healthcheck`);
   return response.status === 200 && (await response.text()) === "ok";
@@ -270,16 +284,8 @@ describe("three instances sharing one Redis", () => {
   });
 
   it("serves the demo page through nginx, all four streams live, naming the instance", async () => {
-    const browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    const { browser, page, errors } = await openDemoPage(nginx.url);
     try {
-      const page = await browser.newPage();
-      const errors = [];
-      page.on("pageerror", (error) => errors.push(error.message));
-      await page.goto(`${nginx.url}/`);
       await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
         .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
       await page.waitForSelector(".cluster:not([hidden])", { timeout: 10000 });
@@ -296,16 +302,8 @@ describe("three instances sharing one Redis", () => {
     // behind to be served in order: raw clients are closed with 1013, socket.io clients
     // disconnected by the server. The page comes back by itself with `after` and is replayed
     // what it missed, within --max-backlog (1000).
-    const browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    });
+    const { browser, page, errors } = await openDemoPage(nginx.url);
     try {
-      const page = await browser.newPage();
-      const errors = [];
-      page.on("pageerror", (error) => errors.push(error.message));
-      await page.goto(`${nginx.url}/`);
       const received = () => page.$$eval(".panel", (panels) => panels.map((p) => Number(p.dataset.received ?? 0)));
       await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
         .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
