@@ -207,8 +207,13 @@ mod tests {
     }
 
     /// The next integer `parity` sends.
+    /// The next integer `parity` sends, within a minute of the paused clock (which passes at
+    /// once while every task waits).
     async fn next_sent(sent: &mut tokio::sync::watch::Receiver<u64>) -> u64 {
-        sent.changed().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), sent.changed())
+            .await
+            .expect("no integer sent within a minute")
+            .unwrap();
         *sent.borrow_and_update()
     }
 
