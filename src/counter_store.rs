@@ -26,7 +26,8 @@ pub enum StoreError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error(
-        "state file {path} is not valid: {detail}; fix or remove it (removing restarts the streams at 1 and 2)"
+        "state file {path} is not valid: {detail}; fix or remove it \
+         (removing restarts the streams at 1 and 2)"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error("cannot write state file {path}: {source}")]

@@ -101,7 +101,8 @@ pub async fn serve(
             let (ticker, positions) = match config.state_path() {
                 Some(path) => {
                     let (store, positions) = CounterStore::open(path)?;
-                    info!(path = %path.display(), odd_position = positions[0], even_position = positions[1], "state loaded");
+                    let [odd_position, even_position] = positions;
+                    info!(path = %path.display(), odd_position, even_position, "state loaded");
                     (
                         LocalTicker::durable(config.interval(), store, positions),
                         positions,

@@ -225,7 +225,13 @@ struct SocketLabel {
 
 impl SocketLabel {
     fn span(&self) -> Span {
-        info_span!("socketio", parity = %self.parity, ns = %self.ns, sid = %self.sid, peer = %self.peer)
+        let Self {
+            parity,
+            ns,
+            sid,
+            peer,
+        } = self;
+        info_span!("socketio", %parity, %ns, %sid, %peer)
     }
 }
 

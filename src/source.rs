@@ -117,7 +117,10 @@ impl Durable {
                 true
             }
             Ok(Err(failure)) => {
-                error!(error = %failure, "cannot save stream positions; streams pause until it works");
+                error!(
+                    error = %failure,
+                    "cannot save stream positions; streams pause until it works"
+                );
                 false
             }
             Err(join) => {

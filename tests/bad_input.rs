@@ -468,7 +468,11 @@ fn cases() -> Vec<Case> {
     ));
     cases.push(case(
         "forged sid on a POST",
-        Request("POST /socket.io/?EIO=4&transport=polling&sid=forged HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n40".into()),
+        Request(
+            "POST /socket.io/?EIO=4&transport=polling&sid=forged HTTP/1.1\r\nHost: t\r\n\
+             Content-Length: 2\r\n\r\n40"
+                .into(),
+        ),
         Status(400),
     ));
     cases.push(case(
@@ -484,7 +488,10 @@ fn cases() -> Vec<Case> {
     for method in ["PUT", "DELETE", "POST"] {
         cases.push(case(
             format!("{method} handshake"),
-            Request(format!("{method} /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")),
+            Request(format!(
+                "{method} /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )),
             Status(400),
         ));
     }

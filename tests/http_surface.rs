@@ -29,7 +29,11 @@ async fn status_reports_both_parities_before_any_client() {
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("application/json"));
     let json: serde_json::Value = serde_json::from_str(&response.body).unwrap();
-    let idle = serde_json::json!({"subscribers": {"raw": 0, "socketio": 0}, "last": null, "running": false});
+    let idle = serde_json::json!({
+        "subscribers": {"raw": 0, "socketio": 0},
+        "last": null,
+        "running": false
+    });
     assert_eq!(json, serde_json::json!({"odd": idle, "even": idle}));
 }
 

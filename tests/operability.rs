@@ -285,7 +285,8 @@ async fn polling_session(server: &Process, namespace: &str) -> String {
         .to_owned();
     let packet = format!("40{namespace}");
     let join = format!(
-        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{packet}",
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{packet}",
         packet.len()
     );
     assert_eq!(http(server.addr, &join).await.status, 200);
