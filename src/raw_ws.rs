@@ -192,9 +192,8 @@ impl RawWs {
             conn: conn.clone(),
         };
         let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let span = debug_span!("raw", %parity, %peer);
         let (ended, socket, tunnel) = serve(websocket, &conn, tunnel, membership, self)
-            .instrument(span.clone())
+            .instrument(debug_span!("raw", %parity, %peer))
             .await;
         // Said when it happens, as for socket.io: the close below may wait a while for a slow
         // client to read its way to the close frame.
@@ -202,8 +201,10 @@ impl RawWs {
             warn!(%parity, %peer, why, "client too slow, disconnecting");
         }
         let patience = self.limits.heartbeat.timeout;
+        // A span of its own rather than one kept across `serve`, which every idle connection
+        // would hold.
         Box::pin(close(socket, &conn, tunnel, &ended, patience))
-            .instrument(span)
+            .instrument(debug_span!("raw", %parity, %peer))
             .await;
         telemetry::departed(Channel::Raw, ended.departure());
         info!(%parity, %peer, reason = %ended, "disconnected");
@@ -343,7 +344,8 @@ type Socket = WebSocketStream<ConnectionIo>;
 type Tunnel = WriteHalf<TokioIo<Upgraded>>;
 /// Serves a connection until it ends, and hands back what its close needs. Every connection
 /// holds this future for its whole life, so it is kept small: one timer for all deadlines,
-/// socket writes that never wait, and the rare paths (a tunnel, the close handshake) boxed.
+/// socket writes that never wait, and the rare path (a tunnel) boxed; the close handshake
+/// runs after it, boxed too.
 async fn serve(
     mut socket: Socket,
     conn: &RawConn,
