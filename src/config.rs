@@ -24,20 +24,40 @@ pub struct Config {
     pub reuse_port: bool,
 
     /// Milliseconds between two integers of a stream.
-    #[arg(long, env = "INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        env = "INTERVAL_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
     pub interval_ms: u64,
 
     /// Integers one client may fall behind before it is disconnected as too slow.
-    #[arg(long, env = "CLIENT_BACKLOG", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(
+        long,
+        env = "CLIENT_BACKLOG",
+        default_value_t = 128,
+        value_parser = clap::value_parser!(u64).range(1..=65536),
+    )]
     pub client_backlog: u64,
 
     /// Largest WebSocket message, in bytes, a raw client may send (larger closes with 1009).
-    #[arg(long, env = "MAX_CLIENT_MESSAGE", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1048576))]
+    #[arg(
+        long,
+        env = "MAX_CLIENT_MESSAGE",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u64).range(16..=1048576),
+    )]
     pub max_client_message: u64,
 
     /// Most missed integers replayed to a client resuming with `after`; one further behind
     /// gets the newest this many.
-    #[arg(long, env = "MAX_BACKLOG", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    #[arg(
+        long,
+        env = "MAX_BACKLOG",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=100000),
+    )]
     pub max_backlog: u64,
 
     /// File that keeps the stream positions across restarts (not used with `--redis`, where
@@ -55,12 +75,22 @@ pub struct Config {
     pub no_state: bool,
 
     /// Milliseconds between heartbeats (raw WebSocket ping, socket.io ping).
-    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 10000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(
+        long,
+        env = "PING_INTERVAL_MS",
+        default_value_t = 10000,
+        value_parser = clap::value_parser!(u64).range(10..),
+    )]
     pub ping_interval_ms: u64,
 
     /// Milliseconds a client may take to answer a heartbeat, or to accept a write, before it is
     /// dropped as dead or too slow.
-    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(
+        long,
+        env = "PING_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(10..),
+    )]
     pub ping_timeout_ms: u64,
 
     /// Most concurrent connections; past it, upgrades and new socket.io sessions get 503.

@@ -1,4 +1,5 @@
-//! The fan-out of ticks to clients, without a task woken per client.
+//! The fan-out of ticks to clients, without a task woken per client, and the one way in:
+//! [`Fanout::subscribe`].
 //!
 //! A client is owed every integer of its parity after the last one it got, and every integer
 //! is a function of its position, so delivery needs no queue of ticks: per lane, one shard task
@@ -8,14 +9,17 @@
 //! like this spends most of its time and memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::feed::{Feed, Protocol};
-use crate::parity::Parity;
+use crate::status::Protocol;
+use crate::stream::feed::{Feed, JoinPoint, Membership};
+use crate::stream::parity::Parity;
+use crate::stream::resume::{Backlog, Resume};
+use crate::sync::lock;
 use crate::telemetry;
 
 /// A client of the fan-out.
@@ -23,14 +27,63 @@ pub trait Recipient: Send + Sync + 'static {
     /// What a shard keeps for its clients: settings they all share, and what it carries from
     /// one client to the next within a pass (rendered frames, say). Every shard starts from a
     /// clone of the one given to [`Fanout::start`].
-    type Scratch: Clone + Send + 'static;
+    type ShardState: Clone + Send + 'static;
 
     /// Clients a shard serves before it lets other tasks on its thread run.
     const SERVED_BETWEEN_YIELDS: usize;
 
     /// Hands over the integers owed up to `pass.last`. Returns how many, or `None` once the
     /// client takes no more (it left, or is more than `pass.backlog` behind and was cut).
-    fn deliver(&self, pass: &Pass, scratch: &mut Self::Scratch) -> Option<u64>;
+    fn deliver(&self, pass: &Pass, shard: &mut Self::ShardState) -> Option<u64>;
+}
+
+/// How much a fan-out holds for one client.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Integers a client may be owed at most; past that it is cut.
+    pub backlog: usize,
+    /// Most missed integers replayed to a resuming client; one further behind gets the newest.
+    pub max_replay: u64,
+}
+
+/// What a client joining a stream is owed, for the code that makes its [`Recipient`].
+pub struct Owing<'a> {
+    pub parity: Parity,
+    /// The first live integer owed.
+    pub next: u64,
+    backlog: Option<&'a Backlog>,
+}
+
+impl Owing<'_> {
+    /// The missed integers to hand over before the live ones, oldest first.
+    pub fn replay(&self) -> impl Iterator<Item = u64> + use<> {
+        let parity = self.parity;
+        self.backlog
+            .map(|backlog| backlog.integers(parity))
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// A recipient made for a joining client.
+pub struct Started<R> {
+    pub client: Arc<R>,
+    /// How many of its replay it was handed.
+    pub replayed: u64,
+    /// False when it could not take its whole replay: the fan-out then leaves it alone, and its
+    /// maker cuts it.
+    pub served: bool,
+}
+
+/// A client that joined a stream.
+pub struct Subscription<R> {
+    /// Its share of the stream's demand, until dropped.
+    pub membership: Membership,
+    pub client: Arc<R>,
+    /// The stream's position when it joined.
+    pub position: u64,
+    /// The integers it was owed from before it joined, when it asked to resume.
+    pub replay: Option<u64>,
 }
 
 /// One pass of a shard over its clients.
@@ -47,15 +100,17 @@ pub struct Pass {
 /// Handle to the shard tasks of both lanes.
 pub struct Fanout<R: Recipient> {
     lanes: Arc<[LaneShards<R>; 2]>,
-    /// Integers a client may be owed at most.
-    backlog: usize,
+    limits: Limits,
+    /// Labels what it counts.
+    protocol: Protocol,
 }
 
 impl<R: Recipient> Clone for Fanout<R> {
     fn clone(&self) -> Self {
         Fanout {
             lanes: self.lanes.clone(),
-            backlog: self.backlog,
+            limits: self.limits,
+            protocol: self.protocol,
         }
     }
 }
@@ -67,14 +122,14 @@ struct LaneShards<R> {
 }
 
 impl<R: Recipient> Fanout<R> {
-    /// Starts `shards` tasks per lane, serving the clients that join until `shutdown`. A client
-    /// more than `backlog` integers behind is cut. `protocol` labels the delivered count.
+    /// Starts `shards` tasks per lane, serving the clients of `protocol` that join until
+    /// `shutdown`.
     pub fn start(
         feed: &Feed,
         protocol: Protocol,
         shards: usize,
-        backlog: usize,
-        scratch: R::Scratch,
+        limits: Limits,
+        shard_state: R::ShardState,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
     ) -> Fanout<R> {
@@ -85,7 +140,11 @@ impl<R: Recipient> Fanout<R> {
         };
         let fanout = Fanout {
             lanes: Arc::new([lane(), lane()]),
-            backlog: backlog.max(1),
+            limits: Limits {
+                backlog: limits.backlog.max(1),
+                ..limits
+            },
+            protocol,
         };
         for parity in Parity::ALL {
             for shard in 0..shards {
@@ -93,9 +152,8 @@ impl<R: Recipient> Fanout<R> {
                     feed.clone(),
                     parity,
                     fanout.clone(),
-                    protocol,
                     shard,
-                    scratch.clone(),
+                    shard_state.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -103,10 +161,46 @@ impl<R: Recipient> Fanout<R> {
         fanout
     }
 
-    /// Hands `client` to one of `parity`'s shards. Call it while the lane is locked (from
-    /// [`Feed::join`]), so that its first integer cannot be published before it joins.
-    pub fn adopt(&self, parity: Parity, client: &Arc<R>) {
-        let lane = &self.lanes[parity.index()];
+    /// Joins a client to `parity`'s stream: `start` makes its recipient, knowing what it is
+    /// owed, and hands it its replay; then one of the stream's shards serves it. The stream
+    /// cannot move while this runs, so the replay and the live integers meet with no gap and no
+    /// repeat.
+    pub fn subscribe(
+        &self,
+        feed: &Feed,
+        parity: Parity,
+        resume: Resume,
+        start: impl FnOnce(Owing<'_>) -> Started<R>,
+    ) -> Subscription<R> {
+        let (membership, (position, replay, started)) = feed.join(parity, self.protocol, |at| {
+            let backlog = resume.backlog(at, self.limits.max_replay);
+            let started = start(Owing {
+                parity,
+                next: resume.first_owed(at),
+                backlog: backlog.as_ref(),
+            });
+            if started.served {
+                self.adopt(at, &started.client);
+            }
+            (at.position(), backlog.as_ref().map(Backlog::len), started)
+        });
+        if replay.is_some() {
+            telemetry::replayed(self.protocol, started.replayed);
+            telemetry::delivered_counter(self.protocol, parity.as_str())
+                .increment(started.replayed);
+        }
+        Subscription {
+            membership,
+            client: started.client,
+            position,
+            replay,
+        }
+    }
+
+    /// Hands `client` to one of its lane's shards. Taking the [`JoinPoint`] means the lane is
+    /// locked: its first integer cannot be published before it is adopted.
+    fn adopt(&self, at: &JoinPoint, client: &Arc<R>) {
+        let lane = &self.lanes[at.parity().index()];
         let shard = lane.next_shard.fetch_add(1, Ordering::Relaxed) % lane.arrivals.len();
         lock(&lane.arrivals[shard]).push(Arc::downgrade(client));
     }
@@ -123,13 +217,12 @@ async fn run_shard<R: Recipient>(
     feed: Feed,
     parity: Parity,
     fanout: Fanout<R>,
-    protocol: Protocol,
     shard: usize,
-    mut scratch: R::Scratch,
+    mut shard_state: R::ShardState,
     shutdown: CancellationToken,
 ) {
     let mut last_sent = feed.last_sent(parity);
-    let delivered = telemetry::delivered_counter(protocol, parity);
+    let delivered = telemetry::delivered_counter(fanout.protocol, parity.as_str());
     let mut connections: Vec<Weak<R>> = Vec::new();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
@@ -141,7 +234,7 @@ async fn run_shard<R: Recipient>(
         }
         let pass = Pass {
             last: *last_sent.borrow_and_update(),
-            backlog: fanout.backlog,
+            backlog: fanout.limits.backlog,
             now: Instant::now(),
         };
         connections.append(&mut fanout.take_arrivals(parity, shard));
@@ -156,7 +249,7 @@ async fn run_shard<R: Recipient>(
                 connections.swap_remove(index);
                 continue;
             };
-            match conn.deliver(&pass, &mut scratch) {
+            match conn.deliver(&pass, &mut shard_state) {
                 Some(count) => {
                     sent += count;
                     index += 1;
@@ -208,13 +301,6 @@ impl Owed {
             _ => Owed::Integers(owed),
         }
     }
-}
-
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values stay consistent at every point a panic could leave them.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -1,28 +1,45 @@
 //! Integers as a service: odd and even integers, one per tick, to every connected client over
 //! socket.io and raw WebSocket, from one shared generator.
 //!
-//! The modules, from the integers outward: [`parity`] (the two sequences), [`source`] (when
-//! the next integer is produced; [`cluster`] for several instances through Redis), [`feed`] (fan-out to subscribers), [`raw_ws`] and
-//! [`socketio`] (the two wire protocols), [`http`] (routing), [`server`] (assembly and
-//! shutdown).
+//! The naive server is a timer task calling `io.emit` for everyone. This one is not: a client
+//! is owed the integers after the position it joined at, and each integer is computed from its
+//! position, so one task per core hands every client what it is owed, a resuming client gets
+//! exactly what it missed, and an idle stream does not move.
+//!
+//! # Layout
+//!
+//! The tick path, from the source to the wire:
+//! - [`source`]: when the next integer is produced: a local ticker with its state file, or a
+//!   cluster's counters in Redis.
+//! - [`stream`]: the core. [`stream::parity`] maps positions to integers, `stream::feed` holds
+//!   each stream's position and demand, [`stream::resume`] computes what a returning client
+//!   missed.
+//! - `fanout`: per stream, one shard task per core hands each client what it is owed; the one
+//!   way a client of either protocol subscribes.
+//! - `raw`: the raw WebSocket protocol: a client's frames written straight to its socket.
+//! - `socketio`: the socket.io protocol: a client's integers emitted on its socket.
+//!
+//! The connect path, from the network inward:
+//! - [`edge`]: accepting connections, HTTP routes, reading what a request asks for, admission.
+//! - then `raw` or `socketio`, which subscribe through `fanout` to a stream.
+//!
+//! Around them:
+//! - [`server`]: assembly, and the ordered shutdown.
+//! - [`config`]: the flags.
+//! - `telemetry`, [`status`] and `departure`: what the server reports, and why a client left.
+//! - `sync`: the one locking rule.
 
-pub mod admission;
-pub mod cluster;
 pub mod config;
-pub mod counter_store;
-pub mod demo_assets;
-pub mod fanout;
-pub mod feed;
-pub mod http;
-pub mod listener;
-pub mod parity;
-pub mod query;
-pub mod raw_fanout;
-pub mod raw_ws;
-pub mod resume;
+mod departure;
+pub mod edge;
+mod fanout;
+mod raw;
 pub mod server;
-pub mod socketio;
-pub mod source;
-pub mod telemetry;
+mod socketio;
+mod source;
+pub mod status;
+pub mod stream;
+mod sync;
+mod telemetry;
 
 pub use config::Config;

@@ -16,18 +16,25 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::admission::Admission;
-use crate::cluster::{ClusterError, RedisSource};
 use crate::config::Config;
-use crate::counter_store::{CounterStore, StoreError};
-use crate::fanout::Fanout;
-use crate::feed::{Feed, Protocol};
-use crate::http::{AppState, router};
-use crate::listener::{CountingListener, LiveConnections, connection_capacity, serve_connections};
-use crate::raw_fanout::{HeartbeatTimes, RawConn, RawPass};
-use crate::raw_ws::{RawLimits, RawWs};
-use crate::socketio::{SocketIoState, Subscriber, depart_all, register_namespaces};
-use crate::source::{IntegerSource, LocalTicker};
+use crate::edge::admission::Admission;
+use crate::edge::http::{AppState, router};
+use crate::edge::listener::{
+    CountingListener, LiveConnections, connection_capacity, serve_connections,
+};
+use crate::fanout::{Fanout, Limits};
+use crate::raw::connection::RawLimits;
+use crate::raw::heartbeat::HeartbeatTimes;
+use crate::raw::upgrade::RawWs;
+use crate::raw::writer::{RawConn, RawShard};
+use crate::socketio::connect::{SocketIoState, depart_all, register_namespaces};
+use crate::socketio::subscriber::Subscriber;
+use crate::source::IntegerSource;
+use crate::source::local::LocalTicker;
+use crate::source::redis::{ClusterError, RedisSource};
+use crate::source::state_file::{CounterStore, StoreError};
+use crate::status::Protocol;
+use crate::stream::feed::Feed;
 use crate::telemetry;
 
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
@@ -37,6 +44,10 @@ const SOCKETIO_MAX_PAYLOAD: u64 = 64 * 1024;
 /// Room in a socket.io socket's queue beyond a full replay and a full lag allowance, for
 /// heartbeats and the disconnect packet.
 const SOCKETIO_QUEUE_HEADROOM: usize = 16;
+/// Bytes engine.io's WebSocket reads at a time. Clients send little (a pong per heartbeat),
+/// and the read buffer is zero-filled before every read attempt, for every client; larger
+/// messages still grow it, up to the largest payload.
+const SOCKETIO_READ_BUFFER: usize = 64;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -131,10 +142,12 @@ pub async fn serve(
     // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shards = TaskTracker::new();
-    let backlog = config.client_backlog as usize;
+    let limits = Limits {
+        backlog: config.client_backlog as usize,
+        max_replay: config.max_backlog,
+    };
     let raw_limits = RawLimits {
         max_client_message: config.max_client_message as usize,
-        max_backlog: config.max_backlog,
         heartbeat: HeartbeatTimes {
             interval: config.ping_interval(),
             timeout: config.ping_timeout(),
@@ -144,8 +157,8 @@ pub async fn serve(
         &feed,
         Protocol::Raw,
         cores,
-        backlog,
-        RawPass::new(raw_limits.heartbeat),
+        limits,
+        RawShard::new(raw_limits.heartbeat),
         &shutdown,
         &shards,
     );
@@ -153,7 +166,7 @@ pub async fn serve(
         &feed,
         Protocol::SocketIo,
         cores,
-        backlog,
+        limits,
         (),
         &shutdown,
         &shards,
@@ -166,16 +179,15 @@ pub async fn serve(
         .max_payload(SOCKETIO_MAX_PAYLOAD)
         .ws_max_message_size(SOCKETIO_MAX_PAYLOAD as usize)
         .ws_max_frame_size(SOCKETIO_MAX_PAYLOAD as usize)
-        // Same reason as the raw endpoint's: the default 4 KiB is zero-filled before every read.
-        .ws_read_buffer_size(crate::raw_ws::READ_BUFFER)
+        .ws_read_buffer_size(SOCKETIO_READ_BUFFER)
         .max_buffer_size(
             (config.max_backlog + config.client_backlog) as usize + SOCKETIO_QUEUE_HEADROOM,
         )
         .with_state(SocketIoState {
             feed: feed.clone(),
             fanout: socketio_fanout,
-            max_backlog: config.max_backlog,
             cut_off_patience: config.ping_interval() + config.ping_timeout(),
+            ping_timeout: config.ping_timeout(),
         })
         .build_svc();
     register_namespaces(&io);
@@ -183,7 +195,6 @@ pub async fn serve(
     let raw_connections = TaskTracker::new();
     let raw = Arc::new(RawWs {
         feed: feed.clone(),
-        admission: admission.clone(),
         shutdown: shutdown.clone(),
         connections: raw_connections.clone(),
         limits: raw_limits,

@@ -4,83 +4,27 @@
 //! replays) are counted where they happen. Levels (open connections by protocol and stream,
 //! whether each generator runs, the last integers) are read from the live state at scrape
 //! time, so they cannot drift from it. Every label takes a value from a short fixed list: no
-//! label is per client.
+//! label is per client. A stream's label (`type`) is its name, `odd` or `even`.
 
 use std::sync::OnceLock;
 
 use metrics::{Counter, counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use socketioxide::{SocketIo, TransportType};
 
-use crate::cluster::ClusterState;
-use crate::feed::{Feed, LaneStatus, Protocol};
-use crate::parity::Parity;
+use crate::departure::Departure;
+use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol};
 
-/// How a client is connected, as a metric label. socket.io splits by transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Raw,
-    SocketIoWebSocket,
-    SocketIoPolling,
-}
-
-impl Channel {
-    pub fn of_socketio(transport: TransportType) -> Channel {
-        match transport {
-            TransportType::Websocket => Channel::SocketIoWebSocket,
-            TransportType::Polling => Channel::SocketIoPolling,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Channel::Raw => "raw",
-            Channel::SocketIoWebSocket => "socketio_websocket",
-            Channel::SocketIoPolling => "socketio_polling",
-        }
-    }
-
-    fn protocol(self) -> &'static str {
-        match self {
-            Channel::Raw => protocol_label(Protocol::Raw),
-            Channel::SocketIoWebSocket | Channel::SocketIoPolling => {
-                protocol_label(Protocol::SocketIo)
-            }
-        }
-    }
+/// Open socket.io connections per stream (odd, even), by transport.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketIoConnections {
+    pub websocket: [u64; 2],
+    pub polling: [u64; 2],
 }
 
 fn protocol_label(protocol: Protocol) -> &'static str {
     match protocol {
         Protocol::Raw => "raw",
         Protocol::SocketIo => "socketio",
-    }
-}
-
-/// Why a client left, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Departure {
-    /// The client closed, or its connection dropped.
-    ClientClosed,
-    /// Cut for falling behind or not reading.
-    SlowClient,
-    /// Silent through a heartbeat.
-    DeadPeer,
-    /// Closed for an invalid frame, a flood or a malformed packet.
-    BadInput,
-    /// Closed by a shutdown of the server.
-    Shutdown,
-}
-
-impl Departure {
-    fn label(self) -> &'static str {
-        match self {
-            Departure::ClientClosed => "client_closed",
-            Departure::SlowClient => "slow_client",
-            Departure::DeadPeer => "dead_peer",
-            Departure::BadInput => "bad_input",
-            Departure::Shutdown => "shutdown",
-        }
     }
 }
 
@@ -102,14 +46,14 @@ impl Refused {
     }
 }
 
-pub fn connected(protocol_of: Channel) {
-    counter!("integers_connects_total", "protocol" => protocol_of.protocol()).increment(1);
+pub fn connected(protocol: Protocol) {
+    counter!("integers_connects_total", "protocol" => protocol_label(protocol)).increment(1);
 }
 
-pub fn departed(protocol_of: Channel, why: Departure) {
+pub fn departed(protocol: Protocol, why: &Departure) {
     counter!(
         "integers_disconnects_total",
-        "protocol" => protocol_of.protocol(),
+        "protocol" => protocol_label(protocol),
         "reason" => why.label(),
     )
     .increment(1);
@@ -119,21 +63,21 @@ pub fn refused(why: Refused) {
     counter!("integers_refused_total", "reason" => why.label()).increment(1);
 }
 
-pub fn produced(parity: Parity) {
-    counter!("integers_produced_total", "type" => parity.as_str()).increment(1);
+pub fn produced(stream: &'static str) {
+    counter!("integers_produced_total", "type" => stream).increment(1);
 }
 
-pub fn replayed(protocol_of: Channel, count: u64) {
-    counter!("integers_replayed_total", "protocol" => protocol_of.protocol()).increment(count);
+pub fn replayed(protocol: Protocol, count: u64) {
+    counter!("integers_replayed_total", "protocol" => protocol_label(protocol)).increment(count);
 }
 
 /// The counter of integers delivered over `protocol` (whatever the socket.io transport);
 /// taken once per fan-out shard, so a pass adds to it once.
-pub fn delivered_counter(protocol: Protocol, parity: Parity) -> Counter {
+pub fn delivered_counter(protocol: Protocol, stream: &'static str) -> Counter {
     counter!(
         "integers_delivered_total",
         "protocol" => protocol_label(protocol),
-        "type" => parity.as_str(),
+        "type" => stream,
     )
 }
 
@@ -156,38 +100,25 @@ pub fn install() {
 }
 
 /// Sets the level gauges from the live state and renders every metric.
-pub fn render(feed: &Feed, io: &SocketIo, cluster: Option<&ClusterState>) -> String {
-    let status = feed.status();
-    let mut socketio = [[0u64; 2]; 2]; // [parity][websocket, polling]
-    for namespace in io.nsps() {
-        for socket in namespace.sockets() {
-            let Some(parity) = socket.extensions.get::<Parity>() else {
-                continue; // still in its connect handler
-            };
-            let transport = match socket.transport_type() {
-                TransportType::Websocket => 0,
-                TransportType::Polling => 1,
-            };
-            socketio[parity.index()][transport] += 1;
-        }
-    }
-    for (parity, lane) in [(Parity::Odd, &status.odd), (Parity::Even, &status.even)] {
-        let kind = parity.as_str();
+pub fn render(
+    feed: &FeedStatus,
+    socketio: SocketIoConnections,
+    cluster: Option<&ClusterStatus>,
+) -> String {
+    for (index, kind, lane) in [(0, "odd", &feed.odd), (1, "even", &feed.even)] {
         let levels = [
-            (Channel::Raw, lane.subscribers.raw as u64),
-            (Channel::SocketIoWebSocket, socketio[parity.index()][0]),
-            (Channel::SocketIoPolling, socketio[parity.index()][1]),
+            ("raw", lane.subscribers.raw as u64),
+            ("socketio_websocket", socketio.websocket[index]),
+            ("socketio_polling", socketio.polling[index]),
         ];
         for (channel, count) in levels {
-            gauge!("integers_connections", "protocol" => channel.label(), "type" => kind)
-                .set(count as f64);
+            gauge!("integers_connections", "protocol" => channel, "type" => kind).set(count as f64);
         }
         set_lane_gauges(kind, lane);
     }
     if let Some(cluster) = cluster {
-        let status = cluster.status();
-        gauge!("integers_redis_up").set(if status.redis_up { 1.0 } else { 0.0 });
-        gauge!("integers_cluster_leader").set(if status.leader { 1.0 } else { 0.0 });
+        gauge!("integers_redis_up").set(if cluster.redis_up { 1.0 } else { 0.0 });
+        gauge!("integers_cluster_leader").set(if cluster.leader { 1.0 } else { 0.0 });
     }
     handle().run_upkeep();
     handle().render()

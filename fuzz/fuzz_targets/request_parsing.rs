@@ -5,9 +5,10 @@
 
 #![no_main]
 
-use integers::http::SocketIoDestination;
-use integers::parity::Parity;
-use integers::resume::{self, Backlog};
+use integers::edge::http::SocketIoDestination;
+use integers::edge::request::{after_from_query, parity_of_query};
+use integers::stream::parity::Parity;
+use integers::stream::resume::{self, Backlog};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,13 +22,13 @@ fuzz_target!(|data: &[u8]| {
     let names_even = text
         .split('&')
         .any(|pair| pair == "even" || pair.starts_with("even="));
-    let parity = Parity::from_query(query);
+    let parity = parity_of_query(query);
     assert_eq!(parity == Parity::Even, names_even, "{text:?}");
     // Adding the key to any query selects even; no other key does.
     let with_even = format!("{text}&even");
-    assert_eq!(Parity::from_query(Some(&with_even)), Parity::Even);
+    assert_eq!(parity_of_query(Some(&with_even)), Parity::Even);
     let with_other = format!("{text}&evenx=1&xeven&x=even");
-    assert_eq!(Parity::from_query(Some(&with_other)), Parity::from_query(query));
+    assert_eq!(parity_of_query(Some(&with_other)), parity_of_query(query));
 
     // A `/socket.io` request without an `EIO` parameter is the raw endpoint's; one with it is
     // engine.io's, a new session exactly when it names no `sid`.
@@ -47,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(after.to_string(), text.trim_start_matches('0').to_string().max("0".into()));
     }
 
-    if let Ok(Some(after)) = resume::after_from_query(query) {
+    if let Ok(Some(after)) = after_from_query(query) {
         // Any position and cap: the backlog is bounded, above `after`, and ends at the stream.
         let seed = data.iter().fold(0u64, |acc, b| acc.rotate_left(5) ^ u64::from(*b));
         let position = seed % 1_000_000;

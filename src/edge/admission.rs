@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::listener::LiveConnections;
+use crate::edge::listener::LiveConnections;
 use crate::telemetry::{self, Refused};
 
 /// Seconds a client refused for load is asked to wait before retrying.

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tracing::{debug, warn};
 
+use crate::raw::upgrade::DirectSocket;
+
 /// Kernel send buffer asked for per connection (Linux doubles it). Fixed rather than
 /// autotuned (up to 4 MiB a socket): a client that stops reading holds at most this much
 /// kernel memory, and its writes stall after a few thousand integers, so it is cut as too slow
@@ -81,10 +83,6 @@ impl CountingListener {
             }
         }
     }
-
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
 }
 
 /// How long a client may take to send a request head. Without a bound, a client trickling a
@@ -94,9 +92,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most bytes hyper buffers while reading one HTTP/1 request head; past it the answer is 431.
 /// Browsers send a few kilobytes (nginx's default is 32 KiB in all). hyper's own default,
-/// about 400 KB, was not even a firm bound: it is checked only while a head is incomplete,
-/// and its read sizes double, so a 500 KB head arriving at once was read whole and parsed.
-/// Reads stop growing at this size, so a head is cut off before twice it.
+/// about 400 KB, is not a firm bound: it is checked only while a head is incomplete, and its
+/// read sizes double, so a far larger head arriving at once is read whole and parsed. Reads
+/// stop growing at this size, so a head is cut off before twice it.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// Accepts connections and serves `app` on each until `shutdown` is cancelled, then returns
@@ -126,12 +124,7 @@ pub async fn serve_connections(
         };
         // The client's address reaches handlers as a request extension, like axum's own
         // `into_make_service_with_connect_info` does.
-        let socket = ClientSocket(stream.stream.clone());
-        let app = (
-            axum::Extension(ConnectInfo(ClientAddr(addr))),
-            axum::Extension(socket),
-        )
-            .layer(app.clone());
+        let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
             .into_owned();
@@ -146,10 +139,10 @@ pub async fn serve_connections(
 
 /// An accepted connection; it stops counting when dropped, upgraded or not.
 ///
-/// The socket is shared (see [`ClientSocket`]), so reads and writes go through its readiness
-/// and `try_` calls, which take `&TcpStream`: that is what the owned `AsyncRead` and
-/// `AsyncWrite` implementations of `TcpStream` do inside, too.
-pub struct CountedStream {
+/// Its socket is shared with the raw writer once upgraded (see [`DirectSocket`]), so reads and
+/// writes go through its readiness and `try_` calls, which take `&TcpStream`: that is what the
+/// owned `AsyncRead` and `AsyncWrite` implementations of `TcpStream` do inside, too.
+pub(crate) struct CountedStream {
     stream: Arc<TcpStream>,
     live: LiveConnections,
 }
@@ -169,9 +162,8 @@ impl AsyncRead for CountedStream {
         loop {
             std::task::ready!(self.stream.poll_read_ready(cx))?;
             // Reads into the buffer's uninitialised part, as `TcpStream`'s own `poll_read` does:
-            // zero-filling it first would touch every page of hyper's 8 KiB read buffer, which
-            // an upgraded connection keeps, and cost 8 KiB of memory per socket.io client (server
-            // RSS under `loadgen --protocol socketio --clients 19000`, with and without it).
+            // zero-filling it first would touch every page of hyper's read buffer, which an
+            // upgraded connection keeps: that memory would be resident for every client.
             // SAFETY: nothing below de-initialises any of it; `recv` only writes.
             let unfilled = unsafe { buf.unfilled_mut() };
             let fd = self.stream.as_raw_fd();
@@ -240,10 +232,11 @@ impl AsyncWrite for CountedStream {
     }
 }
 
-/// The connection's TCP socket, as a request extension: an upgraded raw WebSocket writes its
-/// ticks to it directly (see [`crate::raw_fanout`]), without going through its HTTP stack.
-#[derive(Debug, Clone)]
-pub struct ClientSocket(pub Arc<TcpStream>);
+impl DirectSocket for CountedStream {
+    fn socket(&self) -> Arc<TcpStream> {
+        self.stream.clone()
+    }
+}
 
 /// The client's TCP address, as request extension `ConnectInfo<ClientAddr>`.
 #[derive(Debug, Clone, Copy)]

@@ -1,31 +1,21 @@
-//! Where integers come from: the one seam between "when and which integer" and delivery.
-//!
-//! A source watches the [`Feed`]'s demand and publishes into it. [`LocalTicker`] is the
-//! single-process source: one task, one clock for both parities (ticking them in turn, half an
-//! interval apart), asleep (no timer at all) while nobody is connected. A cluster source that
-//! takes the next integer from a shared store implements the same trait and leaves the feed
-//! and every client handler as they are.
+//! The single-process source: one task, one clock for both parities, asleep (no timer at all)
+//! while nobody is connected, reserving positions in the state file before publishing them.
 
-use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-use crate::counter_store::CounterStore;
-use crate::feed::{Demand, Feed};
-use crate::parity::Parity;
+use crate::source::state_file::CounterStore;
+use crate::source::{HalfBeats, IntegerSource};
+use crate::stream::feed::{Demand, Feed};
+use crate::stream::parity::Parity;
 use crate::telemetry;
 
 /// How much ticking one reservation in the state file covers: the file is written about this
 /// often while a stream runs, and a crash skips at most this much of a stream.
 const RESERVE_AHEAD: Duration = Duration::from_secs(10);
-
-/// Produces integers into a feed until `shutdown` is cancelled.
-pub trait IntegerSource: Send + 'static {
-    fn run(self, feed: Feed, shutdown: CancellationToken) -> impl Future<Output = ()> + Send;
-}
 
 /// Ticks every `interval` while at least one parity has subscribers.
 #[derive(Debug)]
@@ -79,7 +69,7 @@ impl LocalTicker {
             return;
         }
         if let Some(integer) = feed.publish_next(parity) {
-            telemetry::produced(parity);
+            telemetry::produced(parity.as_str());
             debug!(%parity, integer, "published");
         }
     }
@@ -146,15 +136,8 @@ impl IntegerSource for LocalTicker {
                     }
                 }
             }
-            // Half beats, odd and even in turn: each stream still gets one integer per interval,
-            // but the two fan-outs never compete for the cores, so each reaches its last client
-            // sooner.
-            let beat = self.interval / 2;
-            let mut clock = tokio::time::interval_at(Instant::now() + beat, beat);
-            let mut beats = Parity::ALL.into_iter().cycle();
-            // After a stall (a suspended VM, a busy runtime) keep the spacing between integers
-            // rather than bursting the missed ones out back to back.
-            clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut beats =
+                HalfBeats::starting_at(Instant::now() + self.interval / 2, self.interval);
             report_running(&feed, &mut running, *demand.borrow_and_update());
             loop {
                 tokio::select! {
@@ -170,9 +153,8 @@ impl IntegerSource for LocalTicker {
                             break;
                         }
                     }
-                    _ = clock.tick() => {
+                    parity = beats.next() => {
                         let wanted = *demand.borrow();
-                        let parity = beats.next().unwrap_or(Parity::Odd);
                         self.tick(&feed, wanted, parity).await;
                     }
                 }
@@ -203,13 +185,13 @@ fn report_running(feed: &Feed, running: &mut Demand, wanted: Demand) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::feed::{Membership, Protocol};
+    use crate::status::Protocol;
+    use crate::stream::feed::Membership;
 
     fn member(feed: &Feed, parity: Parity) -> Membership {
         feed.join(parity, Protocol::Raw, |_| ()).0
     }
 
-    /// The next integer `parity` sends.
     /// The next integer `parity` sends, within a minute of the paused clock (which passes at
     /// once while every task waits).
     async fn next_sent(sent: &mut tokio::sync::watch::Receiver<u64>) -> u64 {

@@ -32,14 +32,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
-use serde::Serialize;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::feed::{Demand, Feed};
-use crate::parity::Parity;
-use crate::source::IntegerSource;
+use crate::source::{HalfBeats, IntegerSource};
+use crate::status::ClusterStatus;
+use crate::stream::feed::{Demand, Feed};
+use crate::stream::parity::Parity;
 use crate::telemetry;
 
 /// How often every instance reads the counters to catch up on missed ticks, and how often it
@@ -146,17 +146,6 @@ impl Keys {
     }
 }
 
-/// What `/status` and `/metrics` report of this instance's place in the cluster.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterStatus {
-    pub name: String,
-    pub instance: String,
-    /// Whether the last exchange with Redis worked.
-    pub redis_up: bool,
-    /// Whether this instance holds the lease and ticks.
-    pub leader: bool,
-}
-
 /// Live cluster state shared with the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct ClusterState {
@@ -187,7 +176,10 @@ impl ClusterState {
         match (was, up, error) {
             (false, true, _) => info!("redis reachable"),
             (true, false, Some(error)) => {
-                warn!(%error, "redis unreachable; clients stay connected, integers pause until it is back")
+                warn!(
+                    %error,
+                    "redis unreachable; clients stay connected, integers pause until it is back"
+                )
             }
             _ => {}
         }
@@ -249,7 +241,13 @@ impl RedisSource {
                 Some(positions.map(Option::unwrap_or_default))
             }
             Err(error) => {
-                warn!(%error, "cannot read the cluster's positions at start-up; catching up once Redis answers");
+                warn!(
+                    %error,
+                    concat!(
+                        "cannot read the cluster's positions at start-up; ",
+                        "catching up once Redis answers"
+                    )
+                );
                 None
             }
         }
@@ -321,22 +319,20 @@ impl RedisSource {
             backoff.reset();
             debug!(channel = %self.keys.channel, "subscribed");
             let mut messages = pubsub.into_on_message();
-            let mut resync = tokio::time::interval(RESYNC_EVERY);
-            resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut resync = every_resync();
             loop {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => return,
                     message = messages.next() => match message {
-                        Some(message) => match parse_tick(message.get_payload_bytes()) {
-                            Some((parity, position)) => {
-                                feed.publish_through(parity, position);
-                                arrivals.record(parity);
-                            }
-                            None => warn!(payload = ?String::from_utf8_lossy(message.get_payload_bytes()), "ignored a malformed tick message"),
-                        },
+                        Some(message) => {
+                            deliver_tick(feed, &mut arrivals, message.get_payload_bytes());
+                        }
                         None => {
-                            let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "subscription closed");
+                            let error = std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "subscription closed",
+                            );
                             self.state.set_redis_up(false, Some(&error.into()));
                             break;
                         }
@@ -386,8 +382,7 @@ impl RedisSource {
         shutdown: &CancellationToken,
     ) {
         let mut demand = feed.demand();
-        let mut renew = tokio::time::interval(RESYNC_EVERY);
-        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut renew = every_resync();
         loop {
             tokio::select! {
                 biased;
@@ -433,11 +428,7 @@ impl RedisSource {
         let tick = Script::new(TICK_SCRIPT);
         let lease_ms = self.lease().as_millis() as u64;
         let mut token: Option<String> = None;
-        // Half beats, odd and even in turn: each stream still ticks once per interval.
-        let mut clock = tokio::time::interval(self.interval / 2);
-        let mut beats = Parity::ALL.into_iter().cycle();
-        // A late tick renews the lease late; keep the spacing rather than bursting.
-        clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut beats = HalfBeats::starting_at(Instant::now(), self.interval);
         loop {
             let Some(held) = &token else {
                 tokio::select! {
@@ -460,20 +451,19 @@ impl RedisSource {
                         self.state.set_leader(true);
                         token = Some(acquired);
                         // Tick at once: the last leader's final tick is at least a lease ago.
-                        clock.reset_immediately();
+                        beats.reset_immediately();
                     }
                     Ok(None) => {}
                     Err(error) => self.state.set_redis_up(false, Some(&error)),
                 }
                 continue;
             };
-            tokio::select! {
+            let stream = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = clock.tick() => {}
-            }
+                stream = beats.next() => stream,
+            };
             let floor = [feed.position(Parity::Odd), feed.position(Parity::Even)];
-            let stream = beats.next().unwrap_or(Parity::Odd);
             let ticked: Result<Vec<i64>, RedisError> = tick
                 .key(&self.keys.lease)
                 .key(&self.keys.positions[0])
@@ -501,7 +491,7 @@ impl RedisSource {
                             .get(parity.index())
                             .is_some_and(|&position| position > 0)
                         {
-                            telemetry::produced(parity);
+                            telemetry::produced(parity.as_str());
                         }
                     }
                 }
@@ -543,6 +533,27 @@ fn timed_out() -> RedisError {
         std::io::ErrorKind::TimedOut,
         format!("no answer within {REDIS_TIMEOUT:?}"),
     ))
+}
+
+/// A clock for the once-a-[`RESYNC_EVERY`] chores, which a stall delays rather than repeats.
+fn every_resync() -> Interval {
+    let mut clock = tokio::time::interval(RESYNC_EVERY);
+    clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    clock
+}
+
+/// Delivers the position a tick message carries.
+fn deliver_tick(feed: &Feed, arrivals: &mut Arrivals, payload: &[u8]) {
+    match parse_tick(payload) {
+        Some((parity, position)) => {
+            feed.publish_through(parity, position);
+            arrivals.record(parity);
+        }
+        None => warn!(
+            payload = ?String::from_utf8_lossy(payload),
+            "ignored a malformed tick message"
+        ),
+    }
 }
 
 /// `odd 17` or `even 9`: a stream and a position.

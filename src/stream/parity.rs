@@ -9,8 +9,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::query;
-
 /// Which of the two integer streams a client follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,16 +38,6 @@ impl Parity {
             (Parity::Odd, 1) => Some(integer.div_ceil(2)),
             (Parity::Even, 0) if integer > 0 => Some(integer / 2),
             _ => None,
-        }
-    }
-
-    /// The raw WebSocket query convention: a key named `even` (with or without a value)
-    /// anywhere in the query selects the even stream; anything else is odd.
-    pub fn from_query(query: Option<&str>) -> Parity {
-        if query::has_key(query, "even") {
-            Parity::Even
-        } else {
-            Parity::Odd
         }
     }
 
@@ -98,15 +86,5 @@ mod tests {
         assert_eq!(Parity::Odd.position_of(4), None);
         assert_eq!(Parity::Even.position_of(3), None);
         assert_eq!(Parity::Even.position_of(0), None);
-    }
-
-    #[test]
-    fn even_key_anywhere_in_the_query_selects_even() {
-        for query in ["even", "even=1", "foo=1&even", "even=&x=2", "a&even&b"] {
-            assert_eq!(Parity::from_query(Some(query)), Parity::Even, "{query}");
-        }
-        for query in [None, Some(""), Some("odd"), Some("evening"), Some("x=even")] {
-            assert_eq!(Parity::from_query(query), Parity::Odd, "{query:?}");
-        }
     }
 }

@@ -1,29 +1,23 @@
 //! The fan-out point between the integer source and the connected clients.
 //!
 //! One [`Lane`] per parity holds the stream position, the subscriber counts and a watch of the
-//! last integer sent, which the fan-out ([`crate::fanout`]) follows. Publishing an integer and
+//! last integer sent, which the fan-out follows. Publishing an integer and
 //! joining a lane take the same lock, so a new subscriber learns the exact position after
 //! which it is owed integers: it can never miss or see twice the integer published while it
 //! joined. That is what lets every client of a parity see the same integers, and lets a
 //! resuming client be handed a computed backlog with no gap at the seam.
 //!
-//! The feed does not decide when to tick: that is the [`crate::source`]'s job. It only
+//! The feed does not decide when to tick: that is the source's job. It only
 //! reports demand (which parities have subscribers) and refuses to advance a parity that
 //! has none, so a disconnect that races a tick cannot advance an abandoned counter.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::parity::Parity;
-
-/// How a client is connected; counted separately in `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Raw,
-    SocketIo,
-}
+use crate::status::{FeedStatus, LaneStatus, Protocol, SubscriberCounts};
+use crate::stream::parity::Parity;
+use crate::sync::lock;
 
 /// Which parities have at least one subscriber, indexed by [`Parity::index`].
 pub type Demand = [bool; 2];
@@ -164,14 +158,14 @@ impl Feed {
         self.lane(parity).last_sent.subscribe()
     }
 
-    /// Joins `parity`'s lane, for a client the fan-out serves. `register` runs under the lane's
-    /// lock with the lane's position: no integer can be published between what it learns and
-    /// its registration taking effect.
+    /// Joins `parity`'s lane. `register` runs under the lane's lock, with the lane's
+    /// [`JoinPoint`]: no integer can be published between what it learns and its registration
+    /// taking effect.
     pub fn join<T>(
         &self,
         parity: Parity,
         protocol: Protocol,
-        register: impl FnOnce(u64) -> T,
+        register: impl FnOnce(&JoinPoint) -> T,
     ) -> (Membership, T) {
         let lane = self.lane(parity);
         let mut state = lane.lock();
@@ -179,7 +173,10 @@ impl Feed {
         if state.subscribers() == 1 {
             self.set_demand(parity, true);
         }
-        let registered = register(state.produced);
+        let registered = register(&JoinPoint {
+            parity,
+            position: state.produced,
+        });
         drop(state);
         let membership = Membership {
             feed: self.clone(),
@@ -249,10 +246,25 @@ impl Feed {
 
 impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
-        // The state is plain counters, valid after any panic, so a poisoned lock is usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
+    }
+}
+
+/// A lane at the moment a client joins it. Only [`Feed::join`] makes one, and lends it while
+/// the lane is locked: whatever is done with it happens before the next integer is published.
+pub struct JoinPoint {
+    parity: Parity,
+    position: u64,
+}
+
+impl JoinPoint {
+    pub fn parity(&self) -> Parity {
+        self.parity
+    }
+
+    /// How many integers the lane has produced: the client is owed those after it.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 }
 
@@ -269,33 +281,12 @@ impl Drop for Membership {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FeedStatus {
-    pub odd: LaneStatus,
-    pub even: LaneStatus,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LaneStatus {
-    pub subscribers: SubscriberCounts,
-    /// The last integer produced, `null` before the first.
-    pub last: Option<u64>,
-    /// Whether the source is currently advancing this parity.
-    pub running: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SubscriberCounts {
-    pub raw: usize,
-    pub socketio: usize,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn member(feed: &Feed, parity: Parity) -> (Membership, u64) {
-        feed.join(parity, Protocol::Raw, |position| position)
+        feed.join(parity, Protocol::Raw, JoinPoint::position)
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! HTTP routing: health check, status, the demo page, and the two WebSocket entry points.
+//! HTTP routing: health check, status, metrics, the demo page, and the two WebSocket entry
+//! points.
 //!
 //! socketioxide decides by path alone, so it cannot be mounted as a layer: it would also take
 //! the raw upgrades that `/socket.io/<anything>` must accept. Instead every `/socket.io` request
 //! goes through [`socket_io_entry`], which hands engine.io traffic (anything with an `EIO`
 //! query parameter) to socketioxide and everything else to the raw endpoint, which answers a
 //! request that is not an upgrade with 426, as it does on `/_ws`.
+//!
+//! Both entry points read the request here and hand the protocols what it asks for: a raw
+//! stream gets a [`RawRequest`], a socket.io session a [`Handshake`].
 
 use std::sync::Arc;
 
@@ -23,25 +27,35 @@ use socketioxide::service::SocketIoService;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
-use crate::admission::Admission;
-use crate::cluster::{ClusterState, ClusterStatus};
-use crate::demo_assets;
-use crate::feed::{Feed, FeedStatus};
-use crate::listener::ClientSocket;
-use crate::query;
-use crate::raw_ws::{RawWs, is_websocket_upgrade};
+use crate::edge::admission::Admission;
+use crate::edge::demo_assets;
+use crate::edge::listener::CountedStream;
+use crate::edge::request::{
+    after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label,
+};
+use crate::raw::upgrade::{RawRequest, RawWs};
+use crate::socketio::connect::{self, Handshake};
+use crate::source::redis::ClusterState;
+use crate::status::{ClusterStatus, FeedStatus};
+use crate::stream::feed::Feed;
+use crate::stream::resume::Resume;
 use crate::telemetry;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
+    /// The streams, which the source advances: read for `/status`, `/metrics` and `after`.
     pub feed: Feed,
+    /// The raw endpoint; its connections' tasks are tracked there for the shutdown.
     pub raw: Arc<RawWs>,
+    /// socketioxide's HTTP side; the namespaces' handlers hold the other (`SocketIoState`).
     pub socketio: SocketIoService<NotFoundService>,
-    /// The socket.io handle, for the metrics to count sockets by transport.
+    /// The socket.io handle, for the metrics to count sockets by transport; the shutdown
+    /// closes socket.io through its own clone.
     pub io: SocketIo,
+    /// Counts the connections the listener holds open.
     pub admission: Admission,
-    /// This instance's place in its cluster, in cluster mode.
+    /// This instance's place in its cluster, kept up to date by the Redis source.
     pub cluster: Option<ClusterState>,
 }
 
@@ -54,7 +68,7 @@ struct Status {
     cluster: Option<ClusterStatus>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     // Plain HTTP resources: a WebSocket upgrade on any of them is refused like an unknown path.
     let plain = Router::new()
         .route("/cache-healthcheck", get(healthcheck))
@@ -103,23 +117,74 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = telemetry::render(&state.feed, &state.io, state.cluster.as_ref());
+    let cluster = state.cluster.as_ref().map(ClusterState::status);
+    let body = telemetry::render(
+        &state.feed.status(),
+        connect::connections(&state.io),
+        cluster.as_ref(),
+    );
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn raw_entry(State(state): State<AppState>, request: Request) -> Response {
-    state.raw.upgrade(request).await
+    raw_stream(&state, request).await
+}
+
+/// A request for a raw stream: refused in this order when it is not a WebSocket upgrade, when
+/// the admission refuses it, and when its `after` cannot be honoured.
+async fn raw_stream(state: &AppState, request: Request) -> Response {
+    if !is_websocket_upgrade(&request) {
+        return not_a_websocket();
+    }
+    if let Err(refusal) = state.admission.check(request.headers()) {
+        return refusal.into_response();
+    }
+    let query = request.uri().query();
+    let parity = parity_of_query(query);
+    let resume = match Resume::accept(&state.feed, parity, after_from_query(query)) {
+        Ok(resume) => resume,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let (parts, _body) = request.into_parts();
+    let peer = peer_label(&parts.headers, parts.extensions.get());
+    let request = RawRequest {
+        parity,
+        resume,
+        peer,
+    };
+    state.raw.upgrade::<CountedStream>(parts, request).await
+}
+
+const NOT_A_WEBSOCKET: &str = "this endpoint streams integers over WebSocket; \
+connect with a WebSocket client, for example: websocat ws://HOST/_ws/?even\n";
+
+/// Answers a plain HTTP request (a browser tab, curl) on a raw endpoint: how to connect.
+fn not_a_websocket() -> Response {
+    (
+        StatusCode::UPGRADE_REQUIRED,
+        [
+            (header::UPGRADE, "websocket"),
+            (header::CONNECTION, "Upgrade"),
+        ],
+        NOT_A_WEBSOCKET,
+    )
+        .into_response()
 }
 
 async fn socket_io_entry(State(state): State<AppState>, mut request: Request) -> Response {
     match SocketIoDestination::of(request.uri().query()) {
-        SocketIoDestination::Raw => return state.raw.upgrade(request).await,
+        SocketIoDestination::Raw => return raw_stream(&state, request).await,
         SocketIoDestination::NewEngineIoSession => {
             if let Err(refusal) = state.admission.check(request.headers()) {
                 return refusal.into_response();
             }
+            let handshake = Handshake {
+                peer: peer_label(request.headers(), request.extensions().get()).into(),
+                query_parity: parity_of_query(request.uri().query()),
+            };
             request = detach_head(request);
+            request.extensions_mut().insert(handshake);
         }
         SocketIoDestination::EngineIo => {}
     }
@@ -135,9 +200,7 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
 /// head for the session's whole life, so without the copy every socket.io session pins its
 /// whole read buffer: kilobytes for an ordinary handshake, and as much as the header limit for
 /// a client sending huge headers. The copy is the size of the headers themselves. axum's copy
-/// of the URI (`OriginalUri`) is a view into the buffer too; and the connection's socket is of
-/// no use to a session, which may outlive the connection (long-polling), so the session keeps
-/// neither.
+/// of the URI (`OriginalUri`) is a view into the buffer too, and is copied as well.
 fn detach_head(mut request: Request) -> Request {
     if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
         if let Some(OriginalUri(original)) = request.extensions_mut().get_mut::<OriginalUri>() {
@@ -145,7 +208,6 @@ fn detach_head(mut request: Request) -> Request {
         }
         *request.uri_mut() = uri;
     }
-    request.extensions_mut().remove::<ClientSocket>();
     for value in request.headers_mut().values_mut() {
         if let Ok(owned) = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
         {
@@ -168,9 +230,9 @@ pub enum SocketIoDestination {
 
 impl SocketIoDestination {
     pub fn of(query: Option<&str>) -> SocketIoDestination {
-        if !query::has_key(query, "EIO") {
+        if !has_key(query, "EIO") {
             SocketIoDestination::Raw
-        } else if query::has_key(query, "sid") {
+        } else if has_key(query, "sid") {
             SocketIoDestination::EngineIo
         } else {
             SocketIoDestination::NewEngineIoSession

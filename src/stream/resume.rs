@@ -8,8 +8,9 @@ use std::ops::RangeInclusive;
 
 use tracing::warn;
 
-use crate::parity::Parity;
-use crate::query;
+use crate::stream::feed::{Feed, JoinPoint};
+use crate::stream::parity::Parity;
+use crate::telemetry::{self, Refused};
 
 /// Why an `after` cannot be honoured; the message is what the client is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,11 +34,6 @@ pub fn parse_after(text: &str) -> Result<u64, ResumeError> {
         .map_err(|_| ResumeError::NotAnInteger(text.chars().take(40).collect()))
 }
 
-/// The `after` of a raw client's query string, if it has one.
-pub fn after_from_query(query: Option<&str>) -> Result<Option<u64>, ResumeError> {
-    query::value(query, "after").map(parse_after).transpose()
-}
-
 /// The `after` of a socket.io handshake's `auth`: a number, or a string of digits.
 pub fn after_from_auth(value: Option<&serde_json::Value>) -> Result<Option<u64>, ResumeError> {
     match value {
@@ -53,8 +49,51 @@ pub fn after_from_auth(value: Option<&serde_json::Value>) -> Result<Option<u64>,
     }
 }
 
+/// A client's `after`, accepted: parsed and checked against its stream once, when the client
+/// asked (and counted as refused there if it was not), then carried to its subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Resume {
+    after: Option<u64>,
+}
+
+impl Resume {
+    /// Accepts the `after` a client of `parity` asked for (`None`: it did not ask), or refuses
+    /// it, counting the refusal.
+    pub(crate) fn accept(
+        feed: &Feed,
+        parity: Parity,
+        after: Result<Option<u64>, ResumeError>,
+    ) -> Result<Resume, ResumeError> {
+        let accepted = after.and_then(|after| {
+            if let Some(after) = after {
+                // The stream only moves forward: what is not ahead now is not ahead later.
+                check_not_ahead(parity, after, feed.resume_horizon(parity))?;
+            }
+            Ok(Resume { after })
+        });
+        if accepted.is_err() {
+            telemetry::refused(Refused::BadAfter);
+        }
+        accepted
+    }
+
+    pub(crate) fn after(self) -> Option<u64> {
+        self.after
+    }
+
+    /// The backlog owed to a client joining at `at`, or `None` when it did not ask to resume.
+    pub(crate) fn backlog(self, at: &JoinPoint, cap: u64) -> Option<Backlog> {
+        backlog_for(at.parity(), self.after, at.position(), cap)
+    }
+
+    /// The first live integer owed to a client joining at `at`.
+    pub(crate) fn first_owed(self, at: &JoinPoint) -> u64 {
+        first_owed(at.parity(), at.position(), self.after)
+    }
+}
+
 /// Refuses an `after` beyond the last integer of a stream standing at `position`.
-pub fn check_not_ahead(parity: Parity, after: u64, position: u64) -> Result<(), ResumeError> {
+fn check_not_ahead(parity: Parity, after: u64, position: u64) -> Result<(), ResumeError> {
     let last = parity.integer_at(position).unwrap_or(0);
     if after > last {
         return Err(ResumeError::AheadOfStream {
@@ -97,7 +136,7 @@ impl Backlog {
     }
 
     /// The missed integers to replay, oldest first.
-    pub fn integers(&self, parity: Parity) -> impl Iterator<Item = u64> + use<> {
+    pub(crate) fn integers(&self, parity: Parity) -> impl Iterator<Item = u64> + use<> {
         self.positions
             .clone()
             .filter_map(move |position| parity.integer_at(position))
@@ -119,7 +158,7 @@ impl Backlog {
 /// another instance may have delivered a tick this one has not received yet): nothing is
 /// missed then, and the client is owed only the live integers above `after` (see
 /// [`already_seen`]).
-pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) -> Option<Backlog> {
+fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) -> Option<Backlog> {
     let after = after?;
     let last = parity.integer_at(position).unwrap_or(0);
     // Capped at the last integer, `after` is never ahead, so this cannot fail.
@@ -135,7 +174,7 @@ pub fn backlog_for(parity: Parity, after: Option<u64>, position: u64, cap: u64) 
 
 /// The first integer owed to a client joining at `position`: the next one produced, or, for
 /// a client resuming `after` a later one (accepted within the resume slack), the first above it.
-pub fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
+fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
     let next = parity.integer_at(position + 1).unwrap_or(u64::MAX);
     match after {
         Some(after) if !already_seen(next, Some(after)) => next,
@@ -148,7 +187,7 @@ pub fn first_owed(parity: Parity, position: u64, after: Option<u64>) -> u64 {
 }
 
 /// Whether a live `integer` is one a client resuming `after` has already received.
-pub fn already_seen(integer: u64, after: Option<u64>) -> bool {
+fn already_seen(integer: u64, after: Option<u64>) -> bool {
     after.is_some_and(|after| integer <= after)
 }
 
@@ -224,9 +263,6 @@ mod tests {
         ] {
             assert!(parse_after(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(after_from_query(Some("even&after=7")), Ok(Some(7)));
-        assert_eq!(after_from_query(Some("even")), Ok(None));
-        assert!(after_from_query(Some("after")).is_err());
     }
 
     #[test]

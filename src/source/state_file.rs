@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::parity::Parity;
+use crate::stream::parity::Parity;
 
 const FORMAT_VERSION: u32 = 1;
 

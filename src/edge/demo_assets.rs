@@ -4,10 +4,10 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
-const INDEX: &str = include_str!("../client-demo/index.html");
-const SCRIPT: &str = include_str!("../client-demo/demo.js");
-const STYLESHEET: &str = include_str!("../client-demo/demo.css");
-const STATUS_VIEW: &str = include_str!("../client-demo/status-view.js");
+const INDEX: &str = include_str!("../../client-demo/index.html");
+const SCRIPT: &str = include_str!("../../client-demo/demo.js");
+const STYLESHEET: &str = include_str!("../../client-demo/demo.css");
+const STATUS_VIEW: &str = include_str!("../../client-demo/status-view.js");
 const SOCKET_IO_CLIENT: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
 const SOCKET_IO_CLIENT_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js.map"));
 

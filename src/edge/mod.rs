@@ -1,0 +1,13 @@
+//! The server's edge: where TCP connections and HTTP requests come in, and are sent on to a
+//! protocol or answered here.
+//! - [`listener`]: accepting, socket options, counting live connections, serving HTTP;
+//! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
+//! - [`request`]: what a request asks for (stream, `after`) and who sent it;
+//! - [`admission`]: the connection limit and the origin allow-list;
+//! - [`demo_assets`]: the demo page and the client bundle, embedded.
+
+pub(crate) mod admission;
+pub(crate) mod demo_assets;
+pub mod http;
+pub(crate) mod listener;
+pub mod request;

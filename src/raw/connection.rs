@@ -1,0 +1,389 @@
+//! One raw connection's life after the upgrade: serving it until it ends, then the close
+//! handshake.
+//!
+//! Client messages are read to notice a close promptly, to prove the peer alive, and to
+//! enforce the size bound; their content is ignored. Every way a connection ends has its close
+//! code: 1001 on shutdown, 1013 for a client too slow to keep up or silent through a heartbeat
+//! (it should reconnect with `after`), 1009/1007/1002 for bad frames, 1008 for a flood. Each
+//! close frame gets at most the ping timeout to be written.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::close_code;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, debug_span, info, warn};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use crate::departure::Departure;
+use crate::raw::heartbeat::HeartbeatTimes;
+use crate::raw::io::{ClientFrames, ConnectionIo};
+use crate::raw::writer::{Flushed, RawConn};
+use crate::status::Protocol;
+use crate::stream::feed::Membership;
+use crate::stream::parity::Parity;
+use crate::telemetry;
+
+/// What bounds every raw connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RawLimits {
+    /// Largest message a client may send before it is closed with 1009.
+    pub max_client_message: usize,
+    /// Ping interval and timeout; the timeout is also how long a write may wait for the
+    /// client to read.
+    pub heartbeat: HeartbeatTimes,
+}
+
+/// Bytes tungstenite reads from the socket at a time. Clients send little (a pong per
+/// heartbeat), and tungstenite zero-fills this much before every read attempt, on every tick,
+/// for every client; larger frames still grow the buffer to their size, up to
+/// `max_client_message`.
+const READ_BUFFER: usize = 64;
+
+/// Client frames (of any kind, pings included) a raw client may send in one second. It needs
+/// about one pong per heartbeat; past this it is flooding, and each ping would cost a pong.
+const MAX_CLIENT_FRAMES_PER_SECOND: u32 = 100;
+
+/// A connection that has joined its stream, as the upgrade hands it over.
+pub(super) struct Connection {
+    /// Where the client's frames are read from.
+    pub(super) read: ClientFrames,
+    /// The write side of a WebSocket inside an HTTP/2 stream; `None` when the fan-out writes to
+    /// the TCP socket directly.
+    pub(super) tunnel: Option<Tunnel>,
+    pub(super) parity: Parity,
+    /// The client's address, for the logs.
+    pub(super) peer: String,
+    /// What the fan-out writes to.
+    pub(super) conn: Arc<RawConn>,
+    /// The connection's share of its stream's demand.
+    pub(super) membership: Membership,
+}
+
+/// Serves one connection, from its first frame to the close handshake, and reports its
+/// departure. Every connection holds this future for its whole life, so it keeps what it is
+/// given in place rather than copying it into locals.
+pub(super) async fn run(connection: Connection, limits: &RawLimits, shutdown: &CancellationToken) {
+    // The connect and disconnect events carry the client's stream and address as fields, not
+    // in a span: an info span living as long as the connection keeps the log subscriber's
+    // record of it for every idle client. The connection's own debug events get a span that
+    // exists only when they are enabled.
+    let max_message = limits.max_client_message;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER.min(max_message))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        // Every write is taken at once (see `ConnectionIo`).
+        .write_buffer_size(0);
+    let io = ConnectionIo {
+        read: connection.read,
+        conn: connection.conn.clone(),
+    };
+    let (parity, peer) = (connection.parity, &connection.peer);
+    let conn = &connection.conn;
+    let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let (ended, socket, tunnel) = serve(websocket, conn, connection.tunnel, limits, shutdown)
+        .instrument(debug_span!("raw", %parity, %peer))
+        .await;
+    // Stop counting as a subscriber before spending any more time on this client.
+    drop(connection.membership);
+    // Said when it happens, as for socket.io: the close below may wait a while for a slow
+    // client to read its way to the close frame.
+    if let Departure::TooSlow(why) = &ended {
+        warn!(%parity, %peer, why, "client too slow, disconnecting");
+    }
+    let patience = limits.heartbeat.timeout;
+    // A span of its own rather than one kept across `serve`, which every idle connection
+    // would hold.
+    Box::pin(close(socket, conn, tunnel, &ended, patience))
+        .instrument(debug_span!("raw", %parity, %peer))
+        .await;
+    telemetry::departed(Protocol::Raw, &ended);
+    info!(%parity, %peer, reason = %ended, "disconnected");
+}
+
+/// The close frame owed to a client for why its connection ended, if any.
+fn close_frame(ended: &Departure) -> Option<(u16, String)> {
+    match ended {
+        Departure::BadFrame { code, reason } => Some((*code, reason.clone())),
+        Departure::TooSlow(why) => Some((
+            close_code::AGAIN,
+            format!("too slow: {why}; reconnect with after"),
+        )),
+        // The peer may be gone, or its ping may be stuck behind integers it reads too slowly;
+        // in the second case this reason reaches it, after them.
+        Departure::NoHeartbeat(patience) => Some((
+            close_code::AGAIN,
+            format!("no answer to a heartbeat within {patience:?}; reconnect with after"),
+        )),
+        Departure::Flooding { limit } => Some((
+            close_code::POLICY,
+            format!("too many messages: more than {limit} a second"),
+        )),
+        Departure::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
+        // A malformed packet is socket.io's; a raw client breaks the protocol with a frame.
+        Departure::ClientClosed | Departure::Lost(_) | Departure::BadPacket => None,
+    }
+}
+
+/// A client that left bytes unread for `patience`.
+fn stalled(patience: Duration) -> Departure {
+    Departure::TooSlow(format!(
+        "a write waited {patience:?} for the client to read"
+    ))
+}
+
+type Socket = WebSocketStream<ConnectionIo>;
+/// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
+pub(super) type Tunnel = WriteHalf<TokioIo<Upgraded>>;
+/// Serves a connection until it ends, and hands back what its close needs. Every connection
+/// holds this future for its whole life, so it is kept small: one timer for all deadlines,
+/// socket writes that never wait, and the rare path (a tunnel) boxed; the close handshake
+/// runs after it, boxed too.
+async fn serve(
+    mut socket: Socket,
+    conn: &RawConn,
+    mut tunnel: Option<Tunnel>,
+    limits: &RawLimits,
+    shutdown: &CancellationToken,
+) -> (Departure, Socket, Option<Tunnel>) {
+    let times = limits.heartbeat;
+    let patience = times.timeout;
+    let mut deadlines = Deadlines {
+        heartbeat: times.check_after_answer(Instant::now()),
+        stall: None,
+    };
+    let timer = tokio::time::sleep_until(deadlines.next());
+    tokio::pin!(timer);
+    // Made once, not at every wake-up: each `cancelled()` registers a waiter under the token's
+    // lock.
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut flood = FrameRate::default();
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Departure::Shutdown,
+            incoming = socket.next() => {
+                let now = Instant::now();
+                deadlines.heartbeat = conn.answered(now, times);
+                if !flood.allow(now) {
+                    break Departure::Flooding { limit: MAX_CLIENT_FRAMES_PER_SECOND };
+                }
+                match incoming {
+                    None | Some(Ok(Message::Close(_))) => break Departure::ClientClosed,
+                    Some(Ok(message)) => debug!(bytes = message.len(), "ignored client message"),
+                    Some(Err(error)) => {
+                        let detail = error.to_string();
+                        break match close_for_read_error(error) {
+                            Some((code, reason)) => Departure::BadFrame { code, reason },
+                            None => Departure::Lost(detail),
+                        };
+                    }
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if deadlines.stall.is_some_and(|due| due <= now) {
+                    break stalled(patience);
+                }
+                if deadlines.heartbeat <= now {
+                    match conn.check_heartbeat(now, times) {
+                        Ok(at) => deadlines.heartbeat = at,
+                        Err(ended) => break ended,
+                    }
+                }
+            }
+            _ = conn.woken() => {
+                if let Some(ended) = conn.ended_by_fanout() {
+                    break ended;
+                }
+            }
+            ready = writable(conn.socket()), if deadlines.stall.is_some() => {
+                if let Err(error) = ready {
+                    break Departure::Lost(error.to_string());
+                }
+            }
+        }
+        // Whatever woke the task, parked bytes go out as far as the client takes them.
+        let flushed = match tunnel.as_mut() {
+            None => conn
+                .flush_to_socket()
+                .map_err(|error| Departure::Lost(error.to_string())),
+            Some(tunnel) => Box::pin(flush_tunnel(conn, tunnel, patience)).await,
+        };
+        match flushed {
+            Ok(Flushed { left: false, .. }) => deadlines.stall = None,
+            Ok(Flushed {
+                left: true,
+                progress,
+            }) => {
+                if progress || deadlines.stall.is_none() {
+                    deadlines.stall = Some(Instant::now() + patience);
+                }
+            }
+            Err(ended) => break ended,
+        }
+        timer.as_mut().reset(deadlines.next());
+    };
+    // Stop taking ticks before spending any more time on this client.
+    conn.end_ticks();
+    (ended, socket, tunnel)
+}
+
+/// When the connection task must next wake on its own.
+struct Deadlines {
+    /// When to check the heartbeat, in case no tick has carried it (see
+    /// [`RawConn::check_heartbeat`]). With ticks flowing, each answer moves it on before it
+    /// comes.
+    heartbeat: Instant,
+    /// When parked bytes that the client has not read make it too slow.
+    stall: Option<Instant>,
+}
+
+impl Deadlines {
+    fn next(&self) -> Instant {
+        self.stall
+            .map_or(self.heartbeat, |stall| stall.min(self.heartbeat))
+    }
+}
+
+/// Sends the close frame `ended` calls for, answers the client's, and waits for its answer.
+async fn close(
+    mut socket: Socket,
+    conn: &RawConn,
+    mut tunnel: Option<Tunnel>,
+    ended: &Departure,
+    patience: Duration,
+) {
+    if let Some((code, reason)) = close_frame(ended) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        // Best effort: the peer may be gone or stalled, and nothing more is owed to it.
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+    if !matches!(ended, Departure::Lost(_)) {
+        // Answers a client's close frame, if that is how it ended. (The sink's close flushes;
+        // the stream's own `close` would send one more close frame.)
+        let _ = SinkExt::close(&mut socket).await;
+        let _ = tokio::time::timeout(patience, drain(conn, tunnel.as_mut())).await;
+    }
+    if close_frame(ended).is_some() {
+        // Wait for the client's answering close before dropping the socket: closing with its
+        // frames unread would make the kernel reset the connection, and a reset discards
+        // whatever the client has not read yet, our close frame included.
+        let _ = tokio::time::timeout(patience, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Resolves when the socket may take more bytes; never for a tunnel, whose writes wait
+/// instead.
+async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
+    match socket {
+        // The poll form keeps no waiter of its own in this future, which every connection holds.
+        Some(socket) => std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes every parked byte through a tunnel, within `patience`.
+async fn flush_tunnel(
+    conn: &RawConn,
+    tunnel: &mut Tunnel,
+    patience: Duration,
+) -> Result<Flushed, Departure> {
+    let parked = conn.take_parked();
+    if !parked.is_empty() {
+        within(patience, async {
+            tunnel.write_all(&parked).await?;
+            tunnel.flush().await
+        })
+        .await?;
+    }
+    Ok(Flushed {
+        left: false,
+        progress: !parked.is_empty(),
+    })
+}
+
+/// Writes every parked byte, waiting for the client to read.
+async fn drain(conn: &RawConn, tunnel: Option<&mut Tunnel>) -> io::Result<()> {
+    if let Some(tunnel) = tunnel {
+        return flush_tunnel(conn, tunnel, Duration::MAX)
+            .await
+            .map(drop)
+            .map_err(|ended| io::Error::other(ended.to_string()));
+    }
+    while conn.flush_to_socket()?.left {
+        writable(conn.socket()).await?;
+    }
+    Ok(())
+}
+
+/// Counts client frames per one-second window.
+#[derive(Default)]
+struct FrameRate {
+    window_start: Option<Instant>,
+    frames: u32,
+}
+
+impl FrameRate {
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.frames += 1,
+            _ => {
+                self.window_start = Some(now);
+                self.frames = 1;
+            }
+        }
+        self.frames <= MAX_CLIENT_FRAMES_PER_SECOND
+    }
+}
+
+/// Runs one write to the client, giving up on a client that has not read for `patience`.
+async fn within<T>(
+    patience: Duration,
+    write: impl Future<Output = io::Result<T>>,
+) -> Result<T, Departure> {
+    match tokio::time::timeout(patience, write).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(error)) => Err(Departure::Lost(error.to_string())),
+        Err(_) => Err(stalled(patience)),
+    }
+}
+
+/// The close frame owed to a client whose frame could not be read, or `None` when the
+/// connection itself failed and nothing can be sent.
+fn close_for_read_error(error: tungstenite::Error) -> Option<(u16, String)> {
+    use tungstenite::Error as WsError;
+    match error {
+        WsError::Capacity(capacity) => {
+            Some((close_code::SIZE, format!("message too big: {capacity}")))
+        }
+        WsError::Utf8(_) => Some((close_code::INVALID, "text frame is not valid UTF-8".into())),
+        WsError::Protocol(protocol) => match protocol {
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake => None,
+            other => Some((close_code::PROTOCOL, other.to_string())),
+        },
+        _ => None,
+    }
+}

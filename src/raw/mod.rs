@@ -1,0 +1,17 @@
+//! The raw WebSocket protocol: one text frame per integer, holding its decimal digits.
+//!
+//! Served on `/_ws...`, and on `/socket.io...` for upgrades that carry no `EIO` query
+//! parameter. From the request inward:
+//! - [`upgrade`]: the handshake, and joining the client to its stream;
+//! - [`connection`]: the connection's task, from its first frame to the close handshake;
+//! - [`writer`]: the client as the fan-out sees it, writing frames straight to its socket;
+//! - [`io`]: the connection as tungstenite sees it, its own frames going out through the writer;
+//! - [`heartbeat`]: pings riding on the ticks;
+//! - [`frames`]: the bytes of integer and ping frames.
+
+pub mod connection;
+pub mod frames;
+pub mod heartbeat;
+pub mod io;
+pub mod upgrade;
+pub mod writer;

@@ -1,0 +1,187 @@
+//! The raw endpoint's HTTP side: completing the WebSocket handshake, then joining the client
+//! to its stream and handing the connection to its task.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Version, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade::downcast;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+use tungstenite::handshake::derive_accept_key;
+
+use crate::fanout::{Fanout, Started};
+use crate::raw::connection::{self, Connection, RawLimits};
+use crate::raw::frames::render_frames;
+use crate::raw::io::ClientFrames;
+use crate::raw::writer::RawConn;
+use crate::status::Protocol;
+use crate::stream::feed::Feed;
+use crate::stream::parity::Parity;
+use crate::stream::resume::Resume;
+use crate::telemetry;
+
+/// A client connection whose TCP socket the fan-out may write to directly. The listener's
+/// stream type implements it; the upgrade finds it again under hyper's, which is how the raw
+/// writer, and nothing else, gets the socket.
+pub trait DirectSocket: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn socket(&self) -> Arc<TcpStream>;
+}
+
+/// What every raw connection shares.
+pub struct RawWs {
+    /// The streams the connections join.
+    pub feed: Feed,
+    /// Cancelled by the server on a signal: every connection then closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Every open raw connection's task; the server's shutdown waits on it for their close
+    /// frames.
+    pub connections: TaskTracker,
+    pub limits: RawLimits,
+    /// Writes the ticks; its shard tasks hold the connections weakly, each task strongly.
+    pub fanout: Fanout<RawConn>,
+}
+
+/// A request for a raw stream, as the HTTP layer read it.
+pub struct RawRequest {
+    pub parity: Parity,
+    pub resume: Resume,
+    /// The client's address, for the logs.
+    pub peer: String,
+}
+
+impl RawWs {
+    /// Completes the WebSocket handshake of a request whose stream and `after` were accepted,
+    /// or answers why it cannot. `S` is the type of the connection's stream.
+    pub async fn upgrade<S: DirectSocket>(
+        self: &Arc<Self>,
+        mut parts: Parts,
+        request: RawRequest,
+    ) -> Response {
+        // axum's extractor only checks the handshake here (its rejections name what is wrong:
+        // a missing key, a wrong version); the upgraded connection is served below, on its
+        // TCP socket, so the upgrade is taken before the extractor consumes it.
+        let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
+        if let Err(rejection) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            return rejection.into_response();
+        }
+        let Some(on_upgrade) = on_upgrade else {
+            return (
+                StatusCode::UPGRADE_REQUIRED,
+                "this connection cannot be upgraded\n",
+            )
+                .into_response();
+        };
+        let response = switching_protocols(&parts);
+        let this = self.clone();
+        self.connections.spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    let RawRequest { parity, peer, .. } = request;
+                    return debug!(%parity, %peer, %error, "upgrade failed");
+                }
+            };
+            let connection = this.join::<S>(upgraded, request);
+            connection::run(connection, &this.limits, &this.shutdown).await;
+        });
+        response
+    }
+
+    /// Joins an upgraded connection to its stream.
+    fn join<S: DirectSocket>(&self, upgraded: Upgraded, request: RawRequest) -> Connection {
+        let RawRequest {
+            parity,
+            resume,
+            peer,
+        } = request;
+        let (read, socket, tunnel) = take_apart::<S>(upgraded);
+        let first_ping = Instant::now() + self.limits.heartbeat.interval;
+        let subscription = self.fanout.subscribe(&self.feed, parity, resume, |owing| {
+            let mut replayed = 0;
+            let replay = render_frames(owing.replay().inspect(|_| replayed += 1));
+            Started {
+                client: RawConn::new(socket, owing.next, replay, first_ping),
+                replayed,
+                served: true,
+            }
+        });
+        info!(
+            %parity,
+            %peer,
+            position = subscription.position,
+            after = resume.after(),
+            replay = subscription.replay,
+            "connected"
+        );
+        telemetry::connected(Protocol::Raw);
+        Connection {
+            read,
+            tunnel,
+            parity,
+            peer,
+            conn: subscription.client,
+            membership: subscription.membership,
+        }
+    }
+}
+
+/// Finds the client's TCP socket under an upgraded HTTP/1 connection, for the fan-out to
+/// write to. Over HTTP/2 the socket carries other streams too, so there is none: the stream's
+/// own write half (the tunnel) is written instead.
+fn take_apart<S: DirectSocket>(
+    upgraded: Upgraded,
+) -> (
+    ClientFrames,
+    Option<Arc<TcpStream>>,
+    Option<connection::Tunnel>,
+) {
+    match downcast::<TokioIo<S>>(upgraded) {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            let socket = stream.socket();
+            // Whatever the HTTP layer read past the request comes first. It is copied out: the
+            // buffer it lies in is the HTTP layer's whole read buffer, which every connection
+            // would otherwise keep for its life.
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            drop(parts.read_buf);
+            let read = Cursor::new(early).chain(stream);
+            (Box::pin(read), Some(socket), None)
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            (Box::pin(read), None, Some(write))
+        }
+    }
+}
+
+/// The answer that completes a WebSocket handshake axum's extractor has checked.
+fn switching_protocols(parts: &Parts) -> Response {
+    match parts.headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if parts.version <= Version::HTTP_11 => (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, "upgrade".to_owned()),
+                (header::UPGRADE, "websocket".to_owned()),
+                (
+                    header::SEC_WEBSOCKET_ACCEPT,
+                    derive_accept_key(key.as_bytes()),
+                ),
+            ],
+        )
+            .into_response(),
+        // HTTP/2's extended CONNECT (RFC 8441) answers 200 with no key.
+        _ => StatusCode::OK.into_response(),
+    }
+}

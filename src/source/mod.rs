@@ -1,0 +1,63 @@
+//! Where integers come from: the one seam between "when and which integer" and delivery.
+//!
+//! A source watches the feed's demand and publishes into it. [`local::LocalTicker`] is the
+//! single-process source (with [`state_file`] to survive restarts); [`redis::RedisSource`]
+//! takes the next integer from a cluster's shared counters. Either leaves the feed and every
+//! client handler as they are.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::stream::feed::Feed;
+use crate::stream::parity::Parity;
+
+pub mod local;
+pub mod redis;
+pub mod state_file;
+
+/// Produces integers into a feed until `shutdown` is cancelled.
+pub trait IntegerSource: Send + 'static {
+    fn run(self, feed: Feed, shutdown: CancellationToken) -> impl Future<Output = ()> + Send;
+}
+
+/// Every source's clock: half beats, odd and even in turn. Each stream still gets one integer
+/// per interval, but the two fan-outs never compete for the cores, so each reaches its last
+/// client sooner.
+pub(crate) struct HalfBeats {
+    clock: Interval,
+    next: Parity,
+}
+
+impl HalfBeats {
+    /// Beats every half `interval` from `first` on; the first is odd's.
+    pub(crate) fn starting_at(first: Instant, interval: Duration) -> HalfBeats {
+        let mut clock = tokio::time::interval_at(first, interval / 2);
+        // After a stall (a suspended VM, a busy runtime) keep the spacing between integers
+        // rather than bursting the missed ones out back to back.
+        clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        HalfBeats {
+            clock,
+            next: Parity::Odd,
+        }
+    }
+
+    /// Waits for the next beat, and says whose it is. Cancel-safe: a beat is only taken when
+    /// this resolves.
+    pub(crate) async fn next(&mut self) -> Parity {
+        self.clock.tick().await;
+        let parity = self.next;
+        self.next = match parity {
+            Parity::Odd => Parity::Even,
+            Parity::Even => Parity::Odd,
+        };
+        parity
+    }
+
+    /// Makes the next beat come at once.
+    pub(crate) fn reset_immediately(&mut self) {
+        self.clock.reset_immediately();
+    }
+}

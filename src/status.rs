@@ -1,0 +1,46 @@
+//! What the server reports of its state: the types `/status` serves and `/metrics` reads.
+//!
+//! They live below everything that fills them in (the feed, the cluster source) and everything
+//! that reports them (the HTTP routes, the metrics), so that neither side imports the other.
+
+use serde::{Deserialize, Serialize};
+
+/// How a client is connected; counted separately in `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Raw,
+    SocketIo,
+}
+
+/// Both streams, as `/status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub odd: LaneStatus,
+    pub even: LaneStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LaneStatus {
+    pub subscribers: SubscriberCounts,
+    /// The last integer produced, `null` before the first.
+    pub last: Option<u64>,
+    /// Whether the source is currently advancing this parity.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubscriberCounts {
+    pub raw: usize,
+    pub socketio: usize,
+}
+
+/// This instance's place in its cluster, in cluster mode.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ClusterStatus {
+    pub name: String,
+    pub instance: String,
+    /// Whether the last exchange with Redis worked.
+    pub redis_up: bool,
+    /// Whether this instance holds the lease and ticks.
+    pub leader: bool,
+}
