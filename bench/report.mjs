@@ -31,8 +31,10 @@ const peers = JSON.parse(readFileSync("bench/peers/package.json", "utf8")).depen
 const health = (r) => (r.healthcheck_answers === undefined ? "–"
   : `${fmt(r.healthcheck_ms_p50)} / ${fmt(r.healthcheck_ms_max)}${r.healthcheck_failures ? ` (${r.healthcheck_failures})` : ""}`);
 
-// The peer a run of this server is compared with: Node ws for raw, Node socket.io for socket.io.
+// The peer a run of this server is compared with: Node ws for raw, Node socket.io for socket.io
+// (none for socket.io v2 clients: the peer serves v4 ones).
 function peerOf(r) {
+  if (r.protocol === "socketio-v2") return null;
   return run(`${scenarioOf(r)} ${r.protocol === "raw" ? "ws" : "socketio"} ${r.label.split(" ")[2]}`);
 }
 

@@ -111,6 +111,7 @@ if [ "$smoke" = 1 ]; then
   loadgen_extra=(--polling-share 0.2)
   scenario smoke ours socketio 200 50 3
   loadgen_extra=()
+  scenario smoke ours socketio-v2 200 50 3
   node -e '
     const runs = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
     for (const run of runs) {
@@ -138,6 +139,8 @@ for clients in 1000 10000 19000; do
 done
 # socketioxide alone, with the same wire protocol and heartbeat: what the library itself costs.
 scenario capacity-19000 bare socketio 19000 1000 10
+# socket.io v2 clients (engine.io v3 over WebSocket), beside the v4 row above.
+scenario capacity-19000 ours socketio-v2 19000 1000 10
 # The same 19k raw clients with this server's heartbeats (a ping every 10 s) practically off, as
 # the Node ws peer has none: what dead-peer detection costs.
 server_extra=(--ping-interval-ms 600000)

@@ -441,13 +441,18 @@ fn cases() -> Vec<Case> {
 
     // engine.io and socket.io, over polling and WebSocket.
     let polling = |query: &str| format!("GET /socket.io/?{query} HTTP/1.1\r\nHost: t\r\n\r\n");
-    // The README promises this answer's text to engine.io v3 clients.
+    // The README promises this answer's text to engine.io versions other than 3 and 4.
     cases.push(case(
-        "EIO=3",
-        Request(polling("EIO=3&transport=polling")),
+        "EIO=2",
+        Request(polling("EIO=2&transport=polling")),
         Http(400, "Unsupported protocol version"),
     ));
-    for eio in ["2", "5", "abc", "", "-1", "4.0"] {
+    cases.push(case(
+        "EIO=3 with an unknown transport",
+        Request(polling("EIO=3&transport=foo")),
+        Status(400),
+    ));
+    for eio in ["5", "abc", "", "-1", "4.0"] {
         cases.push(case(
             format!("EIO={eio:?}"),
             Request(polling(&format!("EIO={eio}&transport=polling"))),

@@ -34,7 +34,8 @@ use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label,
 };
 use crate::raw::upgrade::{RawRequest, RawWs};
-use crate::socketio::connect::{self, Handshake};
+use crate::socketio::connect;
+use crate::socketio::handshake::Handshake;
 use crate::source::redis::ClusterState;
 use crate::status::{ClusterStatus, FeedStatus};
 use crate::stream::feed::Feed;
@@ -179,9 +180,11 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
             if let Err(refusal) = state.admission.check(request.headers()) {
                 return refusal.into_response();
             }
+            let query = request.uri().query();
             let handshake = Handshake {
                 peer: peer_label(request.headers(), request.extensions().get()).into(),
-                query_parity: parity_of_query(request.uri().query()),
+                query_parity: parity_of_query(query),
+                query_after: after_from_query(query),
             };
             request = detach_head(request);
             request.extensions_mut().insert(handshake);

@@ -1,45 +1,22 @@
-//! The socket.io namespaces `/odd`, `/even` and `/`: which stream a socket asked for, whether
-//! its `after` holds, and joining it to the fan-out.
+//! The socket.io namespaces `/odd`, `/even` and `/`: which stream a socket asked for, and
+//! whether its `after` holds.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
-use socketioxide::{SocketIo, TransportType};
-use tracing::info;
+use socketioxide::{ProtocolVersion, SocketIo, TransportType};
 
 use crate::departure::Departure;
-use crate::fanout::{Fanout, Started};
-use crate::socketio::subscriber::{EVENT, SocketLabel, Subscriber};
-use crate::status::Protocol;
-use crate::stream::feed::Feed;
+use crate::socketio::handshake::handshake;
+use crate::socketio::join::{SocketIoState, join};
+use crate::socketio::subscriber::Subscriber;
+use crate::socketio::v2_root;
 use crate::stream::parity::Parity;
 use crate::stream::resume::{self, Resume, ResumeError};
-use crate::telemetry::{self, SocketIoConnections};
-
-/// What every socket.io handler shares, registered as socketioxide state.
-#[derive(Clone)]
-pub struct SocketIoState {
-    pub feed: Feed,
-    pub fanout: Fanout<Subscriber>,
-    /// How long a socket too slow to be served may take to accept its disconnect.
-    pub cut_off_patience: Duration,
-    /// How long engine.io waits for a heartbeat's answer.
-    pub ping_timeout: Duration,
-}
-
-/// What the HTTP layer read from the request that opened a socket.io session, kept with the
-/// session's request head.
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    /// The client's address, for the logs.
-    pub peer: Box<str>,
-    /// The stream the handshake's query asks for (`?even`), for namespace `/`.
-    pub query_parity: Parity,
-}
+use crate::telemetry::SocketIoConnections;
 
 /// A socket's stream and `after`, once accepted, until it joins.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +27,12 @@ struct Accepted {
 
 /// Registers the three namespaces on `io`. Any other namespace is refused by socketioxide
 /// with a `connect_error` ("Invalid namespace").
+///
+/// A socket.io v2 socket given a query of its own sends it in its connect packet
+/// (`0/odd?after=7`), and socketioxide takes all of it for the namespace's name, so it is
+/// refused as an unknown namespace. Serving such names would take a namespace per distinct
+/// query, kept for the process's life; v2 clients put their query on the connection instead
+/// (README).
 pub fn register_namespaces(io: &SocketIo) {
     for namespace in ["/odd", "/even", "/"] {
         io.ns(namespace, on_connect.with(check_resume));
@@ -68,12 +51,9 @@ fn parity_of(socket: &SocketRef, auth: &Value) -> Parity {
     }
 }
 
-fn handshake(socket: &SocketRef) -> Option<&Handshake> {
-    socket.req_parts().extensions.get::<Handshake>()
-}
-
-/// Refuses, with a `connect_error` carrying the reason, an `auth.after` that is not a
-/// non-negative integer or is ahead of the stream; keeps an accepted one for [`on_connect`].
+/// Refuses, with a `connect_error` carrying the reason, an `after` (`auth.after`, or the query's
+/// for a socket.io v2 client) that is not a non-negative integer or is ahead of the stream;
+/// keeps an accepted one for [`on_connect`].
 async fn check_resume(
     socket: SocketRef,
     State(state): State<SocketIoState>,
@@ -81,100 +61,34 @@ async fn check_resume(
 ) -> Result<(), ResumeError> {
     let auth = auth.unwrap_or(Value::Null);
     let parity = parity_of(&socket, &auth);
-    let after = resume::after_from_auth(auth.get("after"));
-    let resume = Resume::accept(&state.feed, parity, after)?;
+    let after = match socket.protocol() {
+        ProtocolVersion::V5 => resume::after_from_auth(auth.get("after")),
+        ProtocolVersion::V4 => {
+            handshake(&socket).map_or(Ok(None), |hello| hello.query_after.clone())
+        }
+    };
+    let mut resume = Resume::accept(&state.feed, parity, after)?;
+    if socket.protocol() == ProtocolVersion::V4 && socket.ns() == "/" {
+        resume = v2_root::from_now(&state.feed, parity, resume);
+    }
     socket.extensions.insert(Accepted { parity, resume });
     Ok(())
 }
 
-/// Why a socket.io client left, in this server's terms. The server itself disconnects a
-/// socket only when it is too slow.
-fn departure(reason: DisconnectReason, ping_timeout: Duration) -> Departure {
-    match reason {
-        DisconnectReason::TransportClose | DisconnectReason::ClientNSDisconnect => {
-            Departure::ClientClosed
-        }
-        DisconnectReason::TransportError => Departure::Lost(reason.to_string()),
-        DisconnectReason::HeartbeatTimeout => Departure::NoHeartbeat(ping_timeout),
-        DisconnectReason::MultipleHttpPollingError | DisconnectReason::PacketParsingError => {
-            Departure::BadPacket
-        }
-        DisconnectReason::ServerNSDisconnect => Departure::TooSlow(reason.to_string()),
-        DisconnectReason::ClosingServer => Departure::Shutdown,
-    }
-}
-
-async fn on_connect(socket: SocketRef, State(state): State<SocketIoState>) {
+async fn on_connect(socket: SocketRef, State(state): State<SocketIoState>, io: SocketIo) {
     // Put there by `check_resume`, which ran first.
     let Some(Accepted { parity, resume }) = socket.extensions.remove::<Accepted>() else {
         return;
     };
-    let peer = handshake(&socket).map_or_else(|| "unknown".into(), |hello| hello.peer.clone());
-    let label = SocketLabel {
-        parity,
-        ns: socket.ns().into(),
-        sid: socket.id,
-        peer,
-    };
-    let span = label.span();
-    // Lets the metrics count this socket under its stream, whatever its namespace.
-    socket.extensions.insert(parity);
-    // Set when the replay did not fit in the socket's queue.
-    let mut too_slow = None;
-    let subscription = span.in_scope(|| {
-        state
-            .fanout
-            .subscribe(&state.feed, parity, resume, |owing| {
-                // The replay is queued before the socket joins its shard, so the live integers
-                // follow it.
-                let mut replayed = 0;
-                for integer in owing.replay() {
-                    if let Err(error) = socket.emit(EVENT, &integer) {
-                        too_slow = Some(error.to_string());
-                        break;
-                    }
-                    replayed += 1;
-                }
-                let subscriber =
-                    Subscriber::new(socket.clone(), owing.next, label, state.cut_off_patience);
-                Started {
-                    client: Arc::new(subscriber),
-                    replayed,
-                    served: too_slow.is_none(),
-                }
-            })
-    });
-    let subscriber = subscription.client.clone();
-    subscriber.hold(subscription.membership);
-    span.in_scope(|| {
-        info!(
-            position = subscription.position,
-            after = resume.after(),
-            replay = subscription.replay,
-            transport = ?socket.transport_type(),
-            "connected"
-        );
-    });
-    telemetry::connected(Protocol::SocketIo);
-
-    // Leaving takes the socket and the membership from the subscriber: demand falls the moment
-    // the socket is gone, and the shards drop it at their next pass.
-    socket.on_disconnect({
-        let subscriber = subscriber.clone();
-        let ping_timeout = state.ping_timeout;
-        async move |reason: DisconnectReason| {
-            subscriber.depart(&departure(reason, ping_timeout), reason)
+    match (socket.protocol(), socket.ns()) {
+        (ProtocolVersion::V5, _) => join(&socket, &state, parity, resume),
+        // socketioxide joins every socket.io v2 connection to `/` itself: whether the client
+        // wants it is decided later.
+        (ProtocolVersion::V4, "/") => v2_root::decide_later(socket, state, io, parity, resume),
+        (ProtocolVersion::V4, _) => {
+            join(&socket, &state, parity, resume);
+            v2_root::give_up(&io, socket.id);
         }
-    });
-    // Shutdown finds the subscriber here (see `depart_all`).
-    socket.extensions.insert(subscriber.clone());
-    // The client may have gone while the handler ran, before the disconnect handler existed.
-    if !socket.connected() {
-        subscriber.depart(&Departure::ClientClosed, DisconnectReason::TransportClose);
-        return;
-    }
-    if let Some(why) = too_slow {
-        subscriber.cut(why);
     }
 }
 

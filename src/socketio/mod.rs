@@ -5,8 +5,14 @@
 //! integers after the position it joined at, so a resuming client's backlog and the live ticks
 //! meet with no gap and no repeat, and a send error names the one socket that failed. No task
 //! is woken per socket per tick.
-//! - [`connect`]: the namespaces, and a socket's way from its handshake to its stream;
-//! - [`subscriber`]: the socket as the fan-out sees it.
+//! - [`connect`]: the namespaces, which stream a socket asked for, and its `after`;
+//! - [`v2_root`]: when a socket.io v2 connection wants `/`;
+//! - [`join`]: a socket's way onto its stream, and its departure;
+//! - [`subscriber`]: the socket as the fan-out sees it;
+//! - [`handshake`]: what the HTTP layer read from the session's first request.
 
 pub mod connect;
+pub mod handshake;
+pub mod join;
 pub mod subscriber;
+pub mod v2_root;

@@ -99,6 +99,12 @@ impl Subscriber {
         socket
     }
 
+    /// Stops serving the socket and counting it as demand, and leaves it connected: the client
+    /// turned out not to want this stream. Returns whether it was still served.
+    pub(super) fn retract(&self) -> bool {
+        self.leave().is_some()
+    }
+
     /// Stops serving the socket, then counts and logs its departure, once whichever path
     /// reports it.
     pub(super) fn depart(&self, why: &Departure, reason: DisconnectReason) {

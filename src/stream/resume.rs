@@ -77,6 +77,12 @@ impl Resume {
         accepted
     }
 
+    /// Resumes after `after`, an integer the server read from the stream itself: it cannot be
+    /// ahead of it.
+    pub(crate) fn since(after: u64) -> Resume {
+        Resume { after: Some(after) }
+    }
+
     pub(crate) fn after(self) -> Option<u64> {
         self.after
     }

@@ -1,6 +1,7 @@
-//! The load generator: opens N clients of a server (raw WebSocket or socket.io over engine.io
-//! v4 WebSocket, with `--polling-share` of them on engine.io long-polling instead), ramps them
-//! up, holds, and reports what a user of each would have seen and what the server paid for it.
+//! The load generator: opens N clients of a server (raw WebSocket, socket.io over engine.io
+//! v4 WebSocket with `--polling-share` of them on engine.io long-polling instead, or socket.io
+//! v2 clients over engine.io v3 WebSocket), ramps them up, holds, and reports what a user of
+//! each would have seen and what the server paid for it.
 //!
 //! Per client it checks the sequence (step exactly 2, no gap, no repeat). Overall it reports
 //! connections established and failed, connect time p50/p99, messages delivered per second
@@ -31,6 +32,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 enum Protocol {
     Raw,
     Socketio,
+    /// socket.io v2 clients: engine.io v3, whose heartbeat the client drives.
+    #[value(name = "socketio-v2")]
+    #[serde(rename = "socketio-v2")]
+    SocketioV2,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -194,12 +199,20 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 fn integer_in(protocol: Protocol, text: &str) -> Option<u64> {
     match protocol {
         Protocol::Raw => text.parse().ok(),
-        Protocol::Socketio => {
+        Protocol::Socketio | Protocol::SocketioV2 => {
             let rest = text.strip_prefix("42/")?;
             let (_, payload) = rest.split_once(",[\"integer\",")?;
             payload.strip_suffix(']')?.parse().ok()
         }
     }
+}
+
+/// The ping interval an engine.io open packet (`0{..."pingInterval":25000...}`) names.
+fn ping_interval_in(text: &str) -> Option<Duration> {
+    let open = text.strip_prefix('0')?;
+    let (_, rest) = open.split_once("\"pingInterval\":")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some(Duration::from_millis(digits.parse().ok()?))
 }
 
 /// The loopback address client `index` connects from (127.0.0.2, 127.0.0.3, ...).
@@ -242,6 +255,7 @@ async fn run_client(args: Arc<Args>, plan: Plan) -> ClientLog {
             (Protocol::Raw, true) => "/_ws/?even".to_owned(),
             (Protocol::Raw, false) => "/_ws/".to_owned(),
             (Protocol::Socketio, _) => "/socket.io/?EIO=4&transport=websocket".to_owned(),
+            (Protocol::SocketioV2, _) => "/socket.io/?EIO=3&transport=websocket".to_owned(),
         };
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -264,18 +278,35 @@ async fn run_client(args: Arc<Args>, plan: Plan) -> ClientLog {
         }
     };
     let namespace = if even { "/even" } else { "/odd" };
-    if args.protocol == Protocol::Socketio {
-        if let Err(error) = ws.send(Message::text(format!("40{namespace},"))).await {
-            log.failed = Some(error.to_string());
-            return log;
-        }
-    } else {
+    // What the server answers a namespace connect with: v4 adds the socket's id after a comma.
+    let connected = match args.protocol {
+        Protocol::Raw => String::new(),
+        Protocol::Socketio => format!("40{namespace},"),
+        Protocol::SocketioV2 => format!("40{namespace}"),
+    };
+    if args.protocol == Protocol::Raw {
         log.connect_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    } else if let Err(error) = ws.send(Message::text(format!("40{namespace},"))).await {
+        log.failed = Some(error.to_string());
+        return log;
     }
+    // An engine.io v3 client pings, every interval the server's open packet names; a v4 one
+    // answers the server's pings.
+    let mut ping = tokio::time::interval(Duration::from_secs(3600));
+    ping.tick().await;
     let mut last: Option<u64> = None;
     loop {
         let remaining = stop.saturating_duration_since(Instant::now());
-        let message = match tokio::time::timeout(remaining, ws.next()).await {
+        // `None`: a ping falls due.
+        let next = tokio::select! {
+            next = tokio::time::timeout(remaining, ws.next()) => Some(next),
+            _ = ping.tick() => None,
+        };
+        let Some(next) = next else {
+            let _ = ws.send(Message::text("2")).await;
+            continue;
+        };
+        let message = match next {
             Err(_) => break,
             Ok(None) => {
                 log.failed
@@ -291,12 +322,18 @@ async fn run_client(args: Arc<Args>, plan: Plan) -> ClientLog {
         let Message::Text(text) = message else {
             continue;
         };
-        if args.protocol == Protocol::Socketio {
+        if args.protocol == Protocol::SocketioV2
+            && let Some(interval) = ping_interval_in(&text)
+        {
+            ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            continue;
+        }
+        if args.protocol != Protocol::Raw {
             if text.as_str() == "2" {
                 let _ = ws.send(Message::text("3")).await;
                 continue;
             }
-            if log.connect_ms.is_none() && text.starts_with(&format!("40{namespace},")) {
+            if log.connect_ms.is_none() && text.starts_with(&connected) {
                 log.connect_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
                 continue;
             }
