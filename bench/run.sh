@@ -27,7 +27,8 @@ start_server() {
   local log="$out/server.log"
   : > "$log"
   case "$1" in
-    ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" --log-format json "${server_extra[@]}" 2>"$log" & ;;
+    ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" \
+            --log-format json "${server_extra[@]}" 2>"$log" & ;;
     ws) PORT=0 INTERVAL_MS="$2" node bench/peers/ws-peer.mjs 2>"$log" & ;;
     socketio) PORT=0 INTERVAL_MS="$2" node bench/peers/socketio-peer.mjs 2>"$log" & ;;
     bare) target/release/bare_socketio --interval-ms "$2" 2>"$log" & ;;
@@ -49,7 +50,9 @@ stop_server() {
 }
 
 free_port() {
-  node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })'
+  node -e '
+    const s = require("net").createServer();
+    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
 }
 
 # cluster_scenario NAME PROTOCOL CLIENTS: three instances with --reuse-port on one port and
@@ -58,12 +61,14 @@ cluster_scenario() {
   local redis_port port pids=() redis_pid
   redis_port=$(free_port)
   port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$out/redis.log" 2>&1 &
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$out/redis.log" 2>&1 &
   redis_pid=$!
   for _ in $(seq 50); do grep -q "Ready to accept" "$out/redis.log" && break; sleep 0.1; done
   for i in 1 2 3; do
     target/release/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
-      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json 2>"$out/instance-$i.log" &
+      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
+      2>"$out/instance-$i.log" &
     pids+=("$!")
   done
   for i in 1 2 3; do
@@ -113,10 +118,14 @@ if [ "$smoke" = 1 ]; then
   loadgen_extra=()
   scenario smoke ours socketio-v2 200 50 3
   node -e '
-    const runs = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
+    const text = require("fs").readFileSync(process.argv[1], "utf8");
+    const runs = text.trim().split("\n").map(JSON.parse);
     for (const run of runs) {
-      const clean = run.established === run.clients && run.sequence_gaps === 0 && run.sequence_repeats === 0 && run.messages_in_hold > 0;
-      console.log(`${run.label} ${run.protocol}: ${run.established}/${run.clients} connected, ${run.messages_in_hold} messages, ${run.sequence_gaps} gaps, ${run.sequence_repeats} repeats`);
+      const clean = run.established === run.clients && run.sequence_gaps === 0 &&
+        run.sequence_repeats === 0 && run.messages_in_hold > 0;
+      console.log(`${run.label} ${run.protocol}: ${run.established}/${run.clients} connected, ` +
+        `${run.messages_in_hold} messages, ${run.sequence_gaps} gaps, ` +
+        `${run.sequence_repeats} repeats`);
       if (!clean) process.exit(1);
     }' "$runs"
   exit 0

@@ -57,8 +57,12 @@ function socketIoPanel(element) {
     auth: (send) => send(view.last() === null ? {} : { after: view.last() }),
   });
   socket.on("connect", () => view.setState("connected", socket.io.engine.transport.name));
-  socket.io.engine?.on?.("upgrade", () => view.setState("connected", socket.io.engine.transport.name));
-  socket.io.on("reconnect_attempt", (attempt) => view.setState("reconnecting", `attempt ${attempt}`));
+  socket.io.engine?.on?.("upgrade", () =>
+    view.setState("connected", socket.io.engine.transport.name),
+  );
+  socket.io.on("reconnect_attempt", (attempt) =>
+    view.setState("reconnecting", `attempt ${attempt}`),
+  );
   socket.on("disconnect", (reason) => {
     // The server disconnects a client too slow to keep up; the client does not come back on
     // its own after a server disconnect, so ask again, resuming where it stopped.
@@ -90,7 +94,10 @@ function rawPanel(element) {
   const base = `${scheme}//${location.host}/_ws/`;
   const view = panelView(element, "raw WebSocket", `${base}${parity === "even" ? "?even" : ""}`);
   const url = () => {
-    const query = [parity === "even" ? "even" : null, view.last() === null ? null : `after=${view.last()}`];
+    const query = [
+      parity === "even" ? "even" : null,
+      view.last() === null ? null : `after=${view.last()}`,
+    ];
     const joined = query.filter(Boolean).join("&");
     return joined ? `${base}?${joined}` : base;
   };
@@ -112,7 +119,9 @@ function rawPanel(element) {
         view.setState("disconnected");
         return;
       }
-      const delay = Math.min(RAW_BACKOFF_MAX_MS, RAW_BACKOFF_MIN_MS * 2 ** failures) * (0.5 + Math.random() / 2);
+      const delay =
+        Math.min(RAW_BACKOFF_MAX_MS, RAW_BACKOFF_MIN_MS * 2 ** failures) *
+        (0.5 + Math.random() / 2);
       failures += 1;
       view.setState("reconnecting", `code ${event.code}, retry in ${(delay / 1000).toFixed(1)} s`);
       retryTimer = setTimeout(open, delay);

@@ -26,11 +26,17 @@ function statusView(root) {
   let previous = null;
 
   function draw() {
-    const peak = 1.25 * Math.max(1, ...rates); // headroom, so a steady rate is not drawn on the edge
+    // Headroom, so a steady rate is not drawn on the edge.
+    const peak = 1.25 * Math.max(1, ...rates);
     const step = 300 / (CHART_POINTS - 1);
-    line.setAttribute("points", rates
-      .map((value, i) => `${(i + CHART_POINTS - rates.length) * step},${58 - (value / peak) * 56}`)
-      .join(" "));
+    line.setAttribute(
+      "points",
+      rates
+        .map(
+          (value, i) => `${(i + CHART_POINTS - rates.length) * step},${58 - (value / peak) * 56}`,
+        )
+        .join(" "),
+    );
     root.dataset.samples = String(rates.length);
   }
 
@@ -38,11 +44,15 @@ function statusView(root) {
     try {
       const [status, metrics] = await Promise.all([
         fetch("/status", { cache: "no-store" }).then((r) => r.json()),
-        fetch("/metrics", { cache: "no-store" }).then((r) => r.text()).then(parseMetrics),
+        fetch("/metrics", { cache: "no-store" })
+          .then((r) => r.text())
+          .then(parseMetrics),
       ]);
       for (const type of ["odd", "even"]) {
         const row = root.querySelector(`tr[data-type="${type}"]`);
-        for (const sample of metrics.filter((s) => s.name === "integers_connections" && s.labels.type === type)) {
+        for (const sample of metrics.filter(
+          (s) => s.name === "integers_connections" && s.labels.type === type,
+        )) {
           const cell = row.querySelector(`td[data-protocol="${sample.labels.protocol}"]`);
           if (cell) cell.textContent = String(sample.value);
         }
@@ -55,8 +65,12 @@ function statusView(root) {
       if (status.cluster) {
         cluster.querySelector(".cluster-name").textContent = status.cluster.name;
         cluster.querySelector(".cluster-instance").textContent = status.cluster.instance;
-        cluster.querySelector(".cluster-role").textContent = status.cluster.leader ? "leader (ticks)" : "follower";
-        cluster.querySelector(".cluster-redis").textContent = status.cluster.redis_up ? "up" : "down";
+        cluster.querySelector(".cluster-role").textContent = status.cluster.leader
+          ? "leader (ticks)"
+          : "follower";
+        cluster.querySelector(".cluster-redis").textContent = status.cluster.redis_up
+          ? "up"
+          : "down";
       }
       const delivered = metrics
         .filter((s) => s.name === "integers_delivered_total")

@@ -29,11 +29,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
-step "installing the Node test peers (socket.io-client, ws, playwright-core)"
+step "installing the Node test peers (socket.io-client 4 and 2, ws, playwright-core, prettier)"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-step "cargo fmt --check"
+step "cargo fmt --check, and prettier --check over the JavaScript, CSS and HTML"
 cargo fmt --all -- --check
+tests/node/node_modules/.bin/prettier --check "tests/node/*.mjs" "bench/*.mjs" \
+  "bench/peers/*.mjs" "client-demo/*.js" "client-demo/*.css" "client-demo/*.html"
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -51,6 +53,7 @@ RUSTC_BOOTSTRAP=1 cargo fuzz run request_parsing -- -max_total_time=20
 step "benchmark kit smoke: 200 clients per protocol, checking only that every sequence is whole"
 bash bench/run.sh --smoke
 
-step "end-to-end tests with real peers (official socket.io-client, ws, headless Chromium, redis-server, nginx)"
+step "end-to-end tests with real peers" \
+  "(official socket.io-client, ws, headless Chromium, redis-server, nginx)"
 cargo build --locked
 (cd tests/node && INTEGERS_BIN="$OLDPWD/target/debug/integers" node --test --test-concurrency=1)

@@ -20,5 +20,7 @@ setInterval(() => {
   }
 }, intervalMs);
 server.listen(port, "127.0.0.1", () => {
-  console.error(JSON.stringify({ message: "listening", addr: `127.0.0.1:${server.address().port}` }));
+  console.error(
+    JSON.stringify({ message: "listening", addr: `127.0.0.1:${server.address().port}` }),
+  );
 });

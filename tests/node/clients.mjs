@@ -15,8 +15,13 @@ export function socketIoClient(url, parity, { localAddress, ...options } = {}) {
     ...options,
     auth: (send) => send(client.seen.length ? { after: client.seen.at(-1) } : {}),
   });
-  socket.on("connect", () => { client.connects += 1; });
-  socket.on("integer", (n) => { client.seen.push(n); client.times.push(Date.now()); });
+  socket.on("connect", () => {
+    client.connects += 1;
+  });
+  socket.on("integer", (n) => {
+    client.seen.push(n);
+    client.times.push(Date.now());
+  });
   client.close = () => socket.disconnect();
   return client;
 }
@@ -25,16 +30,30 @@ export function socketIoClient(url, parity, { localAddress, ...options } = {}) {
 export function rawClient(wsUrl, parity, { localAddress } = {}) {
   const client = { parity, seen: [], times: [], connects: 0, closed: false, kind: "raw" };
   const open = () => {
-    const query = [parity === "even" ? "even" : null, client.seen.length ? `after=${client.seen.at(-1)}` : null]
-      .filter(Boolean).join("&");
+    const query = [
+      parity === "even" ? "even" : null,
+      client.seen.length ? `after=${client.seen.at(-1)}` : null,
+    ]
+      .filter(Boolean)
+      .join("&");
     const ws = new WebSocket(`${wsUrl}/_ws/${query ? `?${query}` : ""}`, { localAddress });
-    ws.on("open", () => { client.connects += 1; });
-    ws.on("message", (data) => { client.seen.push(Number(data.toString())); client.times.push(Date.now()); });
+    ws.on("open", () => {
+      client.connects += 1;
+    });
+    ws.on("message", (data) => {
+      client.seen.push(Number(data.toString()));
+      client.times.push(Date.now());
+    });
     ws.on("error", () => {});
-    ws.on("close", () => { if (!client.closed) setTimeout(open, 100 + Math.random() * 200); });
+    ws.on("close", () => {
+      if (!client.closed) setTimeout(open, 100 + Math.random() * 200);
+    });
     client.ws = ws;
   };
   open();
-  client.close = () => { client.closed = true; client.ws.close(); };
+  client.close = () => {
+    client.closed = true;
+    client.ws.close();
+  };
   return client;
 }

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 import { startServer } from "./server.mjs";
 import { rawClient, socketIoClient } from "./clients.mjs";
 
@@ -41,13 +41,19 @@ async function waitUntil(what, done, timeoutMs = 20000) {
 async function startProcess(command, args, ready) {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
-  const onData = (chunk) => { output += chunk; };
+  const onData = (chunk) => {
+    output += chunk;
+  };
   child.stdout.on("data", onData);
   child.stderr.on("data", onData);
-  await waitUntil(`${command} to start: ${output}`, () => {
-    if (child.exitCode !== null) throw new Error(`${command} exited: ${output}`);
-    return ready(output);
-  }, 10000);
+  await waitUntil(
+    `${command} to start: ${output}`,
+    () => {
+      if (child.exitCode !== null) throw new Error(`${command} exited: ${output}`);
+      return ready(output);
+    },
+    10000,
+  );
   return {
     child,
     output: () => output,
@@ -61,17 +67,24 @@ async function startProcess(command, args, ready) {
 
 async function startRedis(port) {
   // No persistence: a restart loses every counter, the hardest case for "never repeat".
-  return startProcess("redis-server", ["--port", String(port), "--bind", "127.0.0.1",
-    "--save", "", "--appendonly", "no"], (out) => out.includes("Ready to accept connections"));
+  return startProcess(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    (out) => out.includes("Ready to accept connections"),
+  );
 }
 
 // nginx running the example config, pointed at the given instance ports.
 async function startNginx(listenPort, instancePorts) {
-  let site = readFileSync(NGINX_EXAMPLE, "utf8")
-    .replace("listen 127.0.0.1:8080;", `listen 127.0.0.1:${listenPort};`);
+  let site = readFileSync(NGINX_EXAMPLE, "utf8").replace(
+    "listen 127.0.0.1:8080;",
+    `listen 127.0.0.1:${listenPort};`,
+  );
   const servers = site.match(/server 127\.0\.0\.1:300\d/g);
   assert.equal(servers.length, instancePorts.length, "the example lists one server per instance");
-  instancePorts.forEach((port, i) => { site = site.replace(`127.0.0.1:300${i + 1}`, `127.0.0.1:${port}`); });
+  instancePorts.forEach((port, i) => {
+    site = site.replace(`127.0.0.1:300${i + 1}`, `127.0.0.1:${port}`);
+  });
   return startNginxSite(listenPort, site);
 }
 
@@ -79,7 +92,9 @@ async function startNginx(listenPort, instancePorts) {
 async function startNginxSite(listenPort, site) {
   const dir = mkdtempSync(join(tmpdir(), "integers-nginx-"));
   writeFileSync(join(dir, "site.conf"), site);
-  writeFileSync(join(dir, "nginx.conf"), `
+  writeFileSync(
+    join(dir, "nginx.conf"),
+    `
 ${process.getuid?.() === 0 ? "user root;" : ""}
 daemon off;
 worker_processes 1;
@@ -95,19 +110,29 @@ http {
   scgi_temp_path ${dir}/scgi;
   include ${dir}/site.conf;
 }
-`);
-  const nginx = await startProcess("nginx", ["-p", dir, "-c", join(dir, "nginx.conf")],
-    () => { try { return readFileSync(join(dir, "error.log"), "utf8").includes("start worker process"); } catch { return false; } });
+`,
+  );
+  const nginx = await startProcess("nginx", ["-p", dir, "-c", join(dir, "nginx.conf")], () => {
+    try {
+      return readFileSync(join(dir, "error.log"), "utf8").includes("start worker process");
+    } catch {
+      return false;
+    }
+  });
   return { ...nginx, url: `http://127.0.0.1:${listenPort}`, wsUrl: `ws://127.0.0.1:${listenPort}` };
 }
 
 function assertGapless(client) {
   const { seen, parity, kind } = client;
   for (let i = 1; i < seen.length; i++) {
-    assert.ok(seen[i] > seen[i - 1], `${kind} ${parity} client saw ${seen[i]} after ${seen[i - 1]} (a repeat): ${seen}`);
+    assert.ok(
+      seen[i] > seen[i - 1],
+      `${kind} ${parity} client saw ${seen[i]} after ${seen[i - 1]} (a repeat): ${seen}`,
+    );
     assert.equal(seen[i], seen[i - 1] + 2, `${kind} ${parity} client has a gap: ${seen}`);
   }
-  for (const value of seen) assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
+  for (const value of seen)
+    assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
 }
 
 // The value of one sample of an instance's /metrics.
@@ -125,13 +150,21 @@ async function metricOr0(url, name) {
   return line ? Number(line.split(" ")[1]) : 0;
 }
 
+// Waits until every panel of the demo page has received `count` integers.
+function everyPanelReceived(page, count) {
+  return page.waitForFunction(
+    (count) =>
+      [...document.querySelectorAll(".panel")].every(
+        (panel) => Number(panel.dataset.received ?? 0) >= count,
+      ),
+    count,
+    { timeout: 20000 },
+  );
+}
+
 // Debian's Chromium on the demo page at `url`, collecting the page's errors.
 async function openDemoPage(url) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(error.message));
@@ -151,19 +184,43 @@ describe("three instances sharing one Redis", () => {
   let nginx;
   let killedPort;
   const cluster = `test-${process.pid}`;
-  const startInstance = (port = 0) => startServer({
-    intervalMs: INTERVAL_MS,
-    port,
-    extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", cluster],
-  });
+  const startInstance = (port = 0) =>
+    startServer({
+      intervalMs: INTERVAL_MS,
+      port,
+      extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", cluster],
+    });
+  // 24 clients through nginx, from source addresses 127.0.0.FIRST on: half raw, half socket.io
+  // (with `options`), half of each odd and half even, every one resuming by itself.
+  const mixedClients = (first, options = {}) =>
+    Array.from({ length: 24 }, (_, i) => {
+      const localAddress = `127.0.0.${first + i}`;
+      const parity = i % 2 ? "even" : "odd";
+      return i % 4 < 2
+        ? rawClient(nginx.wsUrl, parity, { localAddress })
+        : socketIoClient(nginx.url, parity, {
+            localAddress,
+            reconnectionDelay: 100,
+            reconnectionDelayMax: 500,
+            ...options,
+          });
+    });
 
   before(async () => {
     redisPort = await freePort();
     redis = await startRedis(redisPort);
     for (let i = 0; i < 3; i++) instances.push(await startInstance());
-    nginx = await startNginx(await freePort(), instances.map((instance) => instance.port));
-    await waitUntil("one leader", async () =>
-      (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader).length === 1);
+    nginx = await startNginx(
+      await freePort(),
+      instances.map((instance) => instance.port),
+    );
+    await waitUntil(
+      "one leader",
+      async () =>
+        (await Promise.all(instances.map((instance) => instance.status()))).filter(
+          (s) => s.cluster.leader,
+        ).length === 1,
+    );
   });
 
   after(async () => {
@@ -176,7 +233,9 @@ describe("three instances sharing one Redis", () => {
     // First the streams run for a while with clients on one instance only: instances that
     // kept counters of their own would then start their clients over at 1 and 2.
     const early = [rawClient(instances[0].wsUrl, "odd"), rawClient(instances[0].wsUrl, "even")];
-    await waitUntil("the first instance's streams under way", () => early.every((c) => c.seen.length >= 5));
+    await waitUntil("the first instance's streams under way", () =>
+      early.every((c) => c.seen.length >= 5),
+    );
     const clients = [...early];
     for (const instance of instances) {
       for (const parity of ["odd", "even"]) {
@@ -185,19 +244,33 @@ describe("three instances sharing one Redis", () => {
       }
     }
     // And through nginx, with socket.io's default transports (long-polling, then upgrade).
-    clients.push(socketIoClient(nginx.url, "odd", { localAddress: "127.0.0.21", reconnectionDelay: 100 }));
-    clients.push(socketIoClient(nginx.url, "even", { localAddress: "127.0.0.22", reconnectionDelay: 100 }));
+    clients.push(
+      socketIoClient(nginx.url, "odd", { localAddress: "127.0.0.21", reconnectionDelay: 100 }),
+    );
+    clients.push(
+      socketIoClient(nginx.url, "even", { localAddress: "127.0.0.22", reconnectionDelay: 100 }),
+    );
     try {
-      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
       for (const parity of ["odd", "even"]) {
         // Every client of a stream, on every instance and through nginx, receives the same
         // integers: each gets the integer two ticks past the newest any of them has now.
         const ofType = clients.filter((c) => c.parity === parity);
         const target = Math.max(...ofType.map((c) => c.seen.at(-1))) + 4;
-        await waitUntil(`every ${parity} client to reach ${target}`, () => ofType.every((c) => c.seen.at(-1) >= target));
+        await waitUntil(`every ${parity} client to reach ${target}`, () =>
+          ofType.every((c) => c.seen.at(-1) >= target),
+        );
         const missing = ofType.filter((c) => !c.seen.includes(target));
-        assert.deepEqual(missing.map((c) => c.seen), [], `${parity} clients that never received ${target}`);
-        t.diagnostic(`${ofType.length} ${parity} clients on 3 instances and nginx all received ${target}`);
+        assert.deepEqual(
+          missing.map((c) => c.seen),
+          [],
+          `${parity} clients that never received ${target}`,
+        );
+        t.diagnostic(
+          `${ofType.length} ${parity} clients on 3 instances and nginx all received ${target}`,
+        );
       }
       for (const client of clients) assertGapless(client);
     } finally {
@@ -207,10 +280,15 @@ describe("three instances sharing one Redis", () => {
 
   it("keeps a type idle while no instance has a client of it, and runs it while any has", async () => {
     const lasts = async (parity) =>
-      (await Promise.all(instances.map((instance) => instance.status()))).map((s) => s[parity].last);
+      (await Promise.all(instances.map((instance) => instance.status()))).map(
+        (s) => s[parity].last,
+      );
     // The previous test's clients are gone: nothing runs anywhere.
     await waitUntil("every stream idle", async () =>
-      (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.odd.running && !s.even.running));
+      (await Promise.all(instances.map((i) => i.status()))).every(
+        (s) => !s.odd.running && !s.even.running,
+      ),
+    );
     const idleOdd = await lasts("odd");
     const idleEven = await lasts("even");
     await sleep(5 * INTERVAL_MS);
@@ -221,7 +299,9 @@ describe("three instances sharing one Redis", () => {
     const client = rawClient(instances[1].wsUrl, "even");
     try {
       await waitUntil("three even integers", () => client.seen.length >= 3);
-      await waitUntil("every instance past them", async () => (await lasts("even")).every((last) => last >= client.seen[2]));
+      await waitUntil("every instance past them", async () =>
+        (await lasts("even")).every((last) => last >= client.seen[2]),
+      );
       assert.deepEqual(await lasts("odd"), idleOdd, "odd advanced for an even client");
     } finally {
       client.close();
@@ -229,12 +309,20 @@ describe("three instances sharing one Redis", () => {
     await sleep(3 * INTERVAL_MS);
     const stopped = await lasts("even");
     await sleep(5 * INTERVAL_MS);
-    assert.deepEqual(await lasts("even"), stopped, "even kept advancing after its last client left");
+    assert.deepEqual(
+      await lasts("even"),
+      stopped,
+      "even kept advancing after its last client left",
+    );
   });
 
   it("leaves the state file alone: Redis keeps the counters", async () => {
     for (const instance of instances) {
-      assert.equal(existsSync(instance.stateFile), false, `${instance.stateFile} was written in cluster mode`);
+      assert.equal(
+        existsSync(instance.stateFile),
+        false,
+        `${instance.stateFile} was written in cluster mode`,
+      );
     }
   });
 
@@ -253,30 +341,53 @@ describe("three instances sharing one Redis", () => {
     const killedAt = Date.now();
     // The stream stops once the claim lapses: two reads an interval and a half apart agree.
     let idleAt;
-    await waitUntil("odd to stop", async () => {
-      const before = (await observer.status()).odd.last;
-      await sleep(1.5 * INTERVAL_MS);
-      if ((await observer.status()).odd.last !== before) return false;
-      idleAt = Date.now() - 1.5 * INTERVAL_MS;
-      return true;
-    }, 10000);
+    await waitUntil(
+      "odd to stop",
+      async () => {
+        const before = (await observer.status()).odd.last;
+        await sleep(1.5 * INTERVAL_MS);
+        if ((await observer.status()).odd.last !== before) return false;
+        idleAt = Date.now() - 1.5 * INTERVAL_MS;
+        return true;
+      },
+      10000,
+    );
     t.diagnostic(`odd stopped ${idleAt - killedAt} ms after the crash`);
-    assert.ok(idleAt - killedAt <= 3000 + 1000, `odd ran ${idleAt - killedAt} ms after its only client's instance crashed`);
+    assert.ok(
+      idleAt - killedAt <= 3000 + 1000,
+      `odd ran ${idleAt - killedAt} ms after its only client's instance crashed`,
+    );
     instances[followerIndex] = await startInstance(follower.port);
-    await waitUntil("the replacement in the cluster", async () => (await instances[followerIndex].status()).cluster !== undefined);
+    await waitUntil(
+      "the replacement in the cluster",
+      async () => (await instances[followerIndex].status()).cluster !== undefined,
+    );
   });
 
   it("keeps two cluster names on one Redis apart", async () => {
     const other = await startServer({
       intervalMs: INTERVAL_MS,
-      extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", `${cluster}-other`],
+      extraArgs: [
+        "--redis",
+        `redis://127.0.0.1:${redisPort}`,
+        "--cluster-name",
+        `${cluster}-other`,
+      ],
     });
     const idle = (await instances[0].status()).even.last;
     const client = rawClient(other.wsUrl, "even");
     try {
       await waitUntil("the other cluster's client receiving", () => client.seen.length >= 3);
-      assert.deepEqual(client.seen.slice(0, 3), [2, 4, 6], "the other cluster did not start its own streams");
-      assert.equal((await instances[0].status()).even.last, idle, "this cluster's even moved for the other's client");
+      assert.deepEqual(
+        client.seen.slice(0, 3),
+        [2, 4, 6],
+        "the other cluster did not start its own streams",
+      );
+      assert.equal(
+        (await instances[0].status()).even.last,
+        idle,
+        "this cluster's even moved for the other's client",
+      );
     } finally {
       client.close();
       assert.equal(await other.stop(), 0);
@@ -286,11 +397,13 @@ describe("three instances sharing one Redis", () => {
   it("serves the demo page through nginx, all four streams live, naming the instance", async () => {
     const { browser, page, errors } = await openDemoPage(nginx.url);
     try {
-      await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
-        .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
+      await everyPanelReceived(page, 3);
       await page.waitForSelector(".cluster:not([hidden])", { timeout: 10000 });
       const line = (await page.textContent(".cluster")).replace(/\s+/g, " ");
-      assert.match(line, new RegExp(`Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), Redis up`));
+      assert.match(
+        line,
+        new RegExp(`Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), Redis up`),
+      );
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
@@ -304,28 +417,53 @@ describe("three instances sharing one Redis", () => {
     // what it missed, within --max-backlog (1000).
     const { browser, page, errors } = await openDemoPage(nginx.url);
     try {
-      const received = () => page.$$eval(".panel", (panels) => panels.map((p) => Number(p.dataset.received ?? 0)));
-      await page.waitForFunction(() => [...document.querySelectorAll(".panel")]
-        .every((panel) => Number(panel.dataset.received ?? 0) >= 3), null, { timeout: 20000 });
+      const received = () =>
+        page.$$eval(".panel", (panels) => panels.map((p) => Number(p.dataset.received ?? 0)));
+      await everyPanelReceived(page, 3);
       const before = await received();
-      const cuts = async (protocol) => (await Promise.all(instances.map((i) =>
-        metricOr0(i.url, `integers_disconnects_total{protocol="${protocol}",reason="slow_client"}`))))
-        .reduce((a, b) => a + b, 0);
+      const cuts = async (protocol) =>
+        (
+          await Promise.all(
+            instances.map((i) =>
+              metricOr0(
+                i.url,
+                `integers_disconnects_total{protocol="${protocol}",reason="slow_client"}`,
+              ),
+            ),
+          )
+        ).reduce((a, b) => a + b, 0);
       const cutBefore = { raw: await cuts("raw"), socketio: await cuts("socketio") };
       for (const parity of ["odd", "even"]) {
-        execFileSync("redis-cli", ["-p", String(redisPort), "INCRBY", `integers:{${cluster}}:pos:${parity}`, "300"]);
+        execFileSync("redis-cli", [
+          "-p",
+          String(redisPort),
+          "INCRBY",
+          `integers:{${cluster}}:pos:${parity}`,
+          "300",
+        ]);
       }
       // Each panel gets past the jump: 300 integers more than it had.
-      await page.waitForFunction((before) => [...document.querySelectorAll(".panel")]
-        .every((panel, i) => Number(panel.dataset.received ?? 0) >= before[i] + 300), before, { timeout: 30000 });
-      const panels = await page.$$eval(".panel", (all) => all.map((p) => ({
-        name: `${p.dataset.protocol}/${p.dataset.parity}`,
-        gaps: p.querySelector(".gaps").textContent,
-        state: p.querySelector(".state").dataset.state,
-      })));
+      await page.waitForFunction(
+        (before) =>
+          [...document.querySelectorAll(".panel")].every(
+            (panel, i) => Number(panel.dataset.received ?? 0) >= before[i] + 300,
+          ),
+        before,
+        { timeout: 30000 },
+      );
+      const panels = await page.$$eval(".panel", (all) =>
+        all.map((p) => ({
+          name: `${p.dataset.protocol}/${p.dataset.parity}`,
+          gaps: p.querySelector(".gaps").textContent,
+          state: p.querySelector(".state").dataset.state,
+        })),
+      );
       // The page's two raw and two socket.io clients were each cut, and came back.
-      assert.ok(await cuts("raw") >= cutBefore.raw + 2, "the raw panels were not cut");
-      assert.ok(await cuts("socketio") >= cutBefore.socketio + 2, "the socket.io panels were not cut");
+      assert.ok((await cuts("raw")) >= cutBefore.raw + 2, "the raw panels were not cut");
+      assert.ok(
+        (await cuts("socketio")) >= cutBefore.socketio + 2,
+        "the socket.io panels were not cut",
+      );
       for (const panel of panels) {
         assert.equal(panel.gaps, "0", `${panel.name} missed integers across the cut`);
         assert.equal(panel.state, "connected", `${panel.name} did not come back`);
@@ -343,17 +481,31 @@ describe("three instances sharing one Redis", () => {
       clients.push(socketIoClient(instance.url, i % 2 ? "odd" : "even"));
     });
     try {
-      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
-      const outageLogs = new Map(instances.map((instance) =>
-        [instance, instance.log().split("\n").filter((line) => line.includes('"redis unreachable;')).length]));
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
+      const outageLogs = new Map(
+        instances.map((instance) => [
+          instance,
+          instance
+            .log()
+            .split("\n")
+            .filter((line) => line.includes('"redis unreachable;')).length,
+        ]),
+      );
       await redis.stop();
       const stoppedAt = Date.now();
       await waitUntil("every instance to notice", async () =>
-        (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up));
-      for (const instance of instances) assert.equal(await metric(instance.url, "integers_redis_up"), 0);
+        (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up),
+      );
+      for (const instance of instances)
+        assert.equal(await metric(instance.url, "integers_redis_up"), 0);
       await sleep(2500);
       for (const instance of instances) {
-        assert.ok(await healthy(instance.url), "an instance stopped answering its health check without Redis");
+        assert.ok(
+          await healthy(instance.url),
+          "an instance stopped answering its health check without Redis",
+        );
       }
       const during = clients.map((c) => c.seen.length);
       const lastBefore = (parity) =>
@@ -363,18 +515,35 @@ describe("three instances sharing one Redis", () => {
       const restartedAt = Date.now();
       // The first counter value the new Redis holds continues its stream; counting from zero
       // again, the instances would sit silent until Redis caught up with them.
-      const counter = (parity) => execFileSync("redis-cli",
-        ["-p", String(redisPort), "GET", `integers:{${cluster}}:pos:${parity}`], { encoding: "utf8" }).trim();
+      const counter = (parity) =>
+        execFileSync(
+          "redis-cli",
+          ["-p", String(redisPort), "GET", `integers:{${cluster}}:pos:${parity}`],
+          { encoding: "utf8" },
+        ).trim();
       const firstCounters = {};
       await waitUntil("both counters back in Redis", () => {
-        for (const parity of ["odd", "even"]) firstCounters[parity] ??= counter(parity) || undefined;
+        for (const parity of ["odd", "even"])
+          firstCounters[parity] ??= counter(parity) || undefined;
         return firstCounters.odd !== undefined && firstCounters.even !== undefined;
       });
-      // Position p of odd is 2p - 1, of even 2p: the first new integer comes after the last one seen.
-      assert.ok(2 * Number(firstCounters.odd) - 1 > before.odd, `odd counter restarted at ${firstCounters.odd}, last odd seen ${before.odd}`);
-      assert.ok(2 * Number(firstCounters.even) > before.even, `even counter restarted at ${firstCounters.even}, last even seen ${before.even}`);
-      await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= during[i] + 3));
-      t.diagnostic(`integers flowing again ${Date.now() - restartedAt} ms after Redis restarted (down for ${restartedAt - stoppedAt} ms)`);
+      // Position p of odd is 2p - 1, of even 2p: the first new integer comes after the last one
+      // seen.
+      assert.ok(
+        2 * Number(firstCounters.odd) - 1 > before.odd,
+        `odd counter restarted at ${firstCounters.odd}, last odd seen ${before.odd}`,
+      );
+      assert.ok(
+        2 * Number(firstCounters.even) > before.even,
+        `even counter restarted at ${firstCounters.even}, last even seen ${before.even}`,
+      );
+      await waitUntil("every client receiving again", () =>
+        clients.every((c, i) => c.seen.length >= during[i] + 3),
+      );
+      t.diagnostic(
+        `integers flowing again ${Date.now() - restartedAt} ms after Redis restarted (down for ` +
+          `${restartedAt - stoppedAt} ms)`,
+      );
       for (const client of clients) {
         assertGapless(client);
         assert.equal(client.connects, 1, "a client was disconnected by the Redis outage");
@@ -383,8 +552,15 @@ describe("three instances sharing one Redis", () => {
         assert.equal((await instance.status()).cluster.redis_up, true);
         assert.equal(await metric(instance.url, "integers_redis_up"), 1);
         // The outage is logged once, however many exchanges failed through it.
-        const since = instance.log().split("\n").filter((line) => line.includes('"redis unreachable;'));
-        assert.equal(since.length, outageLogs.get(instance) + 1, `logged ${since.length - outageLogs.get(instance)} times`);
+        const since = instance
+          .log()
+          .split("\n")
+          .filter((line) => line.includes('"redis unreachable;'));
+        assert.equal(
+          since.length,
+          outageLogs.get(instance) + 1,
+          `logged ${since.length - outageLogs.get(instance)} times`,
+        );
       }
     } finally {
       for (const client of clients) client.close();
@@ -393,19 +569,21 @@ describe("three instances sharing one Redis", () => {
 
   it("survives a SIGKILL of the leader: another instance ticks, and its clients resume elsewhere", async (t) => {
     const clients = [];
-    for (let i = 0; i < 24; i++) {
-      const localAddress = `127.0.0.${40 + i}`;
-      const parity = i % 2 ? "even" : "odd";
-      clients.push(i % 4 < 2 ? rawClient(nginx.wsUrl, parity, { localAddress })
-        : socketIoClient(nginx.url, parity, { localAddress, transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 500 }));
-    }
+    clients.push(...mixedClients(40, { transports: ["websocket"] }));
     try {
-      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
       const statuses = await Promise.all(instances.map((instance) => instance.status()));
       const leaderIndex = statuses.findIndex((s) => s.cluster.leader);
       assert.ok(leaderIndex >= 0, "no leader");
-      const onLeader = ["odd", "even"].reduce((sum, parity) =>
-        sum + statuses[leaderIndex][parity].subscribers.raw + statuses[leaderIndex][parity].subscribers.socketio, 0);
+      const onLeader = ["odd", "even"].reduce(
+        (sum, parity) =>
+          sum +
+          statuses[leaderIndex][parity].subscribers.raw +
+          statuses[leaderIndex][parity].subscribers.socketio,
+        0,
+      );
       assert.ok(onLeader > 0, "nginx put no client on the leader; nothing would test the move");
       const leader = instances[leaderIndex];
       const before = clients.map((c) => c.seen.length);
@@ -414,21 +592,48 @@ describe("three instances sharing one Redis", () => {
       await leader.stop("SIGKILL");
       instances = instances.filter((instance) => instance !== leader);
       killedPort = leader.port;
-      await waitUntil("every client receiving again", () => clients.every((c, i) => c.seen.length >= before[i] + 3));
-      const firstAfter = Math.min(...clients.map((c, i) => c.times[before[i]]).filter((time) => time > killedAt));
-      t.diagnostic(`${onLeader} of ${clients.length} clients were on the leader; ticks paused ${firstAfter - lastBefore} ms ` +
-        `across the kill (interval ${INTERVAL_MS} ms); every client receiving again ${Date.now() - killedAt} ms after it`);
+      await waitUntil("every client receiving again", () =>
+        clients.every((c, i) => c.seen.length >= before[i] + 3),
+      );
+      const firstAfter = Math.min(
+        ...clients.map((c, i) => c.times[before[i]]).filter((time) => time > killedAt),
+      );
+      t.diagnostic(
+        `${onLeader} of ${clients.length} clients were on the leader; ticks paused ` +
+          `${firstAfter - lastBefore} ms ` +
+          `across the kill (interval ${INTERVAL_MS} ms); every client receiving again ` +
+          `${Date.now() - killedAt} ms after it`,
+      );
       // The stated bound: the lease (one interval plus half of one, at least 200 ms more), a
       // follower's poll (a quarter interval, at least 50 ms), and an interval of slack for a
       // loaded test machine, plus one second more for the same reason.
-      const bound = INTERVAL_MS + Math.max(INTERVAL_MS / 2, 200) + Math.max(INTERVAL_MS / 4, 50) + INTERVAL_MS + 1000;
-      assert.ok(firstAfter - lastBefore <= bound, `ticks paused ${firstAfter - lastBefore} ms, past the ${bound} ms bound`);
-      const leaders = (await Promise.all(instances.map((instance) => instance.status()))).filter((s) => s.cluster.leader);
+      const bound =
+        INTERVAL_MS +
+        Math.max(INTERVAL_MS / 2, 200) +
+        Math.max(INTERVAL_MS / 4, 50) +
+        INTERVAL_MS +
+        1000;
+      assert.ok(
+        firstAfter - lastBefore <= bound,
+        `ticks paused ${firstAfter - lastBefore} ms, past the ${bound} ms bound`,
+      );
+      const leaders = (await Promise.all(instances.map((instance) => instance.status()))).filter(
+        (s) => s.cluster.leader,
+      );
       assert.equal(leaders.length, 1, "not exactly one new leader");
-      const leaderGauges = await Promise.all(instances.map((instance) => metric(instance.url, "integers_cluster_leader")));
-      assert.deepEqual(leaderGauges.toSorted(), [0, 1], "integers_cluster_leader after the failover");
+      const leaderGauges = await Promise.all(
+        instances.map((instance) => metric(instance.url, "integers_cluster_leader")),
+      );
+      assert.deepEqual(
+        leaderGauges.toSorted(),
+        [0, 1],
+        "integers_cluster_leader after the failover",
+      );
       for (const client of clients) assertGapless(client);
-      assert.ok(clients.filter((c) => c.connects >= 2).length >= onLeader, "the leader's clients did not reconnect");
+      assert.ok(
+        clients.filter((c) => c.connects >= 2).length >= onLeader,
+        "the leader's clients did not reconnect",
+      );
     } finally {
       for (const client of clients) client.close();
     }
@@ -437,26 +642,31 @@ describe("three instances sharing one Redis", () => {
   it("rides a rolling deploy: each instance stopped (SIGTERM) and started again in turn", async (t) => {
     if (killedPort !== undefined) instances.push(await startInstance(killedPort));
     const clients = [];
-    for (let i = 0; i < 24; i++) {
-      const localAddress = `127.0.0.${80 + i}`;
-      const parity = i % 2 ? "even" : "odd";
-      clients.push(i % 4 < 2 ? rawClient(nginx.wsUrl, parity, { localAddress })
-        : socketIoClient(nginx.url, parity, { localAddress, reconnectionDelay: 100, reconnectionDelayMax: 500 }));
-    }
+    clients.push(...mixedClients(80));
     try {
-      await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
       const deployStarted = Date.now();
       for (let i = 0; i < instances.length; i++) {
         const old = instances[i];
         assert.equal(await old.stop("SIGTERM"), 0, "an instance did not exit cleanly");
         instances[i] = await startInstance(old.port);
         const counts = clients.map((c) => c.seen.length);
-        await waitUntil("every client receiving after this step", () => clients.every((c, j) => c.seen.length >= counts[j] + 2));
+        await waitUntil("every client receiving after this step", () =>
+          clients.every((c, j) => c.seen.length >= counts[j] + 2),
+        );
       }
-      t.diagnostic(`3 instances replaced one by one in ${Date.now() - deployStarted} ms; ` +
-        `${clients.filter((c) => c.connects >= 2).length} of ${clients.length} clients reconnected at least once`);
+      t.diagnostic(
+        `3 instances replaced one by one in ${Date.now() - deployStarted} ms; ` +
+          `${clients.filter((c) => c.connects >= 2).length} of ${clients.length} clients ` +
+          `reconnected at least once`,
+      );
       for (const client of clients) assertGapless(client);
-      assert.ok(clients.every((c) => c.connects >= 2), "some client was never moved, so the deploy did not touch it");
+      assert.ok(
+        clients.every((c) => c.connects >= 2),
+        "some client was never moved, so the deploy did not touch it",
+      );
     } finally {
       for (const client of clients) client.close();
     }
@@ -467,11 +677,19 @@ describe("the README's nginx example for one instance", () => {
   it("passes both protocols, the health check and the client's address through", async () => {
     const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
     const snippet = readme.match(/```nginx\n([\s\S]*?)```/)?.[1];
-    assert.ok(snippet?.includes("proxy_pass http://127.0.0.1:3000"), "no nginx example in the README");
+    assert.ok(
+      snippet?.includes("proxy_pass http://127.0.0.1:3000"),
+      "no nginx example in the README",
+    );
     const server = await startServer({ intervalMs: 50 });
     const port = await freePort();
-    const nginx = await startNginxSite(port, `server {\n  listen 127.0.0.1:${port};\n${
-      snippet.replaceAll("127.0.0.1:3000", `127.0.0.1:${server.port}`)}}\n`);
+    const nginx = await startNginxSite(
+      port,
+      `server {\n  listen 127.0.0.1:${port};\n${snippet.replaceAll(
+        "127.0.0.1:3000",
+        `127.0.0.1:${server.port}`,
+      )}}\n`,
+    );
     const clients = [];
     try {
       assert.ok(await healthy(`http://127.0.0.1:${port}`), "the health check through nginx");
@@ -479,12 +697,19 @@ describe("the README's nginx example for one instance", () => {
       clients.push(socketIoClient(`http://127.0.0.1:${port}`, "odd"));
       await waitUntil("integers through nginx", () => clients.every((c) => c.seen.length >= 3));
       for (const client of clients) assertGapless(client);
-      const connected = server.log().split("\n").filter((line) => line.includes('"connected"'))
+      const connected = server
+        .log()
+        .split("\n")
+        .filter((line) => line.includes('"connected"'))
         .map((line) => JSON.parse(line));
       assert.ok(connected.length >= 2, server.log());
       for (const event of connected) {
         const peer = event.peer ?? event.span?.peer;
-        assert.match(peer, /^127\.0\.0\.1 via 127\.0\.0\.1:\d+$/, "X-Forwarded-For reached the log");
+        assert.match(
+          peer,
+          /^127\.0\.0\.1 via 127\.0\.0\.1:\d+$/,
+          "X-Forwarded-For reached the log",
+        );
       }
     } finally {
       for (const client of clients) client.close();

@@ -58,7 +58,10 @@ test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   const integers = [];
   let pending = Buffer.alloc(0);
   const closeReply = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no close reply; integers so far: ${integers}`)), 10000);
+    const timer = setTimeout(
+      () => reject(new Error(`no close reply; integers so far: ${integers}`)),
+      10000,
+    );
     stream.on("data", (chunk) => {
       let found;
       [found, pending] = frames(Buffer.concat([pending, chunk]));
@@ -95,7 +98,10 @@ async function openTunnel(session, path) {
   const tunnel = { stream, status: headers[":status"], integers: [], body: "" };
   let pending = Buffer.alloc(0);
   tunnel.closed = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no close frame on ${path}; integers: ${tunnel.integers}`)), 10000);
+    const timer = setTimeout(
+      () => reject(new Error(`no close frame on ${path}; integers: ${tunnel.integers}`)),
+      10000,
+    );
     timer.unref(); // a tunnel nobody waits on to close must not keep the test file running
     stream.on("data", (chunk) => {
       if (tunnel.status !== 200) {
@@ -108,7 +114,10 @@ async function openTunnel(session, path) {
         if (frame.opcode === 0x1) tunnel.integers.push(Number(frame.payload.toString("utf8")));
         if (frame.opcode === 0x8) {
           clearTimeout(timer);
-          resolve({ code: frame.payload.readUInt16BE(0), reason: frame.payload.subarray(2).toString("utf8") });
+          resolve({
+            code: frame.payload.readUInt16BE(0),
+            reason: frame.payload.subarray(2).toString("utf8"),
+          });
         }
       }
     });
@@ -178,7 +187,10 @@ test("over HTTP/2, a shutdown closes the stream with 1001", async () => {
     const tunnel = await openTunnel(session, "/_ws/?even");
     await waitFor("an integer", () => tunnel.integers.length >= 1);
     const exit = own.stop();
-    assert.deepEqual(await tunnel.closed, { code: 1001, reason: "server shutting down, reconnect" });
+    assert.deepEqual(await tunnel.closed, {
+      code: 1001,
+      reason: "server shutting down, reconnect",
+    });
     tunnel.stream.write(clientFrame(0x8, [0x03, 0xe9])); // the close handshake's answer
     assert.equal(await exit, 0);
   } finally {

@@ -29,30 +29,44 @@ async function rideThrough(signal) {
   await gate.setTarget(server);
   const clients = [];
   const keepers = [];
-  for (let i = 0; i < SOCKETIO_CLIENTS; i++) clients.push(socketIoClient(gate.url, i % 2 ? "even" : "odd"));
+  for (let i = 0; i < SOCKETIO_CLIENTS; i++)
+    clients.push(socketIoClient(gate.url, i % 2 ? "even" : "odd"));
   for (let i = 0; i < RAW_CLIENTS; i++) clients.push(rawClient(gate.wsUrl, i % 2 ? "even" : "odd"));
   try {
-    await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+    await waitUntil("every client's first integers", () =>
+      clients.every((c) => c.seen.length >= 3),
+    );
     await gate.setTarget(null);
     const exit = await server.stop(signal);
     assert.equal(exit, signal === "SIGTERM" ? 0 : "SIGKILL");
     const before = clients.map((c) => c.seen.length);
-    const lastBefore = (parity) => Math.max(...clients.filter((c) => c.parity === parity).map((c) => c.seen.at(-1)));
+    const lastBefore = (parity) =>
+      Math.max(...clients.filter((c) => c.parity === parity).map((c) => c.seen.at(-1)));
     const stoppedAt = Date.now();
     server = await startServer({ intervalMs: INTERVAL_MS, stateFile });
     for (const parity of ["odd", "even"]) keepers.push(rawClient(server.wsUrl, parity));
-    await waitUntil("both streams moving on without the clients", () => keepers.every((k) => k.seen.length >= 5));
+    await waitUntil("both streams moving on without the clients", () =>
+      keepers.every((k) => k.seen.length >= 5),
+    );
     for (const keeper of keepers) {
-      assert.ok(keeper.seen[0] > lastBefore(keeper.parity), `${keeper.parity} repeated an integer after the restart`);
+      assert.ok(
+        keeper.seen[0] > lastBefore(keeper.parity),
+        `${keeper.parity} repeated an integer after the restart`,
+      );
     }
     await gate.setTarget(server);
-    await waitUntil("every client back and receiving", () => clients.every((c, i) => c.seen.length >= before[i] + 3));
+    await waitUntil("every client back and receiving", () =>
+      clients.every((c, i) => c.seen.length >= before[i] + 3),
+    );
     const backWithinMs = Date.now() - stoppedAt;
     for (const client of clients) {
       const { seen, parity } = client;
       assert.ok(client.connects >= 2, "a client never reconnected");
       for (let i = 1; i < seen.length; i++) {
-        assert.ok(seen[i] > seen[i - 1], `${parity} client saw ${seen[i]} again after ${seen[i - 1]}: ${seen}`);
+        assert.ok(
+          seen[i] > seen[i - 1],
+          `${parity} client saw ${seen[i]} again after ${seen[i - 1]}: ${seen}`,
+        );
         assert.equal(seen[i], seen[i - 1] + 2, `${parity} client has a gap: ${seen}`);
       }
     }
@@ -66,10 +80,16 @@ async function rideThrough(signal) {
 
 test("a graceful restart: every client comes back by itself and misses nothing", async (t) => {
   const backWithinMs = await rideThrough("SIGTERM");
-  t.diagnostic(`all ${SOCKETIO_CLIENTS + RAW_CLIENTS} clients receiving again ${backWithinMs} ms after the stop`);
+  t.diagnostic(
+    `all ${SOCKETIO_CLIENTS + RAW_CLIENTS} clients receiving again ${backWithinMs} ms after the ` +
+      `stop`,
+  );
 });
 
 test("a crash (kill -9): no client ever sees an integer twice", async (t) => {
   const backWithinMs = await rideThrough("SIGKILL");
-  t.diagnostic(`all ${SOCKETIO_CLIENTS + RAW_CLIENTS} clients receiving again ${backWithinMs} ms after the crash`);
+  t.diagnostic(
+    `all ${SOCKETIO_CLIENTS + RAW_CLIENTS} clients receiving again ${backWithinMs} ms after the ` +
+      `crash`,
+  );
 });

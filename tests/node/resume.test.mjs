@@ -18,7 +18,11 @@ after(async () => {
 });
 
 function connect(namespace, options = {}) {
-  const socket = io(`${server.url}${namespace}`, { forceNew: true, reconnection: false, ...options });
+  const socket = io(`${server.url}${namespace}`, {
+    forceNew: true,
+    reconnection: false,
+    ...options,
+  });
   closers.push(() => socket.disconnect());
   return socket;
 }
@@ -38,7 +42,11 @@ test("auth.after replays what was missed, then the live stream", async () => {
   const last = seen.at(-1);
   await collect((push) => keeper.on("message", push), 10);
 
-  for (const [namespace, options] of [["/even", {}], ["/", { auth: { even: true } }], ["/even", { transports: ["polling"] }]]) {
+  for (const [namespace, options] of [
+    ["/even", {}],
+    ["/", { auth: { even: true } }],
+    ["/even", { transports: ["polling"] }],
+  ]) {
     const back = connect(namespace, { ...options, auth: { ...options.auth, after: last } });
     const resumed = await integers(back, 15);
     assert.equal(resumed[0], last + 2, `${namespace} ${JSON.stringify(options)}: ${resumed}`);
@@ -54,19 +62,26 @@ test("auth.after as a function resumes at every reconnect", async () => {
   let last = null;
   const socket = connect("/odd", { auth: (send) => send(last === null ? {} : { after: last }) });
   const values = [];
-  socket.on("integer", (n) => { last = n; values.push(n); });
+  socket.on("integer", (n) => {
+    last = n;
+    values.push(n);
+  });
   await collect((push) => socket.on("integer", push), 3);
   socket.disconnect();
   // A raw client keeps odd moving while the socket.io client is away: reconnecting without
   // its after, it would skip what the keeper saw.
   const keeper = new WebSocket(`${server.wsUrl}/_ws/`);
   closers.push(() => keeper.close());
-  const kept = await collect((push) => keeper.on("message", (data) => push(Number(data.toString()))), 5);
+  const kept = await collect(
+    (push) => keeper.on("message", (data) => push(Number(data.toString()))),
+    5,
+  );
   assert.ok(kept[0] > last, `odd did not move on from ${last}: ${kept}`);
   socket.connect();
   await collect((push) => socket.on("integer", push), 10);
   assertConsecutive(assert, values, "odd");
-  for (const n of kept) assert.ok(values.includes(n), `missed ${n}, produced while away: ${values}`);
+  for (const n of kept)
+    assert.ok(values.includes(n), `missed ${n}, produced while away: ${values}`);
 });
 
 test("an after that cannot be honoured gets connect_error with the reason", async () => {

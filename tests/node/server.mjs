@@ -17,20 +17,49 @@ export function freshStateFile() {
 }
 
 // Starts `integers` with the given flags; resolves once it logs the address it listens on.
-export async function startServer({ intervalMs = 50, port = 0, stateFile = freshStateFile(), extraArgs = [] } = {}) {
+export async function startServer({
+  intervalMs = 50,
+  port = 0,
+  stateFile = freshStateFile(),
+  extraArgs = [],
+} = {}) {
   const bin = process.env.INTEGERS_BIN ?? DEFAULT_BIN;
-  const args = ["--host", "127.0.0.1", "--port", String(port), "--interval-ms", String(intervalMs),
-    "--state-file", stateFile, "--log-format", "json", ...extraArgs];
-  const child = spawn(bin, args, { env: { ...process.env, RUST_LOG: "info" }, stdio: ["ignore", "ignore", "pipe"] });
+  const args = [
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--interval-ms",
+    String(intervalMs),
+    "--state-file",
+    stateFile,
+    "--log-format",
+    "json",
+    ...extraArgs,
+  ];
+  const child = spawn(bin, args, {
+    env: { ...process.env, RUST_LOG: "info" },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let log = "";
   const address = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`server did not start:\n${log}`)),
+      START_TIMEOUT_MS,
+    );
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
       log += chunk;
-      const listening = log.split("\n").map((line) => {
-        try { return JSON.parse(line); } catch { return null; }
-      }).find((event) => event?.message === "listening");
+      const listening = log
+        .split("\n")
+        .map((line) => {
+          try {
+            return JSON.parse(line);
+          } catch {
+            return null;
+          }
+        })
+        .find((event) => event?.message === "listening");
       if (listening) {
         clearTimeout(timer);
         resolve(listening.addr);
@@ -57,14 +86,16 @@ export async function startServer({ intervalMs = 50, port = 0, stateFile = fresh
       for (;;) {
         const status = await this.status();
         if (done(status)) return status;
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(status)}`);
+        if (Date.now() > deadline)
+          throw new Error(`timed out waiting for ${what}: ${JSON.stringify(status)}`);
         await sleep(10);
       }
     },
     // Sends `signal` (SIGTERM by default) and resolves with the exit code, or the signal's
     // name when the signal killed it.
     async stop(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode ?? child.signalCode;
+      if (child.exitCode !== null || child.signalCode !== null)
+        return child.exitCode ?? child.signalCode;
       child.kill(signal);
       const [code, killedBy] = await once(child, "exit");
       return code ?? killedBy;
@@ -76,7 +107,10 @@ export async function startServer({ intervalMs = 50, port = 0, stateFile = fresh
 export function collect(onValue, count, timeoutMs = 10000) {
   const values = [];
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${values.length} of ${count} integers: ${values}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`only ${values.length} of ${count} integers: ${values}`)),
+      timeoutMs,
+    );
     onValue((value) => {
       values.push(value);
       if (values.length === count) {

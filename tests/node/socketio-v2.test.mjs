@@ -45,7 +45,10 @@ async function waitUntil(what, done, timeoutMs = 20000) {
 // The first `what` event of `emitter`, within a deadline.
 function first(emitter, what, timeoutMs = 10000) {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no ${what} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     emitter.once(what, (value) => {
       clearTimeout(timer);
       resolve(value);
@@ -70,10 +73,18 @@ for (const [transportName, options, transport] of TRANSPORTS) {
     test(`v2 ${transportName}: ${namespace}${query} streams ${parity}`, async () => {
       const socket = connectV2(`${server.url}${query}`, namespace, options);
       const args = await collect((push) => socket.on("integer", (...a) => push(a)), 5);
-      for (const a of args) assert.equal(a.length, 1, `expected one argument: ${JSON.stringify(a)}`);
-      assertConsecutive(assert, args.map((a) => a[0]), parity);
+      for (const a of args)
+        assert.equal(a.length, 1, `expected one argument: ${JSON.stringify(a)}`);
+      assertConsecutive(
+        assert,
+        args.map((a) => a[0]),
+        parity,
+      );
       if (transport === "websocket") {
-        await waitUntil("the upgrade to websocket", () => socket.io.engine.transport.name === "websocket");
+        await waitUntil(
+          "the upgrade to websocket",
+          () => socket.io.engine.transport.name === "websocket",
+        );
       }
       assert.equal(socket.io.engine.transport.name, transport);
       socket.close();
@@ -90,12 +101,19 @@ test("a v2 client of /even alone leaves odd idle, even past the decision for /",
     const values = await collect((push) => socket.on("integer", push), count);
     assertConsecutive(assert, values, "even");
     const status = await own.status();
-    assert.deepEqual(status.odd, { subscribers: { raw: 0, socketio: 0 }, last: null, running: false });
+    assert.deepEqual(status.odd, {
+      subscribers: { raw: 0, socketio: 0 },
+      last: null,
+      running: false,
+    });
     assert.equal(status.even.subscribers.socketio, 1);
     // Not even for a moment: `/` never joined a stream.
     const metrics = await (await fetch(`${own.url}/metrics`)).text();
     assert.match(metrics, /^integers_connects_total\{protocol="socketio"\} 1$/m);
-    const joined = own.log().split("\n").filter((line) => line.includes('"message":"connected"'));
+    const joined = own
+      .log()
+      .split("\n")
+      .filter((line) => line.includes('"message":"connected"'));
     assert.equal(joined.length, 1, `one socket joined a stream: ${joined}`);
     assert.match(joined[0], /"ns":"\/even"/);
     socket.close();
@@ -121,7 +139,8 @@ test("a v2 client of / gets every odd integer from the moment it connected", asy
   assert.ok(values[0] > before, `replayed ${values[0]}, from before it connected (${before})`);
   assert.ok(
     values[0] <= atConnect + 2,
-    `missed integers after connecting: the first was ${values[0]}, the stream stood at ${atConnect}`,
+    `missed integers after connecting: the first was ${values[0]}, the stream stood at ` +
+      `${atConnect}`,
   );
   socket.close();
   keeper.close();
@@ -135,7 +154,9 @@ test("v2 resume across a restart: the README's query recipe misses nothing", asy
   const clients = ["/odd", "/even", "/"].map((namespace) => {
     const socket = ioV2(`${gate.url}${namespace}`, { forceNew: true, reconnectionDelay: 100 });
     const client = { namespace, socket, seen: [], connects: 0 };
-    socket.on("connect", () => { client.connects += 1; });
+    socket.on("connect", () => {
+      client.connects += 1;
+    });
     socket.on("integer", (n) => client.seen.push(n));
     socket.io.on("reconnect_attempt", () => {
       if (client.seen.length) socket.io.opts.query = { after: client.seen.at(-1) };
@@ -144,15 +165,21 @@ test("v2 resume across a restart: the README's query recipe misses nothing", asy
   });
   let keepers = [];
   try {
-    await waitUntil("every client's first integers", () => clients.every((c) => c.seen.length >= 3));
+    await waitUntil("every client's first integers", () =>
+      clients.every((c) => c.seen.length >= 3),
+    );
     await gate.setTarget(null);
     assert.equal(await own.stop(), 0);
     const counts = clients.map((c) => c.seen.length);
     own = await startServer({ intervalMs: INTERVAL_MS, stateFile });
     keepers = ["odd", "even"].map((parity) => rawClient(own.wsUrl, parity));
-    await waitUntil("both streams moving on without the clients", () => keepers.every((k) => k.seen.length >= 5));
+    await waitUntil("both streams moving on without the clients", () =>
+      keepers.every((k) => k.seen.length >= 5),
+    );
     await gate.setTarget(own);
-    await waitUntil("every client back and receiving", () => clients.every((c, i) => c.seen.length >= counts[i] + 5));
+    await waitUntil("every client back and receiving", () =>
+      clients.every((c, i) => c.seen.length >= counts[i] + 5),
+    );
     for (const { namespace, seen, connects } of clients) {
       assert.ok(connects >= 2, `${namespace} never reconnected`);
       assertConsecutive(assert, seen, namespace === "/even" ? "even" : "odd");
@@ -170,7 +197,11 @@ test("v2 refusals: a bad after, an after ahead, an unknown namespace", async () 
     ["/odd", "?after=x", /^after must be a non-negative integer, got "x"$/],
     ["/", "?after=-1", /^after must be a non-negative integer, got "-1"$/],
     // A v2 client hears `/`'s errors on every socket: `?even` makes `/` ask for even too.
-    ["/even", `?even&after=${Number.MAX_SAFE_INTEGER}`, /^after=\d+ is ahead of the even stream, whose last integer is \d+$/],
+    [
+      "/even",
+      `?even&after=${Number.MAX_SAFE_INTEGER}`,
+      /^after=\d+ is ahead of the even stream, whose last integer is \d+$/,
+    ],
     ["/nope", "", /^Invalid namespace$/],
   ];
   for (const [namespace, query, expected] of cases) {
@@ -208,8 +239,10 @@ test("v2, v4 and raw clients of one stream see the same integers", async () => {
   v2.on("integer", (n) => seen.v2.push(n));
   v4.on("integer", (n) => seen.v4.push(n));
   try {
-    await waitUntil("ten integers on every client", () =>
-      seen.v2.length >= 10 && seen.v4.length >= 10 && raw.seen.length >= 10);
+    await waitUntil(
+      "ten integers on every client",
+      () => seen.v2.length >= 10 && seen.v4.length >= 10 && raw.seen.length >= 10,
+    );
     const from = Math.max(seen.v2[0], seen.v4[0], raw.seen[0]);
     const upTo = Math.min(seen.v2.at(-1), seen.v4.at(-1), raw.seen.at(-1));
     assert.ok(upTo - from >= 8, `the three saw too little in common: ${from}..${upTo}`);

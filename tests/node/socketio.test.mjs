@@ -20,7 +20,11 @@ after(async () => {
 
 // A client of its own connection, so tests do not share a Manager by accident.
 function connect(namespace, options = {}) {
-  const socket = io(`${server.url}${namespace}`, { forceNew: true, reconnection: false, ...options });
+  const socket = io(`${server.url}${namespace}`, {
+    forceNew: true,
+    reconnection: false,
+    ...options,
+  });
   sockets.push(socket);
   return socket;
 }
@@ -31,34 +35,45 @@ function integers(socket, count) {
 
 function rawIntegers(path, count) {
   const ws = new WebSocket(`${server.wsUrl}${path}`);
-  return collect((push) => ws.on("message", (data, isBinary) => {
-    assert.equal(isBinary, false, "raw integers are text frames");
-    push(Number(data.toString()));
-  }), count).finally(() => ws.close());
+  return collect(
+    (push) =>
+      ws.on("message", (data, isBinary) => {
+        assert.equal(isBinary, false, "raw integers are text frames");
+        push(Number(data.toString()));
+      }),
+    count,
+  ).finally(() => ws.close());
 }
 
 test("namespaces /odd and /even emit 'integer' with one number", async () => {
   for (const parity of ["odd", "even"]) {
     const socket = connect(`/${parity}`);
     const args = await collect((push) => socket.on("integer", (...a) => push(a)), 4);
-    for (const a of args) assert.equal(a.length, 1, `expected one argument, got ${JSON.stringify(a)}`);
-    assertConsecutive(assert, args.map((a) => a[0]), parity);
+    for (const a of args)
+      assert.equal(a.length, 1, `expected one argument, got ${JSON.stringify(a)}`);
+    assertConsecutive(
+      assert,
+      args.map((a) => a[0]),
+      parity,
+    );
     socket.disconnect();
   }
 });
 
-test("the wire format is 42/<ns>,[\"integer\",N]", async () => {
+test('the wire format is 42/<ns>,["integer",N]', async () => {
   const ws = new WebSocket(`${server.wsUrl}/socket.io/?EIO=4&transport=websocket`);
   const frames = [];
   ws.on("message", (data) => {
     const frame = data.toString();
-    if (frame === "2") ws.send("3"); // answer heartbeats, and leave them out of what we check
+    if (frame === "2")
+      ws.send("3"); // answer heartbeats, and leave them out of what we check
     else frames.push(frame);
   });
   await new Promise((resolve) => ws.once("open", resolve));
   ws.send("40/even,");
   const deadline = Date.now() + 5000;
-  while (frames.filter((f) => f.startsWith("42")).length < 2 && Date.now() < deadline) await sleep(10);
+  while (frames.filter((f) => f.startsWith("42")).length < 2 && Date.now() < deadline)
+    await sleep(10);
   ws.close();
   assert.match(frames[0], /^0\{"sid":/, "engine.io open packet first");
   assert.match(frames[1], /^40\/even,\{"sid":"[^"]+"\}$/, "namespace connect acknowledged");
@@ -149,7 +164,15 @@ test("socket.io and raw clients of one parity receive identical integers", async
 });
 
 test("idle rule: a stream with nobody connected keeps its value; odd and even are independent", async () => {
-  await server.waitForStatus("no subscribers", (s) => s.odd.subscribers.socketio + s.odd.subscribers.raw + s.even.subscribers.socketio + s.even.subscribers.raw === 0);
+  await server.waitForStatus(
+    "no subscribers",
+    (s) =>
+      s.odd.subscribers.socketio +
+        s.odd.subscribers.raw +
+        s.even.subscribers.socketio +
+        s.even.subscribers.raw ===
+      0,
+  );
   const before = await server.status();
   const odd = connect("/odd");
   const first = await integers(odd, 3);
@@ -162,7 +185,10 @@ test("idle rule: a stream with nobody connected keeps its value; odd and even ar
   const again = connect("/odd");
   const next = await integers(again, 2);
   assert.deepEqual(next, [idle.odd.last + 2, idle.odd.last + 4]);
-  assert.ok(idle.odd.last >= lastOdd && idle.odd.last <= lastOdd + 2, `odd ran on while idle: ${idle.odd.last} after ${lastOdd}`);
+  assert.ok(
+    idle.odd.last >= lastOdd && idle.odd.last <= lastOdd + 2,
+    `odd ran on while idle: ${idle.odd.last} after ${lastOdd}`,
+  );
   again.disconnect();
 });
 
@@ -204,9 +230,17 @@ test("churn: random connects and disconnects over both protocols never break a s
   }
   await Promise.all(Array.from({ length: CLIENTS }, oneClient));
   assert.ok(sequences > CLIENTS * 5, `churn too light: ${sequences}`);
-  const status = await server.waitForStatus("everyone gone and the generator idle", (s) =>
-    !s.odd.running && !s.even.running &&
-    s.odd.subscribers.socketio + s.odd.subscribers.raw + s.even.subscribers.socketio + s.even.subscribers.raw === 0);
+  const status = await server.waitForStatus(
+    "everyone gone and the generator idle",
+    (s) =>
+      !s.odd.running &&
+      !s.even.running &&
+      s.odd.subscribers.socketio +
+        s.odd.subscribers.raw +
+        s.even.subscribers.socketio +
+        s.even.subscribers.raw ===
+        0,
+  );
   await sleep(40 * 5);
   assert.deepEqual(await server.status(), status, "something moved after everyone left");
 });

@@ -442,8 +442,14 @@ impl HttpConnection {
     async fn exchange(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: loadgen\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+            concat!(
+                "{method} {path} HTTP/1.1\r\nHost: loadgen\r\n",
+                "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+            ),
+            body.len(),
+            method = method,
+            path = path,
+            body = body,
         );
         let unanswered =
             || std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed unanswered");
@@ -631,7 +637,13 @@ async fn probe_health(addr: SocketAddr, hold: (u64, u64)) -> Vec<Option<f64>> {
         let ask = async {
             let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream
-                .write_all(b"GET /cache-healthcheck HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n")
+                .write_all(
+                    concat!(
+                        "GET /cache-healthcheck HTTP/1.1\r\n",
+                        "Host: loadgen\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
                 .await?;
             let mut answer = Vec::new();
             stream.read_to_end(&mut answer).await?;
@@ -784,7 +796,11 @@ fn main() {
     };
     println!("{}", serde_json::to_string(&report).unwrap());
     eprintln!(
-        "{} {:?} x{}: {} up, {} failed; connect p50 {:.1} ms p99 {:.1} ms; {:.0} msg/s; gaps {} repeats {}; skew p50 {:.1} p99 {:.1} max {:.1} ms; RSS/conn {} KiB; CPU-s/M {}",
+        concat!(
+            "{} {:?} x{}: {} up, {} failed; connect p50 {:.1} ms p99 {:.1} ms; {:.0} msg/s; ",
+            "gaps {} repeats {}; skew p50 {:.1} p99 {:.1} max {:.1} ms; ",
+            "RSS/conn {} KiB; CPU-s/M {}",
+        ),
         report.label,
         report.protocol,
         report.clients,

@@ -147,7 +147,10 @@ fn main() {
     };
     println!("{}", serde_json::to_string(&result).unwrap());
     eprintln!(
-        "probe: {} frames to {} sockets in {:.1} s; writer {:.2} CPU-s per million frames (writer+reader {:.2})",
+        concat!(
+            "probe: {} frames to {} sockets in {:.1} s; ",
+            "writer {:.2} CPU-s per million frames (writer+reader {:.2})",
+        ),
         result.frames_written,
         result.sockets,
         result.seconds,
