@@ -167,7 +167,16 @@ lines.push(
     "health check p50 / max ms (failed) |",
 );
 lines.push("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-for (const r of runs) {
+// The table's order is the run's, but for socket.io v2 clients, shown right under this server's
+// socket.io v4 row of the same scenario.
+const tableOrder = runs.filter((r) => r.protocol !== "socketio-v2");
+for (const v2 of runs.filter((r) => r.protocol === "socketio-v2")) {
+  const v4 = tableOrder.findIndex(
+    (r) => r.label === v2.label && r.protocol === "socketio" && serverOf(r) === "ours",
+  );
+  tableOrder.splice(v4 < 0 ? tableOrder.length : v4 + 1, 0, v2);
+}
+for (const r of tableOrder) {
   const peer = serverOf(r) === "ours" ? peerOf(r) : null;
   const ratio = (mine, theirs) => (peer && mine && theirs ? `${fmt(mine / theirs, 2)}×` : "");
   lines.push(
