@@ -4,7 +4,9 @@
 #   bash bench/run.sh           every scenario (about fifteen minutes; the cluster scenarios
 #                               need redis-server, which tests/run.sh installs)
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
-#                               every client connects and sees a gapless sequence (for CI)
+#                               every client connects and sees a gapless sequence (for CI). It
+#                               checks the kit, not speed, so it runs the debug build the tests
+#                               already made rather than building a release of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,13 @@ out=$(mktemp -d)
 runs="$out/runs.jsonl"
 : > "$runs"
 
-cargo build --release --locked -p integers -p integers-bench
+if [ "$smoke" = 1 ]; then
+  cargo build --locked -p integers -p integers-bench
+  bin=target/debug
+else
+  cargo build --release --locked -p integers -p integers-bench
+  bin=target/release
+fi
 npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 
 server_pid=""
@@ -27,11 +35,11 @@ start_server() {
   local log="$out/server.log"
   : > "$log"
   case "$1" in
-    ours) target/release/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" \
+    ours) $bin/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" \
             --log-format json "${server_extra[@]}" 2>"$log" & ;;
     ws) PORT=0 INTERVAL_MS="$2" node bench/peers/ws-peer.mjs 2>"$log" & ;;
     socketio) PORT=0 INTERVAL_MS="$2" node bench/peers/socketio-peer.mjs 2>"$log" & ;;
-    bare) target/release/bare_socketio --interval-ms "$2" 2>"$log" & ;;
+    bare) $bin/bare_socketio --interval-ms "$2" 2>"$log" & ;;
   esac
   server_pid=$!
   for _ in $(seq 100); do
@@ -66,7 +74,7 @@ cluster_scenario() {
   redis_pid=$!
   for _ in $(seq 50); do grep -q "Ready to accept" "$out/redis.log" && break; sleep 0.1; done
   for i in 1 2 3; do
-    target/release/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
+    $bin/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
       --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
       2>"$out/instance-$i.log" &
     pids+=("$!")
@@ -74,7 +82,7 @@ cluster_scenario() {
   for i in 1 2 3; do
     for _ in $(seq 100); do grep -q '"listening"' "$out/instance-$i.log" && break; sleep 0.1; done
   done
-  target/release/loadgen --addr "127.0.0.1:$port" --protocol "$2" --clients "$3" --workers 3 \
+  $bin/loadgen --addr "127.0.0.1:$port" --protocol "$2" --clients "$3" --workers 3 \
     --source-addresses 8 --hold-seconds 10 --ramp-per-second 5000 \
     --server-pid "${pids[0]}" --server-pid "${pids[1]}" --server-pid "${pids[2]}" \
     --label "$1 cluster interval=1000ms" >> "$runs"
@@ -86,7 +94,7 @@ cluster_scenario() {
 # scenario NAME SERVER PROTOCOL CLIENTS INTERVAL_MS HOLD_SECONDS
 scenario() {
   start_server "$2" "$5"
-  target/release/loadgen --addr "$server_addr" --protocol "$3" --clients "$4" \
+  $bin/loadgen --addr "$server_addr" --protocol "$3" --clients "$4" \
     --hold-seconds "$6" --ramp-per-second 5000 --server-pid "$server_pid" \
     --label "$1 $2 interval=$5ms" "${loadgen_extra[@]}" >> "$runs"
   stop_server
@@ -97,12 +105,12 @@ scenario() {
 # the server's admission latency, without the backlog of the main generator's 5,000 readers.
 overload_scenario() {
   start_server "$1" 10
-  target/release/loadgen --addr "$server_addr" --protocol "$2" --clients 5000 \
+  $bin/loadgen --addr "$server_addr" --protocol "$2" --clients 5000 \
     --hold-seconds 10 --ramp-per-second 5000 --server-pid "$server_pid" \
     --label "overload-5000 $1 interval=10ms" >> "$runs" &
   local main=$!
   sleep 3
-  target/release/loadgen --addr "$server_addr" --protocol "$2" --clients 100 \
+  $bin/loadgen --addr "$server_addr" --protocol "$2" --clients 100 \
     --hold-seconds 2 --ramp-per-second 20 --source-addresses 1 \
     --label "overload-late-joiners $1 interval=10ms" > "$out/late.jsonl"
   wait "$main"
@@ -133,13 +141,13 @@ fi
 
 # The floor, measured three times through the run (here, before the fan-out, before the cluster):
 # this machine's speed drifts by a fifth from minute to minute, and the report takes the median.
-target/release/probe --sockets 1000 --frames 3000000 > "$out/probe.json"
+$bin/probe --sockets 1000 --frames 3000000 > "$out/probe.json"
 # The same with as many sockets as one process can hold both ends of under the open-files limit:
 # how the floor grows as writes spread over more sockets.
-target/release/probe --sockets 9000 --frames 3000000 > "$out/probe-wide.json"
+$bin/probe --sockets 9000 --frames 3000000 > "$out/probe-wide.json"
 # The same with a reader asleep in epoll_wait, as every real client reads: each write also pays
 # for waking it.
-target/release/probe --sockets 9000 --frames 3000000 --reader epoll > "$out/probe-epoll.json"
+$bin/probe --sockets 9000 --frames 3000000 --reader epoll > "$out/probe-epoll.json"
 for clients in 1000 10000 19000; do
   scenario "capacity-$clients" ours raw "$clients" 1000 10
   scenario "capacity-$clients" ws raw "$clients" 1000 10
@@ -155,7 +163,7 @@ scenario capacity-19000 ours socketio-v2 19000 1000 10
 server_extra=(--ping-interval-ms 600000)
 scenario heartbeat-off-19000 ours raw 19000 1000 10
 server_extra=()
-target/release/probe --sockets 1000 --frames 3000000 > "$out/probe-2.json"
+$bin/probe --sockets 1000 --frames 3000000 > "$out/probe-2.json"
 for shape in "1000 10" "5000 50"; do
   set -- $shape
   for pair in "ours raw" "ws raw" "ours socketio" "socketio socketio" "bare socketio"; do
@@ -174,7 +182,7 @@ scenario "overload-5000" ws raw 5000 10 10
 overload_scenario ours socketio
 scenario "overload-5000" socketio socketio 5000 10 10
 overload_scenario bare socketio
-target/release/probe --sockets 1000 --frames 3000000 > "$out/probe-3.json"
+$bin/probe --sockets 1000 --frames 3000000 > "$out/probe-3.json"
 for protocol in raw socketio; do
   cluster_scenario cluster-19000 "$protocol" 19000
   cluster_scenario cluster-50000 "$protocol" 50000
