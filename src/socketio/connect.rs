@@ -30,9 +30,9 @@ struct Accepted {
 ///
 /// A socket.io v2 socket given a query of its own sends it in its connect packet
 /// (`0/odd?after=7`), and socketioxide takes all of it for the namespace's name, so it is
-/// refused as an unknown namespace. Serving such names would take a namespace per distinct
-/// query, kept for the process's life; v2 clients put their query on the connection instead
-/// (README).
+/// refused as an unknown namespace (an answer the v2 client files under that name, and never
+/// shows). Serving such names would take a namespace per distinct query, kept for the
+/// process's life; v2 clients put their query on the connection instead (README).
 pub fn register_namespaces(io: &SocketIo) {
     for namespace in ["/odd", "/even", "/"] {
         io.ns(namespace, on_connect.with(check_resume));
