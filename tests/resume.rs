@@ -86,6 +86,12 @@ async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() 
     // Within the cap nothing is left out, and nothing is logged.
     let mut near = server.raw(&format!("/_ws/?after={}", last - 4)).await;
     assert_eq!(next_integers(&mut near, 2).await, [last - 2, last]);
+    // Its connect is logged with the `after` it asked for and the replay it was owed.
+    server
+        .wait_for_log("the resume's connect event", |event| {
+            event["message"] == "connected" && event["after"] == last - 4 && event["replay"] == 2
+        })
+        .await;
     close(near).await;
     let last = idle_at().await;
     let mut back = server.raw("/_ws/?after=1").await;
