@@ -37,15 +37,6 @@ pub trait Recipient: Send + Sync + 'static {
     fn deliver(&self, pass: &Pass, shard: &mut Self::ShardState) -> Option<u64>;
 }
 
-/// How much a fan-out holds for one client.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Integers a client may be owed at most; past that it is cut.
-    pub backlog: usize,
-    /// Most missed integers replayed to a resuming client; one further behind gets the newest.
-    pub max_replay: u64,
-}
-
 /// What a client joining a stream is owed, for the code that makes its [`Recipient`].
 pub struct Owing<'a> {
     pub parity: Parity,
@@ -100,7 +91,10 @@ pub struct Pass {
 /// Handle to the shard tasks of both lanes.
 pub struct Fanout<R: Recipient> {
     lanes: Arc<[LaneShards<R>; 2]>,
-    limits: Limits,
+    /// Integers a client may be owed at most, past which it is cut: the feed's.
+    backlog: usize,
+    /// Most missed integers replayed to a resuming client; one further behind gets the newest.
+    max_replay: u64,
     /// Labels what it counts.
     protocol: Protocol,
 }
@@ -109,7 +103,8 @@ impl<R: Recipient> Clone for Fanout<R> {
     fn clone(&self) -> Self {
         Fanout {
             lanes: self.lanes.clone(),
-            limits: self.limits,
+            backlog: self.backlog,
+            max_replay: self.max_replay,
             protocol: self.protocol,
         }
     }
@@ -123,12 +118,12 @@ struct LaneShards<R> {
 
 impl<R: Recipient> Fanout<R> {
     /// Starts `shards` tasks per lane, serving the clients of `protocol` that join until
-    /// `shutdown`.
+    /// `shutdown`, and replaying at most `max_replay` missed integers to a resuming one.
     pub fn start(
         feed: &Feed,
         protocol: Protocol,
         shards: usize,
-        limits: Limits,
+        max_replay: u64,
         shard_state: R::ShardState,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
@@ -140,10 +135,8 @@ impl<R: Recipient> Fanout<R> {
         };
         let fanout = Fanout {
             lanes: Arc::new([lane(), lane()]),
-            limits: Limits {
-                backlog: limits.backlog.max(1),
-                ..limits
-            },
+            backlog: feed.backlog_per_client(),
+            max_replay,
             protocol,
         };
         for parity in Parity::ALL {
@@ -173,7 +166,7 @@ impl<R: Recipient> Fanout<R> {
         start: impl FnOnce(Owing<'_>) -> Started<R>,
     ) -> Subscription<R> {
         let (membership, (position, replay, started)) = feed.join(parity, self.protocol, |at| {
-            let backlog = resume.backlog(at, self.limits.max_replay);
+            let backlog = resume.backlog(at, self.max_replay);
             let started = start(Owing {
                 parity,
                 next: resume.first_owed(at),
@@ -234,7 +227,7 @@ async fn run_shard<R: Recipient>(
         }
         let pass = Pass {
             last: *last_sent.borrow_and_update(),
-            backlog: fanout.limits.backlog,
+            backlog: fanout.backlog,
             now: Instant::now(),
         };
         connections.append(&mut fanout.take_arrivals(parity, shard));

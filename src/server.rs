@@ -22,7 +22,7 @@ use crate::edge::http::{AppState, router};
 use crate::edge::listener::{
     CountingListener, LiveConnections, connection_capacity, serve_connections,
 };
-use crate::fanout::{Fanout, Limits};
+use crate::fanout::Fanout;
 use crate::raw::connection::RawLimits;
 use crate::raw::heartbeat::HeartbeatTimes;
 use crate::raw::upgrade::RawWs;
@@ -143,10 +143,6 @@ pub async fn serve(
     // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shards = TaskTracker::new();
-    let limits = Limits {
-        backlog: config.client_backlog as usize,
-        max_replay: config.max_backlog,
-    };
     let raw_limits = RawLimits {
         max_client_message: config.max_client_message as usize,
         heartbeat: HeartbeatTimes {
@@ -158,7 +154,7 @@ pub async fn serve(
         &feed,
         Protocol::Raw,
         cores,
-        limits,
+        config.max_backlog,
         RawShard::new(raw_limits.heartbeat),
         &shutdown,
         &shards,
@@ -167,7 +163,7 @@ pub async fn serve(
         &feed,
         Protocol::SocketIo,
         cores,
-        limits,
+        config.max_backlog,
         (),
         &shutdown,
         &shards,

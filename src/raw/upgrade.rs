@@ -155,7 +155,6 @@ fn take_apart<S: DirectSocket>(
             // buffer it lies in is the HTTP layer's whole read buffer, which every connection
             // would otherwise keep for its life.
             let early = Bytes::copy_from_slice(&parts.read_buf);
-            drop(parts.read_buf);
             let read = Cursor::new(early).chain(stream);
             (Box::pin(read), Some(socket), None)
         }

@@ -186,6 +186,11 @@ impl Feed {
         (membership, registered)
     }
 
+    /// Integers one subscriber may be behind before it is cut.
+    pub fn backlog_per_client(&self) -> usize {
+        self.inner.queue_capacity
+    }
+
     /// The largest `after` a resuming client of `parity` may ask for here: the last integer
     /// produced, plus the resume slack.
     pub fn resume_horizon(&self, parity: Parity) -> u64 {
