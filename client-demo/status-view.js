@@ -68,8 +68,9 @@ function statusView(root) {
         cluster.querySelector(".cluster-role").textContent = status.cluster.leader
           ? "leader (ticks)"
           : "follower";
+        // With Sentinels, the primary moves on a failover: show the one in use.
         cluster.querySelector(".cluster-redis").textContent = status.cluster.redis_up
-          ? "up"
+          ? `up at ${status.cluster.redis_primary}`
           : "down";
       }
       const delivered = metrics

@@ -4,11 +4,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgGroup, Parser, ValueEnum};
 
 /// Integers as a service: odd and even integers over socket.io and raw WebSocket.
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
+#[command(group(ArgGroup::new("redis_endpoint").args(["redis_url", "redis_sentinels"])))]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
@@ -107,10 +108,69 @@ pub struct Config {
     #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
     pub drain_ms: u64,
 
-    /// Redis URL (e.g. `redis://10.0.0.5:6379/0`): run as one instance of a cluster that
-    /// shares its streams through this Redis. Without it the instance runs on its own.
+    /// Redis URL (e.g. `redis://10.0.0.5:6379/0`, `rediss://` for TLS): run as one instance
+    /// of a cluster that shares its streams through this Redis. Without it (or
+    /// `--redis-sentinels`) the instance runs on its own.
     #[arg(long = "redis", env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+
+    /// Redis Sentinels, comma-separated URLs (`redis://10.0.0.7:26379`, `rediss://` when they
+    /// and the primary speak TLS): find the cluster's Redis through them, following failovers.
+    #[arg(
+        long,
+        env = "REDIS_SENTINELS",
+        value_name = "URLS",
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        requires = "redis_primary"
+    )]
+    pub redis_sentinels: Vec<String>,
+
+    /// The name the Sentinels know the primary by (their `sentinel monitor NAME`).
+    #[arg(
+        long,
+        env = "REDIS_PRIMARY",
+        value_name = "NAME",
+        requires = "redis_sentinels"
+    )]
+    pub redis_primary: Option<String>,
+
+    /// The primary's password, with `--redis-sentinels` (a URL carries its own).
+    #[arg(
+        long,
+        env = "REDIS_PRIMARY_PASSWORD",
+        value_name = "PASSWORD",
+        requires = "redis_sentinels",
+        hide_env_values = true
+    )]
+    pub redis_primary_password: Option<String>,
+
+    /// CA certificates (PEM) to verify Redis's TLS certificate with, instead of the system's.
+    #[arg(
+        long,
+        env = "REDIS_CA_FILE",
+        value_name = "FILE",
+        requires = "redis_endpoint"
+    )]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for Redis servers that require one (mutual TLS).
+    #[arg(
+        long,
+        env = "REDIS_CLIENT_CERT",
+        value_name = "FILE",
+        requires_all = ["redis_client_key", "redis_endpoint"]
+    )]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "REDIS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "redis_client_cert"
+    )]
+    pub redis_client_key: Option<PathBuf>,
 
     /// Name of the cluster within Redis; instances with the same Redis and name share their
     /// streams, other names are separate clusters.

@@ -32,7 +32,7 @@ use crate::socketio::join::SocketIoState;
 use crate::socketio::subscriber::Subscriber;
 use crate::source::IntegerSource;
 use crate::source::local::LocalTicker;
-use crate::source::redis::{ClusterError, RedisSource};
+use crate::source::redis::{ClusterError, Endpoint, RedisSource, TlsFiles};
 use crate::source::state_file::{CounterStore, StoreError};
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
@@ -59,6 +59,19 @@ pub enum ServeError {
     Cluster(#[from] ClusterError),
     #[error("cannot serve: {0}")]
     Io(#[from] io::Error),
+}
+
+/// The Redis that `config` names, if any: cluster mode.
+fn redis_endpoint(config: &Config) -> Option<Endpoint> {
+    if let Some(url) = &config.redis_url {
+        return Some(Endpoint::Url(url.clone()));
+    }
+    let primary = config.redis_primary.clone()?;
+    Some(Endpoint::Sentinels {
+        urls: config.redis_sentinels.clone(),
+        primary,
+        password: config.redis_primary_password.clone(),
+    })
 }
 
 /// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
@@ -90,11 +103,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     telemetry::install();
-    let (feed, source, cluster) = match &config.redis_url {
+    let (feed, source, cluster) = match redis_endpoint(&config) {
         // Cluster mode: the counters live in Redis, so there is no state file.
-        Some(url) => {
-            let source = RedisSource::new(url, &config.cluster_name, config.interval())?;
-            let positions = source.current_positions().await.unwrap_or_default();
+        Some(endpoint) => {
+            let tls = TlsFiles {
+                ca: config.redis_ca_file.clone(),
+                client: config
+                    .redis_client_cert
+                    .clone()
+                    .zip(config.redis_client_key.clone()),
+            };
+            let source =
+                RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?;
+            let positions = source.current_positions().await?.unwrap_or_default();
             info!(
                 odd_position = positions[0],
                 even_position = positions[1],

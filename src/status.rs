@@ -41,6 +41,9 @@ pub(crate) struct ClusterStatus {
     pub instance: String,
     /// Whether the last exchange with Redis worked.
     pub redis_up: bool,
+    /// The `host:port` of the Redis primary last reached (with Sentinels, the one they named);
+    /// `null` before the first connection.
+    pub redis_primary: Option<String>,
     /// Whether this instance holds the lease and ticks.
     pub leader: bool,
 }

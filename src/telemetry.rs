@@ -67,6 +67,11 @@ pub fn produced(stream: &'static str) {
     counter!("integers_produced_total", "type" => stream).increment(1);
 }
 
+/// Cluster mode: this instance followed its Redis primary to another server (a failover).
+pub fn redis_primary_changed() {
+    counter!("integers_redis_primary_changes_total").increment(1);
+}
+
 pub fn replayed(protocol: Protocol, count: u64) {
     counter!("integers_replayed_total", "protocol" => protocol_label(protocol)).increment(count);
 }

@@ -24,7 +24,8 @@ fn flags_in_help() -> BTreeSet<Row> {
         if let Some(rest) = line.strip_prefix("--") {
             current = Some(format!("--{}", rest.split_whitespace().next().unwrap()));
         } else if let Some((_, env)) = line.split_once("[env: ") {
-            let name = env.split('=').next().unwrap().to_owned();
+            // `[env: NAME=value]`, or `[env: NAME]` for a flag whose value `--help` hides.
+            let name = env.split(['=', ']']).next().unwrap().to_owned();
             let default = env
                 .split_once("[default: ")
                 .map(|(_, value)| value.split(']').next().unwrap().to_owned());

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, installing what the tests need first: Debian's chromium (for
-# the demo-page test), redis-server and nginx (the cluster tests start their own, on random
-# loopback ports), the npm packages in tests/node, and cargo-fuzz.
+# the demo-page test), redis-server, redis-sentinel and nginx (the cluster tests start their own,
+# on random loopback ports), openssl (the TLS tests make their certificates), the npm packages
+# in tests/node, and cargo-fuzz.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +12,14 @@ step() { printf '\n==> %s\n' "$*"; }
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  # The tests start their own Redis and nginx: keep the packages from starting theirs (which
+  # The tests start their own Redis, Sentinels and nginx: keep the packages from starting theirs (which
   # would fail where port 80 is taken) with Debian's policy-rc.d, unless one is in place.
   policy_added=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -54,6 +57,6 @@ step "benchmark kit smoke: 200 clients per protocol, checking only that every se
 bash bench/run.sh --smoke
 
 step "end-to-end tests with real peers" \
-  "(official socket.io-client, ws, headless Chromium, redis-server, nginx)"
+  "(official socket.io-client, ws, headless Chromium, redis-server, redis-sentinel, nginx)"
 cargo build --locked
 (cd tests/node && INTEGERS_BIN="$OLDPWD/target/debug/integers" node --test --test-concurrency=1)

@@ -3,152 +3,26 @@
 // official socket.io-client and `ws`.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { launchChromium } from "./chromium.mjs";
 import { startServer } from "./server.mjs";
 import { rawClient, socketIoClient } from "./clients.mjs";
+import {
+  assertGapless,
+  freePort,
+  healthy,
+  metric,
+  metricOr0,
+  startNginx,
+  startNginxSite,
+  startRedis,
+  waitUntil,
+} from "./infra.mjs";
 
 const INTERVAL_MS = 200;
-const NGINX_EXAMPLE = fileURLToPath(new URL("../../deploy/nginx-cluster.conf", import.meta.url));
-
-async function freePort() {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  await once(server, "close");
-  return port;
-}
-
-async function waitUntil(what, done, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await done()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-// Runs `command` until stopped; `ready` is a line its output must show first.
-async function startProcess(command, args, ready) {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const onData = (chunk) => {
-    output += chunk;
-  };
-  child.stdout.on("data", onData);
-  child.stderr.on("data", onData);
-  await waitUntil(
-    `${command} to start: ${output}`,
-    () => {
-      if (child.exitCode !== null) throw new Error(`${command} exited: ${output}`);
-      return ready(output);
-    },
-    10000,
-  );
-  return {
-    child,
-    output: () => output,
-    async stop(signal = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill(signal);
-      await once(child, "exit");
-    },
-  };
-}
-
-async function startRedis(port) {
-  // No persistence: a restart loses every counter, the hardest case for "never repeat".
-  return startProcess(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    (out) => out.includes("Ready to accept connections"),
-  );
-}
-
-// nginx running the example config, pointed at the given instance ports.
-async function startNginx(listenPort, instancePorts) {
-  let site = readFileSync(NGINX_EXAMPLE, "utf8").replace(
-    "listen 127.0.0.1:8080;",
-    `listen 127.0.0.1:${listenPort};`,
-  );
-  const servers = site.match(/server 127\.0\.0\.1:300\d/g);
-  assert.equal(servers.length, instancePorts.length, "the example lists one server per instance");
-  instancePorts.forEach((port, i) => {
-    site = site.replace(`127.0.0.1:300${i + 1}`, `127.0.0.1:${port}`);
-  });
-  return startNginxSite(listenPort, site);
-}
-
-// nginx serving `site` (a server block) on `listenPort`.
-async function startNginxSite(listenPort, site) {
-  const dir = mkdtempSync(join(tmpdir(), "integers-nginx-"));
-  writeFileSync(join(dir, "site.conf"), site);
-  writeFileSync(
-    join(dir, "nginx.conf"),
-    `
-${process.getuid?.() === 0 ? "user root;" : ""}
-daemon off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log notice;
-events { worker_connections 2048; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  include ${dir}/site.conf;
-}
-`,
-  );
-  const nginx = await startProcess("nginx", ["-p", dir, "-c", join(dir, "nginx.conf")], () => {
-    try {
-      return readFileSync(join(dir, "error.log"), "utf8").includes("start worker process");
-    } catch {
-      return false;
-    }
-  });
-  return { ...nginx, url: `http://127.0.0.1:${listenPort}`, wsUrl: `ws://127.0.0.1:${listenPort}` };
-}
-
-function assertGapless(client) {
-  const { seen, parity, kind } = client;
-  for (let i = 1; i < seen.length; i++) {
-    assert.ok(
-      seen[i] > seen[i - 1],
-      `${kind} ${parity} client saw ${seen[i]} after ${seen[i - 1]} (a repeat): ${seen}`,
-    );
-    assert.equal(seen[i], seen[i - 1] + 2, `${kind} ${parity} client has a gap: ${seen}`);
-  }
-  for (const value of seen)
-    assert.equal(value % 2, parity === "even" ? 0 : 1, `${value} is not ${parity}`);
-}
-
-// The value of one sample of an instance's /metrics.
-async function metric(url, name) {
-  const page = await (await fetch(`${url}/metrics`)).text();
-  const line = page.split("\n").find((l) => l.startsWith(`${name} `));
-  assert.ok(line, `no ${name} in ${page}`);
-  return Number(line.split(" ")[1]);
-}
-
-// Like metric(), for a counter that may not have been counted yet.
-async function metricOr0(url, name) {
-  const page = await (await fetch(`${url}/metrics`)).text();
-  const line = page.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(" ")[1]) : 0;
-}
 
 // Waits until every panel of the demo page has received `count` integers.
 function everyPanelReceived(page, count) {
@@ -170,11 +44,6 @@ async function openDemoPage(url) {
   page.on("pageerror", (error) => errors.push(error.message));
   await page.goto(`${url}/`);
   return { browser, page, errors };
-}
-
-async function healthy(url) {
-  const response = await fetch(`${url}/cache-healthcheck`);
-  return response.status === 200 && (await response.text()) === "ok";
 }
 
 describe("three instances sharing one Redis", () => {
@@ -402,7 +271,10 @@ describe("three instances sharing one Redis", () => {
       const line = (await page.textContent(".cluster")).replace(/\s+/g, " ");
       assert.match(
         line,
-        new RegExp(`Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), Redis up`),
+        new RegExp(
+          `Cluster ${cluster}: instance \\S+, (leader \\(ticks\\)|follower), ` +
+            `Redis up at 127\\.0\\.0\\.1:${redisPort}`,
+        ),
       );
       assert.deepEqual(errors, []);
     } finally {

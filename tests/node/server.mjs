@@ -65,7 +65,10 @@ export async function startServer({
         resolve(listening.addr);
       }
     });
-    child.once("exit", (code) => reject(new Error(`server exited with ${code}:\n${log}`)));
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${log}`));
+    });
   });
   const url = `http://${address}`;
   return {

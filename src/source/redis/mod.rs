@@ -22,25 +22,41 @@
 //! Positions are consecutive and integers are computed from them, so a gap is filled exactly.
 //! A counter never goes below the floor the leader passes in (the highest position it has seen),
 //! so a Redis that comes back empty cannot make the streams repeat while any instance remembers
-//! them.
+//! them. The same floor carries the streams across a Sentinel failover, where the promoted
+//! replica may lack the old primary's last writes: the counter goes on from the highest
+//! position any instance saw, and the lease script still lets one token tick.
+//!
+//! - `primary`: where the primary is (a URL, or the Sentinels), TLS, start-up errors;
+//! - `link`: the command connection the tasks share, opened again after any failure, and the
+//!   judge of whether Redis is up;
+//! - `scripts`: the Lua scripts and key names;
+//! - `state`: what `/status` shows of the cluster.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::{RedisError, Script};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::source::{HalfBeats, IntegerSource};
-use crate::status::ClusterStatus;
 use crate::stream::feed::{Demand, Feed};
 use crate::stream::parity::Parity;
 use crate::telemetry;
+
+use link::{Backoff, Link};
+use primary::Primary;
+pub use primary::{ClusterError, Endpoint, TlsFiles};
+use scripts::{ACQUIRE_SCRIPT, DEMAND_SCRIPT, Keys, RELEASE_SCRIPT, TICK_SCRIPT};
+pub use state::ClusterState;
+
+mod link;
+mod primary;
+mod scripts;
+mod state;
 
 /// How often every instance reads the counters to catch up on missed ticks, and how often it
 /// renews its demand claims.
@@ -48,183 +64,38 @@ const RESYNC_EVERY: Duration = Duration::from_secs(1);
 /// How long a demand claim holds without renewal: an instance that dies stops keeping a
 /// stream running after at most this long.
 const DEMAND_TTL: Duration = Duration::from_secs(3);
-/// Longest wait for one Redis command or connection attempt.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest pause between two attempts to reach Redis again.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Shortest lease margin past one interval, however short the interval: a lease must outlive
 /// ordinary scheduling and network delays, or leadership would flap (safely, but uselessly).
 const MIN_LEASE_MARGIN: Duration = Duration::from_millis(200);
 /// Shortest pause between two attempts of a follower to take the lease.
 const MIN_LEASE_POLL: Duration = Duration::from_millis(50);
 
-/// Checks the lease, renews it, then advances and publishes the stream ticked if it is in demand.
-/// KEYS: lease, pos:odd, pos:even, demand:odd, demand:even.
-/// ARGV: token, lease ms, channel, floor odd, floor even, stream ticked (1 odd, 2 even).
-/// Returns {-1} when the lease is not ours, else {odd position or 0, even position or 0}.
-const TICK_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local names = {'odd', 'even'}
-local published = {0, 0}
-for i = 1, 2 do
-  redis.call('ZREMRANGEBYSCORE', KEYS[3 + i], '-inf', now)
-  if tonumber(ARGV[6]) == i and redis.call('ZCARD', KEYS[3 + i]) > 0 then
-    local position = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
-    local floor = tonumber(ARGV[3 + i])
-    if position < floor then position = floor end
-    position = position + 1
-    redis.call('SET', KEYS[1 + i], position)
-    redis.call('PUBLISH', ARGV[3], names[i] .. ' ' .. position)
-    published[i] = position
-  end
-end
-return published
-";
-
-/// Takes a free lease. KEYS: lease, fence. ARGV: instance id, lease ms, nonce.
-/// Returns the new token, or nil when another instance holds the lease.
-const ACQUIRE_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local fence = redis.call('INCR', KEYS[2])
-local token = ARGV[1] .. ':' .. fence .. ':' .. ARGV[3]
-redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-return token
-";
-
-/// Gives the lease up if it is still ours. KEYS: lease. ARGV: token.
-const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-";
-
-/// Claims or withdraws this instance's demand for each stream.
-/// KEYS: demand:odd, demand:even. ARGV: instance id, ttl ms, odd wanted (0/1), even wanted.
-const DEMAND_SCRIPT: &str = r"
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-for i = 1, 2 do
-  if ARGV[2 + i] == '1' then
-    redis.call('ZADD', KEYS[i], now + tonumber(ARGV[2]), ARGV[1])
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  else
-    redis.call('ZREM', KEYS[i], ARGV[1])
-  end
-end
-return 1
-";
-
-/// Why cluster mode cannot start.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot use Redis: {0}")]
-pub struct ClusterError(#[from] RedisError);
-
-/// The Redis key names of one cluster.
-#[derive(Debug, Clone)]
-struct Keys {
-    lease: String,
-    fence: String,
-    positions: [String; 2],
-    demand: [String; 2],
-    channel: String,
-}
-
-impl Keys {
-    fn new(cluster: &str) -> Keys {
-        // The braces make every key of a cluster hash to one Redis Cluster slot, which
-        // multi-key scripts require there.
-        let key = |name: &str| format!("integers:{{{cluster}}}:{name}");
-        Keys {
-            lease: key("lease"),
-            fence: key("fence"),
-            positions: [key("pos:odd"), key("pos:even")],
-            demand: [key("demand:odd"), key("demand:even")],
-            channel: key("ticks"),
-        }
-    }
-}
-
-/// Live cluster state shared with the HTTP handlers.
-#[derive(Debug, Clone)]
-pub struct ClusterState {
-    inner: Arc<StateInner>,
-}
-
-#[derive(Debug)]
-struct StateInner {
-    name: String,
-    instance: String,
-    redis_up: AtomicBool,
-    leader: AtomicBool,
-}
-
-impl ClusterState {
-    pub fn status(&self) -> ClusterStatus {
-        ClusterStatus {
-            name: self.inner.name.clone(),
-            instance: self.inner.instance.clone(),
-            redis_up: self.inner.redis_up.load(Ordering::Relaxed),
-            leader: self.inner.leader.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Records whether Redis answered, logging only the changes.
-    fn set_redis_up(&self, up: bool, error: Option<&RedisError>) {
-        let was = self.inner.redis_up.swap(up, Ordering::Relaxed);
-        match (was, up, error) {
-            (false, true, _) => info!("redis reachable"),
-            (true, false, Some(error)) => {
-                warn!(
-                    %error,
-                    "redis unreachable; clients stay connected, integers pause until it is back"
-                )
-            }
-            _ => {}
-        }
-    }
-
-    fn set_leader(&self, leader: bool) {
-        self.inner.leader.store(leader, Ordering::Relaxed);
-    }
-}
-
 /// The integer source of one cluster instance.
 pub struct RedisSource {
-    client: Client,
-    /// Commands: reconnects by itself, with back-off, after Redis goes away.
-    connection: ConnectionManager,
+    /// Shared by the source's tasks: their commands, and the way to the primary.
+    link: Arc<Link>,
     keys: Keys,
     state: ClusterState,
     interval: Duration,
 }
 
 impl RedisSource {
-    /// A source for the cluster `name` in the Redis at `url`, ticking every `interval` when it
-    /// leads. Connects lazily: Redis may be down when the instance starts. Must be called
-    /// within the tokio runtime.
-    pub fn new(url: &str, name: &str, interval: Duration) -> Result<RedisSource, ClusterError> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(MAX_BACKOFF);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    /// A source for the cluster `name` in the Redis at `endpoint`, ticking every `interval`
+    /// when it leads. Connects to nothing yet: Redis may be down when the instance starts.
+    pub fn new(
+        endpoint: &Endpoint,
+        tls: &TlsFiles,
+        name: &str,
+        interval: Duration,
+    ) -> Result<RedisSource, ClusterError> {
         let random = RandomState::new().hash_one(std::process::id());
+        let instance = format!("{}-{:08x}", std::process::id(), random as u32);
+        let state = ClusterState::new(name, instance);
+        let primary = Primary::new(endpoint, tls, state.clone())?;
         Ok(RedisSource {
-            client,
-            connection,
+            link: Arc::new(Link::new(primary, state.clone())),
             keys: Keys::new(name),
-            state: ClusterState {
-                inner: Arc::new(StateInner {
-                    name: name.to_owned(),
-                    instance: format!("{}-{:08x}", std::process::id(), random as u32),
-                    redis_up: AtomicBool::new(false),
-                    leader: AtomicBool::new(false),
-                }),
-            },
+            state,
             interval,
         })
     }
@@ -233,14 +104,15 @@ impl RedisSource {
     /// its first clients start where the cluster stands. `None` when Redis cannot be read
     /// now; the instance then starts at zero and catches up once Redis answers (its first
     /// clients are then disconnected as too slow and resume: they cannot miss anything).
-    pub async fn current_positions(&self) -> Option<[u64; 2]> {
-        let mut connection = self.connection.clone();
-        match read_positions(&self.keys, &mut connection).await {
-            Ok(positions) => {
-                self.state.set_redis_up(true, None);
-                Some(positions.map(Option::unwrap_or_default))
-            }
+    /// An error when the settings cannot work however long the instance waits: a TLS
+    /// certificate that does not verify, a wrong password, a primary name no Sentinel knows.
+    pub async fn current_positions(&self) -> Result<Option<[u64; 2]>, ClusterError> {
+        match read_positions(&self.keys, &self.link).await {
+            Ok(positions) => Ok(Some(positions.map(Option::unwrap_or_default))),
             Err(error) => {
+                if let Some(fatal) = self.link.primary().misconfigured(&error) {
+                    return Err(fatal);
+                }
                 warn!(
                     %error,
                     concat!(
@@ -248,7 +120,7 @@ impl RedisSource {
                         "catching up once Redis answers"
                     )
                 );
-                None
+                Ok(None)
             }
         }
     }
@@ -277,42 +149,37 @@ impl RedisSource {
 impl IntegerSource for RedisSource {
     async fn run(self, feed: Feed, shutdown: CancellationToken) {
         info!(
-            cluster = %self.state.inner.name,
-            instance = %self.state.inner.instance,
+            cluster = %self.state.name(),
+            instance = %self.state.instance(),
+            redis = %self.link.primary().target(),
             lease_ms = self.lease().as_millis() as u64,
             "cluster mode"
         );
-        let connection = self.connection.clone();
         tokio::join!(
-            self.deliver(&feed, connection.clone(), &shutdown),
-            self.report_demand(&feed, connection.clone(), &shutdown),
-            self.lead(&feed, connection, &shutdown),
+            self.deliver(&feed, &shutdown),
+            self.report_demand(&feed, &shutdown),
+            self.lead(&feed, &shutdown),
         );
     }
 }
 
 impl RedisSource {
     /// Delivers every position the cluster publishes, from the channel and from the counters.
-    async fn deliver(
-        &self,
-        feed: &Feed,
-        mut connection: ConnectionManager,
-        shutdown: &CancellationToken,
-    ) {
+    async fn deliver(&self, feed: &Feed, shutdown: &CancellationToken) {
         let mut backoff = Backoff::default();
         let mut arrivals = Arrivals::default();
         while !shutdown.is_cancelled() {
-            let subscribed = tokio::time::timeout(REDIS_TIMEOUT, async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&self.keys.channel).await?;
-                Ok::<_, RedisError>(pubsub)
-            })
-            .await;
-            let pubsub = match subscribed.unwrap_or_else(|_| Err(timed_out())) {
+            let mut moved = self.link.primary().watch_moves();
+            let pubsub = match self.link.primary().subscribe(&self.keys.channel).await {
                 Ok(pubsub) => pubsub,
                 Err(error) => {
                     self.state.set_redis_up(false, Some(&error));
-                    backoff.wait(shutdown).await;
+                    // Another connection finding the primary moved ends the wait: it was
+                    // this one's failure's likely cause.
+                    tokio::select! {
+                        _ = backoff.wait(shutdown) => {}
+                        _ = moved.changed() => {}
+                    }
                     continue;
                 }
             };
@@ -338,7 +205,7 @@ impl RedisSource {
                         }
                     },
                     _ = resync.tick() => {
-                        self.catch_up(feed, &mut connection, &mut arrivals).await;
+                        self.catch_up(feed, &mut arrivals).await;
                     }
                 }
             }
@@ -346,26 +213,17 @@ impl RedisSource {
     }
 
     /// Reads the counters and fills in whatever the channel did not bring.
-    async fn catch_up(
-        &self,
-        feed: &Feed,
-        connection: &mut ConnectionManager,
-        arrivals: &mut Arrivals,
-    ) {
-        match read_positions(&self.keys, connection).await {
-            Ok(positions) => {
-                self.state.set_redis_up(true, None);
-                for parity in Parity::ALL {
-                    if let Some(position) = positions[parity.index()] {
-                        let filled = feed.publish_through(parity, position);
-                        if filled > 0 {
-                            debug!(%parity, filled, "caught up from the counter");
-                            arrivals.record(parity);
-                        }
+    async fn catch_up(&self, feed: &Feed, arrivals: &mut Arrivals) {
+        if let Ok(positions) = read_positions(&self.keys, &self.link).await {
+            for parity in Parity::ALL {
+                if let Some(position) = positions[parity.index()] {
+                    let filled = feed.publish_through(parity, position);
+                    if filled > 0 {
+                        debug!(%parity, filled, "caught up from the counter");
+                        arrivals.record(parity);
                     }
                 }
             }
-            Err(error) => self.state.set_redis_up(false, Some(&error)),
         }
         // "Running" here means the cluster advanced the stream lately.
         let recent = (self.interval * 2).max(RESYNC_EVERY * 2);
@@ -375,12 +233,7 @@ impl RedisSource {
     }
 
     /// Keeps this instance's demand claims in Redis in step with its subscribers.
-    async fn report_demand(
-        &self,
-        feed: &Feed,
-        mut connection: ConnectionManager,
-        shutdown: &CancellationToken,
-    ) {
+    async fn report_demand(&self, feed: &Feed, shutdown: &CancellationToken) {
         let mut demand = feed.demand();
         let mut renew = every_resync();
         loop {
@@ -391,39 +244,28 @@ impl RedisSource {
                 _ = renew.tick() => {}
             }
             let wanted = *demand.borrow_and_update();
-            if let Err(error) = self.claim(&mut connection, wanted).await {
-                self.state.set_redis_up(false, Some(&error));
-            }
+            // A failure is the link's to report; the next change or renewal tries again.
+            let _ = self.claim(wanted).await;
         }
         // Leaving: stop keeping streams running for clients that are gone.
-        let _ = self.claim(&mut connection, [false, false]).await;
+        let _ = self.claim([false, false]).await;
     }
 
-    async fn claim(
-        &self,
-        connection: &mut ConnectionManager,
-        wanted: Demand,
-    ) -> Result<(), RedisError> {
+    async fn claim(&self, wanted: Demand) -> Result<(), RedisError> {
         let flag = |parity: Parity| if wanted[parity.index()] { "1" } else { "0" };
-        Script::new(DEMAND_SCRIPT)
-            .key(&self.keys.demand[0])
+        let script = Script::new(DEMAND_SCRIPT);
+        let mut claim = script.key(&self.keys.demand[0]);
+        claim
             .key(&self.keys.demand[1])
-            .arg(&self.state.inner.instance)
+            .arg(self.state.instance())
             .arg(DEMAND_TTL.as_millis() as u64)
             .arg(flag(Parity::Odd))
-            .arg(flag(Parity::Even))
-            .invoke_async::<i64>(connection)
-            .await
-            .map(drop)
+            .arg(flag(Parity::Even));
+        self.link.invoke::<i64>(&claim).await.map(drop)
     }
 
     /// Contends for the lease, and ticks while holding it.
-    async fn lead(
-        &self,
-        feed: &Feed,
-        mut connection: ConnectionManager,
-        shutdown: &CancellationToken,
-    ) {
+    async fn lead(&self, feed: &Feed, shutdown: &CancellationToken) {
         let acquire = Script::new(ACQUIRE_SCRIPT);
         let tick = Script::new(TICK_SCRIPT);
         let lease_ms = self.lease().as_millis() as u64;
@@ -437,24 +279,20 @@ impl RedisSource {
                     _ = tokio::time::sleep(self.lease_poll()) => {}
                 }
                 let nonce = format!("{:08x}", RandomState::new().hash_one(Instant::now()) as u32);
-                let acquired: Result<Option<String>, RedisError> = acquire
-                    .key(&self.keys.lease)
+                let mut attempt = acquire.key(&self.keys.lease);
+                attempt
                     .key(&self.keys.fence)
-                    .arg(&self.state.inner.instance)
+                    .arg(self.state.instance())
                     .arg(lease_ms)
-                    .arg(nonce)
-                    .invoke_async(&mut connection)
-                    .await;
-                match acquired {
-                    Ok(Some(acquired)) => {
-                        info!(token = %acquired, "leading: this instance ticks");
-                        self.state.set_leader(true);
-                        token = Some(acquired);
-                        // Tick at once: the last leader's final tick is at least a lease ago.
-                        beats.reset_immediately();
-                    }
-                    Ok(None) => {}
-                    Err(error) => self.state.set_redis_up(false, Some(&error)),
+                    .arg(nonce);
+                // Nothing when someone else leads, or when Redis failed (the link reports
+                // that): poll again.
+                if let Ok(Some(acquired)) = self.link.invoke::<Option<String>>(&attempt).await {
+                    info!(token = %acquired, "leading: this instance ticks");
+                    self.state.set_leader(true);
+                    token = Some(acquired);
+                    // Tick at once: the last leader's final tick is at least a lease ago.
+                    beats.reset_immediately();
                 }
                 continue;
             };
@@ -464,9 +302,8 @@ impl RedisSource {
                 stream = beats.next() => stream,
             };
             let floor = [feed.position(Parity::Odd), feed.position(Parity::Even)];
-            let ticked: Result<Vec<i64>, RedisError> = tick
-                .key(&self.keys.lease)
-                .key(&self.keys.positions[0])
+            let mut step = tick.key(&self.keys.lease);
+            step.key(&self.keys.positions[0])
                 .key(&self.keys.positions[1])
                 .key(&self.keys.demand[0])
                 .key(&self.keys.demand[1])
@@ -475,9 +312,8 @@ impl RedisSource {
                 .arg(&self.keys.channel)
                 .arg(floor[0])
                 .arg(floor[1])
-                .arg(stream.index() + 1)
-                .invoke_async(&mut connection)
-                .await;
+                .arg(stream.index() + 1);
+            let ticked: Result<Vec<i64>, RedisError> = self.link.invoke(&step).await;
             match ticked.as_deref() {
                 Ok([-1]) => {
                     warn!("lost the lease; another instance ticks now");
@@ -485,7 +321,6 @@ impl RedisSource {
                     token = None;
                 }
                 Ok(published) => {
-                    self.state.set_redis_up(true, None);
                     for parity in Parity::ALL {
                         if published
                             .get(parity.index())
@@ -497,16 +332,15 @@ impl RedisSource {
                 }
                 // Keep the token: if the lease survives the outage, this instance still leads;
                 // if it lapsed, the next tick finds out, and the script keeps it safe meanwhile.
-                Err(error) => self.state.set_redis_up(false, Some(error)),
+                Err(_) => {}
             }
         }
         if let Some(held) = token {
             // Hand over at once instead of making the next leader wait out the lease.
-            let released = Script::new(RELEASE_SCRIPT)
-                .key(&self.keys.lease)
-                .arg(&held)
-                .invoke_async::<i64>(&mut connection)
-                .await;
+            let release = Script::new(RELEASE_SCRIPT);
+            let mut release = release.key(&self.keys.lease);
+            release.arg(&held);
+            let released = self.link.invoke::<i64>(&release).await;
             if released.is_ok() {
                 info!("lease released");
             }
@@ -516,23 +350,11 @@ impl RedisSource {
 }
 
 /// Both counters, `None` for a stream that never ticked.
-async fn read_positions(
-    keys: &Keys,
-    connection: &mut ConnectionManager,
-) -> Result<[Option<u64>; 2], RedisError> {
-    let (odd, even): (Option<u64>, Option<u64>) = redis::cmd("MGET")
-        .arg(&keys.positions[0])
-        .arg(&keys.positions[1])
-        .query_async(connection)
-        .await?;
+async fn read_positions(keys: &Keys, link: &Link) -> Result<[Option<u64>; 2], RedisError> {
+    let mut read = redis::cmd("MGET");
+    read.arg(&keys.positions[0]).arg(&keys.positions[1]);
+    let (odd, even): (Option<u64>, Option<u64>) = link.query(&read).await?;
     Ok([odd, even])
-}
-
-fn timed_out() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer within {REDIS_TIMEOUT:?}"),
-    ))
 }
 
 /// A clock for the once-a-[`RESYNC_EVERY`] chores, which a stall delays rather than repeats.
@@ -579,28 +401,6 @@ impl Arrivals {
 
     fn within(&self, parity: Parity, recent: Duration) -> bool {
         self.last[parity.index()].is_some_and(|last| last.elapsed() <= recent)
-    }
-}
-
-/// Doubling pauses between attempts to reach Redis, from 100 ms up to [`MAX_BACKOFF`].
-#[derive(Default)]
-struct Backoff {
-    attempts: u32,
-}
-
-impl Backoff {
-    async fn wait(&mut self, shutdown: &CancellationToken) {
-        let pause =
-            (Duration::from_millis(100) * 2u32.saturating_pow(self.attempts)).min(MAX_BACKOFF);
-        self.attempts = self.attempts.saturating_add(1).min(16);
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
-    }
-
-    fn reset(&mut self) {
-        self.attempts = 0;
     }
 }
 

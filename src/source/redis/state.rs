@@ -1,0 +1,96 @@
+//! This instance's place in its cluster, as the Redis source keeps it and the HTTP handlers
+//! read it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redis::RedisError;
+use tracing::{info, warn};
+
+use crate::status::ClusterStatus;
+use crate::sync::lock;
+use crate::telemetry;
+
+/// Live cluster state: written by the source's tasks, read by `/status` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ClusterState {
+    inner: Arc<StateInner>,
+}
+
+#[derive(Debug)]
+struct StateInner {
+    name: String,
+    instance: String,
+    redis_up: AtomicBool,
+    leader: AtomicBool,
+    /// The address of the primary this instance last connected to.
+    primary: Mutex<Option<String>>,
+}
+
+impl ClusterState {
+    pub(super) fn new(name: &str, instance: String) -> ClusterState {
+        ClusterState {
+            inner: Arc::new(StateInner {
+                name: name.to_owned(),
+                instance,
+                redis_up: AtomicBool::new(false),
+                leader: AtomicBool::new(false),
+                primary: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            name: self.inner.name.clone(),
+            instance: self.inner.instance.clone(),
+            redis_up: self.inner.redis_up.load(Ordering::Relaxed),
+            redis_primary: lock(&self.inner.primary).clone(),
+            leader: self.inner.leader.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub(super) fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Records whether Redis answered, logging only the changes.
+    pub(super) fn set_redis_up(&self, up: bool, error: Option<&RedisError>) {
+        let was = self.inner.redis_up.swap(up, Ordering::Relaxed);
+        match (was, up, error) {
+            (false, true, _) => info!("redis reachable"),
+            (true, false, Some(error)) => {
+                warn!(
+                    %error,
+                    "redis unreachable; clients stay connected, integers pause until it is back"
+                )
+            }
+            _ => {}
+        }
+    }
+
+    /// Records the primary a connection reached. Every connection of the instance reports
+    /// here, so a failover is logged and counted once, by whichever connection follows it
+    /// first. Whether the primary moved.
+    pub(super) fn set_primary(&self, address: &str) -> bool {
+        let mut primary = lock(&self.inner.primary);
+        match primary.as_deref() {
+            Some(known) if known == address => return false,
+            Some(known) => {
+                warn!(from = %known, to = %address, "redis primary changed: following it");
+                telemetry::redis_primary_changed();
+            }
+            None => info!(primary = %address, "redis primary found"),
+        }
+        *primary = Some(address.to_owned());
+        true
+    }
+
+    pub(super) fn set_leader(&self, leader: bool) {
+        self.inner.leader.store(leader, Ordering::Relaxed);
+    }
+}

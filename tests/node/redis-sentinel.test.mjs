@@ -1,0 +1,270 @@
+// Cluster mode through Redis Sentinel: a primary, its replica and three Sentinels (Debian's
+// redis-server and redis-sentinel on random loopback ports), three instances of the server
+// finding the primary through the Sentinels, and real raw and socket.io clients. Each test
+// starts its own set: a failover changes it for good.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { startServer } from "./server.mjs";
+import { rawClient, socketIoClient } from "./clients.mjs";
+import {
+  assertGapless,
+  makeCertificates,
+  metric,
+  refusedStart,
+  startSentinelSet,
+  waitUntil,
+} from "./infra.mjs";
+
+const INTERVAL_MS = 100;
+const PASSWORD = "primary-secret";
+// The README's bound on the pause after the Sentinels promote the replica: the instances'
+// back-off (1 s) and one more second to find the primary and connect, plus one interval for
+// the first tick and a second of slack for a loaded test machine.
+const AFTER_PROMOTION_MS = 1000 + 1000 + INTERVAL_MS + 1000;
+
+async function startInstances(set, extraArgs = []) {
+  const instances = [];
+  for (let i = 0; i < 3; i++) {
+    instances.push(
+      await startServer({
+        intervalMs: INTERVAL_MS,
+        extraArgs: [
+          ...["--redis-sentinels", set.sentinelUrls.join(",")],
+          ...["--redis-primary", set.name],
+          ...(set.password ? ["--redis-primary-password", set.password] : []),
+          ...extraArgs,
+        ],
+      }),
+    );
+  }
+  await waitUntil("every instance on the primary, and one leader", async () => {
+    const statuses = await Promise.all(instances.map((instance) => instance.status()));
+    return (
+      statuses.every((s) => s.cluster.redis_primary === `127.0.0.1:${set.primaryPort}`) &&
+      statuses.filter((s) => s.cluster.leader).length === 1
+    );
+  });
+  return instances;
+}
+
+// A raw and a socket.io client of each stream on each of `instances`.
+function clientsOf(instances) {
+  return instances.flatMap((instance) => [
+    rawClient(instance.wsUrl, "odd"),
+    rawClient(instance.wsUrl, "even"),
+    socketIoClient(instance.url, "odd", { reconnectionDelay: 100 }),
+    socketIoClient(instance.url, "even", { reconnectionDelay: 100 }),
+  ]);
+}
+
+// Kills the primary with SIGKILL, then resolves with when the Sentinels named the replica.
+async function killPrimary(set) {
+  await set.primary.stop("SIGKILL");
+  const killedAt = Date.now();
+  await waitUntil(
+    "the Sentinels to promote the replica",
+    async () => (await set.primaryNow()) === set.replicaPort,
+    30000,
+  );
+  return { killedAt, promotedAt: Date.now() };
+}
+
+// Checks that ticking resumed within the bound after the promotion, that every client of a
+// stream got the same integers since, with no gap and no repeat, and returns the pause.
+async function assertResumed(t, clients, before, { killedAt, promotedAt }) {
+  await waitUntil(
+    "every client receiving again",
+    () => clients.every((c, i) => c.seen.length >= before[i] + 3),
+    20000,
+  );
+  const firstAfter = Math.min(
+    ...clients.map((c, i) => c.times[before[i]]).filter((time) => time > killedAt),
+  );
+  t.diagnostic(
+    `the Sentinels promoted the replica ${promotedAt - killedAt} ms after the kill; ` +
+      `integers again ${firstAfter - promotedAt} ms after the promotion`,
+  );
+  assert.ok(
+    firstAfter - promotedAt <= AFTER_PROMOTION_MS,
+    `integers resumed ${firstAfter - promotedAt} ms after the promotion, past the ` +
+      `${AFTER_PROMOTION_MS} ms bound`,
+  );
+  for (const parity of ["odd", "even"]) {
+    const ofType = clients.filter((c) => c.parity === parity);
+    const target = Math.max(...ofType.map((c) => c.seen.at(-1))) + 4;
+    await waitUntil(`every ${parity} client to reach ${target}`, () =>
+      ofType.every((c) => c.seen.at(-1) >= target),
+    );
+    assert.deepEqual(
+      ofType.filter((c) => !c.seen.includes(target)).map((c) => c.seen),
+      [],
+      `${parity} clients that never received ${target}`,
+    );
+  }
+  for (const client of clients) assertGapless(client);
+}
+
+// The lines of an instance's log with `message`.
+function logged(instance, message) {
+  return instance
+    .log()
+    .split("\n")
+    .filter((line) => line.includes(`"message":"${message}`));
+}
+
+describe("three instances finding Redis through three Sentinels", () => {
+  it("refuse to start with a primary name the Sentinels do not know, or a wrong password", async () => {
+    const set = await startSentinelSet({ password: PASSWORD });
+    try {
+      const sentinels = ["--redis-sentinels", set.sentinelUrls.join(",")];
+      const target = (name) =>
+        `cannot use Redis at primary "${name}" of the Sentinels ${set.sentinelUrls.join(", ")}: `;
+      const unknown = await refusedStart([
+        ...sentinels,
+        ...["--redis-primary", "no-such-primary", "--redis-primary-password", PASSWORD],
+      ]);
+      assert.ok(
+        unknown.startsWith(
+          `${target("no-such-primary")}the Sentinels know no primary by that name`,
+        ),
+        unknown,
+      );
+      for (const password of [["--redis-primary-password", "wrong"], []]) {
+        const refused = await refusedStart([
+          ...sentinels,
+          ...["--redis-primary", set.name, ...password],
+        ]);
+        assert.ok(refused.startsWith(`${target(set.name)}authentication failed`), refused);
+        assert.ok(!refused.includes(PASSWORD), `the password reached the log: ${refused}`);
+      }
+    } finally {
+      await set.stop();
+    }
+  });
+
+  it("follow a kill -9 of the primary to the promoted replica, with no integer lost or repeated", async (t) => {
+    const set = await startSentinelSet({ password: PASSWORD });
+    const instances = await startInstances(set);
+    const clients = clientsOf(instances);
+    try {
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
+      const before = clients.map((c) => c.seen.length);
+      const failover = await killPrimary(set);
+      await assertResumed(t, clients, before, failover);
+      // Every instance moved, said so once in its log, once in its metrics, and in /status.
+      for (const instance of instances) {
+        const status = await instance.status();
+        assert.equal(status.cluster.redis_primary, `127.0.0.1:${set.replicaPort}`);
+        assert.equal(status.cluster.redis_up, true);
+        assert.equal(await metric(instance.url, "integers_redis_up"), 1);
+        assert.equal(await metric(instance.url, "integers_redis_primary_changes_total"), 1);
+        const moved = logged(instance, "redis primary changed");
+        assert.equal(moved.length, 1, `logged the move ${moved.length} times`);
+        const event = JSON.parse(moved[0]);
+        assert.equal(event.from, `127.0.0.1:${set.primaryPort}`);
+        assert.equal(event.to, `127.0.0.1:${set.replicaPort}`);
+        assert.equal(logged(instance, "redis unreachable").length, 1, "the outage, once");
+      }
+      for (const client of clients) assert.equal(client.connects, 1, "a client was cut");
+    } finally {
+      for (const client of clients) client.close();
+      for (const instance of instances) await instance.stop();
+      await set.stop();
+    }
+  });
+
+  it("never repeat an integer when the promoted replica lacks the primary's last ticks", async (t) => {
+    const set = await startSentinelSet({ password: PASSWORD });
+    const instances = await startInstances(set);
+    const cluster = "integers";
+    const clients = clientsOf(instances);
+    try {
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
+      // Cut the replica off: it can no longer log in to the primary, so it misses every tick
+      // from now on while the instances go on receiving them.
+      await set.cli(set.replicaPort, ["CONFIG", "SET", "masterauth", "not-the-password"]);
+      await set.cli(set.primaryPort, ["CLIENT", "KILL", "TYPE", "replica"]);
+      const cutAt = clients.map((c) => c.seen.length);
+      await waitUntil("three integers the replica never got", () =>
+        clients.every((c, i) => c.seen.length >= cutAt[i] + 3),
+      );
+      // The scenario holds: the replica's counter is behind what the clients already have
+      // (odd position p is the integer 2p - 1), and it cannot catch up before the kill.
+      const replicaCounter = Number(
+        await set.cli(set.replicaPort, ["GET", `integers:{${cluster}}:pos:odd`]),
+      );
+      const before = clients.map((c) => c.seen.length);
+      const lastOdd = Math.max(
+        ...clients.filter((c) => c.parity === "odd").map((c) => c.seen.at(-1)),
+      );
+      assert.ok(replicaCounter > 0, "the replica never had the counter");
+      assert.ok(
+        2 * replicaCounter - 1 < lastOdd,
+        `the replica had odd position ${replicaCounter}, clients had seen ${lastOdd}`,
+      );
+      const failover = killPrimary(set);
+      await set.cli(set.replicaPort, ["CONFIG", "SET", "masterauth", PASSWORD]);
+      await assertResumed(t, clients, before, await failover);
+      t.diagnostic(
+        `the replica was promoted at odd position ${replicaCounter}; clients had seen ${lastOdd}`,
+      );
+    } finally {
+      for (const client of clients) client.close();
+      for (const instance of instances) await instance.stop();
+      await set.stop();
+    }
+  });
+
+  it("repeat nothing when the leader instance dies during the failover", async (t) => {
+    const set = await startSentinelSet({ password: PASSWORD });
+    const instances = await startInstances(set);
+    const statuses = await Promise.all(instances.map((instance) => instance.status()));
+    const leader = instances[statuses.findIndex((s) => s.cluster.leader)];
+    const survivors = instances.filter((instance) => instance !== leader);
+    const clients = clientsOf(survivors);
+    try {
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
+      const before = clients.map((c) => c.seen.length);
+      const failover = killPrimary(set);
+      await leader.stop("SIGKILL");
+      await assertResumed(t, clients, before, await failover);
+      const leaders = (await Promise.all(survivors.map((s) => s.status()))).filter(
+        (s) => s.cluster.leader,
+      );
+      assert.equal(leaders.length, 1, "not exactly one new leader");
+    } finally {
+      for (const client of clients) client.close();
+      for (const instance of survivors) await instance.stop();
+      await set.stop();
+    }
+  });
+
+  it("find and follow the primary over TLS, verified with --redis-ca-file", async (t) => {
+    const certs = makeCertificates();
+    const set = await startSentinelSet({ certs });
+    assert.match(set.sentinelUrls[0], /^rediss:\/\//);
+    const instances = await startInstances(set, ["--redis-ca-file", certs.ca]);
+    const clients = clientsOf(instances.slice(0, 2));
+    try {
+      await waitUntil("every client's first integers", () =>
+        clients.every((c) => c.seen.length >= 3),
+      );
+      const before = clients.map((c) => c.seen.length);
+      await assertResumed(t, clients, before, await killPrimary(set));
+      for (const instance of instances) {
+        const status = await instance.status();
+        assert.equal(status.cluster.redis_primary, `127.0.0.1:${set.replicaPort}`);
+      }
+    } finally {
+      for (const client of clients) client.close();
+      for (const instance of instances) await instance.stop();
+      await set.stop();
+    }
+  });
+});
