@@ -14,7 +14,7 @@ use super::state::ClusterState;
 
 /// Longest pause between two attempts to reach Redis again; with Sentinels, it bounds how
 /// long after a promotion an instance finds the new primary.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// One multiplexed connection that every task of the instance sends its commands on.
 ///
