@@ -40,9 +40,12 @@ async fn main() -> ExitCode {
 fn init_logging(format: Option<LogFormat>) {
     let terminal = std::io::stderr().is_terminal();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A failed write (the reader of a stderr pipe gone) loses the line and nothing else: the
+    // default reports it with `eprintln!`, which panics the task that logged.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let pretty = match format {
         Some(format) => format == LogFormat::Pretty,
         None => terminal,
@@ -76,9 +79,11 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => info!(signal = "SIGINT", "shutting down"),
-        _ = terminate => info!(signal = "SIGTERM", "shutting down"),
-    }
+    let signal = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = terminate => "SIGTERM",
+    };
+    // Shut down first, then say so: the shutdown must not depend on the log.
     shutdown.cancel();
+    info!(signal, "shutting down");
 }

@@ -198,3 +198,50 @@ async fn departures_at_shutdown_are_counted_as_shutdown() {
         );
     }
 }
+
+/// Logs go to stderr, often a pipe to a collector. When the reader of that pipe goes away, the
+/// server goes on without its logs: clients still connect and receive, and SIGTERM still
+/// drains and exits 0.
+#[tokio::test]
+async fn a_log_reader_that_went_away_stops_neither_the_streams_nor_the_shutdown() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Process::command(0, &["--no-state", "--interval-ms", "20"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the integers binary");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["message"] == "listening" {
+                return event["addr"].as_str().unwrap().to_owned();
+            }
+        }
+        panic!("the binary exited before listening");
+    })
+    .await
+    .expect("the binary did not start listening in time");
+    drop(lines);
+
+    // Each connection logs, now into a pipe nobody reads.
+    for _ in 0..3 {
+        let (mut ws, _) = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::connect_async(format!("ws://{addr}/_ws/")),
+        )
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+        assert_eq!(next_integers(&mut ws, 3).await.len(), 3);
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5) + PATIENCE, child.wait())
+        .await
+        .expect("no exit within the drain time after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
