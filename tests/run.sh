@@ -19,8 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  # The tests start their own Redis, Sentinels and nginx: keep the packages from starting theirs (which
-  # would fail where port 80 is taken) with Debian's policy-rc.d, unless one is in place.
+  # The tests start their own Redis, Sentinels and nginx: keep the packages from starting
+  # theirs (which would fail where port 80 is taken) with Debian's policy-rc.d, unless one is
+  # in place.
   policy_added=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
