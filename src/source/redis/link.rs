@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, RedisError, RedisResult, ScriptInvocation};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -45,12 +45,12 @@ struct Slot {
     failed: Option<Failed>,
 }
 
-/// The last failed attempt to connect: its error, when the next may be made, and
-/// [`Primary::moves`] at the time.
+/// The last failed attempt to connect: its error, when the next may be made, and the primary
+/// as it stood then.
 struct Failed {
     error: RedisError,
     retry_at: Instant,
-    moves: u64,
+    primary: watch::Receiver<Option<String>>,
 }
 
 impl Link {
@@ -110,11 +110,11 @@ impl Link {
         }
         if let Some(failed) = &slot.failed
             && Instant::now() < failed.retry_at
-            && self.primary.moves() == failed.moves
+            && matches!(failed.primary.has_changed(), Ok(false))
         {
             return Err(failed.error.clone());
         }
-        let moves = self.primary.moves();
+        let primary = self.state.watch_primary();
         match self.primary.connect().await {
             Ok(connection) => {
                 slot.opened += 1;
@@ -130,7 +130,7 @@ impl Link {
                 slot.failed = Some(Failed {
                     error: error.clone(),
                     retry_at,
-                    moves,
+                    primary,
                 });
                 Err(error)
             }

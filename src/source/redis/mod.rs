@@ -169,7 +169,7 @@ impl RedisSource {
         let mut backoff = Backoff::default();
         let mut arrivals = Arrivals::default();
         while !shutdown.is_cancelled() {
-            let mut moved = self.link.primary().watch_moves();
+            let mut moved = self.state.watch_primary();
             let pubsub = match self.link.primary().subscribe(&self.keys.channel).await {
                 Ok(pubsub) => pubsub,
                 Err(error) => {

@@ -15,7 +15,7 @@ use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind,
     IntoConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
 };
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::state::ClusterState;
 
@@ -60,8 +60,6 @@ pub(super) struct Primary {
     target: String,
     /// Told the address of every primary reached, so a move is reported once.
     state: ClusterState,
-    /// How many times a connection found the primary at a new address.
-    moves: watch::Sender<u64>,
 }
 
 enum Way {
@@ -111,12 +109,7 @@ impl Primary {
                 Way::Sentinels(Mutex::new(client))
             }
         };
-        Ok(Primary {
-            way,
-            target,
-            state,
-            moves: watch::Sender::new(0),
-        })
+        Ok(Primary { way, target, state })
     }
 
     /// What the operator named, passwords hidden.
@@ -191,22 +184,9 @@ impl Primary {
         }
     }
 
-    /// How many times a connection has found the primary at a new address: a connection
-    /// that failed to reach the old one need not wait out its back-off once this moves.
-    pub(super) fn moves(&self) -> u64 {
-        *self.moves.borrow()
-    }
-
-    /// Wakes when a connection finds the primary at a new address.
-    pub(super) fn watch_moves(&self) -> watch::Receiver<u64> {
-        self.moves.subscribe()
-    }
-
     fn reached(&self, client: &Client) {
-        let address = client.get_connection_info().addr().to_string();
-        if self.state.set_primary(&address) {
-            self.moves.send_modify(|moves| *moves += 1);
-        }
+        self.state
+            .set_primary(&client.get_connection_info().addr().to_string());
     }
 }
 

@@ -1,14 +1,14 @@
 //! This instance's place in its cluster, as the Redis source keeps it and the HTTP handlers
 //! read it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use redis::RedisError;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::status::ClusterStatus;
-use crate::sync::lock;
 use crate::telemetry;
 
 /// Live cluster state: written by the source's tasks, read by `/status` and `/metrics`.
@@ -23,8 +23,9 @@ struct StateInner {
     instance: String,
     redis_up: AtomicBool,
     leader: AtomicBool,
-    /// The address of the primary this instance last connected to.
-    primary: Mutex<Option<String>>,
+    /// The address of the primary this instance last connected to, watched by the
+    /// connections that failed to reach it.
+    primary: watch::Sender<Option<String>>,
 }
 
 impl ClusterState {
@@ -35,7 +36,7 @@ impl ClusterState {
                 instance,
                 redis_up: AtomicBool::new(false),
                 leader: AtomicBool::new(false),
-                primary: Mutex::new(None),
+                primary: watch::Sender::new(None),
             }),
         }
     }
@@ -45,7 +46,7 @@ impl ClusterState {
             name: self.inner.name.clone(),
             instance: self.inner.instance.clone(),
             redis_up: self.inner.redis_up.load(Ordering::Relaxed),
-            redis_primary: lock(&self.inner.primary).clone(),
+            redis_primary: self.inner.primary.borrow().clone(),
             leader: self.inner.leader.load(Ordering::Relaxed),
         }
     }
@@ -75,19 +76,26 @@ impl ClusterState {
 
     /// Records the primary a connection reached. Every connection of the instance reports
     /// here, so a failover is logged and counted once, by whichever connection follows it
-    /// first. Whether the primary moved.
-    pub(super) fn set_primary(&self, address: &str) -> bool {
-        let mut primary = lock(&self.inner.primary);
-        match primary.as_deref() {
-            Some(known) if known == address => return false,
-            Some(known) => {
-                warn!(from = %known, to = %address, "redis primary changed: following it");
-                telemetry::redis_primary_changed();
+    /// first, and the instance's other connection is woken.
+    pub(super) fn set_primary(&self, address: &str) {
+        self.inner.primary.send_if_modified(|primary| {
+            match primary.as_deref() {
+                Some(known) if known == address => return false,
+                Some(known) => {
+                    warn!(from = %known, to = %address, "redis primary changed: following it");
+                    telemetry::redis_primary_changed();
+                }
+                None => info!(primary = %address, "redis primary found"),
             }
-            None => info!(primary = %address, "redis primary found"),
-        }
-        *primary = Some(address.to_owned());
-        true
+            *primary = Some(address.to_owned());
+            true
+        });
+    }
+
+    /// Sees the primary found somewhere new: a connection that failed to reach the old one
+    /// need not wait out its back-off once this changes.
+    pub(super) fn watch_primary(&self) -> watch::Receiver<Option<String>> {
+        self.inner.primary.subscribe()
     }
 
     pub(super) fn set_leader(&self, leader: bool) {
