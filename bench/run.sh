@@ -3,6 +3,7 @@
 # writes bench/RESULTS.md and bench/chart.svg.
 #   bash bench/run.sh           every scenario (about fifteen minutes; the cluster scenarios
 #                               need redis-server, which tests/run.sh installs)
+#   bash bench/run.sh --storm   the deploy storms alone, printing their results (no RESULTS.md)
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
 #                               every client connects and sees a gapless sequence (for CI). It
 #                               checks the kit, not speed, so it runs the debug build the tests
@@ -11,10 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 smoke=0
+storm_only=0
 [ "${1:-}" = "--smoke" ] && smoke=1
+[ "${1:-}" = "--storm" ] && storm_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
+storms="$out/storms.jsonl"
 : > "$runs"
+: > "$storms"
 
 if [ "$smoke" = 1 ]; then
   cargo build --locked -p integers -p integers-bench
@@ -118,6 +123,131 @@ overload_scenario() {
   stop_server
 }
 
+# wait_for_line FILE PATTERN WHAT: waits up to 30 s for PATTERN in FILE.
+wait_for_line() {
+  for _ in $(seq 300); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out after 30 s waiting for $3" >&2
+  cat "$1" >&2 || true
+  exit 1
+}
+
+# wait_for_file FILE SECONDS WHAT
+wait_for_file() {
+  for _ in $(seq $(($2 * 10))); do
+    [ -e "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "timed out after $2 s waiting for $3" >&2
+  exit 1
+}
+
+storm_pid=""
+# storm_server KIND PORT LOG: one server of a storm on a fixed port, this server with a state
+# file (the streams survive its restarts), the Node peers as they are; sets storm_pid once it
+# listens.
+storm_server() {
+  case "$1" in
+    ours) $bin/integers --host 127.0.0.1 --port "$2" --interval-ms 1000 \
+            --state-file "$out/storm-state.json" --log-format json 2>"$3" & ;;
+    ws) PORT="$2" INTERVAL_MS=1000 node bench/peers/ws-peer.mjs 2>"$3" & ;;
+    socketio) PORT="$2" INTERVAL_MS=1000 node bench/peers/socketio-peer.mjs 2>"$3" & ;;
+  esac
+  storm_pid=$!
+  wait_for_line "$3" '"listening"' "$1 listening on port $2"
+}
+
+# storm_scenario NAME SIGNAL CLIENTS HOLD_SECONDS KIND...: a restart under load. CLIENTS
+# clients, half raw and half socket.io (a tenth of those on long-polling), reconnecting as the
+# official client does (`loadgen --reconnect`). Three seconds into the hold every server gets
+# SIGNAL, and once it has exited a new one starts on the same port. With one KIND it serves
+# both halves; with two (the Node peers), the first serves raw and the second socket.io.
+storm_scenario() {
+  local name=$1 signal=$2 clients=$3 hold=$4 step=0
+  shift 4
+  local kinds=("$@") ports=() pids=() loads=() i
+  rm -f "$out/storm-state.json" "$out"/storm-*.pids "$out"/ready-*
+  for i in "${!kinds[@]}"; do
+    ports[i]=$(free_port)
+    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log"
+    pids[i]=$storm_pid
+    echo "$storm_pid" >> "$out/storm-$i.pids"
+  done
+  local last=$((${#kinds[@]} - 1)) protocol
+  for protocol in raw socketio; do
+    i=0
+    [ "$protocol" = socketio ] && i=$last
+    $bin/loadgen --addr "127.0.0.1:${ports[i]}" --protocol "$protocol" \
+      --clients $((clients / 2)) --polling-share 0.1 --reconnect --hold-seconds "$hold" \
+      --ramp-per-second 2500 --server-pid-file "$out/storm-$i.pids" \
+      --ready-file "$out/ready-$protocol" --label "$name ${kinds[i]} $signal" \
+      > "$out/storm-$protocol.json" &
+    loads+=("$!")
+  done
+  wait_for_file "$out/ready-raw" 60 "the raw clients up"
+  wait_for_file "$out/ready-socketio" 60 "the socket.io clients up"
+  # Steady ticks first, so every client has a place to resume from.
+  sleep 3
+  for i in "${!kinds[@]}"; do kill -"$signal" "${pids[i]}"; done
+  for i in "${!kinds[@]}"; do wait "${pids[i]}" 2>/dev/null || true; done
+  step=1
+  for i in "${!kinds[@]}"; do
+    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log"
+    pids[i]=$storm_pid
+    echo "$storm_pid" >> "$out/storm-$i.pids"
+  done
+  wait "${loads[@]}"
+  cat "$out/storm-raw.json" "$out/storm-socketio.json" >> "$storms"
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+
+# rolling_scenario NAME CLIENTS HOLD_SECONDS: three instances with --reuse-port on one port and
+# one Redis, holding CLIENTS raw clients that reconnect as the official client does. Three
+# seconds into the hold each instance in turn is replaced: a new one starts, then the old one
+# gets SIGTERM and is waited for.
+rolling_scenario() {
+  local redis_port port pids=() redis_pid i load
+  redis_port=$(free_port)
+  port=$(free_port)
+  rm -f "$out/rolling.pids" "$out/ready-rolling"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$out/redis.log" 2>&1 &
+  redis_pid=$!
+  wait_for_line "$out/redis.log" "Ready to accept" "redis-server"
+  rolling_instance() {
+    $bin/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
+      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
+      2>"$out/rolling-$2.log" &
+    storm_pid=$!
+    wait_for_line "$out/rolling-$2.log" '"listening"' "instance $2 listening"
+    echo "$storm_pid" >> "$out/rolling.pids"
+  }
+  for i in 0 1 2; do
+    rolling_instance "$1" "old-$i"
+    pids[i]=$storm_pid
+  done
+  $bin/loadgen --addr "127.0.0.1:$port" --protocol raw --clients "$2" --workers 3 \
+    --source-addresses 8 --reconnect --hold-seconds "$3" --ramp-per-second 5000 \
+    --server-pid-file "$out/rolling.pids" --ready-file "$out/ready-rolling" \
+    --label "$1 cluster rolling" >> "$storms" &
+  load=$!
+  wait_for_file "$out/ready-rolling" 120 "the clients up"
+  sleep 3
+  for i in 0 1 2; do
+    rolling_instance "$1" "new-$i"
+    kill -TERM "${pids[i]}"
+    wait "${pids[i]}" || true
+    pids[i]=$storm_pid
+  done
+  wait "$load"
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+}
+
 if [ "$smoke" = 1 ]; then
   scenario smoke ours raw 200 50 3
   # A fifth of the socket.io clients on long-polling, so that path of the kit runs too.
@@ -136,6 +266,36 @@ if [ "$smoke" = 1 ]; then
         `${run.sequence_repeats} repeats`);
       if (!clean) process.exit(1);
     }' "$runs"
+  # The deploy storm, small: every client back through a SIGTERM and a kill -9, nothing missed.
+  storm_scenario storm-smoke SIGTERM 200 12 ours
+  storm_scenario storm-smoke SIGKILL 200 12 ours
+  node -e '
+    const text = require("fs").readFileSync(process.argv[1], "utf8");
+    const runs = text.trim().split("\n").map(JSON.parse);
+    for (const run of runs) {
+      const { storm } = run;
+      const clean = run.established === run.clients && storm.dropped_clients === run.clients &&
+        storm.never_back === 0 && run.sequence_gaps === 0 && run.sequence_repeats === 0 &&
+        storm.restarts === 0;
+      console.log(`${run.label} ${run.protocol}: ${storm.dropped_clients}/${run.clients} ` +
+        `dropped, ${storm.never_back} never back, last back ${storm.back_ms_p100} ms, ` +
+        `${run.sequence_gaps} gaps, ${run.sequence_repeats} repeats`);
+      if (!clean) process.exit(1);
+    }' "$storms"
+  exit 0
+fi
+
+# The deploy storms at the single-process limit, this server beside the Node peers, and the
+# rolling deploy of a cluster.
+run_storms() {
+  storm_scenario storm-18900 SIGTERM 18900 25 ours
+  storm_scenario storm-18900 SIGKILL 18900 25 ours
+  storm_scenario storm-18900 SIGTERM 18900 25 ws socketio
+  rolling_scenario rolling-50000 50000 40
+}
+if [ "$storm_only" = 1 ]; then
+  run_storms
+  echo "storm results in $storms"
   exit 0
 fi
 
@@ -187,5 +347,6 @@ for protocol in raw socketio; do
   cluster_scenario cluster-19000 "$protocol" 19000
   cluster_scenario cluster-50000 "$protocol" 50000
 done
+run_storms
 node bench/report.mjs "$out" bench/RESULTS.md bench/chart.svg
 echo "wrote bench/RESULTS.md and bench/chart.svg (raw results in $out)"

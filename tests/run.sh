@@ -44,8 +44,8 @@ tests/node/node_modules/.bin/prettier --check "tests/node/*.mjs" "bench/*.mjs" \
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test (unit and in-process integration tests)"
-cargo test --locked
+step "cargo test (unit and in-process integration tests, and the benchmark kit's own)"
+cargo test --workspace --locked
 
 step "fuzzing the request parsing for 20 s (cargo fuzz)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
