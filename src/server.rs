@@ -1,17 +1,18 @@
 //! Assembles the feed, the integer source and both protocols into one running server, and
 //! takes it down again in order when asked to.
 //!
-//! Shutdown, once `shutdown` is cancelled: stop accepting; close every socket.io session at
-//! the engine.io level (clients see "transport close" and reconnect by themselves; a socket.io
-//! disconnect packet would tell them not to); send every raw client close 1001; save the exact
-//! stream positions; all of it within the drain time, after which the process exits anyway.
+//! Shutdown, once `shutdown` is cancelled: stop accepting; stop the integer source (alone, it
+//! saves the exact stream positions; in a cluster, it hands the lease over); then close every
+//! socket.io session at the engine.io level (clients see "transport close" and reconnect by
+//! themselves; a socket.io disconnect packet would tell them not to) and send every raw client
+//! close 1001; all of it within the drain time, after which the process exits anyway.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -20,7 +21,7 @@ use crate::config::Config;
 use crate::edge::admission::Admission;
 use crate::edge::http::{AppState, router};
 use crate::edge::listener::{
-    CountingListener, LiveConnections, connection_capacity, serve_connections,
+    self, CountingListener, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
 use crate::fanout::Fanout;
 use crate::raw::connection::RawLimits;
@@ -74,26 +75,10 @@ fn redis_endpoint(config: &Config) -> Option<Endpoint> {
     })
 }
 
-/// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
-/// when thousands of clients reconnect at once after a deploy, and an overflowed SYN costs
-/// the client a one-second retransmit; the kernel caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
-
 /// Binds the configured address, sharing the port with other instances when `--reuse-port`
 /// is set (the kernel then spreads new connections over them).
 pub fn bind(config: &Config) -> io::Result<TcpListener> {
-    let addr = SocketAddr::new(config.host, config.port);
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if config.reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    listener::bind(SocketAddr::new(config.host, config.port), config.reuse_port)
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every client and returns.
@@ -161,6 +146,8 @@ pub async fn serve(
         config.allowed_origins.clone(),
     );
 
+    // Cancelled once the source has stopped: the clients' cue to go (see the shutdown below).
+    let departing = CancellationToken::new();
     // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let shards = TaskTracker::new();
@@ -177,7 +164,7 @@ pub async fn serve(
         cores,
         config.max_backlog,
         RawShard::new(raw_limits.heartbeat),
-        &shutdown,
+        &departing,
         &shards,
     );
     let socketio_fanout = Fanout::<Subscriber>::start(
@@ -186,7 +173,7 @@ pub async fn serve(
         cores,
         config.max_backlog,
         (),
-        &shutdown,
+        &departing,
         &shards,
     );
     shards.close();
@@ -213,7 +200,7 @@ pub async fn serve(
     let raw_connections = TaskTracker::new();
     let raw = Arc::new(RawWs {
         feed: feed.clone(),
-        shutdown: shutdown.clone(),
+        shutdown: departing.clone(),
         connections: raw_connections.clone(),
         limits: raw_limits,
         fanout: raw_fanout,
@@ -233,26 +220,39 @@ pub async fn serve(
         max_connections,
         "listening"
     );
-    let listener = CountingListener::new(listener, live);
-    let accepting = tokio::spawn(serve_connections(listener, app, shutdown.clone()));
+    // A port shared with other instances is left while this one is full.
+    let addr = listener.local_addr()?;
+    let shared = config.reuse_port.then_some(SharedPort {
+        addr,
+        max_connections,
+    });
+    let listener = CountingListener::new(listener, live, shared);
+    let accepting = serve_connections(listener, app, shutdown.clone())?;
 
     shutdown.cancelled().await;
     info!(drain_ms = config.drain_ms, "shutting down");
     let drained = tokio::time::timeout(config.drain(), async {
-        // Stops accepting first, then waits for the HTTP requests still open (long polls end
-        // once socket.io closes), the raw connections' close frames, and the saved positions.
-        let connections = accepting.await;
+        // Stops accepting first, then stops the source, then lets the clients go and waits for
+        // the HTTP requests still open (long polls end once socket.io closes) and the raw
+        // connections' close frames.
+        let connections = accepting.stopped().await;
         // The listener is closed: new connections are refused from here on.
         info!("stopped accepting connections");
+        // The source stops while the runtime is quiet: closing thousands of clients at once
+        // keeps it busy for a while, and in a cluster the lease must be handed over within
+        // Redis's answer time, or the next leader waits out the lease and the stream stalls.
+        // Once it has stopped, the positions are final (and saved, alone): clients leaving
+        // after that miss nothing.
+        let _ = source.await;
+        departing.cancel();
         depart_all(&io);
         io.close().await;
-        if let Ok(connections) = connections {
+        if let Some(connections) = connections {
             connections.shutdown().await;
         }
         raw_connections.close();
         raw_connections.wait().await;
         shards.wait().await;
-        let _ = source.await;
     })
     .await;
     if drained.is_err() {

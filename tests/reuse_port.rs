@@ -63,3 +63,104 @@ async fn instances_with_reuse_port_share_one_port_and_its_clients() {
         "unexpected log: {log}"
     );
 }
+
+fn log_count(process: &Process, message: &str) -> usize {
+    let needle = format!("\"message\":\"{message}\"");
+    process
+        .log
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(&needle))
+        .count()
+}
+
+const LEFT: &str = "at the connection limit: left the shared port to the others";
+const BACK: &str = "back on the shared port";
+
+/// Waits until `process` has served `count` clients, failing after [`common::PATIENCE`].
+async fn wait_for_served(process: &Process, count: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while connections_served(process) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {} served",
+            connections_served(process)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room() {
+    let port = free_port();
+    let full = Process::start(
+        port,
+        &["--no-state", "--reuse-port", "--max-connections", "20"],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(full.raw("/_ws/").await);
+    }
+    full.wait_for_log("the full instance leaving the port", |event| {
+        event["message"] == LEFT && event["live"] == 20
+    })
+    .await;
+    // Nobody else is on the port: a new connection is refused, not queued or answered 503.
+    let refused = tokio::net::TcpStream::connect(full.addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+
+    // Another instance joins the port: every new client reaches it.
+    let other = Process::start(port, &["--no-state", "--reuse-port"]).await;
+    for _ in 0..10 {
+        clients.push(other.raw("/_ws/").await);
+    }
+    wait_for_served(&other, 10, "the other instance serving the new clients").await;
+    assert_eq!(
+        connections_served(&full),
+        20,
+        "the full instance took a client"
+    );
+
+    // One client leaving is not room enough (a twentieth of the limit must be free).
+    let mut leaving = clients.drain(..2);
+    common::close(leaving.next().unwrap()).await;
+    full.wait_for_log("the first departure", |event| {
+        event["message"] == "disconnected"
+    })
+    .await;
+    assert_eq!(log_count(&full, BACK), 0, "back with one place free");
+    common::close(leaving.next().unwrap()).await;
+    drop(leaving);
+    full.wait_for_log("the full instance back on the port", |event| {
+        event["message"] == BACK && event["live"] == 18
+    })
+    .await;
+
+    // Back on the port, it takes its share until it is full again, and leaves again.
+    for _ in 0..40 {
+        clients.push(other.raw("/_ws/").await);
+    }
+    wait_for_served(
+        &full,
+        22,
+        "the instance back on the port taking clients again",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while log_count(&full, LEFT) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the instance to leave the port again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Every one of the 70 clients was served once: 22 by the instance that filled up twice.
+    wait_for_served(&other, 48, "the other instance serving the rest").await;
+    assert_eq!(connections_served(&full), 22);
+    assert_eq!(connections_served(&other), 48);
+}

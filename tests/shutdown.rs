@@ -78,6 +78,18 @@ async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .any(|event| event["message"] == "state saved");
         assert!(saved_logged, "signal {signal}: no 'state saved' in\n{log}");
+        // The positions are final, and saved, before any client is let go.
+        let messages: Vec<String> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|event| event["message"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let saved_at = messages.iter().position(|m| m == "state saved");
+        let first_departure = messages.iter().position(|m| m == "disconnected");
+        assert!(
+            saved_at < first_departure && first_departure.is_some(),
+            "signal {signal}: a client was let go before the positions were saved:\n{log}"
+        );
         // The exact last integer, not a reservation ahead of it: what the raw client read
         // last, or one more that was produced as the shutdown began and not sent.
         let odd = saved["odd"].as_u64().unwrap();

@@ -1,7 +1,7 @@
-//! The TCP side: accepting connections, counting them for the connection limit, setting the
-//! socket options every connection gets (no Nagle delay, since every frame this server sends is
-//! a few bytes that should leave at once; a fixed, small kernel send buffer), and serving HTTP
-//! on each with a bounded time to send a request head.
+//! The TCP side: accepting connections on a thread of their own, counting them for the
+//! connection limit, setting the socket options every connection gets (no Nagle delay, since
+//! every frame this server sends is a few bytes that should leave at once; a fixed, small
+//! kernel send buffer), and serving HTTP on each with a bounded time to send a request head.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,10 +21,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::raw::upgrade::DirectSocket;
 
@@ -44,22 +46,110 @@ impl LiveConnections {
     }
 }
 
-/// A [`TcpListener`] whose accepted streams count themselves in [`LiveConnections`].
-pub struct CountingListener {
-    inner: TcpListener,
-    live: LiveConnections,
+/// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
+/// when thousands of clients reconnect at once after a deploy, and an overflowed SYN costs
+/// the client a one-second retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr`, sharing the port with other instances when `reuse_port` is set (the kernel
+/// then spreads new connections over them).
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
-impl CountingListener {
-    pub fn new(inner: TcpListener, live: LiveConnections) -> CountingListener {
-        CountingListener { inner, live }
+/// A port this instance shares with others (`--reuse-port`), and the most connections it
+/// takes.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedPort {
+    pub addr: SocketAddr,
+    pub max_connections: usize,
+}
+
+impl SharedPort {
+    /// Back on the port once a twentieth of the room is free again, so that one client
+    /// leaving does not make the instance bounce on and off it.
+    fn rejoin_below(&self) -> usize {
+        self.max_connections - self.max_connections / 20
     }
 }
 
+/// A [`TcpListener`] whose accepted streams count themselves in [`LiveConnections`].
+///
+/// On a shared port, an instance at the connection limit closes its listener and so leaves
+/// the port to the others: the kernel spreads new connections over the listeners of a port
+/// without regard to how full each instance is, and a full one would answer its share 503,
+/// over and over, while another has room (after a deploy replaced one instance, the others'
+/// share of its clients can take them past the limit). Connections already queued for the
+/// closed listener are reset; their clients retry, and reach an instance with room.
+pub struct CountingListener {
+    /// `None` while off the shared port.
+    inner: Option<TcpListener>,
+    live: LiveConnections,
+    shared: Option<SharedPort>,
+}
+
 impl CountingListener {
-    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+    pub fn new(
+        inner: TcpListener,
+        live: LiveConnections,
+        shared: Option<SharedPort>,
+    ) -> CountingListener {
+        CountingListener {
+            inner: Some(inner),
+            live,
+            shared,
+        }
+    }
+
+    /// The listener to accept on, after leaving or rejoining the shared port as the count of
+    /// connections calls for.
+    async fn listener(&mut self) -> &TcpListener {
+        if let Some(shared) = self.shared {
+            let live = self.live.get();
+            if self.inner.is_some() && live >= shared.max_connections {
+                self.inner = None;
+                info!(
+                    live,
+                    "at the connection limit: left the shared port to the others"
+                );
+            }
+            while self.inner.is_none() {
+                if self.live.get() >= shared.rejoin_below() {
+                    tokio::time::sleep(REJOIN_CHECK).await;
+                    continue;
+                }
+                match bind(shared.addr, true) {
+                    Ok(listener) => {
+                        self.inner = Some(listener);
+                        info!(live = self.live.get(), "back on the shared port");
+                    }
+                    Err(error) => {
+                        warn!(%error, "cannot rejoin the shared port; trying again");
+                        tokio::time::sleep(REJOIN_CHECK * 20).await;
+                    }
+                }
+            }
+        }
+        self.inner
+            .as_ref()
+            .expect("a listener unless off the shared port")
+    }
+
+    /// The next connection, with its options set, counted, and detached from the accepting
+    /// thread's reactor so that the serving runtime can take it.
+    async fn accept(&mut self) -> Accepted {
         loop {
-            match self.inner.accept().await {
+            let error = match self.listener().await.accept().await {
                 Ok((stream, addr)) => {
                     if let Err(error) = stream.set_nodelay(true) {
                         warn!(%error, "cannot set TCP_NODELAY");
@@ -69,21 +159,47 @@ impl CountingListener {
                     {
                         warn!(%error, "cannot set SO_SNDBUF");
                     }
-                    self.live.0.fetch_add(1, Ordering::Relaxed);
-                    let live = self.live.clone();
-                    let stream = Arc::new(stream);
-                    return (CountedStream { stream, live }, addr);
+                    match stream.into_std() {
+                        Ok(stream) => {
+                            self.live.0.fetch_add(1, Ordering::Relaxed);
+                            let counted = Counted(self.live.clone());
+                            return Accepted {
+                                stream,
+                                addr,
+                                counted,
+                            };
+                        }
+                        Err(error) => error,
+                    }
                 }
-                // Out of file descriptors or a connection reset before it was accepted: the
-                // listener itself is fine. Back off briefly so an fd shortage is not a busy loop.
-                Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
+                Err(error) => error,
+            };
+            // Out of file descriptors or a connection reset before it was accepted: the
+            // listener itself is fine. Back off briefly so an fd shortage is not a busy loop.
+            warn!(%error, "accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }
+
+/// A connection the accepting thread took, counted in [`LiveConnections`] until dropped.
+struct Accepted {
+    stream: std::net::TcpStream,
+    addr: SocketAddr,
+    counted: Counted,
+}
+
+/// One connection's place in [`LiveConnections`], given back when dropped.
+struct Counted(LiveConnections);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often an instance off its shared port checks whether it has room again.
+const REJOIN_CHECK: Duration = Duration::from_millis(50);
 
 /// How long a client may take to send a request head. Without a bound, a client trickling a
 /// header byte by byte (slowloris) would hold its connection, and a place under the
@@ -97,14 +213,87 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// stop growing at this size, so a head is cut off before twice it.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
-/// Accepts connections and serves `app` on each until `shutdown` is cancelled, then returns
-/// the handle that lets the caller wait for the connections still open. WebSocket upgrades
-/// leave that watch once upgraded; their tasks have their own shutdown.
-pub async fn serve_connections(
-    mut listener: CountingListener,
+/// Accepts connections and serves `app` on each until `shutdown` is cancelled, then closes
+/// the listener; [`Accepting::stopped`] then gives the handle that lets the caller wait for
+/// the connections still open. WebSocket upgrades leave that watch once upgraded; their tasks
+/// have their own shutdown.
+///
+/// Accepting has a thread of its own, which hands the connections to a task on the caller's
+/// runtime. After a deploy every client comes back within a second or two, and the runtime
+/// then has thousands of handshakes queued: an accept loop among them would run once per pass
+/// through that queue, the kernel's listen queue would fill meanwhile, and each connection the
+/// kernel then dropped would cost its client a SYN retransmission, a second or more. The
+/// accepting thread keeps the listen queue short; the connections wait in the hand-over
+/// instead, each counted against `--max-connections` from the moment it is accepted.
+pub fn serve_connections(
+    listener: CountingListener,
     app: Router,
     shutdown: CancellationToken,
-) -> GracefulShutdown {
+) -> io::Result<Accepting> {
+    let CountingListener {
+        inner,
+        live,
+        shared,
+    } = listener;
+    let inner = inner.expect("a new listener is on its port").into_std()?;
+    let accepting = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _accepting = accepting.enter();
+        CountingListener::new(TcpListener::from_std(inner)?, live, shared)
+    };
+    // At the bound the accepting thread waits, and connections queue in the kernel again.
+    let (hand_over, handed) = mpsc::channel(HAND_OVER);
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || accepting.block_on(accept_until(listener, hand_over, shutdown)))?;
+    Ok(Accepting {
+        serving: tokio::spawn(serve_accepted(handed, app)),
+    })
+}
+
+/// Connections accepted and not yet served, most. A storm brings thousands within a second;
+/// the serving task takes every waiting one each time it runs.
+const HAND_OVER: usize = 16 * 1024;
+
+/// The accepting thread and the task serving what it accepts, seen from the server.
+pub struct Accepting {
+    /// Ends once the accepting thread has closed the listener and every connection it handed
+    /// over is served, with the watch over them.
+    serving: JoinHandle<GracefulShutdown>,
+}
+
+impl Accepting {
+    /// Resolves once shutdown has closed the listener, with the watch over the connections
+    /// still open; `None` if serving failed.
+    pub async fn stopped(self) -> Option<GracefulShutdown> {
+        self.serving.await.ok()
+    }
+}
+
+/// The accepting thread's loop. It returns when `shutdown` is cancelled, dropping `listener`
+/// (new connections are refused from then on) and the hand-over (which tells the serving task
+/// that no more are coming).
+async fn accept_until(
+    mut listener: CountingListener,
+    hand_over: mpsc::Sender<Accepted>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        if hand_over.send(accepted).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves `app` on every connection handed over, until the accepting thread is done.
+async fn serve_accepted(mut handed: mpsc::Receiver<Accepted>, app: Router) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -116,25 +305,41 @@ pub async fn serve_connections(
         .http2()
         .timer(TokioTimer::new())
         .enable_connect_protocol();
-    loop {
-        let (stream, addr) = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return graceful,
-            accepted = listener.accept() => accepted,
-        };
-        // The client's address reaches handlers as a request extension, like axum's own
-        // `into_make_service_with_connect_info` does.
-        let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%addr, %error, "connection ended with an error");
-            }
-        });
+    let mut batch = Vec::new();
+    // Takes every connection waiting at once: the task's cooperative budget would otherwise
+    // make it yield after a hundred or so, behind every other task of a busy runtime.
+    while tokio::task::unconstrained(handed.recv_many(&mut batch, 1024)).await > 0 {
+        for Accepted {
+            stream,
+            addr,
+            counted,
+        } in batch.drain(..)
+        {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => CountedStream {
+                    stream: Arc::new(stream),
+                    _counted: counted,
+                },
+                Err(error) => {
+                    warn!(%error, "cannot register an accepted connection");
+                    continue;
+                }
+            };
+            // The client's address reaches handlers as a request extension, like axum's own
+            // `into_make_service_with_connect_info` does.
+            let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    debug!(%addr, %error, "connection ended with an error");
+                }
+            });
+        }
     }
+    graceful
 }
 
 /// An accepted connection; it stops counting when dropped, upgraded or not.
@@ -144,13 +349,7 @@ pub async fn serve_connections(
 /// owned `AsyncRead` and `AsyncWrite` implementations of `TcpStream` do inside, too.
 pub(crate) struct CountedStream {
     stream: Arc<TcpStream>,
-    live: LiveConnections,
-}
-
-impl Drop for CountedStream {
-    fn drop(&mut self) {
-        self.live.0.fetch_sub(1, Ordering::Relaxed);
-    }
+    _counted: Counted,
 }
 
 impl AsyncRead for CountedStream {
