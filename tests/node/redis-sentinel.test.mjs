@@ -58,15 +58,22 @@ function clientsOf(instances) {
 }
 
 // Kills the primary with SIGKILL, then resolves with when the Sentinels named the replica.
-async function killPrimary(set) {
-  await set.primary.stop("SIGKILL");
-  const killedAt = Date.now();
-  await waitUntil(
-    "the Sentinels to promote the replica",
-    async () => (await set.primaryNow()) === set.replicaPort,
-    30000,
-  );
-  return { killedAt, promotedAt: Date.now() };
+function killPrimary(set) {
+  const failover = (async () => {
+    await set.primary.stop("SIGKILL");
+    const killedAt = Date.now();
+    await waitUntil(
+      "the Sentinels to promote the replica",
+      async () => (await set.primaryNow()) === set.replicaPort,
+      30000,
+    );
+    return { killedAt, promotedAt: Date.now() };
+  })();
+  // A test that awaits other things first and fails stops the Sentinels in its `finally`; the
+  // wait above then fails too, and that rejection must not hide the test's own failure. Whoever
+  // awaits `failover` still sees it reject.
+  failover.catch(() => {});
+  return failover;
 }
 
 // Checks that ticking resumed within the bound after the promotion, that every client of a
