@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::edge::admission::Admission;
 use crate::edge::http::{AppState, router};
 use crate::edge::listener::{
-    self, CountingListener, LiveConnections, SharedPort, connection_capacity, serve_connections,
+    self, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
 use crate::fanout::Fanout;
 use crate::raw::connection::RawLimits;
@@ -226,8 +226,7 @@ pub async fn serve(
         addr,
         max_connections,
     });
-    let listener = CountingListener::new(listener, live, shared);
-    let accepting = serve_connections(listener, app, shutdown.clone())?;
+    let accepting = serve_connections(listener, live, shared, app, shutdown.clone())?;
 
     shutdown.cancelled().await;
     info!(drain_ms = config.drain_ms, "shutting down");

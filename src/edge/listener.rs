@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -83,7 +84,8 @@ impl SharedPort {
     }
 }
 
-/// A [`TcpListener`] whose accepted streams count themselves in [`LiveConnections`].
+/// The accepting thread's listener, whose accepted streams count themselves in
+/// [`LiveConnections`].
 ///
 /// On a shared port, an instance at the connection limit closes its listener and so leaves
 /// the port to the others: the kernel spreads new connections over the listeners of a port
@@ -91,29 +93,21 @@ impl SharedPort {
 /// over and over, while another has room (after a deploy replaced one instance, the others'
 /// share of its clients can take them past the limit). Connections already queued for the
 /// closed listener are reset; their clients retry, and reach an instance with room.
-pub struct CountingListener {
+///
+/// It is a std listener watched by the accepting thread's reactor, so that each accepted
+/// stream is registered once, with the serving runtime, rather than with this thread's reactor
+/// first and moved over.
+struct CountingListener {
     /// `None` while off the shared port.
-    inner: Option<TcpListener>,
+    inner: Option<AsyncFd<std::net::TcpListener>>,
     live: LiveConnections,
     shared: Option<SharedPort>,
 }
 
 impl CountingListener {
-    pub fn new(
-        inner: TcpListener,
-        live: LiveConnections,
-        shared: Option<SharedPort>,
-    ) -> CountingListener {
-        CountingListener {
-            inner: Some(inner),
-            live,
-            shared,
-        }
-    }
-
     /// The listener to accept on, after leaving or rejoining the shared port as the count of
     /// connections calls for.
-    async fn listener(&mut self) -> &TcpListener {
+    async fn listener(&mut self) -> &AsyncFd<std::net::TcpListener> {
         if let Some(shared) = self.shared {
             let live = self.live.get();
             if self.inner.is_some() && live >= shared.max_connections {
@@ -128,7 +122,7 @@ impl CountingListener {
                     tokio::time::sleep(REJOIN_CHECK).await;
                     continue;
                 }
-                match bind(shared.addr, true) {
+                match bind(shared.addr, true).and_then(watched) {
                     Ok(listener) => {
                         self.inner = Some(listener);
                         info!(live = self.live.get(), "back on the shared port");
@@ -145,11 +139,11 @@ impl CountingListener {
             .expect("a listener unless off the shared port")
     }
 
-    /// The next connection, with its options set, counted, and detached from the accepting
-    /// thread's reactor so that the serving runtime can take it.
+    /// The next connection, with its options set and counted, for the serving runtime to
+    /// register.
     async fn accept(&mut self) -> Accepted {
         loop {
-            let error = match self.listener().await.accept().await {
+            let error = match accept_once(self.listener().await).await {
                 Ok((stream, addr)) => {
                     if let Err(error) = stream.set_nodelay(true) {
                         warn!(%error, "cannot set TCP_NODELAY");
@@ -159,18 +153,13 @@ impl CountingListener {
                     {
                         warn!(%error, "cannot set SO_SNDBUF");
                     }
-                    match stream.into_std() {
-                        Ok(stream) => {
-                            self.live.0.fetch_add(1, Ordering::Relaxed);
-                            let counted = Counted(self.live.clone());
-                            return Accepted {
-                                stream,
-                                addr,
-                                counted,
-                            };
-                        }
-                        Err(error) => error,
-                    }
+                    self.live.0.fetch_add(1, Ordering::Relaxed);
+                    let counted = Counted(self.live.clone());
+                    return Accepted {
+                        stream,
+                        addr,
+                        counted,
+                    };
                 }
                 Err(error) => error,
             };
@@ -178,6 +167,28 @@ impl CountingListener {
             // listener itself is fine. Back off briefly so an fd shortage is not a busy loop.
             warn!(%error, "accept failed");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `listener`, watched by the reactor of the caller's context.
+fn watched(listener: TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    let listener = listener.into_std()?;
+    // SAFETY: the std listener owns its descriptor, which stays open and unchanged until the
+    // `AsyncFd` that owns the listener is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?)
+}
+
+/// One connection from `listener`, non-blocking as the serving runtime needs it.
+async fn accept_once(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|listener| listener.get_ref().accept()) {
+            let (stream, addr) = accepted?;
+            stream.set_nonblocking(true)?;
+            return Ok((stream, addr));
         }
     }
 }
@@ -225,23 +236,26 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// kernel then dropped would cost its client a SYN retransmission, a second or more. The
 /// accepting thread keeps the listen queue short; the connections wait in the hand-over
 /// instead, each counted against `--max-connections` from the moment it is accepted.
+///
+/// With `shared`, an instance at its connection limit leaves the port (see
+/// [`CountingListener`]).
 pub fn serve_connections(
-    listener: CountingListener,
+    listener: TcpListener,
+    live: LiveConnections,
+    shared: Option<SharedPort>,
     app: Router,
     shutdown: CancellationToken,
 ) -> io::Result<Accepting> {
-    let CountingListener {
-        inner,
-        live,
-        shared,
-    } = listener;
-    let inner = inner.expect("a new listener is on its port").into_std()?;
     let accepting = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listener = {
-        let _accepting = accepting.enter();
-        CountingListener::new(TcpListener::from_std(inner)?, live, shared)
+    let listener = CountingListener {
+        inner: Some({
+            let _accepting = accepting.enter();
+            watched(listener)?
+        }),
+        live,
+        shared,
     };
     // At the bound the accepting thread waits, and connections queue in the kernel again.
     let (hand_over, handed) = mpsc::channel(HAND_OVER);
