@@ -766,11 +766,12 @@ if (storms.length) {
         "  the server's queue (accepting runs on its own thread, so they wait there, not in " +
           "the kernel's listen queue), and",
         `  the connect p99 (${fmt(worstOf(restart, (s) => s.reconnect_ms_p99))} ms) is that ` +
-          "queue. A health check is a new connection",
-        "  like the others and waits behind the ones that came before it. Under 100 ms would " +
-          "take the machine's",
-        "  handshake rate to several times the rate at which the back-off brings the clients " +
-          "back.",
+          "queue. Under 100 ms would take the",
+        "  machine's handshake rate to several times the rate at which the back-off brings the " +
+          "clients back. Health",
+        "  checks skip the queue: the accepting thread answers them itself (worst p99 " +
+          `${fmt(worstOf(restart, (s) => s.healthcheck_ms_p99))} ms), and waits only on the ` +
+          "kernel's accept queue.",
         ...storms
           .filter((r) => serverOf(r) === "ws" || serverOf(r) === "socketio")
           .map(

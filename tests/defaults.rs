@@ -161,18 +161,19 @@ async fn the_connection_limit_follows_the_open_files_limit() {
         max > 100 && max < HARD,
         "max_connections {max} with a soft limit of 100 and a hard one of {HARD}"
     );
-    // Up to the limit, a new stream is admitted; past it, refused with 503.
+    // Up to the limit, a new stream is admitted; past it, refused with 503. Connections
+    // answered by the router stay open, and count.
     let mut held = Vec::new();
     while (held.len() as u64) < max - 1 {
         let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         stream
-            .write_all(b"GET /cache-healthcheck HTTP/1.1\r\nHost: t\r\n\r\n")
+            .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
             .unwrap();
         let mut answer = [0u8; 12];
         tokio::time::timeout(PATIENCE, stream.read_exact(&mut answer))
             .await
-            .expect("no health check answer in time")
+            .expect("no status answer in time")
             .unwrap();
         assert_eq!(&answer, b"HTTP/1.1 200", "connection {}", held.len() + 1);
         held.push(stream);

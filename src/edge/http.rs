@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::edge::admission::Admission;
 use crate::edge::demo_assets;
+use crate::edge::health;
 use crate::edge::listener::CountedStream;
 use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label,
@@ -72,7 +73,7 @@ struct Status {
 pub(crate) fn router(state: AppState) -> Router {
     // Plain HTTP resources: a WebSocket upgrade on any of them is refused like an unknown path.
     let plain = Router::new()
-        .route("/cache-healthcheck", get(healthcheck))
+        .route(health::PATH, get(healthcheck))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/", get(demo_assets::index))
@@ -101,8 +102,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The health check, when the accepting thread did not answer it (see [`health`]).
 async fn healthcheck() -> &'static str {
-    "ok"
+    health::BODY
 }
 
 async fn status(State(state): State<AppState>) -> Response {

@@ -25,10 +25,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::Layer;
 use tracing::{debug, info, warn};
 
+use crate::edge::health::{self, Look, Pulse};
 use crate::raw::upgrade::DirectSocket;
 
 /// Kernel send buffer asked for per connection (Linux doubles it). Fixed rather than
@@ -94,9 +97,10 @@ impl SharedPort {
 /// share of its clients can take them past the limit). Connections already queued for the
 /// closed listener are reset; their clients retry, and reach an instance with room.
 ///
-/// It is a std listener watched by the accepting thread's reactor, so that each accepted
-/// stream is registered once, with the serving runtime, rather than with this thread's reactor
-/// first and moved over.
+/// It is a std listener watched by the accepting thread's reactor, and the streams it accepts
+/// are std streams: a stream is registered with a reactor only where it is waited on, which is
+/// the serving runtime's, and this thread's only for one whose first bytes are late (see
+/// [`health`]).
 struct CountingListener {
     /// `None` while off the shared port.
     inner: Option<AsyncFd<std::net::TcpListener>>,
@@ -139,8 +143,7 @@ impl CountingListener {
             .expect("a listener unless off the shared port")
     }
 
-    /// The next connection, with its options set and counted, for the serving runtime to
-    /// register.
+    /// The next connection, with its options set and counted.
     async fn accept(&mut self) -> Accepted {
         loop {
             let error = match accept_once(self.listener().await).await {
@@ -212,9 +215,10 @@ impl Drop for Counted {
 /// How often an instance off its shared port checks whether it has room again.
 const REJOIN_CHECK: Duration = Duration::from_millis(50);
 
-/// How long a client may take to send a request head. Without a bound, a client trickling a
-/// header byte by byte (slowloris) would hold its connection, and a place under the
-/// connection limit, forever.
+/// How long a client may take to send a request head, from the hand-over (which comes at most
+/// `health::FIRST_BYTES` after accepting). Without a bound, a client trickling a header byte
+/// by byte (slowloris) would hold its connection, and a place under the connection limit,
+/// forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most bytes hyper buffers while reading one HTTP/1 request head; past it the answer is 431.
@@ -259,16 +263,21 @@ pub fn serve_connections(
     };
     // At the bound the accepting thread waits, and connections queue in the kernel again.
     let (hand_over, handed) = mpsc::channel(HAND_OVER);
+    let pulse = Pulse::new();
+    let beating = pulse.clone();
     std::thread::Builder::new()
         .name("accept".into())
-        .spawn(move || accepting.block_on(accept_until(listener, hand_over, shutdown)))?;
+        .spawn(move || {
+            accepting.block_on(accept_until(listener, hand_over, pulse, shutdown));
+        })?;
     Ok(Accepting {
-        serving: tokio::spawn(serve_accepted(handed, app)),
+        serving: tokio::spawn(serve_accepted(handed, app, beating)),
     })
 }
 
-/// Connections accepted and not yet served, most. A storm brings thousands within a second;
-/// the serving task takes every waiting one each time it runs.
+/// Connections accepted and not yet served, most, counting those whose first bytes the
+/// accepting thread is still waiting for. A storm brings thousands within a second; the
+/// serving task takes every waiting one each time it runs.
 const HAND_OVER: usize = 16 * 1024;
 
 /// The accepting thread and the task serving what it accepts, seen from the server.
@@ -286,28 +295,89 @@ impl Accepting {
     }
 }
 
-/// The accepting thread's loop. It returns when `shutdown` is cancelled, dropping `listener`
-/// (new connections are refused from then on) and the hand-over (which tells the serving task
-/// that no more are coming).
+/// The accepting thread's loop. It looks at the first bytes of each connection it accepts,
+/// to answer a health check itself (see [`health`]), and hands the others over; a connection
+/// whose first bytes have not arrived is waited on by a task of this thread.
+///
+/// It returns when `shutdown` is cancelled, dropping `listener` (new connections are refused
+/// from then on), once the connections waited on are answered or handed over; the last of
+/// them drops the hand-over, which tells the serving task that no more are coming.
 async fn accept_until(
     mut listener: CountingListener,
     hand_over: mpsc::Sender<Accepted>,
+    pulse: Pulse,
     shutdown: CancellationToken,
 ) {
+    let waiting = TaskTracker::new();
     loop {
+        // A place in the hand-over first, so that connections wait in the kernel, not here,
+        // while the serving task is behind by the whole hand-over.
+        let place = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            place = hand_over.clone().reserve_owned() => place,
+        };
+        let Ok(place) = place else { break };
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        if hand_over.send(accepted).await.is_err() {
+        match health::look(&accepted.stream, &pulse) {
+            Look::Answered => {}
+            Look::Other => {
+                place.send(accepted);
+            }
+            Look::NothingYet => {
+                waiting.spawn(look_when_readable(accepted, place, pulse.clone()));
+            }
+        }
+    }
+    drop(listener);
+    waiting.close();
+    waiting.wait().await;
+}
+
+/// Looks at `accepted` once its first bytes arrive, or hands it over unread after
+/// [`health::FIRST_BYTES`].
+async fn look_when_readable(accepted: Accepted, place: mpsc::OwnedPermit<Accepted>, pulse: Pulse) {
+    let Accepted {
+        stream,
+        addr,
+        counted,
+    } = accepted;
+    // Registered with this thread's reactor only while it is waited on.
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            let _ = tokio::time::timeout(health::FIRST_BYTES, stream.readable()).await;
+            stream.into_std()
+        }
+        Err(error) => Err(error),
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(error) => {
+            warn!(%error, "cannot wait on an accepted connection");
             return;
         }
+    };
+    let accepted = Accepted {
+        stream,
+        addr,
+        counted,
+    };
+    if health::look(&accepted.stream, &pulse) != Look::Answered {
+        place.send(accepted);
     }
 }
 
-/// Serves `app` on every connection handed over, until the accepting thread is done.
-async fn serve_accepted(mut handed: mpsc::Receiver<Accepted>, app: Router) -> GracefulShutdown {
+/// Serves `app` on every connection handed over, until the accepting thread is done, and
+/// beats `pulse` meanwhile to show the health checks that this runtime still runs.
+async fn serve_accepted(
+    mut handed: mpsc::Receiver<Accepted>,
+    app: Router,
+    pulse: Pulse,
+) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -320,9 +390,27 @@ async fn serve_accepted(mut handed: mpsc::Receiver<Accepted>, app: Router) -> Gr
         .timer(TokioTimer::new())
         .enable_connect_protocol();
     let mut batch = Vec::new();
-    // Takes every connection waiting at once: the task's cooperative budget would otherwise
-    // make it yield after a hundred or so, behind every other task of a busy runtime.
-    while tokio::task::unconstrained(handed.recv_many(&mut batch, 1024)).await > 0 {
+    let mut beat = tokio::time::interval(health::BEAT);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        // Takes every connection waiting at once: the task's cooperative budget would
+        // otherwise make it yield after a hundred or so, behind every other task of a busy
+        // runtime.
+        let taken = tokio::task::unconstrained(async {
+            tokio::select! {
+                taken = handed.recv_many(&mut batch, 1024) => Some(taken),
+                _ = beat.tick() => None,
+            }
+        })
+        .await;
+        match taken {
+            None => {
+                pulse.beat();
+                continue;
+            }
+            Some(0) => break,
+            Some(_) => {}
+        }
         for Accepted {
             stream,
             addr,

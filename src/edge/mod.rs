@@ -1,6 +1,8 @@
 //! The server's edge: where TCP connections and HTTP requests come in, and are sent on to a
 //! protocol or answered here.
 //! - [`listener`]: accepting, socket options, counting live connections, serving HTTP;
+//! - `health`: the health check's answer, given by the accepting thread while the serving
+//!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
 //! - [`request`]: what a request asks for (stream, `after`) and who sent it;
 //! - [`admission`]: the connection limit and the origin allow-list;
@@ -8,6 +10,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod demo_assets;
+pub(crate) mod health;
 pub mod http;
 pub(crate) mod listener;
 pub mod request;

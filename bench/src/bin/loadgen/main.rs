@@ -429,7 +429,18 @@ fn main() {
         .sum::<Option<u64>>()
         .filter(|_| !args.server_pid.is_empty());
     let listen_before = listen_counters();
-    let (partials, (cpu, rss_during), health, samples) = runtime.block_on(async {
+    // The health checks have a thread and a runtime of their own: on the clients' runtime,
+    // each answer would also wait its turn behind thousands of clients reconnecting, and the
+    // times would be this process's queue rather than the server's.
+    let addr = args.addr;
+    let health = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the health checks' runtime")
+            .block_on(probe_health(addr, hold))
+    });
+    let (partials, (cpu, rss_during), samples) = runtime.block_on(async {
         // A storm's figures come from samples that follow restarted servers; the steady
         // runs' from two readings at the hold's edges, which cost the server nothing between.
         let samples = async {
@@ -459,15 +470,10 @@ fn main() {
                 vec![run_worker(args.clone(), 0, hold).await]
             }
         };
-        let (partials, measured, health, samples, ()) = tokio::join!(
-            clients,
-            measured,
-            probe_health(args.addr, hold),
-            samples,
-            ready
-        );
-        (partials, measured, health, samples)
+        let (partials, measured, samples, ()) = tokio::join!(clients, measured, samples, ready);
+        (partials, measured, samples)
     });
+    let health = health.join().expect("the health checks");
     let listen_after = listen_counters();
     let mut health_ms: Vec<f64> = health.iter().filter_map(|(_, answer)| *answer).collect();
     health_ms.sort_by(f64::total_cmp);

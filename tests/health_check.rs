@@ -1,0 +1,146 @@
+//! The health check's promise (README, "Health check"): answered at once while the serving
+//! runtime is busy, and left to wait once it has not run for 5 s, so that a stuck process
+//! fails its checks.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{RwLock, RwLockWriteGuard, mpsc};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, TestServer, http};
+
+/// The README's time a runtime may go without running before health checks wait for it.
+const STILL_SERVING: Duration = Duration::from_secs(5);
+
+/// A load balancer's probe: it reads the answer to the end of the connection.
+const PROBE: &str = "GET /cache-healthcheck HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
+
+/// Sends the probe on a blocking socket (the runtime under test may be blocked) and reads its
+/// answer until the connection closes: `None` if none came within `wait`, with the socket
+/// still open, for the caller to read later.
+fn probe(addr: SocketAddr, wait: Duration) -> (std::net::TcpStream, Option<String>) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.write_all(PROBE.as_bytes()).expect("send the probe");
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => (stream, Some(String::from_utf8_lossy(&answer).into_owned())),
+        Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            assert!(answer.is_empty(), "a partial answer: {answer:?}");
+            (stream, None)
+        }
+        Err(error) => panic!("probe: {error}"),
+    }
+}
+
+fn assert_ok(answer: &str) {
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok"),
+        "{answer:?}"
+    );
+}
+
+/// Holds every worker of a two-worker runtime until dropped, the way a stuck process would.
+struct Stuck {
+    _held: RwLockWriteGuard<'static, ()>,
+}
+
+impl Stuck {
+    fn both_workers() -> Stuck {
+        let lock: &'static RwLock<()> = Box::leak(Box::new(RwLock::new(())));
+        let held = lock.write().unwrap();
+        let (started, blocked) = mpsc::channel();
+        // One at a time, so the second lands on the worker the first left free.
+        for worker in 0..2 {
+            let started = started.clone();
+            tokio::spawn(async move {
+                started.send(()).unwrap();
+                // Poisoned if the test failed while holding it: released either way.
+                drop(lock.read());
+            });
+            blocked
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("worker {worker} was not blocked in time"));
+        }
+        Stuck { _held: held }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_runtime_still_answers_and_a_stuck_one_fails_its_checks() {
+    let server = TestServer::start(1000).await;
+    let up = http(server.addr, PROBE).await;
+    assert_eq!((up.status, up.body.as_str()), (200, "ok"));
+
+    let stuck = Stuck::both_workers();
+    let since = Instant::now();
+    // Busy: no worker can run, and the check is answered all the same.
+    let (_, answer) = probe(server.addr, PATIENCE);
+    assert_ok(&answer.expect("a health check answered while the runtime is busy"));
+
+    // Stuck: from 5 s on, a check waits for the runtime.
+    let (mut waiting, unanswered_at) = loop {
+        let (stream, answer) = probe(server.addr, Duration::from_secs(1));
+        match answer {
+            Some(answer) => assert_ok(&answer),
+            None => break (stream, since.elapsed()),
+        }
+        assert!(
+            since.elapsed() < STILL_SERVING + PATIENCE,
+            "health checks still answered {:?} into a stuck runtime",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The last beat came at most a beat (250 ms) before the workers were blocked, and the
+    // unanswered check took up to 1 s to show itself.
+    assert!(
+        unanswered_at >= STILL_SERVING - Duration::from_millis(250),
+        "a check went unanswered {unanswered_at:?} into a runtime held for less than 5 s"
+    );
+
+    // Running again: the waiting check is answered, by the router.
+    drop(stuck);
+    waiting.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    waiting
+        .read_to_end(&mut answer)
+        .expect("the waiting check answered once the runtime runs");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer:?}");
+}
+
+/// Whoever answers, the answer is the same: the accepting thread answers a plain probe, and
+/// the router one it does not take (a query string, which the route ignores).
+#[tokio::test]
+async fn the_router_and_the_accepting_thread_give_the_same_answer() {
+    let server = TestServer::start(1000).await;
+    // Past the first 5 s, only the serving runtime's beats keep the accepting thread answering.
+    tokio::time::sleep(STILL_SERVING + Duration::from_secs(1)).await;
+    let here = http(
+        server.addr,
+        "GET /cache-healthcheck HTTP/1.1\r\nHost: lb\r\n\r\n",
+    )
+    .await;
+    let routed = http(
+        server.addr,
+        "GET /cache-healthcheck?from=router HTTP/1.1\r\nHost: lb\r\n\r\n",
+    )
+    .await;
+    for response in [&here, &routed] {
+        assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(response.header("content-length"), Some("2"));
+        assert!(response.header("date").is_some(), "{response:?}");
+    }
+    // The plain probe was the accepting thread's: it closes the connection after answering
+    // without being asked to, where the router keeps it open.
+    assert_eq!(here.header("connection"), Some("close"));
+    assert_eq!(routed.header("connection"), None);
+}
