@@ -300,8 +300,9 @@ impl Accepting {
 /// whose first bytes have not arrived is waited on by a task of this thread.
 ///
 /// It returns when `shutdown` is cancelled, dropping `listener` (new connections are refused
-/// from then on), once the connections waited on are answered or handed over; the last of
-/// them drops the hand-over, which tells the serving task that no more are coming.
+/// from then on), once the connections waited on are handed over, at once (the shutdown ends
+/// their wait); the last of them drops the hand-over, which tells the serving task that no more
+/// are coming.
 async fn accept_until(
     mut listener: CountingListener,
     hand_over: mpsc::Sender<Accepted>,
@@ -329,7 +330,8 @@ async fn accept_until(
                 place.send(accepted);
             }
             Look::NothingYet => {
-                waiting.spawn(look_when_readable(accepted, place, pulse.clone()));
+                let given_up = first_bytes_or(&shutdown);
+                waiting.spawn(look_when_readable(accepted, place, pulse.clone(), given_up));
             }
         }
     }
@@ -338,9 +340,26 @@ async fn accept_until(
     waiting.wait().await;
 }
 
-/// Looks at `accepted` once its first bytes arrive, or hands it over unread after
-/// [`health::FIRST_BYTES`].
-async fn look_when_readable(accepted: Accepted, place: mpsc::OwnedPermit<Accepted>, pulse: Pulse) {
+/// Resolves after [`health::FIRST_BYTES`], or at the shutdown, which waits for the
+/// connections whose first bytes are waited for.
+fn first_bytes_or(shutdown: &CancellationToken) -> impl Future<Output = ()> + use<> {
+    let shutdown = shutdown.clone();
+    async move {
+        tokio::select! {
+            _ = tokio::time::sleep(health::FIRST_BYTES) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Looks at `accepted` once its first bytes arrive, or hands it over unread once `given_up`
+/// resolves.
+async fn look_when_readable(
+    accepted: Accepted,
+    place: mpsc::OwnedPermit<Accepted>,
+    pulse: Pulse,
+    given_up: impl Future<Output = ()>,
+) {
     let Accepted {
         stream,
         addr,
@@ -349,7 +368,10 @@ async fn look_when_readable(accepted: Accepted, place: mpsc::OwnedPermit<Accepte
     // Registered with this thread's reactor only while it is waited on.
     let stream = match TcpStream::from_std(stream) {
         Ok(stream) => {
-            let _ = tokio::time::timeout(health::FIRST_BYTES, stream.readable()).await;
+            tokio::select! {
+                _ = stream.readable() => {}
+                () = given_up => {}
+            }
             stream.into_std()
         }
         Err(error) => Err(error),
