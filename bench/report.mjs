@@ -650,8 +650,9 @@ if (storms.length) {
     "",
   );
   lines.push(
-    "| scenario | server | protocol | up / dropped | dropped over s | back p50 / p95 / p99 / 100% s | never " +
-      "back | outage p50 / p99 / max s | reconnect connect p50 / p99 ms | failed attempts | " +
+    "| scenario | server | protocol | up / dropped | dropped over s | " +
+      "back p50 / p95 / p99 / 100% s | never back | outage p50 / p99 / max s | " +
+      "reconnect connect p50 / p99 ms | failed attempts | " +
       "gaps / repeats / restarted (missed) | stall max ms | health p50 / p99 ms (failed) | CPU-s " +
       "/ storm s | RSS MiB before / peak | listen overflows |",
   );

@@ -147,7 +147,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
-  it("keeps a type idle while no instance has a client of it, and runs it while any has", async () => {
+  it("keeps a type idle while no instance has its clients, and runs it while any has", async () => {
     const lasts = async (parity) =>
       (await Promise.all(instances.map((instance) => instance.status()))).map(
         (s) => s[parity].last,
@@ -346,7 +346,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
-  it("pauses through a Redis restart that lost every counter, then goes on without repeats", async (t) => {
+  it("pauses while Redis restarts without counters, then goes on without repeats", async (t) => {
     const clients = [];
     instances.forEach((instance, i) => {
       clients.push(rawClient(instance.wsUrl, i % 2 ? "even" : "odd"));
@@ -439,7 +439,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
-  it("survives a SIGKILL of the leader: another instance ticks, and its clients resume elsewhere", async (t) => {
+  it("survives a kill -9 of the leader: another ticks, its clients resume elsewhere", async (t) => {
     const clients = [];
     clients.push(...mixedClients(40, { transports: ["websocket"] }));
     try {
@@ -511,7 +511,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
-  it("rides a rolling deploy: each instance stopped (SIGTERM) and started again in turn", async (t) => {
+  it("rides a rolling deploy: each instance stopped (SIGTERM) and started in turn", async (t) => {
     if (killedPort !== undefined) instances.push(await startInstance(killedPort));
     const clients = [];
     clients.push(...mixedClients(80));

@@ -135,7 +135,7 @@ async function waitFor(what, done, timeoutMs = 10000) {
   }
 }
 
-test("over HTTP/2, even and after resume as over HTTP/1.1, and a bad after is refused", async () => {
+test("over HTTP/2, even and after work as over HTTP/1.1, and a bad after is refused", async () => {
   const session = http2.connect(server.url);
   try {
     const first = await openTunnel(session, "/_ws/?even");

@@ -120,7 +120,7 @@ function logged(instance, message) {
 }
 
 describe("three instances finding Redis through three Sentinels", () => {
-  it("refuse to start with a primary name the Sentinels do not know, or a wrong password", async () => {
+  it("refuse to start with a primary the Sentinels do not know, or a wrong password", async () => {
     const set = await startSentinelSet({ password: PASSWORD });
     try {
       const sentinels = ["--redis-sentinels", set.sentinelUrls.join(",")];
@@ -149,7 +149,7 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
-  it("follow a kill -9 of the primary to the promoted replica, with no integer lost or repeated", async (t) => {
+  it("follow a kill -9 of the primary to a promoted replica: none lost or repeated", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
     const clients = clientsOf(instances);
@@ -182,7 +182,7 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
-  it("never repeat an integer when the promoted replica lacks the primary's last ticks", async (t) => {
+  it("never repeat an integer when the promoted replica lacks the last ticks", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
     const cluster = "integers";

@@ -163,7 +163,7 @@ test("socket.io and raw clients of one parity receive identical integers", async
   }
 });
 
-test("idle rule: a stream with nobody connected keeps its value; odd and even are independent", async () => {
+test("idle rule: an unwatched stream keeps its value; odd and even are independent", async () => {
   await server.waitForStatus(
     "no subscribers",
     (s) =>
@@ -192,7 +192,7 @@ test("idle rule: a stream with nobody connected keeps its value; odd and even ar
   again.disconnect();
 });
 
-test("churn: random connects and disconnects over both protocols never break a sequence", async () => {
+test("churn: random joins and leaves on both protocols never break a sequence", async () => {
   const RUN_MS = 4000;
   const CLIENTS = 20;
   const deadline = Date.now() + RUN_MS;
