@@ -68,24 +68,58 @@ free_port() {
     s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
 }
 
-# cluster_scenario NAME PROTOCOL CLIENTS: three instances with --reuse-port on one port and
-# one Redis, the load spread over three load-generator processes.
-cluster_scenario() {
-  local redis_port port pids=() redis_pid
+# wait_for_line FILE PATTERN WHAT: waits up to 30 s for PATTERN in FILE.
+wait_for_line() {
+  for _ in $(seq 300); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out after 30 s waiting for $3" >&2
+  cat "$1" >&2 || true
+  exit 1
+}
+
+# wait_for_file FILE SECONDS WHAT
+wait_for_file() {
+  for _ in $(seq $(($2 * 10))); do
+    [ -e "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "timed out after $2 s waiting for $3" >&2
+  exit 1
+}
+
+redis_pid=""
+redis_port=""
+# start_redis: a redis-server without persistence on a free loopback port, for a cluster.
+start_redis() {
   redis_port=$(free_port)
-  port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     >"$out/redis.log" 2>&1 &
   redis_pid=$!
-  for _ in $(seq 50); do grep -q "Ready to accept" "$out/redis.log" && break; sleep 0.1; done
+  wait_for_line "$out/redis.log" "Ready to accept" "redis-server"
+}
+
+instance_pid=""
+# start_instance NAME PORT LOG: one cluster instance of this server on the shared PORT and the
+# Redis of start_redis; sets instance_pid once it listens.
+start_instance() {
+  $bin/integers --host 127.0.0.1 --port "$2" --reuse-port --interval-ms 1000 \
+    --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
+    2>"$3" &
+  instance_pid=$!
+  wait_for_line "$3" '"listening"' "instance $3 listening"
+}
+
+# cluster_scenario NAME PROTOCOL CLIENTS: three instances with --reuse-port on one port and
+# one Redis, the load spread over three load-generator processes.
+cluster_scenario() {
+  local port pids=() i
+  start_redis
+  port=$(free_port)
   for i in 1 2 3; do
-    $bin/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
-      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
-      2>"$out/instance-$i.log" &
-    pids+=("$!")
-  done
-  for i in 1 2 3; do
-    for _ in $(seq 100); do grep -q '"listening"' "$out/instance-$i.log" && break; sleep 0.1; done
+    start_instance "$1" "$port" "$out/instance-$i.log"
+    pids+=("$instance_pid")
   done
   $bin/loadgen --addr "127.0.0.1:$port" --protocol "$2" --clients "$3" --workers 3 \
     --source-addresses 8 --hold-seconds 10 --ramp-per-second 5000 \
@@ -121,27 +155,6 @@ overload_scenario() {
   wait "$main"
   cat "$out/late.jsonl" >> "$runs"
   stop_server
-}
-
-# wait_for_line FILE PATTERN WHAT: waits up to 30 s for PATTERN in FILE.
-wait_for_line() {
-  for _ in $(seq 300); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "timed out after 30 s waiting for $3" >&2
-  cat "$1" >&2 || true
-  exit 1
-}
-
-# wait_for_file FILE SECONDS WHAT
-wait_for_file() {
-  for _ in $(seq $(($2 * 10))); do
-    [ -e "$1" ] && return 0
-    sleep 0.1
-  done
-  echo "timed out after $2 s waiting for $3" >&2
-  exit 1
 }
 
 storm_pid=""
@@ -209,25 +222,14 @@ storm_scenario() {
 # seconds into the hold each instance in turn is replaced: a new one starts, then the old one
 # gets SIGTERM and is waited for.
 rolling_scenario() {
-  local redis_port port pids=() redis_pid i load
-  redis_port=$(free_port)
+  local port pids=() i load
+  start_redis
   port=$(free_port)
   rm -f "$out/rolling.pids" "$out/ready-rolling"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    >"$out/redis.log" 2>&1 &
-  redis_pid=$!
-  wait_for_line "$out/redis.log" "Ready to accept" "redis-server"
-  rolling_instance() {
-    $bin/integers --host 127.0.0.1 --port "$port" --reuse-port --interval-ms 1000 \
-      --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
-      2>"$out/rolling-$2.log" &
-    storm_pid=$!
-    wait_for_line "$out/rolling-$2.log" '"listening"' "instance $2 listening"
-    echo "$storm_pid" >> "$out/rolling.pids"
-  }
   for i in 0 1 2; do
-    rolling_instance "$1" "old-$i"
-    pids[i]=$storm_pid
+    start_instance "$1" "$port" "$out/rolling-old-$i.log"
+    pids[i]=$instance_pid
+    echo "$instance_pid" >> "$out/rolling.pids"
   done
   $bin/loadgen --addr "127.0.0.1:$port" --protocol raw --clients "$2" --workers 3 \
     --source-addresses 8 --reconnect --hold-seconds "$3" --ramp-per-second 5000 \
@@ -237,10 +239,11 @@ rolling_scenario() {
   wait_for_file "$out/ready-rolling" 120 "the clients up"
   sleep 3
   for i in 0 1 2; do
-    rolling_instance "$1" "new-$i"
+    start_instance "$1" "$port" "$out/rolling-new-$i.log"
+    echo "$instance_pid" >> "$out/rolling.pids"
     kill -TERM "${pids[i]}"
     wait "${pids[i]}" || true
-    pids[i]=$storm_pid
+    pids[i]=$instance_pid
   done
   wait "$load"
   kill "${pids[@]}" 2>/dev/null || true

@@ -99,8 +99,7 @@ pub(crate) fn look(stream: &TcpStream, pulse: &Pulse) -> Look {
     // peeked are there to read; a new connection's send buffer is empty, so the answer goes
     // at once. The connection is closed afterwards, as the answer says.
     let mut stream = stream;
-    let mut taken = [0; LOOKED_AT];
-    if matches!(stream.read(&mut taken[..peeked]), Ok(read) if read == peeked) {
+    if matches!(stream.read(&mut head[..peeked]), Ok(read) if read == peeked) {
         let _ = stream.write(answer(method).as_bytes());
     }
     Look::Answered

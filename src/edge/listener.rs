@@ -330,8 +330,8 @@ async fn accept_until(
                 place.send(accepted);
             }
             Look::NothingYet => {
-                let given_up = first_bytes_or(&shutdown);
-                waiting.spawn(look_when_readable(accepted, place, pulse.clone(), given_up));
+                let shutdown = shutdown.clone();
+                waiting.spawn(look_when_readable(accepted, place, pulse.clone(), shutdown));
             }
         }
     }
@@ -340,53 +340,32 @@ async fn accept_until(
     waiting.wait().await;
 }
 
-/// Resolves after [`health::FIRST_BYTES`], or at the shutdown, which waits for the
-/// connections whose first bytes are waited for.
-fn first_bytes_or(shutdown: &CancellationToken) -> impl Future<Output = ()> + use<> {
-    let shutdown = shutdown.clone();
-    async move {
-        tokio::select! {
-            _ = tokio::time::sleep(health::FIRST_BYTES) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
-}
-
-/// Looks at `accepted` once its first bytes arrive, or hands it over unread once `given_up`
-/// resolves.
+/// Looks at `accepted` once its first bytes arrive, or hands it over unread after
+/// [`health::FIRST_BYTES`] or at the shutdown, which waits for this.
 async fn look_when_readable(
-    accepted: Accepted,
+    mut accepted: Accepted,
     place: mpsc::OwnedPermit<Accepted>,
     pulse: Pulse,
-    given_up: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) {
-    let Accepted {
-        stream,
-        addr,
-        counted,
-    } = accepted;
     // Registered with this thread's reactor only while it is waited on.
-    let stream = match TcpStream::from_std(stream) {
+    let waited = match TcpStream::from_std(accepted.stream) {
         Ok(stream) => {
             tokio::select! {
                 _ = stream.readable() => {}
-                () = given_up => {}
+                _ = tokio::time::sleep(health::FIRST_BYTES) => {}
+                _ = shutdown.cancelled() => {}
             }
             stream.into_std()
         }
         Err(error) => Err(error),
     };
-    let stream = match stream {
+    accepted.stream = match waited {
         Ok(stream) => stream,
         Err(error) => {
             warn!(%error, "cannot wait on an accepted connection");
             return;
         }
-    };
-    let accepted = Accepted {
-        stream,
-        addr,
-        counted,
     };
     if health::look(&accepted.stream, &pulse) != Look::Answered {
         place.send(accepted);

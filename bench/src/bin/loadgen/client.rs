@@ -81,6 +81,15 @@ impl ClientLog {
         }
     }
 
+    /// How long the next connection may take: the first, or a reconnection.
+    fn connect_deadline(&self) -> Duration {
+        if self.connect_ms.is_none() {
+            CONNECT_TIMEOUT
+        } else {
+            RECONNECT_TIMEOUT
+        }
+    }
+
     /// A connection is up, `started` being when it was asked for.
     fn connected(&mut self, started: Instant) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -293,11 +302,7 @@ async fn websocket_session(args: &Args, plan: Plan, log: &mut ClientLog) -> Resu
             tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
         Ok::<_, Failure>(ws)
     };
-    let deadline = if log.connect_ms.is_none() {
-        CONNECT_TIMEOUT
-    } else {
-        RECONNECT_TIMEOUT
-    };
+    let deadline = log.connect_deadline();
     let mut ws = tokio::time::timeout(deadline, connect)
         .await
         .map_err(|_| Failure::Timeout)??;
@@ -384,11 +389,7 @@ async fn polling_session(args: &Args, plan: Plan, log: &mut ClientLog) -> Result
     let source = source_address(args, plan.index);
     let connected = format!("40{namespace},");
     let refused = format!("44{namespace},");
-    let deadline = if log.connect_ms.is_none() {
-        CONNECT_TIMEOUT
-    } else {
-        RECONNECT_TIMEOUT
-    };
+    let deadline = log.connect_deadline();
     // The deadline covers the handshake; once up, the session runs until the plan's stop.
     let handshake_by = tokio::time::Instant::now() + deadline;
     let timed_out = |_| Failure::Timeout;
