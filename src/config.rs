@@ -94,10 +94,34 @@ pub struct Config {
     )]
     pub ping_timeout_ms: u64,
 
-    /// Most concurrent connections; past it, upgrades and new socket.io sessions get 503.
-    /// Default and ceiling: what the open-files limit leaves room for.
+    /// Most concurrent connections; past it, upgrades get 503. Also the most socket.io
+    /// sessions, joined or not, past which a handshake gets 503. Default and ceiling: what
+    /// the open-files limit leaves room for.
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+
+    /// Milliseconds a new socket.io session has to join (a v4 client: connect to a
+    /// namespace; a v2 client: come back for its session) before it is closed. A real client
+    /// joins within one round trip.
+    #[arg(
+        long,
+        env = "JOIN_TIMEOUT_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..),
+    )]
+    pub join_timeout_ms: u64,
+
+    /// Most socket.io sessions one client address may hold open and not yet joined; past it,
+    /// its new sessions get 429. Default: a quarter of the connection limit. Behind a proxy,
+    /// the address is the proxy's unless it is listed in `--trusted-proxies`.
+    #[arg(long, env = "MAX_PENDING_PER_PEER", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_per_peer: Option<u64>,
+
+    /// Proxies whose `X-Forwarded-For` names the client for the per-address limit
+    /// (comma-separated IP addresses, e.g. `127.0.0.1` for a local nginx). Unlisted peers
+    /// are the client themselves, whatever they forward.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
 
     /// Browser origins allowed to connect (comma-separated, e.g. `https://app.example`);
     /// empty allows every origin. Requests without an `Origin` header are always allowed.
@@ -210,6 +234,10 @@ impl Config {
 
     pub fn ping_timeout(&self) -> Duration {
         Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
     }
 
     pub fn drain(&self) -> Duration {

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::edge::admission::Admission;
+use crate::edge::admission::{Admission, SessionLimits};
+use crate::edge::give_back;
 use crate::edge::http::{AppState, router};
 use crate::edge::listener::{
     self, LiveConnections, SharedPort, connection_capacity, serve_connections,
@@ -140,10 +141,18 @@ pub async fn serve(
     let capacity = connection_capacity();
     let max_connections = config.max_connections.unwrap_or(capacity).min(capacity);
     let live = LiveConnections::default();
+    let sessions = SessionLimits {
+        max_sessions: max_connections,
+        max_pending_per_peer: config
+            .max_pending_per_peer
+            .map_or(max_connections.div_ceil(4), |limit| limit as usize),
+        trusted_proxies: config.trusted_proxies.clone(),
+    };
     let admission = Admission::new(
         live.clone(),
         max_connections,
         config.allowed_origins.clone(),
+        sessions,
     );
 
     // Cancelled once the source has stopped: the clients' cue to go (see the shutdown below).
@@ -181,6 +190,9 @@ pub async fn serve(
     let (socketio, io) = SocketIo::builder()
         .ping_interval(config.ping_interval())
         .ping_timeout(config.ping_timeout())
+        // A v4 session that connects to no namespace in this time is closed by socketioxide;
+        // v2 sessions are watched by the HTTP layer.
+        .connect_timeout(config.join_timeout())
         .max_payload(SOCKETIO_MAX_PAYLOAD)
         .ws_max_message_size(SOCKETIO_MAX_PAYLOAD as usize)
         .ws_max_frame_size(SOCKETIO_MAX_PAYLOAD as usize)
@@ -193,6 +205,7 @@ pub async fn serve(
             fanout: socketio_fanout,
             cut_off_patience: config.ping_interval() + config.ping_timeout(),
             ping_timeout: config.ping_timeout(),
+            join_timeout: config.join_timeout(),
         })
         .build_svc();
     register_namespaces(&io);
@@ -205,12 +218,14 @@ pub async fn serve(
         limits: raw_limits,
         fanout: raw_fanout,
     });
+    tokio::spawn(give_back::after_crowds(admission.clone(), shutdown.clone()));
     let app = router(AppState {
         feed,
         raw,
         socketio,
         io: io.clone(),
         admission,
+        join_timeout: config.join_timeout(),
         cluster,
     });
 

@@ -12,6 +12,7 @@ use metrics::{Counter, counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::departure::Departure;
+use crate::edge::sessions::SessionCounts;
 use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol};
 
 /// Open socket.io connections per stream (odd, even), by transport.
@@ -34,6 +35,8 @@ pub enum Refused {
     ConnectionLimit,
     Origin,
     BadAfter,
+    SessionLimit,
+    PeerPending,
 }
 
 impl Refused {
@@ -42,6 +45,8 @@ impl Refused {
             Refused::ConnectionLimit => "connection_limit",
             Refused::Origin => "origin",
             Refused::BadAfter => "bad_after",
+            Refused::SessionLimit => "session_limit",
+            Refused::PeerPending => "peer_pending",
         }
     }
 }
@@ -108,8 +113,11 @@ pub fn install() {
 pub fn render(
     feed: &FeedStatus,
     socketio: SocketIoConnections,
+    sessions: SessionCounts,
     cluster: Option<&ClusterStatus>,
 ) -> String {
+    gauge!("integers_engineio_sessions", "state" => "joined").set(sessions.joined as f64);
+    gauge!("integers_engineio_sessions", "state" => "pending").set(sessions.pending as f64);
     for (index, kind, lane) in [(0, "odd", &feed.odd), (1, "even", &feed.even)] {
         let levels = [
             ("raw", lane.subscribers.raw as u64),

@@ -227,3 +227,18 @@ async fn flags_fall_back_to_their_environment_variables() {
     let (code, reason) = common::close_frame(&mut ws).await;
     assert_eq!(code, 1009, "{reason}");
 }
+
+/// The README: one client address may hold at most a quarter of the connection limit in
+/// socket.io sessions not yet joined; past that, its handshakes get 429.
+#[tokio::test]
+async fn an_address_holds_at_most_a_quarter_of_the_limit_in_pending_sessions() {
+    let server = Process::start(0, &["--no-state", "--max-connections", "40"]).await;
+    let handshake = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n";
+    for n in 1..=10 {
+        let opened = http(server.addr, handshake).await;
+        assert_eq!(opened.status, 200, "handshake {n}: {opened:?}");
+    }
+    let refused = http(server.addr, handshake).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.header("retry-after"), Some("5"));
+}

@@ -34,7 +34,11 @@ async fn status_reports_both_parities_before_any_client() {
         "last": null,
         "running": false
     });
-    assert_eq!(json, serde_json::json!({"odd": idle, "even": idle}));
+    let sessions = serde_json::json!({"joined": 0, "pending": 0});
+    assert_eq!(
+        json,
+        serde_json::json!({"odd": idle, "even": idle, "sessions": sessions})
+    );
 }
 
 #[tokio::test]

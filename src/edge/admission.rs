@@ -1,12 +1,15 @@
 //! Who may open a stream: the connection limit and the browser-origin allow-list, checked
 //! before a WebSocket upgrade or a new socket.io session, with an answer that says why not.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::edge::listener::LiveConnections;
+use crate::edge::request::client_ip;
+use crate::edge::sessions::{SessionCounts, SessionRefusal, Sessions, Ticket};
 use crate::telemetry::{self, Refused};
 
 /// Seconds a client refused for load is asked to wait before retrying.
@@ -18,6 +21,20 @@ pub struct Admission {
     max_connections: usize,
     /// Empty: every origin is allowed.
     allowed_origins: Arc<[String]>,
+    /// Every engine.io session; each ticket handed out gives its place back when dropped.
+    sessions: Sessions,
+    /// Peers whose `X-Forwarded-For` names the client, for the per-address session limit.
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+/// The session limits, beside the connection limit.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Sessions open at once, joined or not.
+    pub max_sessions: usize,
+    /// Sessions one client address may hold not yet joined.
+    pub max_pending_per_peer: usize,
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// Why a new stream was refused.
@@ -27,6 +44,13 @@ pub enum Refusal {
     TooManyConnections(usize),
     #[error("origin {0} is not allowed")]
     OriginNotAllowed(String),
+    #[error("server is at its limit of {0} socket.io sessions, retry later")]
+    TooManySessions(usize),
+    #[error(
+        "{1} already has {0} socket.io sessions that joined no namespace; \
+         join those, or retry later"
+    )]
+    TooManyPending(usize, IpAddr),
 }
 
 impl Admission {
@@ -34,6 +58,7 @@ impl Admission {
         live: LiveConnections,
         max_connections: usize,
         allowed_origins: Vec<String>,
+        sessions: SessionLimits,
     ) -> Admission {
         let allowed_origins = allowed_origins
             .into_iter()
@@ -44,7 +69,46 @@ impl Admission {
             live,
             max_connections,
             allowed_origins,
+            sessions: Sessions::new(sessions.max_sessions, sessions.max_pending_per_peer),
+            trusted_proxies: sessions.trusted_proxies.into(),
         }
+    }
+
+    /// Checks a request that would open a new engine.io session as [`Admission::check`]
+    /// does, then takes the session's place: within the session limit, and within its client
+    /// address's share of sessions not yet joined. A session opened without a peer address
+    /// (never, from the listener) counts against the unspecified address.
+    pub(crate) fn open_session(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Arc<Ticket>, Refusal> {
+        self.check(headers)?;
+        let client = client_ip(headers, peer, &self.trusted_proxies)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        self.sessions.open(client).map_err(|refusal| {
+            let (refusal, reason) = match refusal {
+                SessionRefusal::Full(limit) => {
+                    (Refusal::TooManySessions(limit), Refused::SessionLimit)
+                }
+                SessionRefusal::PeerPending(limit) => {
+                    (Refusal::TooManyPending(limit, client), Refused::PeerPending)
+                }
+            };
+            telemetry::refused(reason);
+            refusal
+        })
+    }
+
+    /// Connections and sessions open now: what the server holds memory for.
+    pub(crate) fn load(&self) -> usize {
+        let sessions = self.sessions.counts();
+        self.live.get() + sessions.joined + sessions.pending
+    }
+
+    /// The engine.io sessions open now.
+    pub(crate) fn sessions(&self) -> SessionCounts {
+        self.sessions.counts()
     }
 
     /// Checks a request that would open a new stream; the request's own connection is
@@ -53,8 +117,8 @@ impl Admission {
         let verdict = self.verdict(headers);
         if let Err(refusal) = &verdict {
             telemetry::refused(match refusal {
-                Refusal::TooManyConnections(_) => Refused::ConnectionLimit,
                 Refusal::OriginNotAllowed(_) => Refused::Origin,
+                _ => Refused::ConnectionLimit,
             });
         }
         verdict
@@ -81,17 +145,16 @@ impl Admission {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let message = format!("{self}\n");
-        match self {
-            Refusal::TooManyConnections(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                )],
-                message,
-            )
-                .into_response(),
-            Refusal::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, message).into_response(),
-        }
+        let status = match self {
+            Refusal::OriginNotAllowed(_) => {
+                return (StatusCode::FORBIDDEN, message).into_response();
+            }
+            Refusal::TooManyConnections(_) | Refusal::TooManySessions(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::TooManyPending(..) => StatusCode::TOO_MANY_REQUESTS,
+        };
+        let retry_after = HeaderValue::from_static(RETRY_AFTER_SECONDS);
+        (status, [(header::RETRY_AFTER, retry_after)], message).into_response()
     }
 }

@@ -11,10 +11,11 @@
 //! stream gets a [`RawRequest`], a socket.io session a [`Handshake`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,16 +25,18 @@ use engineioxide::service::NotFoundService;
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
+use socketioxide::socket::Sid;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::edge::admission::Admission;
 use crate::edge::demo_assets;
 use crate::edge::health;
-use crate::edge::listener::CountedStream;
+use crate::edge::listener::{ClientAddr, CountedStream};
 use crate::edge::request::{
-    after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label,
+    after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label, value,
 };
+use crate::edge::sessions::{SessionCounts, Ticket};
 use crate::raw::upgrade::{RawRequest, RawWs};
 use crate::socketio::connect;
 use crate::socketio::handshake::Handshake;
@@ -55,8 +58,10 @@ pub(crate) struct AppState {
     /// The socket.io handle, for the metrics to count sockets by transport; the shutdown
     /// closes socket.io through its own clone.
     pub io: SocketIo,
-    /// Counts the connections the listener holds open.
+    /// Counts the connections the listener holds open, and every engine.io session.
     pub admission: Admission,
+    /// How long a new socket.io session has to join before it is closed.
+    pub join_timeout: Duration,
     /// This instance's place in its cluster, kept up to date by the Redis source.
     pub cluster: Option<ClusterState>,
 }
@@ -66,6 +71,7 @@ pub(crate) struct AppState {
 struct Status {
     #[serde(flatten)]
     feed: FeedStatus,
+    sessions: SessionCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterStatus>,
 }
@@ -110,6 +116,7 @@ async fn healthcheck() -> &'static str {
 async fn status(State(state): State<AppState>) -> Response {
     let body = axum::Json(Status {
         feed: state.feed.status(),
+        sessions: state.admission.sessions(),
         cluster: state.cluster.as_ref().map(ClusterState::status),
     });
     (
@@ -124,6 +131,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let body = telemetry::render(
         &state.feed.status(),
         connect::connections(&state.io),
+        state.admission.sessions(),
         cluster.as_ref(),
     );
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
@@ -176,28 +184,92 @@ fn not_a_websocket() -> Response {
 }
 
 async fn socket_io_entry(State(state): State<AppState>, mut request: Request) -> Response {
-    match SocketIoDestination::of(request.uri().query()) {
+    let query = request.uri().query();
+    let v2 = value(query, "EIO") == Some("3");
+    match SocketIoDestination::of(query) {
         SocketIoDestination::Raw => return raw_stream(&state, request).await,
         SocketIoDestination::NewEngineIoSession => {
-            if let Err(refusal) = state.admission.check(request.headers()) {
-                return refusal.into_response();
+            let connect_info = request.extensions().get::<ConnectInfo<ClientAddr>>();
+            let peer = connect_info.map(|ConnectInfo(ClientAddr(addr))| addr.ip());
+            let ticket = match state.admission.open_session(request.headers(), peer) {
+                Ok(ticket) => ticket,
+                Err(refusal) => return refusal.into_response(),
+            };
+            let polling = value(query, "transport") == Some("polling");
+            // A v2 client joins by coming back for its session; one that opened it on its
+            // own WebSocket is there already.
+            if v2 && !polling {
+                ticket.join();
             }
-            let query = request.uri().query();
+            if v2 && polling {
+                close_unless_joined(&ticket, state.socketio.clone(), state.join_timeout);
+            }
             let handshake = Handshake {
-                peer: peer_label(request.headers(), request.extensions().get()).into(),
+                peer: peer_label(request.headers(), connect_info).into(),
                 query_parity: parity_of_query(query),
                 query_after: after_from_query(query),
+                ticket,
             };
             request = detach_head(request);
             request.extensions_mut().insert(handshake);
         }
-        SocketIoDestination::EngineIo => {}
+        SocketIoDestination::EngineIo => {
+            if v2 {
+                came_back(&state.io, query);
+            }
+        }
     }
     match state.socketio.oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
     }
 }
+
+/// A socket.io v2 client's request on its session: the session has joined. socketioxide
+/// joins every v2 session to `/` as it opens, so the session's ticket is found there.
+fn came_back(io: &SocketIo, query: Option<&str>) {
+    let Some(sid) = value(query, "sid").and_then(|sid| sid.parse::<Sid>().ok()) else {
+        return;
+    };
+    if let Some(root) = io.get_socket(sid)
+        && let Some(handshake) = root.req_parts().extensions.get::<Handshake>()
+    {
+        handshake.ticket.join();
+    }
+}
+
+/// Closes a socket.io v2 long-polling session that has not joined within `timeout`.
+///
+/// socketioxide closes a v4 session that connects to no namespace by itself (its connect
+/// timeout), but joins every v2 session to `/` at once, and offers no way to close one
+/// session's transport. So the server does what a leaving client does: it posts engine.io's
+/// close packet to the session, through socketioxide's own service. The watch holds the ticket
+/// weakly: a session that ends sooner is not kept.
+fn close_unless_joined(
+    ticket: &Arc<Ticket>,
+    socketio: SocketIoService<NotFoundService>,
+    timeout: Duration,
+) {
+    let ticket = Arc::downgrade(ticket);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(sid) = ticket
+            .upgrade()
+            .filter(|ticket| !ticket.is_joined())
+            .and_then(|ticket| ticket.session())
+        else {
+            return;
+        };
+        let close = Request::post(format!("/socket.io/?EIO=3&transport=polling&sid={sid}"))
+            .header(header::CONTENT_TYPE, "text/plain; charset=UTF-8")
+            .body(Body::from(ENGINE_IO_V3_CLOSE))
+            .expect("a request built from constants is valid");
+        let _ = socketio.oneshot(close).await;
+    });
+}
+
+/// engine.io v3's close packet (`1`), framed as a long-polling payload (`length:packet`).
+const ENGINE_IO_V3_CLOSE: &str = "1:1";
 
 /// Copies the request's URI and header values out of the connection's read buffer.
 ///

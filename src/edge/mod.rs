@@ -5,12 +5,16 @@
 //!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
 //! - [`request`]: what a request asks for (stream, `after`) and who sent it;
-//! - [`admission`]: the connection limit and the origin allow-list;
+//! - [`admission`]: the connection and session limits, and the origin allow-list;
+//! - `sessions`: every engine.io session counted, from its handshake until it is dropped;
+//! - `give_back`: free memory returned to the system once a crowd has left;
 //! - [`demo_assets`]: the demo page and the client bundle, embedded.
 
 pub(crate) mod admission;
 pub(crate) mod demo_assets;
+pub(crate) mod give_back;
 pub(crate) mod health;
 pub mod http;
 pub(crate) mod listener;
 pub mod request;
+pub(crate) mod sessions;

@@ -1,6 +1,8 @@
 //! Reading what a client's request asks for: the query conventions and the client's address.
 //! The parsing the server does by hand lives here, so it can be tested and fuzzed in one place.
 
+use std::net::IpAddr;
+
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, Method, header};
 
@@ -76,6 +78,37 @@ pub(crate) fn peer_label(
     }
 }
 
+/// The client's address, for limits per client: the TCP peer, unless that peer is one of
+/// `trusted_proxies`; then the nearest `X-Forwarded-For` hop that is not a trusted proxy. A
+/// proxy appends the address it saw, so hops further left were written by whoever connected,
+/// and cannot be trusted. A hop that is not an address stops the walk at the hop before it.
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let mut client = peer?;
+    if !trusted_proxies.contains(&client) {
+        return Some(client);
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = hop;
+        if !trusted_proxies.contains(&client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +150,38 @@ mod tests {
         assert_eq!(after_from_query(Some("even&after=7")), Ok(Some(7)));
         assert_eq!(after_from_query(Some("even")), Ok(None));
         assert!(after_from_query(Some("after")).is_err());
+    }
+
+    #[test]
+    fn forwarded_hops_count_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "127.0.0.9".parse().unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "6.6.6.6, 10.1.2.3".parse().unwrap());
+        assert_eq!(client_ip(&headers, Some(proxy), &[]), Some(proxy));
+        assert_eq!(
+            client_ip(&headers, Some(proxy), &[proxy]),
+            Some(ip("10.1.2.3"))
+        );
+        let other = ip("127.0.0.5");
+        assert_eq!(client_ip(&headers, Some(other), &[proxy]), Some(other));
+        // Two proxies in a row: the hop the outer one saw.
+        let outer = ip("10.1.2.3");
+        assert_eq!(
+            client_ip(&headers, Some(proxy), &[proxy, outer]),
+            Some(ip("6.6.6.6"))
+        );
+        // A hop that is not an address ends the walk.
+        headers.insert("x-forwarded-for", "junk, 10.1.2.4".parse().unwrap());
+        assert_eq!(
+            client_ip(&headers, Some(proxy), &[proxy, ip("10.1.2.4")]),
+            Some(ip("10.1.2.4"))
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_ip(&HeaderMap::new(), Some(proxy), &[proxy]),
+            Some(proxy)
+        );
+        assert_eq!(client_ip(&headers, None, &[proxy]), None);
     }
 }

@@ -68,8 +68,22 @@ async fn check_resume(
         }
     };
     let mut resume = Resume::accept(&state.feed, parity, after)?;
-    if socket.protocol() == ProtocolVersion::V4 && socket.ns() == "/" {
-        resume = v2_root::from_now(&state.feed, parity, resume);
+    match socket.protocol() {
+        // A v4 session joins with its first namespace.
+        ProtocolVersion::V5 => {
+            if let Some(handshake) = handshake(&socket) {
+                handshake.ticket.join();
+            }
+        }
+        // socketioxide connects every v2 session to `/` as it opens: that is no sign of the
+        // client yet (see `v2_root`).
+        ProtocolVersion::V4 if socket.ns() == "/" => {
+            if let Some(handshake) = handshake(&socket) {
+                handshake.ticket.set_session(socket.id);
+            }
+            resume = v2_root::from_now(&state.feed, parity, resume);
+        }
+        ProtocolVersion::V4 => {}
     }
     socket.extensions.insert(Accepted { parity, resume });
     Ok(())

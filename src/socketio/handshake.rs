@@ -1,7 +1,10 @@
 //! What the HTTP layer read from the request that opened a socket.io session.
 
+use std::sync::Arc;
+
 use socketioxide::extract::SocketRef;
 
+use crate::edge::sessions::Ticket;
 use crate::stream::parity::Parity;
 use crate::stream::resume::ResumeError;
 
@@ -15,6 +18,9 @@ pub struct Handshake {
     /// The handshake query's `after`: a socket.io v2 client's only way to resume, as its
     /// connect packets carry no `auth`.
     pub query_after: Result<Option<u64>, ResumeError>,
+    /// The session's place in the session counts, given back when engine.io drops the
+    /// session with this head.
+    pub ticket: Arc<Ticket>,
 }
 
 /// The handshake of `socket`'s session. Every session opens through the HTTP layer, which

@@ -26,6 +26,8 @@ pub struct SocketIoState {
     pub cut_off_patience: Duration,
     /// How long engine.io waits for a heartbeat's answer.
     pub ping_timeout: Duration,
+    /// How long a new session has to join before it is closed.
+    pub join_timeout: Duration,
 }
 
 /// Why a socket.io client left, in this server's terms. The server itself disconnects a

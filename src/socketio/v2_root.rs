@@ -11,6 +11,10 @@
 //!
 //! A connect packet for another namespace that arrives after the decision (a client slower to
 //! send it than [`DECISION`]) takes `/` back off the stream, leaving the socket connected.
+//!
+//! A v2 session joins `/`'s stream only once its client has come back for it (a poll, a post
+//! or the upgrade; the HTTP layer marks its ticket): a session opened and never used moves no
+//! stream, and is closed at the join timeout (`crate::edge::http`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tracing::info;
 
+use crate::socketio::handshake::handshake;
 use crate::socketio::join::{SocketIoState, join};
 use crate::socketio::subscriber::Subscriber;
 use crate::stream::feed::Feed;
@@ -50,6 +55,17 @@ pub(super) fn decide_later(
 ) {
     tokio::spawn(async move {
         tokio::time::sleep(DECISION).await;
+        if let Some(handshake) = handshake(&socket) {
+            // Bounded, as this task holds the session: one that never joins is closed at the
+            // join timeout, and must then be let go.
+            let wait = state.join_timeout.saturating_sub(DECISION);
+            if tokio::time::timeout(wait, handshake.ticket.joined())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
         if !socket.connected() || in_another_namespace(&io, socket.id) {
             return;
         }

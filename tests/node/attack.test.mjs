@@ -1,0 +1,367 @@
+// Hostile traffic against the real binary while honest clients stream: raw WebSocket, the
+// official socket.io-client 4 over WebSocket and over long-polling, and socket.io-client 2.
+// The engine.io session flood comes from the benchmark kit's `flood` (FLOOD_BIN), from
+// loopback addresses of its own, so that the honest clients keep theirs.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { request } from "node:http";
+import http2 from "node:http2";
+import WebSocket from "ws";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import ioV2 from "socket.io-client-v2";
+import { startServer, assertConsecutive } from "./server.mjs";
+import { rawClient, socketIoClient } from "./clients.mjs";
+
+const FLOOD_BIN =
+  process.env.FLOOD_BIN ?? fileURLToPath(new URL("../../target/debug/flood", import.meta.url));
+const INTERVAL_MS = 100;
+const JOIN_TIMEOUT_MS = 2000;
+const MAX_PENDING_PER_PEER = 40;
+const MAX_CONNECTIONS = 300;
+const PROXY = "127.0.0.3";
+
+let server;
+let addr;
+const honest = [];
+
+before(async () => {
+  server = await startServer({
+    intervalMs: INTERVAL_MS,
+    extraArgs: [
+      ...["--join-timeout-ms", String(JOIN_TIMEOUT_MS)],
+      ...["--max-pending-per-peer", String(MAX_PENDING_PER_PEER)],
+      ...["--max-connections", String(MAX_CONNECTIONS)],
+      ...["--trusted-proxies", PROXY],
+    ],
+  });
+  addr = server.url.replace("http://", "");
+  honest.push(rawClient(server.wsUrl, "odd"));
+  honest.push(socketIoClient(server.url, "even", { transports: ["websocket"] }));
+  honest.push(socketIoClient(server.url, "odd", { transports: ["polling"] }));
+  honest.push(v2Client(server.url, "/even"));
+  await waitUntil("every honest client streaming", () =>
+    honest.every((client) => client.seen.length >= 3),
+  );
+});
+
+after(async () => {
+  for (const client of honest) client.close();
+  assert.equal(await server.stop(), 0, "server did not exit cleanly");
+});
+
+// socket.io-client 2, polling then upgrading, recording what it receives as the others do.
+function v2Client(url, namespace) {
+  const client = { seen: [], times: [], connects: 0, kind: "socket.io v2" };
+  const socket = ioV2(`${url}${namespace}`, { forceNew: true, reconnection: false });
+  socket.on("connect", () => {
+    client.connects += 1;
+  });
+  socket.on("integer", (n) => {
+    client.seen.push(n);
+    client.times.push(Date.now());
+  });
+  client.parity = namespace.slice(1);
+  client.close = () => socket.close();
+  return client;
+}
+
+async function waitUntil(what, done, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+// Runs the flood with `args` and resolves with its report.
+async function flood(args, seconds) {
+  const child = spawn(FLOOD_BIN, ["--addr", addr, "--seconds", String(seconds), ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let output = "";
+  child.stdout.setEncoding("utf8").on("data", (chunk) => (output += chunk));
+  const deadline = setTimeout(() => child.kill("SIGKILL"), (seconds + 20) * 1000);
+  const [code] = await once(child, "exit");
+  clearTimeout(deadline);
+  assert.equal(code, 0, `the flood did not finish within ${seconds + 20} s: ${output}`);
+  return JSON.parse(output);
+}
+
+// One HTTP/1.1 GET from `localAddress`: status, headers and body.
+function get(path, localAddress = "127.0.0.1", headers = {}) {
+  const [host, port] = addr.split(":");
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, localAddress, headers, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8").on("data", (chunk) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.setTimeout(15000, () => req.destroy(new Error(`no answer to GET ${path} in 15 s`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const handshakePath = (eio) => `/socket.io/?EIO=${eio}&transport=polling`;
+
+// The engine.io sid of a polling handshake's answer (v4 `0{...}`, v3 `<length>:0{...}`).
+function sidOf(body) {
+  const match = body.match(/"sid":"([^"]+)"/);
+  assert.ok(match, `no sid in the handshake's answer: ${body}`);
+  return match[1];
+}
+
+async function metric(line) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const found = text.split("\n").find((l) => l.startsWith(line));
+  return found === undefined ? undefined : Number(found.slice(line.length));
+}
+
+const rssKib = () =>
+  Number(readFileSync(`/proc/${server.pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]);
+
+const sessionsSettled = (what) =>
+  server.waitForStatus(what, (status) => status.sessions.pending === 0, JOIN_TIMEOUT_MS + 5000);
+
+test("one address's session flood gets its share of pending sessions, then 429", async () => {
+  // [ATK-FLOOD-PEER] Shorter than the join timeout, so that no session of it has closed yet.
+  const report = await flood(["--source", "127.0.0.2", "--max-requests", "3000"], 1);
+  assert.equal(report.broken, 0, JSON.stringify(report));
+  assert.equal(report.statuses["200"], MAX_PENDING_PER_PEER, JSON.stringify(report));
+  assert.equal(report.statuses["429"], report.requests - MAX_PENDING_PER_PEER);
+  const status = await server.status();
+  assert.deepEqual(status.sessions, { joined: 3, pending: MAX_PENDING_PER_PEER });
+  assert.equal(await metric('integers_engineio_sessions{state="pending"} '), MAX_PENDING_PER_PEER);
+  assert.equal(await metric('integers_engineio_sessions{state="joined"} '), 3);
+  assert.ok((await metric('integers_refused_total{reason="peer_pending"} ')) >= 1);
+
+  const refused = await get(handshakePath(4), "127.0.0.2");
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers["retry-after"], "5");
+  assert.equal(
+    refused.body,
+    `127.0.0.2 already has ${MAX_PENDING_PER_PEER} socket.io sessions that joined no ` +
+      "namespace; join those, or retry later\n",
+  );
+  // A forwarded address from a peer that is not a trusted proxy changes nothing.
+  const forged = await get(handshakePath(4), "127.0.0.2", { "x-forwarded-for": "10.9.9.9" });
+  assert.equal(forged.status, 429);
+
+  // Another client is admitted meanwhile, and streams.
+  const newcomer = socketIoClient(server.url, "odd");
+  await waitUntil("a new client admitted during the flood", () => newcomer.seen.length >= 2);
+  newcomer.close();
+  await sessionsSettled("the flood's sessions closed at the join timeout");
+});
+
+test("a session that joins nothing is closed at the join timeout, v4 and v2", async () => {
+  // [ATK-JOIN-TIMEOUT] v4: the client polls, which is not joining, until a poll brings
+  // engine.io's close packet (`1`); the session is gone after.
+  const opened = Date.now();
+  const sid = sidOf((await get(handshakePath(4), "127.0.0.4")).body);
+  for (let polls = 1; ; polls++) {
+    const poll = await get(`${handshakePath(4)}&sid=${sid}`, "127.0.0.4");
+    assert.equal(poll.status, 200, `poll ${polls}: ${poll.body}`);
+    if (poll.body.split("\x1e").includes("1")) break;
+    assert.ok(polls < 10, `no close packet in 10 polls: ${poll.body}`);
+  }
+  const closedAfter = Date.now() - opened;
+  assert.ok(closedAfter >= JOIN_TIMEOUT_MS - 50, `v4 session closed after ${closedAfter} ms`);
+  assert.ok(closedAfter <= JOIN_TIMEOUT_MS + 1500, `v4 session closed after ${closedAfter} ms`);
+  assert.equal((await get(`${handshakePath(4)}&sid=${sid}`, "127.0.0.4")).status, 400);
+
+  // v2: the client never comes back (coming back would join it), so the close shows in the
+  // counts; then the session is gone.
+  const v2Opened = Date.now();
+  const v2Sid = sidOf((await get(handshakePath(3), "127.0.0.4")).body);
+  assert.equal((await server.status()).sessions.pending, 1);
+  await sessionsSettled("the v2 session closed");
+  const v2ClosedAfter = Date.now() - v2Opened;
+  assert.ok(v2ClosedAfter >= JOIN_TIMEOUT_MS - 50, `v2 session closed after ${v2ClosedAfter} ms`);
+  assert.ok(v2ClosedAfter <= JOIN_TIMEOUT_MS + 1500, `v2 closed after ${v2ClosedAfter} ms`);
+  assert.equal((await get(`${handshakePath(3)}&sid=${v2Sid}`, "127.0.0.4")).status, 400);
+});
+
+test("a long v2 and v4 session flood keeps memory within a bound, and sessions close", async () => {
+  // [ATK-FLOOD-MEMORY] Unbounded, each session the flood opens would stay for the heartbeat
+  // (15 s) at about 10 KiB each (bench/RESULTS.md): tens of MiB at the rates below.
+  const before = rssKib();
+  let peak = before;
+  const sampling = setInterval(() => (peak = Math.max(peak, rssKib())), 100);
+  const [v4, v2] = await Promise.all([
+    flood(["--source", "127.0.0.2", "--max-requests", "200000", "--connections", "8"], 5),
+    flood(
+      ["--source", "127.0.0.5", "--max-requests", "200000", "--connections", "8"].concat([
+        "--path",
+        handshakePath(3),
+      ]),
+      5,
+    ),
+  ]);
+  clearInterval(sampling);
+  const opened = v4.statuses["200"] + v2.statuses["200"];
+  // Each address holds at most its share at a time; sessions close at the join timeout.
+  const windows = Math.ceil((5000 + 500) / JOIN_TIMEOUT_MS);
+  assert.ok(opened <= 2 * MAX_PENDING_PER_PEER * windows, `${opened} sessions opened`);
+  assert.ok(v4.requests + v2.requests >= 5000, `only ${v4.requests + v2.requests} requests`);
+  const grownMib = (peak - before) / 1024;
+  assert.ok(grownMib < 24, `RSS grew ${grownMib.toFixed(1)} MiB during the flood`);
+  await sessionsSettled("the flood's sessions closed");
+});
+
+test("past the session limit handshakes get 503; a trusted proxy's clients each count", async () => {
+  // [ATK-FLOOD-LIMIT] Every request forwarded for another client: no address reaches its
+  // share, so the server's limit is what stops the flood.
+  const report = await flood(
+    ["--source", PROXY, "--forwarded-for-each", "--max-requests", "3000"],
+    1,
+  );
+  const joined = (await server.status()).sessions.joined;
+  assert.equal(report.statuses["429"], undefined, JSON.stringify(report));
+  assert.equal(report.statuses["200"] + joined, MAX_CONNECTIONS, JSON.stringify(report));
+  assert.equal(report.statuses["503"], report.requests - report.statuses["200"]);
+  const refused = await get(handshakePath(4), "127.0.0.6");
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers["retry-after"], "5");
+  assert.equal(
+    refused.body,
+    `server is at its limit of ${MAX_CONNECTIONS} socket.io sessions, retry later\n`,
+  );
+  assert.ok((await metric('integers_refused_total{reason="session_limit"} ')) >= 1);
+  // A raw stream is no session: one is admitted while every session is taken.
+  const raw = rawClient(server.wsUrl, "even");
+  await waitUntil("a raw client admitted at the session limit", () => raw.seen.length >= 2);
+  raw.close();
+  await sessionsSettled("the proxied flood's sessions closed");
+});
+
+test("a raw client flooding frames is closed with 1008 and the reason", async () => {
+  // [ATK-FRAME-FLOOD]
+  const closes = await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      const ws = new WebSocket(`${server.wsUrl}/_ws/`, { localAddress: "127.0.0.7" });
+      await once(ws, "open");
+      for (let i = 0; i < 300; i++) ws.ping();
+      const timer = setTimeout(() => ws.terminate(), 10000);
+      const [code, reason] = await once(ws, "close");
+      clearTimeout(timer);
+      return [code, reason.toString()];
+    }),
+  );
+  for (const close of closes)
+    assert.deepEqual(close, [1008, "too many messages: more than 100 a second"]);
+});
+
+test("oversized bodies: 413 on a long-polling session, 426 on the raw endpoint", async () => {
+  // [ATK-BODY]
+  const body = Buffer.alloc(8 * 1024 * 1024, "a");
+  const sid = sidOf((await get(handshakePath(4))).body);
+  const polling = await post(`${handshakePath(4)}&sid=${sid}`, body);
+  assert.equal(polling.status, 413);
+  assert.equal((await post("/_ws/", body)).status, 426);
+});
+
+// A POST whose answer may come before its body is read: the answer is what counts.
+function post(path, body) {
+  const [host, port] = addr.split(":");
+  return new Promise((resolve, reject) => {
+    const headers = { "content-type": "text/plain;charset=UTF-8", "content-length": body.length };
+    const req = request({ host, port, path, method: "POST", headers, agent: false }, (res) => {
+      res.resume();
+      resolve({ status: res.statusCode });
+    });
+    req.setTimeout(15000, () => req.destroy(new Error(`no answer to POST ${path} in 15 s`)));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+test("upgrade churn: streams opened and dropped leave nothing behind", async () => {
+  // [ATK-CHURN]
+  for (let batch = 0; batch < 6; batch++) {
+    const dropped = Array.from({ length: 50 }, (_, i) => {
+      const ws = new WebSocket(`${server.wsUrl}/_ws/${i % 2 ? "?even" : ""}`, {
+        localAddress: "127.0.0.8",
+      });
+      return new Promise((resolve, reject) => {
+        ws.on("open", () => resolve(ws.terminate()));
+        ws.on("error", reject);
+      });
+    });
+    await Promise.all(dropped);
+  }
+  const status = await server.waitForStatus(
+    "the dropped streams gone",
+    (s) => s.odd.subscribers.raw === 1 && s.even.subscribers.raw === 0,
+  );
+  assert.equal(status.odd.subscribers.raw, 1, "only the honest raw client is left");
+});
+
+test("HTTP/2 rapid reset: the connection is closed, the server serves on", async () => {
+  // [ATK-RAPID-RESET] hyper's bound: 20 streams reset before the server took them.
+  const session = http2.connect(server.url);
+  await once(session, "remoteSettings");
+  const ended = new Promise((resolve) => {
+    session.on("goaway", (code) => resolve(`goaway ${code}`));
+    session.on("close", () => resolve("close"));
+    session.on("error", (error) => resolve(`error ${error.code}`));
+  });
+  let sent = 0;
+  for (; sent < 1000 && !session.closed && !session.destroyed; sent++) {
+    const stream = session.request({ ":path": "/status" });
+    stream.on("error", () => {});
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (sent % 50 === 49) await sleep(1);
+  }
+  const timer = setTimeout(() => session.destroy(), 10000);
+  const how = await ended;
+  clearTimeout(timer);
+  assert.notEqual(how, "close", "the session ended only when the test gave up on it");
+  assert.match(how, /^goaway|^error/, how);
+  session.destroy();
+  assert.equal((await fetch(`${server.url}/status`)).status, 200);
+});
+
+test("slowloris: a head that trickles in is dropped at the 10 s head limit", async () => {
+  // [ATK-SLOWLORIS]
+  const { connect } = await import("node:net");
+  const started = Date.now();
+  const lifetimes = await Promise.all(
+    Array.from({ length: 50 }, async () => {
+      const [host, port] = addr.split(":");
+      const socket = connect({ host, port: Number(port), localAddress: "127.0.0.9" });
+      socket.on("error", () => {});
+      await once(socket, "connect");
+      socket.write("GET /status HTTP/1.1\r\nHost: t\r\n");
+      const drip = setInterval(() => socket.write("x-drip: 1\r\n"), 500);
+      const guard = setTimeout(() => socket.destroy(), 20000);
+      await once(socket, "close");
+      clearInterval(drip);
+      clearTimeout(guard);
+      return Date.now() - started;
+    }),
+  );
+  for (const lifetime of lifetimes) {
+    assert.ok(lifetime >= 9500, `dropped after ${lifetime} ms`);
+    assert.ok(lifetime <= 12000, `still open after ${lifetime} ms`);
+  }
+});
+
+test("the honest clients saw every integer, on time, on one connection each", () => {
+  // [ATK-HONEST] Runs last: the sequences span every attack above.
+  for (const client of honest) {
+    assert.equal(client.connects, 1, `${client.kind} ${client.parity} reconnected`);
+    assertConsecutive(assert, client.seen, client.parity);
+    const pauses = client.times.slice(1).map((time, i) => time - client.times[i]);
+    const longest = Math.max(...pauses);
+    assert.ok(
+      longest <= 2 * INTERVAL_MS,
+      `${client.kind} ${client.parity} waited ${longest} ms between two integers`,
+    );
+  }
+});
