@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
+import { attackSection, readAttacks } from "./attack.mjs";
 
 const [dir, markdownPath, chartPath] = process.argv.slice(2);
 // The floor's runs through the benchmark; the median one is the floor.
@@ -787,6 +788,7 @@ if (storms.length) {
     }
   }
 }
+lines.push("", ...attackSection(readAttacks(`${dir}/attacks.jsonl`)));
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 

@@ -4,6 +4,8 @@
 #   bash bench/run.sh           every scenario (about fifteen minutes; the cluster scenarios
 #                               need redis-server, which tests/run.sh installs)
 #   bash bench/run.sh --storm   the deploy storms alone, printing their results (no RESULTS.md)
+#   bash bench/run.sh --attack  the engine.io session flood alone, printing its section of
+#                               RESULTS.md
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
 #                               every client connects and sees a gapless sequence (for CI). It
 #                               checks the kit, not speed, so it runs the debug build the tests
@@ -13,13 +15,17 @@ cd "$(dirname "$0")/.."
 
 smoke=0
 storm_only=0
+attack_only=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 [ "${1:-}" = "--storm" ] && storm_only=1
+[ "${1:-}" = "--attack" ] && attack_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
 : > "$runs"
 : > "$storms"
+attacks="$out/attacks.jsonl"
+: > "$attacks"
 
 if [ "$smoke" = 1 ]; then
   cargo build --locked -p integers -p integers-bench
@@ -211,7 +217,11 @@ storm_scenario() {
     pids[i]=$storm_pid
     echo "$storm_pid" >> "$out/storm-$i.pids"
   done
-  wait "${loads[@]}"
+  # Each load generator is waited for on its own: a plain `wait` on several reports only the
+  # last one's status.
+  for i in "${!loads[@]}"; do
+    wait "${loads[i]}" || { echo "load generator $i of $name $signal failed" >&2; exit 1; }
+  done
   cat "$out/storm-raw.json" "$out/storm-socketio.json" >> "$storms"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
@@ -251,6 +261,74 @@ rolling_scenario() {
   kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
 }
 
+rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+# attack_scenario NAME SERVER FLOOD_ARGS...: 100 honest socket.io clients streaming at 100 ms
+# ticks while one client floods new long-polling sessions for 10 s from 20 keep-alive
+# connections (bench/src/bin/flood.rs, FLOOD_ARGS added). The server's RSS is read every 0.2 s
+# from before the flood until 30 s after it; sessions open come from /status where the server
+# has it. One line in attacks.jsonl: the flood's answers, RSS before, at its peak and at the
+# end, sessions at the peak and at the end, and the honest clients' run.
+attack_scenario() {
+  local name=$1 kind=$2 load flood_pid peak before sessions_peak=null sessions_end=null
+  shift 2
+  start_server "$kind" 100
+  rm -f "$out/ready-attack"
+  $bin/loadgen --addr "$server_addr" --protocol socketio --clients 100 --hold-seconds 45 \
+    --ramp-per-second 1000 --server-pid "$server_pid" --ready-file "$out/ready-attack" \
+    --label "$name $kind interval=100ms" > "$out/attack-honest.json" &
+  load=$!
+  wait_for_file "$out/ready-attack" 60 "the honest clients up"
+  sleep 2
+  before=$(rss_kib "$server_pid")
+  peak=$before
+  $bin/flood --addr "$server_addr" --connections 20 --seconds 10 --max-requests 2000000 "$@" \
+    > "$out/attack-flood.json" &
+  flood_pid=$!
+  local open
+  for _ in $(seq 200); do
+    peak=$(( $(rss_kib "$server_pid") > peak ? $(rss_kib "$server_pid") : peak ))
+    if [ "$kind" = ours ]; then
+      open=$(curl -s "http://$server_addr/status" | node -e '
+        let t = ""; process.stdin.on("data", (c) => (t += c)).on("end", () => {
+          const s = JSON.parse(t).sessions; console.log(s.joined + s.pending); });')
+      [ "$sessions_peak" = null ] || [ "$open" -gt "$sessions_peak" ] && sessions_peak=$open
+    fi
+    sleep 0.2
+  done
+  wait "$flood_pid"
+  [ "$kind" = ours ] && sessions_end=$open
+  wait "$load"
+  node -e '
+    const fs = require("fs");
+    const [flood, honest] = process.argv.slice(1, 3).map((p) => JSON.parse(fs.readFileSync(p)));
+    const [name, server, before, peak, end, sessionsPeak, sessionsEnd, args] =
+      process.argv.slice(3);
+    console.log(JSON.stringify({ name, server, flood_args: args, flood, honest,
+      rss_kib_before: +before, rss_kib_peak: +peak, rss_kib_end: +end,
+      sessions_peak: JSON.parse(sessionsPeak), sessions_end: JSON.parse(sessionsEnd) }));' \
+    "$out/attack-flood.json" "$out/attack-honest.json" "$name" "$kind" "$before" "$peak" \
+    "$(rss_kib "$server_pid")" "$sessions_peak" "$sessions_end" "$*" >> "$attacks"
+  stop_server
+}
+
+# The session flood: v4 and v2 sessions from one address; then from as many addresses as it
+# likes (the per-address limit lifted), which only the session limit stops; and Node socket.io.
+run_attacks() {
+  attack_scenario session-flood ours
+  attack_scenario session-flood ours --path "/socket.io/?EIO=3&transport=polling"
+  server_extra=(--max-pending-per-peer 1000000)
+  attack_scenario session-flood-many-addresses ours
+  server_extra=()
+  attack_scenario session-flood socketio
+}
+if [ "$attack_only" = 1 ]; then
+  run_attacks
+  node bench/attack.mjs "$attacks"
+  echo "attack results in $attacks"
+  exit 0
+fi
+
 if [ "$smoke" = 1 ]; then
   scenario smoke ours raw 200 50 3
   # A fifth of the socket.io clients on long-polling, so that path of the kit runs too.
@@ -260,7 +338,11 @@ if [ "$smoke" = 1 ]; then
   scenario smoke ours socketio-v2 200 50 3
   node -e '
     const text = require("fs").readFileSync(process.argv[1], "utf8");
-    const runs = text.trim().split("\n").map(JSON.parse);
+    const runs = text.trim().split("\n").filter(Boolean).map(JSON.parse);
+    if (runs.length !== 3) {
+      console.log(`${runs.length} runs reported, of 3 (raw, socket.io, socket.io v2)`);
+      process.exit(1);
+    }
     for (const run of runs) {
       const clean = run.established === run.clients && run.sequence_gaps === 0 &&
         run.sequence_repeats === 0 && run.messages_in_hold > 0;
@@ -274,15 +356,23 @@ if [ "$smoke" = 1 ]; then
   storm_scenario storm-smoke SIGKILL 200 12 ours
   node -e '
     const text = require("fs").readFileSync(process.argv[1], "utf8");
-    const runs = text.trim().split("\n").map(JSON.parse);
+    const runs = text.trim().split("\n").filter(Boolean).map(JSON.parse);
+    if (runs.length !== 4) {
+      console.log(`${runs.length} storm runs reported, of 4 (raw and socket.io, two signals)`);
+      process.exit(1);
+    }
     for (const run of runs) {
       const { storm } = run;
+      // Health checks fail while no process holds the port; some must be answered, and the
+      // listen queue never overflows.
       const clean = run.established === run.clients && storm.dropped_clients === run.clients &&
         storm.never_back === 0 && run.sequence_gaps === 0 && run.sequence_repeats === 0 &&
-        storm.restarts === 0;
+        storm.restarts === 0 && storm.listen_overflows === 0 && storm.healthcheck_answers > 0;
       console.log(`${run.label} ${run.protocol}: ${storm.dropped_clients}/${run.clients} ` +
         `dropped, ${storm.never_back} never back, last back ${storm.back_ms_p100} ms, ` +
-        `${run.sequence_gaps} gaps, ${run.sequence_repeats} repeats`);
+        `${run.sequence_gaps} gaps, ${run.sequence_repeats} repeats, ` +
+        `${storm.listen_overflows} listen overflows, ${storm.healthcheck_answers} health ` +
+        "checks answered");
       if (!clean) process.exit(1);
     }' "$storms"
   exit 0
@@ -351,5 +441,6 @@ for protocol in raw socketio; do
   cluster_scenario cluster-50000 "$protocol" 50000
 done
 run_storms
+run_attacks
 node bench/report.mjs "$out" bench/RESULTS.md bench/chart.svg
 echo "wrote bench/RESULTS.md and bench/chart.svg (raw results in $out)"
