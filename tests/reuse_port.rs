@@ -139,7 +139,7 @@ async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room(
         "the full instance took a client"
     );
 
-    // One client leaving is not room enough (a twentieth of the limit must be free).
+    // One client leaving is not room enough: more than a twentieth of the limit must be free.
     let mut leaving = clients.drain(..2);
     common::close(leaving.next().unwrap()).await;
     full.wait_for_log("the first departure", |event| {

@@ -80,8 +80,8 @@ pub struct SharedPort {
 }
 
 impl SharedPort {
-    /// Back on the port once a twentieth of the room is free again, so that one client
-    /// leaving does not make the instance bounce on and off it.
+    /// Back on the port once more than a twentieth of the room is free again (with room for
+    /// 20, at 18), so that one client leaving does not make the instance bounce on and off it.
     fn rejoin_below(&self) -> usize {
         self.max_connections - self.max_connections / 20
     }
