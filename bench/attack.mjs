@@ -41,7 +41,8 @@ export function attackSection(attacks) {
       "(Node socket.io does not report them). Command: `bash bench/run.sh --attack` (this " +
       "section alone) or `bash bench/run.sh`.",
     "",
-    "| flood | answers | sessions at peak / end | RSS before / peak / end (MiB) | honest clients: up, gaps, skew p99 / max (ms) |",
+    "| flood | answers | sessions at peak / end | RSS before / peak / end (MiB) " +
+      "| honest clients: up, gaps, skew p99 / max (ms) |",
     "|---|---|---|---|---|",
   ];
   for (const attack of attacks) {
@@ -49,10 +50,12 @@ export function attackSection(attacks) {
       .map(([status, count]) => `${count.toLocaleString("en-US")} × ${status}`)
       .join(", ");
     const honest = attack.honest;
+    const broken = attack.flood.broken ? `, ${attack.flood.broken} broken` : "";
+    const rss = [attack.rss_kib_before, attack.rss_kib_peak, attack.rss_kib_end].map(mib);
     lines.push(
-      `| ${describe(attack)} | ${answers}${attack.flood.broken ? `, ${attack.flood.broken} broken` : ""} ` +
+      `| ${describe(attack)} | ${answers}${broken} ` +
         `| ${attack.sessions_peak ?? "–"} / ${attack.sessions_end ?? "–"} ` +
-        `| ${mib(attack.rss_kib_before)} / ${mib(attack.rss_kib_peak)} / ${mib(attack.rss_kib_end)} ` +
+        `| ${rss.join(" / ")} ` +
         `| ${honest.established} of ${honest.clients}, ${honest.sequence_gaps} gaps, ` +
         `${fmt(honest.skew_ms_p99)} / ${fmt(honest.skew_ms_max)} |`,
     );
