@@ -52,7 +52,7 @@ enum Expect {
 }
 
 /// How many cases the suite holds (the README promises over 100).
-const CASES: usize = 113;
+const CASES: usize = 115;
 
 /// How engine.io ends a session over WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,14 +405,21 @@ fn cases() -> Vec<Case> {
         )]),
         CloseWith(1007, "text frame is not valid UTF-8"),
     ));
+    // The frame limit from both sides: 100 in a second (99 here and the probe's ping) pass,
+    // 101 do not.
     cases.push(case(
-        "ping flood",
-        Frames((0..500).map(|_| frame(FIN | PING, b"p", true)).collect()),
+        "100 frames in a second",
+        Frames((0..99).map(|_| frame(FIN | PING, b"p", true)).collect()),
+        StillStreaming,
+    ));
+    cases.push(case(
+        "ping flood: 101 in a second",
+        Frames((0..101).map(|_| frame(FIN | PING, b"p", true)).collect()),
         CloseWith(1008, "too many messages: more than 100 a second"),
     ));
     cases.push(case(
-        "text flood",
-        Frames((0..500).map(|_| frame(FIN | TEXT, b"t", true)).collect()),
+        "text flood: 101 in a second",
+        Frames((0..101).map(|_| frame(FIN | TEXT, b"t", true)).collect()),
         CloseWith(1008, "too many messages: more than 100 a second"),
     ));
     cases.push(case(
@@ -565,9 +572,16 @@ fn cases() -> Vec<Case> {
         engine(&[""]),
         EngineClosed(SessionEnd::CloseFrame),
     ));
+    // The 64 KiB bound on a socket.io message from both sides: `42/odd,["` and `"]` are 11
+    // bytes around the filler.
     cases.push(case(
-        "message over max payload",
-        engine(&[&format!("42/odd,[\"{}\"]", "a".repeat(70_000))]),
+        "message of exactly 64 KiB",
+        engine(&[&format!("42/odd,[\"{}\"]", "a".repeat(65_536 - 11))]),
+        EngineStillStreaming,
+    ));
+    cases.push(case(
+        "message one byte over 64 KiB",
+        engine(&[&format!("42/odd,[\"{}\"]", "a".repeat(65_536 - 10))]),
         EngineClosed(SessionEnd::CloseFrame),
     ));
     cases
