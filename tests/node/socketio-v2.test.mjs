@@ -193,25 +193,54 @@ test("v2 resume across a restart: the README's query recipe misses nothing", asy
 });
 
 test("v2 refusals: a bad after, an after ahead, an unknown namespace", async () => {
+  // A v2 client hands `/`'s errors to every one of its sockets, and `/` reads the same
+  // connection query: a socket of `/odd` or `/even` refused for its own `after` hears two
+  // errors, `/`'s and its namespace's own, and never connects.
   const cases = [
-    ["/odd", "?after=x", /^after must be a non-negative integer, got "x"$/],
-    ["/", "?after=-1", /^after must be a non-negative integer, got "-1"$/],
-    // A v2 client hears `/`'s errors on every socket: `?even` makes `/` ask for even too.
+    ["/odd", "?after=x", /^after must be a non-negative integer, got "x"$/, 2],
+    ["/", "?after=-1", /^after must be a non-negative integer, got "-1"$/, 1],
+    // `?even` makes `/` ask for even too.
     [
       "/even",
       `?even&after=${Number.MAX_SAFE_INTEGER}`,
       /^after=\d+ is ahead of the even stream, whose last integer is \d+$/,
+      2,
     ],
-    ["/nope", "", /^Invalid namespace$/],
+    ["/nope", "", /^Invalid namespace$/, 1],
   ];
-  for (const [namespace, query, expected] of cases) {
+  for (const [namespace, query, expected, count] of cases) {
     const socket = connectV2(`${server.url}${query}`, namespace, { transports: ["websocket"] });
-    const error = await first(socket, "error");
-    const message = typeof error === "string" ? error : error?.message;
-    assert.match(message, expected, `${namespace}${query}: ${JSON.stringify(error)}`);
+    const errors = await refusals(socket, count, `${namespace}${query}`);
+    for (const error of errors) {
+      const message = typeof error === "string" ? error : error?.message;
+      assert.match(message, expected, `${namespace}${query}: ${JSON.stringify(error)}`);
+    }
+    assert.equal(socket.connected, false, `${namespace}${query} connected`);
     socket.close();
   }
 });
+
+// The first `count` errors of a v2 socket, failing at once if it connects instead.
+function refusals(socket, count, what, timeoutMs = 10000) {
+  const errors = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`${what}: ${errors.length} of ${count} errors in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.on("connect", () => {
+      clearTimeout(timer);
+      reject(new Error(`${what} connected after ${errors.length} errors`));
+    });
+    socket.on("error", (error) => {
+      errors.push(error);
+      if (errors.length === count) {
+        clearTimeout(timer);
+        resolve(errors);
+      }
+    });
+  });
+}
 
 test("v2 refusals: the connection limit answers 503 and the client does not connect", async () => {
   const own = await startServer({ intervalMs: INTERVAL_MS, extraArgs: ["--max-connections", "1"] });
