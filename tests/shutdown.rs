@@ -115,6 +115,18 @@ async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
     stream
 }
 
+/// Whether the server has not closed `stream`: whatever it sent is read, and no end follows.
+fn still_open(stream: &tokio::net::TcpStream) -> bool {
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut buffer) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
 /// The drain's bound is itself the promise; the margin is for a loaded machine.
 #[tokio::test]
 async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_is_0() {
@@ -134,7 +146,7 @@ async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_
         ],
     )
     .await;
-    let _stubborn = stubborn_client(&server).await;
+    let stubborn = stubborn_client(&server).await;
     server
         .wait_for_status("the stubborn client to count", |s| {
             s.odd.subscribers.raw == 1
@@ -157,6 +169,16 @@ async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_
         refused.map(drop).map_err(|error| error.kind()),
         Err(std::io::ErrorKind::ConnectionRefused),
         "a connection during the drain"
+    );
+    // The refusal came while the drain was under way, not from a process already gone: it
+    // still runs, and still holds the client that never lets go.
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the process had exited before the refusal was seen"
+    );
+    assert!(
+        still_open(&stubborn),
+        "the stubborn client was cut before the refusal was seen"
     );
 
     let exit = tokio::time::timeout(DRAIN + MARGIN, server.child.wait())
