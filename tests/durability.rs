@@ -105,11 +105,15 @@ async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_s
 
 /// Starts the binary with `state` as its state file, expecting it to refuse: what it said.
 async fn failed_start(state: &std::path::Path) -> String {
-    let output = Process::command(0, &["--state-file", state.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let output = tokio::time::timeout(
+        common::PATIENCE,
+        Process::command(0, &["--state-file", state.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("a start with a bad state file did not exit in time")
+    .unwrap();
     assert!(!output.status.success(), "started with {}", state.display());
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -51,11 +51,15 @@ async fn instances_with_reuse_port_share_one_port_and_its_clients() {
     );
 
     // Without the flag the port is taken: the instance says so and exits.
-    let refused = Process::command(port, &["--no-state"])
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let refused = tokio::time::timeout(
+        common::PATIENCE,
+        Process::command(port, &["--no-state"])
+            .stderr(std::process::Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("an instance refused the port did not exit in time")
+    .unwrap();
     assert!(!refused.status.success());
     let log = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -62,7 +62,8 @@ bash bench/run.sh --smoke
 step "end-to-end tests with real peers" \
   "(official socket.io-client, ws, headless Chromium, redis-server, redis-sentinel, nginx)"
 # The attack tests flood the server with the benchmark kit's `flood`. A test that hangs fails
-# after 3 minutes (Node's runner would otherwise wait for ever); the longest takes about a minute.
+# after 3 minutes (Node's runner would otherwise wait for ever); the longest takes under half
+# a minute.
 cargo build --locked -p integers -p integers-bench
 (cd tests/node && INTEGERS_BIN="$OLDPWD/target/debug/integers" \
   FLOOD_BIN="$OLDPWD/target/debug/flood" node --test --test-concurrency=1 --test-timeout=180000)

@@ -5,8 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import { once } from "node:events";
-import { startServer, assertConsecutive } from "./server.mjs";
+import { startServer, assertConsecutive, eventWithin } from "./server.mjs";
 
 let server;
 
@@ -42,7 +41,7 @@ function clientFrame(opcode, payload) {
 
 test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   const session = http2.connect(server.url);
-  const [settings] = await once(session, "remoteSettings");
+  const [settings] = await eventWithin(session, "remoteSettings", "the server's HTTP/2 settings");
   assert.equal(settings.enableConnectProtocol, true, "the server offers extended CONNECT");
   const stream = session.request({
     ":method": "CONNECT",
@@ -52,7 +51,7 @@ test("the raw stream over an HTTP/2 extended CONNECT", async () => {
     ":authority": `127.0.0.1:${server.port}`,
     "sec-websocket-version": "13",
   });
-  const [headers] = await once(stream, "response");
+  const [headers] = await eventWithin(stream, "response", "the extended CONNECT's answer");
   assert.equal(headers[":status"], 200);
 
   const integers = [];
@@ -94,7 +93,7 @@ async function openTunnel(session, path) {
     ":authority": "127.0.0.1",
     "sec-websocket-version": "13",
   });
-  const [headers] = await once(stream, "response");
+  const [headers] = await eventWithin(stream, "response", `the answer to CONNECT ${path}`);
   const tunnel = { stream, status: headers[":status"], integers: [], body: "" };
   let pending = Buffer.alloc(0);
   tunnel.closed = new Promise((resolve, reject) => {
@@ -123,7 +122,12 @@ async function openTunnel(session, path) {
     });
   });
   tunnel.closed.catch(() => {});
-  tunnel.ended = once(stream, "end").catch(() => {});
+  // A stream error ends the answer too; only a missing end is a failure.
+  const ended = eventWithin(stream, "end", `the end of the answer to CONNECT ${path}`);
+  tunnel.ended = ended.catch((error) => {
+    if (error.message.startsWith("timed out")) throw error;
+  });
+  tunnel.ended.catch(() => {});
   return tunnel;
 }
 

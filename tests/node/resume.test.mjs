@@ -98,8 +98,18 @@ test("an after that cannot be honoured gets connect_error with the reason", asyn
   for (const [namespace, auth, message] of cases) {
     const socket = connect(namespace, { auth });
     const error = await new Promise((resolve, reject) => {
-      socket.once("connect_error", resolve);
-      socket.once("connect", () => reject(new Error(`${JSON.stringify(auth)} was accepted`)));
+      const timer = setTimeout(
+        () => reject(new Error(`no connect_error for ${JSON.stringify(auth)} in 10 s`)),
+        10000,
+      );
+      socket.once("connect_error", (error) => {
+        clearTimeout(timer);
+        resolve(error);
+      });
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        reject(new Error(`${JSON.stringify(auth)} was accepted`));
+      });
     });
     assert.match(error.message, message, JSON.stringify(auth));
   }

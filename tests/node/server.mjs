@@ -182,3 +182,22 @@ export async function startGate() {
     },
   };
 }
+
+// The first `name` event of `emitter` (its arguments, as `once` gives them), or an error
+// naming `what` once `timeoutMs` has passed.
+export function eventWithin(emitter, name, what, timeoutMs = 10000) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  return once(emitter, name, { signal: abort.signal }).then(
+    (args) => {
+      clearTimeout(timer);
+      return args;
+    },
+    (error) => {
+      clearTimeout(timer);
+      throw error.name === "AbortError"
+        ? new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+        : error;
+    },
+  );
+}

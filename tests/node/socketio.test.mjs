@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { io, Manager } from "socket.io-client";
 import WebSocket from "ws";
-import { startServer, collect, assertConsecutive } from "./server.mjs";
+import { startServer, collect, assertConsecutive, eventWithin } from "./server.mjs";
 
 let server;
 const sockets = [];
@@ -69,7 +69,7 @@ test('the wire format is 42/<ns>,["integer",N]', async () => {
       ws.send("3"); // answer heartbeats, and leave them out of what we check
     else frames.push(frame);
   });
-  await new Promise((resolve) => ws.once("open", resolve));
+  await eventWithin(ws, "open", "the engine.io WebSocket to open");
   ws.send("40/even,");
   const deadline = Date.now() + 5000;
   while (frames.filter((f) => f.startsWith("42")).length < 2 && Date.now() < deadline)
@@ -141,7 +141,7 @@ test("/ with auth { even: true } on a connection shared with /odd is even", asyn
 
 test("an unknown namespace gets connect_error", async () => {
   const socket = connect("/nope");
-  const error = await new Promise((resolve) => socket.once("connect_error", resolve));
+  const [error] = await eventWithin(socket, "connect_error", "connect_error for /nope");
   assert.equal(error.message, "Invalid namespace");
   assert.equal(socket.connected, false);
 });
@@ -151,7 +151,7 @@ test("socket.io and raw clients of one parity receive identical integers", async
     const socket = connect(`/${parity}`);
     const fromSocketIo = integers(socket, 12);
     // The raw client joins once the socket.io client is receiving, so their integers overlap.
-    await new Promise((resolve) => socket.once("integer", resolve));
+    await eventWithin(socket, "integer", `a first ${parity} integer over socket.io`);
     const fromRaw = await rawIntegers(`/_ws/${parity === "even" ? "?even" : ""}`, 6);
     const seen = await fromSocketIo;
     assertConsecutive(assert, seen, parity);
