@@ -141,6 +141,62 @@ async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_and_a_2
     );
 }
 
+/// A socket.io v2 client (engine.io v3) drives the heartbeat itself: the server answers each of
+/// its pings, and once its pings stop coming (a half-open peer) it stops counting within the
+/// same bound.
+#[tokio::test]
+async fn a_half_open_socketio_v2_client_stops_counting_within_the_heartbeat_and_a_2_s_margin() {
+    let server = TestServer::start_with(heartbeat_config()).await;
+    let proxy = FreezableProxy::start(server.addr).await;
+    let url = format!("ws://{}/socket.io/?EIO=3&transport=websocket", proxy.addr);
+    let (mut ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("no engine.io v3 upgrade in time")
+        .unwrap();
+    ws.send(Message::text("40/even,")).await.unwrap();
+    // It pings more often than the interval; every ping is answered, and integers flow.
+    let (mut pongs, mut integers) = (0, Vec::new());
+    let mut pings = tokio::time::interval(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while pongs < 5 || integers.len() < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pongs} pongs and {integers:?} in {PATIENCE:?}"
+        );
+        tokio::select! {
+            _ = pings.tick() => ws.send(Message::text("2")).await.unwrap(),
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) if text.as_str() == "3" => pongs += 1,
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(n) = text
+                        .strip_prefix("42/even,[\"integer\",")
+                        .and_then(|rest| rest.strip_suffix(']'))
+                    {
+                        integers.push(n.parse::<u64>().unwrap());
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the v2 session ended while it pinged: {other:?}"),
+            },
+        }
+    }
+    assert_consecutive(&integers);
+    assert_eq!(server.status().await.even.subscribers.socketio, 1);
+
+    proxy.freeze();
+    let frozen_at = tokio::time::Instant::now();
+    server
+        .wait_for_status("the half-open socket.io v2 client to be dropped", |s| {
+            s.even.subscribers.socketio == 0 && !s.even.running
+        })
+        .await;
+    assert!(
+        frozen_at.elapsed() < heartbeat_bound(&heartbeat_config()) + MARGIN,
+        "took {:?}",
+        frozen_at.elapsed()
+    );
+}
+
 /// A frame as the server sends it: unmasked, with a payload under 126 bytes.
 fn split_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
     let (&first, &length) = (bytes.first()?, bytes.get(1)?);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, assert_consecutive, close, next_integers};
+use common::{PATIENCE, TestServer, assert_consecutive, close, http, next_integers};
 
 #[tokio::test]
 async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
@@ -31,6 +31,19 @@ async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
         "even advanced although nobody asked for it"
     );
     assert!(!status.odd.running && !status.even.running);
+    // The metrics give the same last integers while the streams stand still, and 0 for a
+    // stream that has produced none.
+    let metrics = http(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    for line in [
+        format!("integers_last{{type=\"odd\"}} {last}"),
+        "integers_last{type=\"even\"} 0".to_owned(),
+    ] {
+        assert!(
+            metrics.body.lines().any(|metric| metric == line),
+            "no `{line}` in\n{}",
+            metrics.body
+        );
+    }
 
     let mut odd = server.raw("/_ws/").await;
     let resumed = next_integers(&mut odd, 2).await;

@@ -122,6 +122,31 @@ test("a v2 client of /even alone leaves odd idle, even past the decision for /",
   }
 });
 
+test("a namespace asked for after the decision takes / off its stream", async () => {
+  const own = await startServer({ intervalMs: INTERVAL_MS });
+  try {
+    const manager = new ioV2.Manager(own.url, { reconnection: false, transports: ["websocket"] });
+    const root = manager.socket("/");
+    opened.push(root);
+    // `/` follows odd once the decision is made.
+    await first(root, "integer", ROOT_DECISION_MS + 10000);
+    assert.equal((await own.status()).odd.subscribers.socketio, 1);
+    // Later, the same connection asks for /even: `/` stops following, and odd idles.
+    const even = manager.socket("/even");
+    opened.push(even);
+    await first(even, "integer");
+    await own.waitForStatus(
+      "`/` off the odd stream, /even on its own",
+      (s) =>
+        s.odd.subscribers.socketio === 0 && !s.odd.running && s.even.subscribers.socketio === 1,
+    );
+    assert.equal(root.connected, true, "`/` stays connected");
+    assert.match(own.log(), /socket\.io v2 client joined another namespace: `\/` stops following/);
+  } finally {
+    await own.stop();
+  }
+});
+
 test("a v2 client of / gets every odd integer from the moment it connected", async () => {
   // A keeper keeps odd moving throughout.
   const keeper = ioV4(`${server.url}/odd`, { forceNew: true, transports: ["websocket"] });
