@@ -89,12 +89,29 @@ async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
             saved_at < first_departure && first_departure.is_some(),
             "signal {signal}: a client was let go before the positions were saved:\n{log}"
         );
-        // The exact last integer, not a reservation ahead of it: what the raw client read
-        // last, or one more that was produced as the shutdown began and not sent.
+        // Not a reservation ahead: what the raw client read last, or one more, produced as
+        // the shutdown began and not sent (from outside, the two cannot be told apart from a
+        // position saved one ahead).
         let odd = saved["odd"].as_u64().unwrap();
         assert!(
             odd == last_read || odd == last_read + 2,
             "signal {signal}: saved {saved} after the client read up to {last_read}"
+        );
+        // The next process continues exactly where the last stopped, and the client let go
+        // misses nothing: resuming after what it read, it is sent that one integer too.
+        let next = Process::start(0, &["--interval-ms", "20", "--state-file", state_arg]).await;
+        let mut fresh = next.raw("/_ws/").await;
+        assert_eq!(
+            next_integers(&mut fresh, 1).await,
+            [odd + 2],
+            "signal {signal}: the stream did not continue after {odd}"
+        );
+        let mut resumed = next.raw(&format!("/_ws/?after={last_read}")).await;
+        let replay = next_integers(&mut resumed, 2).await;
+        assert_eq!(
+            replay,
+            [last_read + 2, last_read + 4],
+            "signal {signal}: resumed after {last_read} with {saved} saved"
         );
     }
 }
