@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation run of the core modules: each mutant of stream/ (parity, feed, resume), fanout,
-# source/ (the clock, the local ticker, the state file), and the edge's request reading and
-# admission is built and run against the unit tests and the integration tests that drive those
+# source/ (the clock, the local ticker, the state file), and the edge's request reading,
+# admission and session counts is built and run against the unit tests and the integration tests that drive those
 # modules (scope and exclusions: .cargo/mutants.toml).
 # Not part of CI. The outcome lands in mutants.out/ (caught.txt, missed.txt, timeout.txt,
 # unviable.txt).

@@ -232,6 +232,11 @@ mod tests {
             sessions.open(A).unwrap_err(),
             SessionRefusal::PeerPending(2)
         );
+        assert_eq!(
+            sessions.open(A).unwrap_err(),
+            SessionRefusal::PeerPending(2),
+            "a refusal keeps the address's count"
+        );
         let _other = sessions.open(B).expect("another address is not held up");
         first.join();
         let _third = sessions.open(A).expect("a joined session is not pending");
@@ -251,6 +256,20 @@ mod tests {
         drop(tickets);
         assert_eq!(sessions.counts(), SessionCounts::default());
         assert_eq!(sessions.peers_pending(), 0);
+    }
+
+    #[test]
+    fn a_ticket_keeps_its_session_id_and_says_whether_it_joined() {
+        let sessions = Sessions::new(1, 1);
+        let ticket = sessions.open(A).unwrap();
+        assert_eq!(ticket.session(), None);
+        assert!(!ticket.is_joined());
+        let sid = Sid::new();
+        ticket.set_session(sid);
+        ticket.set_session(Sid::new());
+        assert_eq!(ticket.session(), Some(sid), "the first id recorded stays");
+        ticket.join();
+        assert!(ticket.is_joined());
     }
 
     #[tokio::test]
