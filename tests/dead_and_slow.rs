@@ -126,17 +126,22 @@ async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_and_a_2
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
     let _ws = socketio_websocket(&url, "/even", 3).await;
     assert_eq!(server.status().await.even.subscribers.socketio, 1);
+    even_socket_dropped_once_frozen(&server, &proxy, "the half-open socket.io client").await;
+}
 
+/// Freezes `proxy`, then waits for the server to drop its one socket.io client of even, within
+/// the heartbeat bound.
+async fn even_socket_dropped_once_frozen(server: &TestServer, proxy: &FreezableProxy, who: &str) {
     proxy.freeze();
     let frozen_at = tokio::time::Instant::now();
     server
-        .wait_for_status("the half-open socket.io client to be dropped", |s| {
+        .wait_for_status(&format!("{who} to be dropped"), |s| {
             s.even.subscribers.socketio == 0 && !s.even.running
         })
         .await;
     assert!(
         frozen_at.elapsed() < heartbeat_bound(&heartbeat_config()) + MARGIN,
-        "took {:?}",
+        "{who} took {:?}",
         frozen_at.elapsed()
     );
 }
@@ -182,19 +187,7 @@ async fn a_half_open_socketio_v2_client_stops_counting_within_the_heartbeat_and_
     }
     assert_consecutive(&integers);
     assert_eq!(server.status().await.even.subscribers.socketio, 1);
-
-    proxy.freeze();
-    let frozen_at = tokio::time::Instant::now();
-    server
-        .wait_for_status("the half-open socket.io v2 client to be dropped", |s| {
-            s.even.subscribers.socketio == 0 && !s.even.running
-        })
-        .await;
-    assert!(
-        frozen_at.elapsed() < heartbeat_bound(&heartbeat_config()) + MARGIN,
-        "took {:?}",
-        frozen_at.elapsed()
-    );
+    even_socket_dropped_once_frozen(&server, &proxy, "the half-open socket.io v2 client").await;
 }
 
 /// A frame as the server sends it: unmasked, with a payload under 126 bytes.

@@ -118,7 +118,10 @@ impl Admission {
         if let Err(refusal) = &verdict {
             telemetry::refused(match refusal {
                 Refusal::OriginNotAllowed(_) => Refused::Origin,
-                _ => Refused::ConnectionLimit,
+                // `verdict` refuses no session; those are counted by `open_session`.
+                Refusal::TooManyConnections(_)
+                | Refusal::TooManySessions(_)
+                | Refusal::TooManyPending(..) => Refused::ConnectionLimit,
             });
         }
         verdict
