@@ -248,7 +248,11 @@ test("a raw client flooding frames is closed with 1008 and the reason", async ()
       await eventWithin(ws, "open", "a flooding client's WebSocket to open");
       for (let i = 0; i < 300; i++) ws.ping();
       const timer = setTimeout(() => ws.terminate(), 10000);
-      const [code, reason] = await once(ws, "close");
+      // A reset would show as an error event first, and no close code: the assertion says so.
+      ws.on("error", () => {});
+      const [code, reason] = await new Promise((resolve) =>
+        ws.on("close", (...args) => resolve(args)),
+      );
       clearTimeout(timer);
       return [code, reason.toString()];
     }),
@@ -374,7 +378,8 @@ test("slowloris: a head that trickles in is dropped at the 10 s head limit", asy
       socket.write("GET /status HTTP/1.1\r\nHost: t\r\n");
       const drip = setInterval(() => socket.write("x-drip: 1\r\n"), 500);
       const guard = setTimeout(() => socket.destroy(), 20000);
-      await once(socket, "close");
+      // Dropped by a FIN or a reset alike: `once` would reject on the reset's error event.
+      await new Promise((resolve) => socket.on("close", resolve));
       clearInterval(drip);
       clearTimeout(guard);
       return Date.now() - started;
