@@ -118,7 +118,8 @@ struct LaneShards<R> {
 
 impl<R: Recipient> Fanout<R> {
     /// Starts `shards` tasks per lane, serving the clients of `protocol` that join until
-    /// `shutdown`, and replaying at most `max_replay` missed integers to a resuming one.
+    /// `shutdown` (cancel it only once the source has stopped: each shard then hands out the
+    /// last integer before it ends), and replaying at most `max_replay` missed integers to a resuming one.
     pub fn start(
         feed: &Feed,
         protocol: Protocol,
@@ -219,10 +220,19 @@ async fn run_shard<R: Recipient>(
     let mut connections: Vec<Weak<R>> = Vec::new();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
-    loop {
+    let mut last_pass = false;
+    while !last_pass {
         tokio::select! {
             biased;
-            _ = &mut stopping => return,
+            // Ordering rule: `shutdown` is cancelled only once the source has stopped, so the
+            // lane's last integer is final. A shard that has not passed it yet makes one more
+            // pass, so that every client still connected gets it before it is let go.
+            _ = &mut stopping => {
+                if !last_sent.has_changed().unwrap_or(false) {
+                    return;
+                }
+                last_pass = true;
+            }
             changed = last_sent.changed() => if changed.is_err() { return },
         }
         let pass = Pass {
@@ -298,7 +308,46 @@ impl Owed {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
+
+    /// Records the last integer it was handed.
+    struct Last(AtomicU64);
+
+    impl Recipient for Last {
+        type ShardState = ();
+        const SERVED_BETWEEN_YIELDS: usize = 64;
+
+        fn deliver(&self, pass: &Pass, _: &mut ()) -> Option<u64> {
+            self.0.store(pass.last, Ordering::Relaxed);
+            Some(1)
+        }
+    }
+
+    /// The shutdown's ordering rule: the source has stopped, its last integer was published
+    /// just before the shards' token was cancelled, and no shard has run since. Each shard
+    /// still hands it out before it ends.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_shard_stopping_hands_out_the_last_integer_first() {
+        let feed = Feed::new([0, 0], 8);
+        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let fanout = Fanout::<Last>::start(&feed, Protocol::Raw, 2, 8, (), &shutdown, &tasks);
+        tasks.close();
+        // The shards start, and wait for a tick.
+        tokio::task::yield_now().await;
+        let subscription = fanout.subscribe(&feed, Parity::Odd, Resume::default(), |_| Started {
+            client: Arc::new(Last(AtomicU64::new(0))),
+            replayed: 0,
+            served: true,
+        });
+        assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+        shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the shards did not end once cancelled");
+        assert_eq!(subscription.client.0.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn what_a_client_is_owed() {

@@ -155,7 +155,10 @@ pub async fn serve(
         sessions,
     );
 
-    // Cancelled once the source has stopped: the clients' cue to go (see the shutdown below).
+    // Cancelled once the source has stopped: the shards' cue to hand out the last integer and
+    // end (see the shutdown below).
+    let delivering = CancellationToken::new();
+    // Cancelled once the shards have ended: the clients' cue to go.
     let departing = CancellationToken::new();
     // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -173,7 +176,7 @@ pub async fn serve(
         cores,
         config.max_backlog,
         RawShard::new(raw_limits.heartbeat),
-        &departing,
+        &delivering,
         &shards,
     );
     let socketio_fanout = Fanout::<Subscriber>::start(
@@ -182,7 +185,7 @@ pub async fn serve(
         cores,
         config.max_backlog,
         (),
-        &departing,
+        &delivering,
         &shards,
     );
     shards.close();
@@ -255,9 +258,13 @@ pub async fn serve(
         // The source stops while the runtime is quiet: closing thousands of clients at once
         // keeps it busy for a while, and in a cluster the lease must be handed over within
         // Redis's answer time, or the next leader waits out the lease and the stream stalls.
-        // Once it has stopped, the positions are final (and saved, alone): clients leaving
-        // after that miss nothing.
+        // Once it has stopped, the positions are final (and saved, alone).
         let _ = source.await;
+        // Ordering rule: the shards hand every client the last integer before any client is
+        // let go, so the saved position is the last integer each connected client got, and a
+        // client resuming from it misses nothing.
+        delivering.cancel();
+        shards.wait().await;
         departing.cancel();
         depart_all(&io);
         io.close().await;
@@ -266,7 +273,6 @@ pub async fn serve(
         }
         raw_connections.close();
         raw_connections.wait().await;
-        shards.wait().await;
     })
     .await;
     if drained.is_err() {
