@@ -330,6 +330,7 @@ if [ "$attack_only" = 1 ]; then
 fi
 
 if [ "$smoke" = 1 ]; then
+  # Promise: stream-exactly-once
   scenario smoke ours raw 200 50 3
   # A fifth of the socket.io clients on long-polling, so that path of the kit runs too.
   loadgen_extra=(--polling-share 0.2)
@@ -352,6 +353,7 @@ if [ "$smoke" = 1 ]; then
       if (!clean) process.exit(1);
     }' "$runs"
   # The deploy storm, small: every client back through a SIGTERM and a kill -9, nothing missed.
+  # Promise: storm-all-back, storm-health-first, durable-crash-no-repeat
   storm_scenario storm-smoke SIGTERM 200 12 ours
   storm_scenario storm-smoke SIGKILL 200 12 ours
   node -e '

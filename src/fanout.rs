@@ -119,7 +119,8 @@ struct LaneShards<R> {
 impl<R: Recipient> Fanout<R> {
     /// Starts `shards` tasks per lane, serving the clients of `protocol` that join until
     /// `shutdown` (cancel it only once the source has stopped: each shard then hands out the
-    /// last integer before it ends), and replaying at most `max_replay` missed integers to a resuming one.
+    /// last integer before it ends), and replaying at most `max_replay` missed integers to a
+    /// resuming one.
     pub fn start(
         feed: &Feed,
         protocol: Protocol,
@@ -328,6 +329,7 @@ mod tests {
     /// The shutdown's ordering rule: the source has stopped, its last integer was published
     /// just before the shards' token was cancelled, and no shard has run since. Each shard
     /// still hands it out before it ends.
+    // Promise: restart-last-integer
     #[tokio::test(flavor = "current_thread")]
     async fn a_shard_stopping_hands_out_the_last_integer_first() {
         let feed = Feed::new([0, 0], 8);

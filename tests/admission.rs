@@ -5,6 +5,8 @@ mod common;
 use common::{TestServer, http, next_integers, test_config, upgrade_request};
 use integers::Config;
 
+// Promise: limit-connections-503, attack-session-503, attack-upgrade-churn, flag-max-connections
+// Promise: health-ok
 #[tokio::test]
 async fn past_the_connection_limit_new_streams_get_503_with_retry_after() {
     let server = TestServer::start_with(Config {
@@ -46,6 +48,7 @@ async fn past_the_connection_limit_new_streams_get_503_with_retry_after() {
     let _third = server.raw("/_ws/").await;
 }
 
+// Promise: flag-allowed-origins, origin-refused, origin-no-header
 #[tokio::test]
 async fn only_allowed_origins_may_connect_when_a_list_is_set() {
     let server = TestServer::start_with(Config {
@@ -117,6 +120,7 @@ async fn only_allowed_origins_may_connect_when_a_list_is_set() {
 }
 
 /// With no list set every origin may connect, browsers' included.
+// Promise: flag-allowed-origins
 #[tokio::test]
 async fn without_a_list_every_origin_is_allowed() {
     let server = TestServer::start_with(Config {

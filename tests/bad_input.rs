@@ -867,6 +867,11 @@ async fn next_frame(ws: &mut common::Ws) -> Result<Result<String, Ended>, String
     }
 }
 
+// Promise: http-404, raw-after-bad-400, raw-ignored, raw-big-1009, raw-bad-frame, raw-flood-1008
+// Promise: raw-plain-get-426, raw-bad-upgrade-400, sio-bad-namespace, sio-after-bad
+// Promise: sio-eio-refused, limit-raw-message, limit-sio-message, limit-frames-100, limit-head-431
+// Promise: attack-honest-clients, attack-frame-flood, bad-input-answers, bad-input-115-cases
+// Promise: flag-max-client-message
 #[tokio::test]
 async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
     let server = TestServer::start_with(Config {
@@ -952,6 +957,7 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
 /// A client that trickles a request head (slowloris) loses its connection when the README's
 /// 10 s for a request head are up, instead of holding it, and its place under the connection
 /// limit, for ever. The margin above 10 s is for a loaded machine's timers.
+// Promise: limit-head-10s, attack-slowloris
 #[tokio::test]
 async fn a_request_head_that_never_ends_is_dropped_at_10_s_with_a_2_s_margin() {
     const PROMISED: Duration = Duration::from_secs(10);

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use common::{
     PATIENCE, Process, TestServer, assert_consecutive, next_integers, socketio_websocket,
     test_config,
@@ -93,6 +95,7 @@ fn heartbeat_config() -> Config {
     }
 }
 
+// Promise: raw-dead-1013, dead-peer-bound, dead-stream-idles
 #[tokio::test]
 async fn a_half_open_raw_client_stops_counting_within_the_heartbeat_and_a_2_s_margin() {
     let server = TestServer::start_with(heartbeat_config()).await;
@@ -119,6 +122,7 @@ async fn a_half_open_raw_client_stops_counting_within_the_heartbeat_and_a_2_s_ma
     );
 }
 
+// Promise: sio-vanished, dead-peer-bound, dead-stream-idles
 #[tokio::test]
 async fn a_half_open_socketio_client_stops_counting_within_the_heartbeat_and_a_2_s_margin() {
     let server = TestServer::start_with(heartbeat_config()).await;
@@ -149,6 +153,7 @@ async fn even_socket_dropped_once_frozen(server: &TestServer, proxy: &FreezableP
 /// A socket.io v2 client (engine.io v3) drives the heartbeat itself: the server answers each of
 /// its pings, and once its pings stop coming (a half-open peer) it stops counting within the
 /// same bound.
+// Promise: sio-heartbeat, sio-vanished, dead-peer-bound
 #[tokio::test]
 async fn a_half_open_socketio_v2_client_stops_counting_within_the_heartbeat_and_a_2_s_margin() {
     let server = TestServer::start_with(heartbeat_config()).await;
@@ -197,12 +202,14 @@ fn split_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
     Some((first & 0x0f, bytes.get(2..end)?, end))
 }
 
+// Promise: raw-ping, raw-dead-1013, flag-ping-timeout-ms
 #[tokio::test]
 async fn a_raw_client_that_reads_but_never_answers_a_ping_is_dropped_in_time_with_a_2_s_margin() {
     // Ticks every 50 ms carry the ping.
     silent_raw_client_is_told_and_dropped(heartbeat_config()).await;
 }
 
+// Promise: raw-ping, dead-slow-ticks
 #[tokio::test]
 async fn without_ticks_to_carry_it_the_ping_still_goes_out_in_time_with_a_2_s_margin() {
     // Ticks every 10 s: the connection sends its ping alone.
@@ -306,6 +313,46 @@ async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
     .await
 }
 
+/// Reads a raw client's integers into `seen` until the server's close frame, and returns its
+/// code and reason.
+async fn read_to_close(ws: &mut common::Ws, seen: &mut Vec<u64>) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("no close frame in time")
+        {
+            Some(Ok(Message::Text(text))) => seen.push(text.parse().unwrap()),
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the stream ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// A server that cuts raw clients only for a stalled write of `ping_timeout_ms`: ticks every
+/// millisecond, heartbeats a minute apart, a backlog far beyond what fills a socket.
+async fn stall_only_server(ping_timeout_ms: &str) -> Process {
+    let flags = [
+        "--interval-ms",
+        "1",
+        "--client-backlog",
+        "65536",
+        "--ping-interval-ms",
+        "60000",
+    ];
+    Process::start(
+        0,
+        &[
+            &["--no-state", "--ping-timeout-ms", ping_timeout_ms][..],
+            &flags[..],
+        ]
+        .concat(),
+    )
+    .await
+}
+
 /// Whether `reason` is the close reason of a client cut for being more than the backlog behind.
 fn is_backlog_reason(reason: &str) -> bool {
     let Some(why) = reason
@@ -319,6 +366,7 @@ fn is_backlog_reason(reason: &str) -> bool {
 
 /// The backlog alone: heartbeats are a minute apart and the slow clients read all the time,
 /// so neither a missed heartbeat nor a stalled write can be what cuts them.
+// Promise: raw-backlog-1013, slow-raw-backlog, slow-raw-1013, log-slow-client
 #[tokio::test]
 async fn slow_readers_are_cut_by_the_backlog_with_a_reason_while_fast_ones_see_everything() {
     const SLOW: usize = 10;
@@ -382,21 +430,7 @@ async fn slow_readers_are_cut_by_the_backlog_with_a_reason_while_fast_ones_see_e
                 }
                 // Now read everything that was queued for it: its integers in order, then the
                 // reason.
-                let close = loop {
-                    match tokio::time::timeout(PATIENCE, ws.next())
-                        .await
-                        .expect("no close in time")
-                    {
-                        Some(Ok(Message::Text(text))) => seen.push(text.parse().unwrap()),
-                        Some(Ok(Message::Close(Some(frame)))) => {
-                            break (u16::from(frame.code), frame.reason.to_string());
-                        }
-                        Some(Ok(_)) => {}
-                        other => {
-                            panic!("slow client's stream ended without a close frame: {other:?}")
-                        }
-                    }
-                };
+                let close = read_to_close(&mut ws, &mut seen).await;
                 (seen, close)
             })
         })
@@ -442,39 +476,37 @@ async fn slow_readers_are_cut_by_the_backlog_with_a_reason_while_fast_ones_see_e
 /// A stalled write alone: a client that never reads, with heartbeats a minute apart and a
 /// backlog far larger than what fills its socket, is cut when a write has waited
 /// `--ping-timeout-ms`.
+// Promise: raw-stalled-1013, slow-raw-stalled, slow-raw-1013, flag-write-timeout, log-connections
 #[tokio::test]
 async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
-    let server = Process::start(
-        0,
-        &[
-            "--no-state",
-            "--interval-ms",
-            "1",
-            "--client-backlog",
-            "65536",
-            "--ping-interval-ms",
-            "60000",
-            "--ping-timeout-ms",
-            "500",
-        ],
-    )
-    .await;
+    let server = stall_only_server("1500").await;
     let mut bystander = server.raw("/_ws/").await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut silent = socket.connect(server.addr).await.unwrap();
-    silent
-        .write_all(common::upgrade_request("/_ws/").as_bytes())
-        .await
-        .unwrap();
+    let url = server.ws_url("/_ws/");
+    let mut silent = small_buffer_client(server.addr, &url).await;
     // Filling a socket's buffers one small frame a millisecond takes a few seconds.
+    server
+        .wait_for_log_within(3 * PATIENCE, "the silent client cut", |event| {
+            event["message"] == "client too slow, disconnecting"
+        })
+        .await;
+    // Reading at once, within the timeout the close waits, it gets its integers, then why.
+    let mut seen = Vec::new();
+    let (code, reason) = read_to_close(&mut silent, &mut seen).await;
+    assert_consecutive(&seen);
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            1013,
+            "too slow: a write waited 1.5s for the client to read; reconnect with after"
+        )
+    );
     let event = server
-        .wait_for_log_within(3 * PATIENCE, "the silent client's disconnect", |event| {
+        .wait_for_log("the silent client's disconnect", |event| {
             event["message"] == "disconnected" && event["reason"] != "client closed"
         })
         .await;
     assert_eq!(
-        event["reason"], "client too slow: a write waited 500ms for the client to read",
+        event["reason"], "client too slow: a write waited 1.5s for the client to read",
         "{event}"
     );
     server
@@ -486,9 +518,81 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
     drop(silent);
 }
 
+/// Nobody else's delivery waits for a client whose socket has stopped taking writes: a
+/// bystander's integers keep coming every tick while five clients that never read stall, until
+/// the server cuts them, `--ping-timeout-ms` after their writes stopped. Were a tick's delivery
+/// to wait on a full socket, the bystander would wait as long.
+// Promise: slow-others-unaffected
+#[tokio::test]
+async fn while_clients_stall_a_bystander_s_integers_keep_coming_every_tick() {
+    const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+    let server = stall_only_server("3000").await;
+    let mut bystander = server.raw("/_ws/").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut longest, mut count, mut last) = (Duration::ZERO, 0, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                next_integers(&mut bystander, 1).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+                count += 1;
+            }
+            (longest, count)
+        }
+    });
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(server.addr).await.unwrap();
+        stream
+            .write_all(common::upgrade_request("/_ws/").as_bytes())
+            .await
+            .unwrap();
+        silent.push(stream);
+    }
+    server
+        .wait_for_status("the silent clients to count", |s| {
+            s.odd.subscribers.raw == 6
+        })
+        .await;
+    // Their buffers fill within seconds at a tick a millisecond; then they stall for the timeout.
+    let deadline = Instant::now() + 3 * PATIENCE;
+    loop {
+        let log = server.log.lock().unwrap().clone();
+        let stalled = log
+            .lines()
+            .filter(|line| line.contains("a write waited 3s for the client to read"))
+            .count();
+        if stalled >= 5 * 2 {
+            // Two lines each: the warning as it is cut, and its departure.
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the silent clients were not cut for their stalled writes in time:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (longest, count) = tokio::time::timeout(PATIENCE, reading)
+        .await
+        .expect("the bystander stopped reading")
+        .unwrap();
+    assert!(
+        longest < STALL_TIMEOUT / 4,
+        "the bystander waited {longest:?} between two integers while clients stalled \
+         ({count} integers read)"
+    );
+    drop(silent);
+}
+
 /// A socket.io client over WebSocket that reads, and answers every heartbeat, but slower than
 /// the integers come: its queue fills and it is disconnected with a socket.io disconnect
 /// packet ("io server disconnect"), after the integers it was sent, in order.
+// Promise: slow-sio-backlog, slow-sio-queue-full, flag-client-backlog, log-slow-client
 #[tokio::test]
 async fn a_slow_socketio_websocket_client_is_disconnected_by_its_backlog() {
     let server = Process::start(

@@ -10,6 +10,7 @@ use common::{PATIENCE, Process, http, upgrade_request};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// socket.io clients are told the default heartbeat in the engine.io open packet.
+// Promise: sio-heartbeat, dead-default-15s, flag-ping-interval-ms, flag-ping-timeout-ms
 #[tokio::test]
 async fn socketio_heartbeat_defaults_to_10_s_every_5_s_to_answer() {
     let server = Process::start(0, &["--no-state"]).await;
@@ -32,6 +33,7 @@ async fn socketio_heartbeat_defaults_to_10_s_every_5_s_to_answer() {
 /// A raw client that reads everything and answers nothing: pinged 10 s after it connected
 /// (with the next tick, a second apart by default), closed 5 s later. The 2 s margin is for
 /// a loaded machine; the lower bounds are exact.
+// Promise: raw-dead-1013, dead-default-15s, flag-ping-interval-ms, flag-ping-timeout-ms
 #[tokio::test]
 async fn raw_heartbeat_defaults_to_a_ping_at_10_s_and_a_close_at_15_s_with_a_2_s_margin() {
     const MARGIN: Duration = Duration::from_secs(2);
@@ -94,6 +96,7 @@ async fn raw_heartbeat_defaults_to_a_ping_at_10_s_and_a_close_at_15_s_with_a_2_s
     );
 }
 
+// Promise: flag-log-json, log-stderr, log-json-fields
 #[tokio::test]
 async fn logs_are_json_lines_when_stderr_is_not_a_terminal() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"))
@@ -147,6 +150,7 @@ async fn start_with_files_limit(soft: u64, hard: u64) -> Process {
 /// The README: the server raises its soft open-files limit to the hard one and, unless
 /// `--max-connections` is lower, admits about that many connections (a few files are kept
 /// for itself).
+// Promise: limit-connections-503, flag-max-connections, systemd-nofile
 #[tokio::test]
 async fn the_connection_limit_follows_the_open_files_limit() {
     const HARD: u64 = 200;
@@ -187,6 +191,7 @@ async fn the_connection_limit_follows_the_open_files_limit() {
 
 /// Every flag has an environment variable fallback: here the address, the state, the log
 /// format, the tick and the client message bound all come from the environment.
+// Promise: raw-big-1009, flag-env, flag-host, flag-port, flag-max-client-message, flag-log-json
 #[tokio::test]
 async fn flags_fall_back_to_their_environment_variables() {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
@@ -230,6 +235,7 @@ async fn flags_fall_back_to_their_environment_variables() {
 
 /// The README: one client address may hold at most a quarter of the connection limit in
 /// socket.io sessions not yet joined; past that, its handshakes get 429.
+// Promise: attack-peer-429, flag-max-pending-per-peer
 #[tokio::test]
 async fn an_address_holds_at_most_a_quarter_of_the_limit_in_pending_sessions() {
     let server = Process::start(0, &["--no-state", "--max-connections", "40"]).await;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use common::{Process, assert_consecutive, close_frame, next_integers, state_dir};
 use futures_util::StreamExt;
 
+// Promise: stream-restart, restart-save-exact, resume-after-restart, durable-graceful-exact
+// Promise: flag-state-file
 #[tokio::test]
 async fn a_graceful_restart_continues_exactly() {
     let state = state_dir("graceful").join("state.json");
@@ -57,6 +59,7 @@ async fn a_graceful_restart_continues_exactly() {
     );
 }
 
+// Promise: stream-restart, durable-crash-no-repeat, durable-crash-skip
 #[tokio::test]
 async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_skipped() {
     // The README: a crash skips at most about 10 s worth of ticks, the block reserved ahead.
@@ -118,6 +121,7 @@ async fn failed_start(state: &std::path::Path) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+// Promise: state-file-bad-stops
 #[tokio::test]
 async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
     let state = state_dir("corrupt").join("state.json");
@@ -132,6 +136,7 @@ async fn a_corrupt_state_file_stops_the_start_and_names_the_file() {
     );
 }
 
+// Promise: state-file-no-state, flag-no-state
 #[tokio::test]
 async fn without_state_the_streams_start_at_1_and_2_every_time_and_nothing_is_written() {
     let dir = state_dir("stateless");
@@ -155,6 +160,7 @@ async fn without_state_the_streams_start_at_1_and_2_every_time_and_nothing_is_wr
     }
 }
 
+// Promise: state-file-bad-stops
 #[tokio::test]
 async fn a_state_file_that_cannot_be_read_stops_the_start_and_names_it() {
     // A directory where the file should be: reading it fails even for root.
@@ -170,6 +176,7 @@ async fn a_state_file_that_cannot_be_read_stops_the_start_and_names_it() {
 /// While the state file cannot be written the streams pause, since an integer sent without a
 /// saved reservation could be repeated after a crash; once it can, they go on from where they
 /// stood, with no gap and no repeat.
+// Promise: state-file-remove, state-file-unwritable
 #[tokio::test]
 async fn an_unwritable_state_file_pauses_the_streams_until_it_can_be_written() {
     let dir = state_dir("unwritable");
@@ -227,6 +234,7 @@ async fn an_unwritable_state_file_pauses_the_streams_until_it_can_be_written() {
 
 /// With no flags the state file is `integers-state.json` in the working directory: a bare
 /// relative name, whose directory is the working directory itself.
+// Promise: flag-state-file, flag-no-state
 #[tokio::test]
 async fn the_default_state_file_is_kept_in_the_working_directory() {
     let dir = state_dir("default");

@@ -68,6 +68,7 @@ impl Stuck {
     }
 }
 
+// Promise: http-healthcheck, storm-health-first, health-busy, health-stuck
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_runtime_still_answers_and_a_stuck_one_fails_its_checks() {
     let server = TestServer::start(1000).await;
@@ -115,6 +116,7 @@ async fn a_busy_runtime_still_answers_and_a_stuck_one_fails_its_checks() {
 
 /// Whoever answers, the answer is the same: the accepting thread answers a plain probe, and
 /// the router one it does not take (a query string, which the route ignores).
+// Promise: http-healthcheck, storm-health-first, health-busy
 #[tokio::test]
 async fn the_router_and_the_accepting_thread_give_the_same_answer() {
     let server = TestServer::start(1000).await;

@@ -4,6 +4,7 @@ mod common;
 
 use common::{TestServer, http, upgrade_request};
 
+// Promise: http-healthcheck, health-ok
 #[tokio::test]
 async fn healthcheck_answers_ok_to_get_and_head() {
     let server = TestServer::start(1000).await;
@@ -22,6 +23,7 @@ async fn healthcheck_answers_ok_to_get_and_head() {
     assert_eq!(head.header("content-length"), Some("2"));
 }
 
+// Promise: http-status, http-status-sessions
 #[tokio::test]
 async fn status_reports_both_parities_before_any_client() {
     let server = TestServer::start(1000).await;
@@ -41,6 +43,7 @@ async fn status_reports_both_parities_before_any_client() {
     );
 }
 
+// Promise: http-demo
 #[tokio::test]
 async fn demo_page_and_its_assets_are_served_from_the_binary() {
     let server = TestServer::start(1000).await;
@@ -83,6 +86,7 @@ async fn demo_page_and_its_assets_are_served_from_the_binary() {
     );
 }
 
+// Promise: http-404
 #[tokio::test]
 async fn upgrades_anywhere_but_the_websocket_paths_are_404() {
     let server = TestServer::start(1000).await;
@@ -114,6 +118,7 @@ async fn upgrades_anywhere_but_the_websocket_paths_are_404() {
 
 /// The README: a plain `GET` (no upgrade) on a raw endpoint answers 426 and says to use a
 /// WebSocket client; `/socket.io` without `EIO` is a raw endpoint.
+// Promise: raw-paths, raw-plain-get-426
 #[tokio::test]
 async fn plain_get_on_a_raw_endpoint_says_to_use_a_websocket_client() {
     let server = TestServer::start(1000).await;
@@ -142,6 +147,7 @@ async fn plain_get_on_a_raw_endpoint_says_to_use_a_websocket_client() {
     }
 }
 
+// Promise: raw-bad-upgrade-400, bad-input-answers
 #[tokio::test]
 async fn a_malformed_upgrade_names_what_is_wrong() {
     let server = TestServer::start(1000).await;

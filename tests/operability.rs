@@ -41,6 +41,9 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
 }
 
+// Promise: metric-generator-running, metric-replayed, http-metrics, flag-max-connections
+// Promise: flag-allowed-origins, origin-refused, metric-format, metric-connections, metric-connects
+// Promise: metric-disconnects, metric-refused, metric-produced
 #[tokio::test]
 async fn metrics_count_what_happened() {
     let server = Process::start(
@@ -115,7 +118,6 @@ async fn metrics_count_what_happened() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let status = server.status().await;
     let exact = [
         ("integers_connects_total{protocol=\"raw\"}", 3.0),
         ("integers_connects_total{protocol=\"socketio\"}", 2.0),
@@ -145,14 +147,35 @@ async fn metrics_count_what_happened() {
     for (key, expected) in exact {
         assert_eq!(value(&seen, key), expected, "{key}");
     }
-    // The resumer was replayed everything after the first integer the reader saw.
-    assert!(value(&seen, "integers_replayed_total{protocol=\"raw\"}") >= 4.0);
-    let produced_odd = value(&seen, "integers_produced_total{type=\"odd\"}");
-    let last_odd = status.odd.last.unwrap() as f64;
-    assert!(
-        produced_odd >= (last_odd + 1.0) / 2.0 - 1.0,
-        "produced {produced_odd}, last {last_odd}"
+    // The resumer was replayed everything after the first integer the reader saw: at least
+    // the four the reader saw after it, exactly what its connect line says.
+    let replay = server
+        .wait_for_log("the resumer's connect line", |event| {
+            event["message"] == "connected" && event["after"] == read[0]
+        })
+        .await["replay"]
+        .as_f64()
+        .unwrap();
+    assert!(replay >= 4.0, "replayed {replay}");
+    assert_eq!(
+        value(&seen, "integers_replayed_total{protocol=\"raw\"}"),
+        replay
     );
+    // Every integer this process produced, from 1: read between two equal `/status` reads.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (produced, last) = loop {
+        let before = server.status().await.odd.last;
+        let page = metrics(&server).await;
+        if server.status().await.odd.last == before {
+            let produced = value(&page, "integers_produced_total{type=\"odd\"}");
+            break (produced, before.unwrap() as f64);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "odd never stood still between two reads of /status"
+        );
+    };
+    assert_eq!(produced, (last + 1.0) / 2.0, "produced, with odd at {last}");
     let delivered_raw_odd = value(
         &seen,
         "integers_delivered_total{protocol=\"raw\",type=\"odd\"}",
@@ -170,8 +193,22 @@ async fn metrics_count_what_happened() {
             .any(|key| key.contains("sid") || key.contains("peer")),
         "per-client labels"
     );
+
+    // Its last clients gone, even idles, and says so.
+    drop(_websocket);
+    server
+        .wait_for_status("even to idle", |status| !status.even.running)
+        .await;
+    assert_eq!(
+        value(
+            &metrics(&server).await,
+            "integers_generator_running{type=\"even\"}"
+        ),
+        0.0
+    );
 }
 
+// Promise: flag-log-json, log-connections, log-generator, log-json-fields, log-client-fields
 #[tokio::test]
 async fn json_logs_have_stable_fields() {
     let mut server = Process::start(0, &["--no-state", "--interval-ms", "20"]).await;
@@ -321,6 +358,8 @@ async fn wait_for_sample(server: &Process, key: &str) -> f64 {
     }
 }
 
+// Promise: slow-raw-stalled, slow-sio-queue-full, flag-ping-interval-ms, flag-write-timeout
+// Promise: metric-disconnects
 #[tokio::test]
 async fn departures_are_counted_by_why() {
     // A raw client that never reads is, by the server's flags, either silent through a
@@ -397,4 +436,120 @@ async fn departures_are_counted_by_why() {
     .await;
     assert_eq!(slow, 1.0);
     assert_eq!(server.status().await.odd.subscribers.socketio, 0);
+}
+
+/// The server started with `env` and `args` (beside a free loopback port and no state), its
+/// stderr collected until `/cache-healthcheck` answers and one client has come and gone.
+async fn first_log_lines(env: &[(&str, &str)], args: &[&str]) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
+    command
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--no-state",
+        ])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("LOG_FORMAT")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not listen in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ws, _) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async(format!("ws://{addr}/_ws/")),
+    )
+    .await
+    .expect("a client did not connect in time")
+    .unwrap();
+    next_integers(&mut ws, 1).await;
+    close(ws).await;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) },
+        0
+    );
+    let mut log = String::new();
+    let mut stderr = child.stderr.take().unwrap();
+    tokio::time::timeout(PATIENCE, stderr.read_to_string(&mut log))
+        .await
+        .expect("the server's stderr did not end in time")
+        .unwrap();
+    log
+}
+
+// Promise: flag-log-pretty, flag-log-json, log-level
+#[tokio::test]
+async fn logs_are_json_at_info_on_a_pipe_pretty_when_asked_and_follow_rust_log() {
+    // stderr is a pipe here: JSON, at `info`, by default.
+    let log = first_log_lines(&[], &[]).await;
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    for message in ["listening", "connected", "disconnected"] {
+        assert!(
+            events.iter().any(|e| e["message"] == message),
+            "no {message} line at the default level:\n{log}"
+        );
+    }
+    // `pretty`: lines for people, not JSON.
+    let log = first_log_lines(&[], &["--log-format", "pretty"]).await;
+    assert!(log.contains("listening"), "{log}");
+    assert!(
+        log.lines()
+            .all(|line| serde_json::from_str::<serde_json::Value>(line).is_err()),
+        "a JSON line in pretty logs:\n{log}"
+    );
+    // `RUST_LOG=warn`: the info lines are gone.
+    let log = first_log_lines(&[("RUST_LOG", "warn")], &["--log-format", "json"]).await;
+    assert!(
+        !log.contains("\"listening\"") && !log.contains("\"connected\""),
+        "info lines with RUST_LOG=warn:\n{log}"
+    );
+}
+
+// Promise: flag-redis-client-cert-needs-key
+#[tokio::test]
+async fn a_client_certificate_without_its_key_stops_the_start() {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        Process::command(
+            0,
+            &[
+                "--redis",
+                "rediss://127.0.0.1:1",
+                "--redis-client-cert",
+                "c.pem",
+            ],
+        )
+        .stderr(std::process::Stdio::piped())
+        .output(),
+    )
+    .await
+    .expect("the refused start did not exit in time")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--redis-client-key"), "{stderr}");
 }

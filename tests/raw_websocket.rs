@@ -6,6 +6,7 @@ use common::{TestServer, assert_consecutive, close, close_frame, next_integers};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
+// Promise: raw-paths, raw-even
 #[tokio::test]
 async fn every_documented_path_streams_the_right_parity() {
     let server = TestServer::start(20).await;
@@ -42,6 +43,7 @@ async fn streams_start_at_one_and_two() {
     assert_eq!(next_integers(&mut even, 3).await, [2, 4, 6]);
 }
 
+// Promise: raw-ignored
 #[tokio::test]
 async fn client_messages_are_ignored() {
     let server = TestServer::start(20).await;
@@ -56,6 +58,7 @@ async fn client_messages_are_ignored() {
     assert_consecutive(&[before, after].concat());
 }
 
+// Promise: raw-big-1009, limit-raw-message
 #[tokio::test]
 async fn an_oversized_client_message_closes_with_1009() {
     let server = TestServer::start(20).await;
@@ -70,6 +73,7 @@ async fn an_oversized_client_message_closes_with_1009() {
     assert_consecutive(&next_integers(&mut other, 3).await);
 }
 
+// Promise: raw-shutdown-1001, restart-raw-1001
 #[tokio::test]
 async fn shutdown_sends_going_away() {
     let server = TestServer::start(20).await;

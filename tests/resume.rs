@@ -7,6 +7,7 @@ use common::{
     Process, TestServer, assert_consecutive, close, http, next_integers, upgrade_request,
 };
 
+// Promise: raw-after-replay, resume-raw
 #[tokio::test]
 async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
     let server = TestServer::start(20).await;
@@ -38,6 +39,7 @@ async fn a_resuming_client_gets_what_it_missed_then_the_live_stream() {
     assert_eq!(keeper_more, more, "resumed client left the shared stream");
 }
 
+// Promise: raw-after-replay, resume-raw
 #[tokio::test]
 async fn resume_works_on_every_raw_path_and_parity() {
     let server = TestServer::start(20).await;
@@ -60,6 +62,7 @@ async fn resume_works_on_every_raw_path_and_parity() {
     }
 }
 
+// Promise: resume-cap-newest, resume-shortfall-logged, flag-max-backlog
 #[tokio::test]
 async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() {
     const CAP: u64 = 5;
@@ -119,6 +122,7 @@ async fn the_backlog_is_capped_to_its_newest_part_and_the_shortfall_is_logged() 
     );
 }
 
+// Promise: raw-after-bad-400
 #[tokio::test]
 async fn an_after_that_cannot_be_honoured_is_refused_before_the_upgrade() {
     let server = TestServer::start(20).await;

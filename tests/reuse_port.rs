@@ -24,6 +24,7 @@ fn connections_served(process: &Process) -> usize {
         .count()
 }
 
+// Promise: shared-port-spread, flag-port, flag-reuse-port
 #[tokio::test]
 async fn instances_with_reuse_port_share_one_port_and_its_clients() {
     let port = free_port();
@@ -108,6 +109,8 @@ async fn wait_for_served(process: &Process, count: usize, what: &str) {
     }
 }
 
+// Promise: shared-port-leave-full, shared-port-rejoin, shared-port-no-503, shared-port-refused
+// Promise: flag-reuse-port-full
 #[tokio::test]
 async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room() {
     let port = free_port();
@@ -180,4 +183,72 @@ async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room(
     wait_for_served(&other, 48, "the other instance serving the rest").await;
     assert_eq!(connections_served(&full), 22);
     assert_eq!(connections_served(&other), 48);
+}
+
+/// What a full instance's leaving costs the clients already on their way: a connection the
+/// kernel queued for its listener is reset when the listener closes, and the next finds no
+/// listener at all.
+// Promise: shared-port-leave-full, shared-port-queued-reset, shared-port-refused
+#[tokio::test]
+async fn connections_queued_for_a_listener_that_closes_are_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let port = free_port();
+    let mut full = Process::start(
+        port,
+        &["--no-state", "--reuse-port", "--max-connections", "20"],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..19 {
+        clients.push(full.raw("/_ws/").await);
+    }
+    wait_for_served(&full, 19, "the first 19 clients").await;
+    // Stopped, the instance accepts nothing, while the kernel completes the next handshakes and
+    // queues them for its listener. Let go, it accepts one (its twentieth) and leaves the port.
+    let pid = full.child.id().expect("running") as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut queued = Vec::new();
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(full.addr).await.unwrap();
+        stream
+            .write_all(common::upgrade_request("/_ws/").as_bytes())
+            .await
+            .unwrap();
+        queued.push(stream);
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let mut answers = Vec::new();
+    for mut stream in queued {
+        let mut head = [0; 12];
+        let read = tokio::time::timeout(common::PATIENCE, stream.read_exact(&mut head))
+            .await
+            .expect("a queued connection got neither an answer nor a reset in time");
+        answers.push(match read {
+            Ok(_) => String::from_utf8_lossy(&head).into_owned(),
+            Err(error) => format!("{:?}", error.kind()),
+        });
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            "ConnectionReset",
+            "ConnectionReset",
+            "ConnectionReset",
+            "ConnectionReset",
+            "HTTP/1.1 101"
+        ],
+        "the five connections queued as the instance filled up"
+    );
+    assert_eq!(log_count(&full, LEFT), 1);
+    let refused = tokio::net::TcpStream::connect(full.addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "a connection with no instance left on the port"
+    );
+    full.child.kill().await.unwrap();
 }

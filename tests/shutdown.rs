@@ -15,6 +15,9 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
+// Promise: raw-shutdown-1001, sio-shutdown, restart-save-exact, restart-raw-1001
+// Promise: restart-sio-reconnect, restart-exit-0, restart-last-integer, resume-after-restart
+// Promise: durable-graceful-exact
 #[tokio::test]
 async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
     for signal in [libc::SIGTERM, libc::SIGINT] {
@@ -166,6 +169,7 @@ fn still_open(stream: &tokio::net::TcpStream) -> bool {
 }
 
 /// The drain's bound is itself the promise; the margin is for a loaded machine.
+// Promise: restart-refuse, restart-exit-0, restart-drain-cut, flag-drain-ms, health-shutdown
 #[tokio::test]
 async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_is_0() {
     const DRAIN: Duration = Duration::from_millis(1000);
@@ -238,6 +242,7 @@ async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_
 
 /// The metric of clients closed by a shutdown. The recorder is the process's, so this test
 /// reads what one in-process server counted from a second one started after it stopped.
+// Promise: restart-raw-1001, metric-disconnects
 #[tokio::test]
 async fn departures_at_shutdown_are_counted_as_shutdown() {
     let server = TestServer::start_with(integers::Config {
@@ -273,6 +278,7 @@ async fn departures_at_shutdown_are_counted_as_shutdown() {
 /// Logs go to stderr, often a pipe to a collector. When the reader of that pipe goes away, the
 /// server goes on without its logs: clients still connect and receive, and SIGTERM still
 /// drains and exits 0.
+// Promise: restart-exit-0, log-pipe-gone
 #[tokio::test]
 async fn a_log_reader_that_went_away_stops_neither_the_streams_nor_the_shutdown() {
     use tokio::io::AsyncBufReadExt;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, TestServer, assert_consecutive, close, http, next_integers};
 
+// Promise: cluster-without-redis, http-status, stream-idle, metric-last
 #[tokio::test]
 async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
     let server = TestServer::start(20).await;
@@ -56,6 +57,7 @@ async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
     );
 }
 
+// Promise: stream-one-counter
 #[tokio::test]
 async fn a_late_client_joins_the_shared_sequence_where_it_stands() {
     let server = TestServer::start(20).await;
@@ -73,6 +75,7 @@ async fn a_late_client_joins_the_shared_sequence_where_it_stands() {
     assert_eq!(continued, joined);
 }
 
+// Promise: http-status
 #[tokio::test]
 async fn a_vanished_client_stops_counting_at_once() {
     let server = TestServer::start(10_000).await;
@@ -99,6 +102,7 @@ async fn a_vanished_client_stops_counting_at_once() {
 
 /// Many clients connect and leave at random while integers flow; every client must still see
 /// a gapless sequence, and the generator must be idle once the last one has gone.
+// Promise: stream-exactly-once
 #[tokio::test]
 async fn churn_never_breaks_a_sequence_and_ends_idle() {
     const CLIENTS: u64 = 24;

@@ -196,6 +196,7 @@ mod tests {
         );
     }
 
+    // Promise: health-stuck
     #[test]
     fn the_pulse_goes_stale_only_after_still_serving() {
         let pulse = Pulse::new();

@@ -135,6 +135,7 @@ mod tests {
         assert_eq!(value(None, "after"), None);
     }
 
+    // Promise: raw-even
     #[test]
     fn even_key_anywhere_in_the_query_selects_even() {
         for query in ["even", "even=1", "foo=1&even", "even=&x=2", "a&even&b"] {
@@ -152,6 +153,7 @@ mod tests {
         assert!(after_from_query(Some("after")).is_err());
     }
 
+    // Promise: flag-trusted-proxies, proxy-trusted, proxy-nearest-hop, proxy-untrusted
     #[test]
     fn forwarded_hops_count_only_behind_a_trusted_proxy() {
         let proxy: IpAddr = "127.0.0.9".parse().unwrap();

@@ -201,6 +201,7 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
+    // Promise: attack-session-counts, flag-max-sessions
     #[test]
     fn the_limit_counts_every_open_session_joined_or_not() {
         let sessions = Sessions::new(3, 10);
@@ -223,6 +224,7 @@ mod tests {
         );
     }
 
+    // Promise: attack-peer-429, flag-max-pending-per-peer
     #[test]
     fn one_address_holds_at_most_its_share_of_pending_sessions() {
         let sessions = Sessions::new(100, 2);
@@ -244,6 +246,7 @@ mod tests {
         assert_eq!((counts.joined, counts.pending), (1, 3));
     }
 
+    // Promise: attack-session-counts
     #[test]
     fn nothing_is_left_behind_once_the_sessions_are_gone() {
         let sessions = Sessions::new(1000, 1000);

@@ -321,6 +321,7 @@ mod tests {
         Pass { last, backlog, now }
     }
 
+    // Promise: raw-backlog-1013, slow-raw-backlog, flag-client-backlog
     #[test]
     fn without_a_socket_everything_is_parked_in_order_and_bounded() {
         let now = Instant::now();
@@ -349,6 +350,7 @@ mod tests {
         assert!(conn.take_parked().is_empty());
     }
 
+    // Promise: raw-ping, dead-peer-bound
     #[test]
     fn a_due_ping_rides_with_the_next_frames_and_must_be_answered_in_time() {
         let start = Instant::now();
@@ -381,6 +383,7 @@ mod tests {
         );
     }
 
+    // Promise: raw-ping, dead-slow-ticks
     #[test]
     fn without_ticks_the_connection_sends_its_ping_alone() {
         let start = Instant::now();

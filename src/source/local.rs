@@ -202,6 +202,7 @@ mod tests {
         *sent.borrow_and_update()
     }
 
+    // Promise: stream-idle
     #[tokio::test(start_paused = true)]
     async fn ticks_only_while_subscribed_and_keeps_the_position() {
         let feed = Feed::new([0, 0], 16);
@@ -228,6 +229,7 @@ mod tests {
         task.await.unwrap();
     }
 
+    // Promise: restart-save-exact, durable-crash-no-repeat, durable-crash-skip
     #[tokio::test(start_paused = true)]
     async fn every_integer_sent_is_covered_by_a_saved_reservation_of_one_block() {
         let dir = std::env::temp_dir().join(format!("integers-source-{}", std::process::id()));
@@ -266,6 +268,7 @@ mod tests {
         assert_eq!(saved_odd(), 9, "the exact position is saved at shutdown");
     }
 
+    // Promise: flag-interval-ms
     #[tokio::test(start_paused = true)]
     async fn the_two_streams_tick_half_an_interval_apart() {
         let feed = Feed::new([0, 0], 16);

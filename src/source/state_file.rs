@@ -151,6 +151,7 @@ mod tests {
         dir.join("state.json")
     }
 
+    // Promise: state-file-remove
     #[test]
     fn a_missing_file_starts_at_zero_and_is_created() {
         let path = temp_path("missing");
@@ -172,6 +173,7 @@ mod tests {
         assert_eq!(CounterStore::open(&path).unwrap().1, [5, 7]);
     }
 
+    // Promise: state-file-bad-stops
     #[test]
     fn a_corrupt_file_is_an_error_naming_the_file() {
         let path = temp_path("corrupt");
@@ -192,6 +194,7 @@ mod tests {
         }
     }
 
+    // Promise: state-file-bad-stops
     #[test]
     fn a_position_with_no_next_integer_is_refused() {
         // The last odd integer a u64 holds is usable only if the one after it is too.

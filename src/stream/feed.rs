@@ -328,6 +328,7 @@ mod tests {
         assert!(feed.publish_next(Parity::Even).is_none());
     }
 
+    // Promise: cluster-republish-ignored, sentinel-republish-ignored
     #[test]
     fn a_cluster_position_fills_gaps_and_ignores_what_was_reached() {
         let feed = Feed::new([2, 0], 8);

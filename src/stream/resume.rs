@@ -209,6 +209,7 @@ mod tests {
             .collect()
     }
 
+    // Promise: raw-after-replay
     #[test]
     fn the_backlog_is_every_integer_above_after() {
         // Odd stream standing at 9 (position 5).
@@ -228,6 +229,7 @@ mod tests {
         assert!(!backlog.is_empty());
     }
 
+    // Promise: resume-cap-newest, flag-max-backlog
     #[test]
     fn the_cap_keeps_the_newest() {
         let backlog = Backlog::compute(Parity::Even, 0, 10, 3).unwrap();
@@ -235,6 +237,7 @@ mod tests {
         assert_eq!(backlog.dropped, 7);
     }
 
+    // Promise: raw-after-bad-400
     #[test]
     fn after_beyond_the_stream_is_refused() {
         assert_eq!(

@@ -129,6 +129,8 @@ const rssKib = () =>
 const sessionsSettled = (what) =>
   server.waitForStatus(what, (status) => status.sessions.pending === 0, JOIN_TIMEOUT_MS + 5000);
 
+// Promise: http-status-sessions, attack-peer-429, flag-max-pending-per-peer, log-forwarded-for
+// Promise: proxy-trusted, proxy-untrusted, metric-refused, metric-sessions
 test("one address's session flood gets its share of pending sessions, then 429", async () => {
   // Shorter than the join timeout, so that no session of it has closed yet.
   const report = await flood(["--source", "127.0.0.2", "--max-requests", "3000"], 1);
@@ -160,6 +162,7 @@ test("one address's session flood gets its share of pending sessions, then 429",
   await sessionsSettled("the flood's sessions closed at the join timeout");
 });
 
+// Promise: http-status-sessions, attack-join-timeout, flag-join-timeout-ms
 test("a session that joins nothing is closed at the join timeout, v4 and v2", async () => {
   // v4: the client polls, which is not joining, until a poll brings
   // engine.io's close packet (`1`); the session is gone after.
@@ -188,6 +191,7 @@ test("a session that joins nothing is closed at the join timeout, v4 and v2", as
   assert.equal((await get(`${handshakePath(3)}&sid=${v2Sid}`, "127.0.0.4")).status, 400);
 });
 
+// Promise: attack-flood-memory
 test("a long v2 and v4 session flood keeps memory within a bound, and sessions close", async () => {
   // Unbounded, each session the flood opens would stay for the heartbeat
   // (15 s) at about 10 KiB each (bench/RESULTS.md): tens of MiB at the rates below.
@@ -215,6 +219,8 @@ test("a long v2 and v4 session flood keeps memory within a bound, and sessions c
   await sessionsSettled("the flood's sessions closed");
 });
 
+// Promise: attack-session-counts, attack-session-503, attack-flood-memory, flag-max-sessions
+// Promise: flag-trusted-proxies, proxy-trusted, metric-refused
 test("past the session limit, 503; behind a trusted proxy each client counts", async () => {
   // Every request forwarded for another client: no address reaches its
   // share, so the server's limit is what stops the flood.
@@ -241,6 +247,7 @@ test("past the session limit, 503; behind a trusted proxy each client counts", a
   await sessionsSettled("the proxied flood's sessions closed");
 });
 
+// Promise: raw-flood-1008, limit-frames-100, attack-frame-flood
 test("a raw client flooding frames is closed with 1008 and the reason", async () => {
   const closes = await Promise.all(
     Array.from({ length: 10 }, async () => {
@@ -261,6 +268,7 @@ test("a raw client flooding frames is closed with 1008 and the reason", async ()
     assert.deepEqual(close, [1008, "too many messages: more than 100 a second"]);
 });
 
+// Promise: attack-oversized-body
 test("oversized bodies: 413 on a long-polling session, 426 on the raw endpoint", async () => {
   const body = Buffer.alloc(8 * 1024 * 1024, "a");
   const sid = sidOf((await get(handshakePath(4))).body);
@@ -322,6 +330,7 @@ async function post(path, body) {
   }
 }
 
+// Promise: attack-upgrade-churn
 test("upgrade churn: streams opened and dropped leave nothing behind", async () => {
   for (let batch = 0; batch < 6; batch++) {
     const dropped = Array.from({ length: 50 }, (_, i) => {
@@ -342,6 +351,7 @@ test("upgrade churn: streams opened and dropped leave nothing behind", async () 
   assert.equal(status.odd.subscribers.raw, 1, "only the honest raw client is left");
 });
 
+// Promise: attack-rapid-reset
 test("HTTP/2 rapid reset: the connection is closed, the server serves on", async () => {
   // hyper's bound: 20 streams reset before the server took them.
   const session = http2.connect(server.url);
@@ -367,6 +377,7 @@ test("HTTP/2 rapid reset: the connection is closed, the server serves on", async
   assert.equal((await fetch(`${server.url}/status`)).status, 200);
 });
 
+// Promise: limit-head-10s, attack-slowloris
 test("slowloris: a head that trickles in is dropped at the 10 s head limit", async () => {
   const started = Date.now();
   const lifetimes = await Promise.all(
@@ -391,6 +402,7 @@ test("slowloris: a head that trickles in is dropped at the 10 s head limit", asy
   }
 });
 
+// Promise: attack-honest-clients, flag-interval-ms
 test("the honest clients saw every integer, on time, on one connection each", () => {
   // Runs last: the sequences span every attack above.
   for (const client of honest) {

@@ -67,6 +67,7 @@ async function receivedCounts() {
   );
 }
 
+// Promise: http-demo
 test("the page shows both streams over both protocols, live", async () => {
   await page.goto(`${gate.url}/`);
   await waitForIntegers(4);
@@ -86,6 +87,7 @@ test("the page shows both streams over both protocols, live", async () => {
   assert.deepEqual(problems, []);
 });
 
+// Promise: metric-connections, metric-status-view
 test("the status view shows the server's state live", async () => {
   await page.waitForFunction(
     () => {
@@ -146,6 +148,7 @@ test("the buttons disconnect and reconnect a panel", async () => {
   assert.deepEqual(problems, []);
 });
 
+// Promise: http-demo, sio-shutdown, restart-sio-reconnect
 test("every panel reconnects by itself after a restart and catches up with no gap", async () => {
   const { stateFile } = server;
   await gate.setTarget(null);

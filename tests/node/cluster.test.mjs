@@ -98,6 +98,8 @@ describe("three instances sharing one Redis", () => {
     await redis?.stop();
   });
 
+  // Promise: cluster-nginx-example, cluster-nginx-sticky, cluster-same-integers
+  // Promise: cluster-nginx-ports, flag-redis, proxy-sticky
   it("gives every client of a type the same integers, whichever instance it is on", async (t) => {
     // First the streams run for a while with clients on one instance only: instances that
     // kept counters of their own would then start their clients over at 1 and 2.
@@ -147,6 +149,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-advance-any, cluster-idle, cluster-idle-one-tick
   it("keeps a type idle while no instance has its clients, and runs it while any has", async () => {
     const lasts = async (parity) =>
       (await Promise.all(instances.map((instance) => instance.status()))).map(
@@ -172,19 +175,35 @@ describe("three instances sharing one Redis", () => {
         (await lasts("even")).every((last) => last >= client.seen[2]),
       );
       assert.deepEqual(await lasts("odd"), idleOdd, "odd advanced for an even client");
+      // It leaves as an integer arrives, a whole interval before the next tick is due.
+      const left = await new Promise((resolve) =>
+        client.ws.once("message", (data) => {
+          client.close();
+          resolve(Number(data.toString()));
+        }),
+      );
+      // At most one tick after it left (the leader may tick while its instance withdraws the
+      // claim), and then none.
+      await waitUntil("even idle on every instance", async () =>
+        (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.even.running),
+      );
+      const stopped = await lasts("even");
+      assert.ok(
+        Math.max(...stopped) <= left + 2,
+        `even went on to ${stopped} after its last client left at ${left}`,
+      );
+      await sleep(5 * INTERVAL_MS);
+      assert.deepEqual(
+        await lasts("even"),
+        stopped,
+        "even kept advancing after its last client left",
+      );
     } finally {
       client.close();
     }
-    await sleep(3 * INTERVAL_MS);
-    const stopped = await lasts("even");
-    await sleep(5 * INTERVAL_MS);
-    assert.deepEqual(
-      await lasts("even"),
-      stopped,
-      "even kept advancing after its last client left",
-    );
   });
 
+  // Promise: cluster-no-state-file, flag-state-file-redis
   it("leaves the state file alone: Redis keeps the counters", async () => {
     for (const instance of instances) {
       assert.equal(
@@ -195,6 +214,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-state-in-redis, cluster-crash-lapse, cluster-idle-crash
   it("lets a crashed instance's demand lapse within 3 s (1 s margin)", async (t) => {
     const statuses = await Promise.all(instances.map((instance) => instance.status()));
     const followerIndex = statuses.findIndex((s) => !s.cluster.leader);
@@ -233,6 +253,7 @@ describe("three instances sharing one Redis", () => {
     );
   });
 
+  // Promise: cluster-name-apart, cluster-start-over, flag-cluster-name
   it("keeps two cluster names on one Redis apart", async () => {
     const other = await startServer({
       intervalMs: INTERVAL_MS,
@@ -263,6 +284,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-nginx-example, http-status-cluster
   it("serves the demo page through nginx, all four streams live, naming the instance", async () => {
     const { browser, page, errors } = await openDemoPage(nginx.url);
     try {
@@ -282,6 +304,7 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-state-in-redis, slow-raw-backlog, slow-sio-backlog, slow-demo-resumes
   it("cuts clients left too far behind, and the demo page resumes them with no gap", async () => {
     // A counter that jumps further than --client-backlog (128) leaves every client too far
     // behind to be served in order: raw clients are closed with 1013, socket.io clients
@@ -346,8 +369,14 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-redis-down-connected, cluster-redis-down-health, cluster-redis-down-status
+  // Promise: cluster-redis-down-logged-once, cluster-redis-down-metric, cluster-redis-down-pause
+  // Promise: cluster-redis-down-resume, cluster-redis-empty-floor, cluster-no-repeat
+  // Promise: cluster-redis-down-admit
+  // Promise: http-status-cluster, health-ok, metric-redis-up
   it("pauses while Redis restarts without counters, then goes on without repeats", async (t) => {
     const clients = [];
+    const late = [];
     instances.forEach((instance, i) => {
       clients.push(rawClient(instance.wsUrl, i % 2 ? "even" : "odd"));
       clients.push(socketIoClient(instance.url, i % 2 ? "odd" : "even"));
@@ -367,6 +396,7 @@ describe("three instances sharing one Redis", () => {
       );
       await redis.stop();
       const stoppedAt = Date.now();
+      const atStop = clients.map((c) => c.seen.length);
       await waitUntil("every instance to notice", async () =>
         (await Promise.all(instances.map((i) => i.status()))).every((s) => !s.cluster.redis_up),
       );
@@ -379,7 +409,19 @@ describe("three instances sharing one Redis", () => {
           "an instance stopped answering its health check without Redis",
         );
       }
+      // Integers paused the moment Redis stopped: at most one already on its way since.
       const during = clients.map((c) => c.seen.length);
+      // New clients are admitted while Redis is down, and stream once it is back.
+      late.push(rawClient(instances[0].wsUrl, "odd"), socketIoClient(instances[1].url, "even"));
+      await waitUntil("new clients admitted with Redis down", () =>
+        late.every((c) => c.connects === 1),
+      );
+      clients.forEach((client, i) =>
+        assert.ok(
+          during[i] <= atStop[i] + 1,
+          `a ${client.kind} client got ${during[i] - atStop[i]} integers with Redis down`,
+        ),
+      );
       const lastBefore = (parity) =>
         Math.max(...clients.filter((c) => c.parity === parity).map((c) => c.seen.at(-1)));
       const before = { odd: lastBefore("odd"), even: lastBefore("even") };
@@ -412,6 +454,13 @@ describe("three instances sharing one Redis", () => {
       await waitUntil("every client receiving again", () =>
         clients.every((c, i) => c.seen.length >= during[i] + 3),
       );
+      await waitUntil("the clients admitted during the outage receiving", () =>
+        late.every((c) => c.seen.length >= 3),
+      );
+      for (const client of late) {
+        assertGapless(client);
+        assert.equal(client.connects, 1, "a client admitted during the outage was dropped");
+      }
       t.diagnostic(
         `integers flowing again ${Date.now() - restartedAt} ms after Redis restarted (down for ` +
           `${restartedAt - stoppedAt} ms)`,
@@ -435,10 +484,13 @@ describe("three instances sharing one Redis", () => {
         );
       }
     } finally {
-      for (const client of clients) client.close();
+      for (const client of [...clients, ...late]) client.close();
     }
   });
 
+  // Promise: cluster-nginx-websocket, cluster-nginx-sticky, cluster-leader-takeover
+  // Promise: cluster-dead-instance-resume, cluster-no-repeat, cluster-counters-survive
+  // Promise: cluster-after-any, cluster-one-ticker, http-status-cluster, metric-cluster-leader
   it("survives a kill -9 of the leader: another ticks, its clients resume elsewhere", async (t) => {
     const clients = [];
     clients.push(...mixedClients(40, { transports: ["websocket"] }));
@@ -511,6 +563,9 @@ describe("three instances sharing one Redis", () => {
     }
   });
 
+  // Promise: cluster-nginx-websocket, cluster-nginx-sticky, cluster-no-repeat
+  // Promise: cluster-counters-survive, cluster-after-any, storm-all-back, storm-rolling
+  // Promise: proxy-sticky
   it("rides a rolling deploy: each instance stopped (SIGTERM) and started in turn", async (t) => {
     if (killedPort !== undefined) instances.push(await startInstance(killedPort));
     const clients = [];
@@ -545,13 +600,14 @@ describe("three instances sharing one Redis", () => {
   });
 });
 
-describe("the README's nginx example for one instance", () => {
+describe("the nginx example for one instance (docs/deploying.md)", () => {
+  // Promise: log-forwarded-for, proxy-nginx
   it("passes both protocols, the health check and the client's address through", async () => {
-    const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
-    const snippet = readme.match(/```nginx\n([\s\S]*?)```/)?.[1];
+    const page = new URL("../../docs/deploying.md", import.meta.url);
+    const snippet = readFileSync(fileURLToPath(page), "utf8").match(/```nginx\n([\s\S]*?)```/)?.[1];
     assert.ok(
       snippet?.includes("proxy_pass http://127.0.0.1:3000"),
-      "no nginx example in the README",
+      "no nginx example in docs/deploying.md",
     );
     const server = await startServer({ intervalMs: 50 });
     const port = await freePort();

@@ -39,6 +39,7 @@ function clientFrame(opcode, payload) {
   return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), mask, masked]);
 }
 
+// Promise: raw-http2
 test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   const session = http2.connect(server.url);
   const [settings] = await eventWithin(session, "remoteSettings", "the server's HTTP/2 settings");
@@ -139,6 +140,7 @@ async function waitFor(what, done, timeoutMs = 10000) {
   }
 }
 
+// Promise: raw-http2
 test("over HTTP/2, even and after work as over HTTP/1.1, and a bad after is refused", async () => {
   const session = http2.connect(server.url);
   try {
@@ -161,6 +163,7 @@ test("over HTTP/2, even and after work as over HTTP/1.1, and a bad after is refu
   }
 });
 
+// Promise: raw-http2, raw-bad-frame
 test("over HTTP/2, bad frames get their close codes", async () => {
   const session = http2.connect(server.url);
   try {
@@ -184,6 +187,7 @@ test("over HTTP/2, bad frames get their close codes", async () => {
   }
 });
 
+// Promise: raw-shutdown-1001, restart-raw-1001
 test("over HTTP/2, a shutdown closes the stream with 1001", async () => {
   const own = await startServer({ intervalMs: 40 });
   const session = http2.connect(own.url);

@@ -120,6 +120,7 @@ function logged(instance, message) {
 }
 
 describe("three instances finding Redis through three Sentinels", () => {
+  // Promise: tls-password-hidden, sentinel-ask, flag-redis-primary, flag-redis-primary-password
   it("refuse to start with a primary the Sentinels do not know, or a wrong password", async () => {
     const set = await startSentinelSet({ password: PASSWORD });
     try {
@@ -149,6 +150,11 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
+  // Promise: cluster-alike-tls-sentinel, sentinel-failover-exact, sentinel-ask, sentinel-follow
+  // Promise: sentinel-clients-stay, sentinel-log-unreachable, sentinel-log-changed
+  // Promise: sentinel-status-primary, sentinel-metric-changes, http-status-cluster
+  // Promise: flag-redis-sentinels, flag-redis-primary, flag-redis-primary-password
+  // Promise: metric-primary-changes, sentinel-failover-pause, sentinel-resume-2s
   it("follow a kill -9 of the primary to a promoted replica: none lost or repeated", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
@@ -182,6 +188,7 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
+  // Promise: sentinel-failover-exact, sentinel-floor
   it("never repeat an integer when the promoted replica lacks the last ticks", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
@@ -240,6 +247,8 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
+  // Promise: cluster-leader-takeover, cluster-no-repeat, cluster-one-ticker
+  // Promise: sentinel-failover-exact
   it("repeat nothing when the leader instance dies during the failover", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
@@ -266,6 +275,8 @@ describe("three instances finding Redis through three Sentinels", () => {
     }
   });
 
+  // Promise: cluster-alike-tls-sentinel, sentinel-follow, sentinel-tls, sentinel-status-primary
+  // Promise: flag-redis-sentinels-tls
   it("find and follow the primary over TLS, verified with --redis-ca-file", async (t) => {
     const certs = makeCertificates();
     const set = await startSentinelSet({ certs });

@@ -42,6 +42,8 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
     for (const server of [redis, mutual, plain]) await server?.stop();
   });
 
+  // Promise: cluster-state-in-redis, cluster-same-integers, cluster-alike-tls-sentinel, tls-rediss
+  // Promise: tls-ca-file, flag-redis-ca-file, flag-cluster-name
   it("shares the streams over rediss://, verified with --redis-ca-file", async () => {
     const url = `rediss://127.0.0.1:${redisPort}`;
     const instances = [];
@@ -84,6 +86,7 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
     }
   });
 
+  // Promise: tls-ca-file, tls-untrusted, tls-password-hidden, tls-start-error, flag-redis-ca-file
   it("refuses to start when Redis's certificate does not verify, naming the URL", async () => {
     // Signed by another CA than the one given.
     const url = `rediss://:s3cret@127.0.0.1:${redisPort}/0`;
@@ -107,6 +110,9 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
     );
   });
 
+  // Promise: cluster-redis-down-status, cluster-redis-down-metric, cluster-redis-down-pause
+  // Promise: tls-files-need-rediss, tls-start-error, tls-no-fallback, tls-plain-server-nothing
+  // Promise: metric-redis-up
   it("never falls back to plain TCP", async () => {
     // rediss:// at a server that speaks plain Redis: the handshake gets no answer, the
     // instance waits for a Redis it can verify, and sends that server no command.
@@ -147,6 +153,7 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
     );
   });
 
+  // Promise: tls-client-cert, tls-start-error, flag-redis-client-cert, flag-redis-client-key
   it("presents a client certificate to a Redis that requires one (mutual TLS)", async () => {
     const url = `rediss://127.0.0.1:${mutualPort}`;
     const error = await refusedStart(["--redis", url, "--redis-ca-file", certs.ca]);

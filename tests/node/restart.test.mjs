@@ -78,6 +78,8 @@ async function rideThrough(signal) {
   }
 }
 
+// Promise: sio-shutdown, stream-restart, restart-sio-reconnect, storm-all-back
+// Promise: resume-after-restart
 test("a graceful restart: every client comes back by itself and misses nothing", async (t) => {
   const backWithinMs = await rideThrough("SIGTERM");
   t.diagnostic(
@@ -86,6 +88,7 @@ test("a graceful restart: every client comes back by itself and misses nothing",
   );
 });
 
+// Promise: storm-all-back, resume-after-restart, durable-crash-no-repeat
 test("a crash (kill -9): no client ever sees an integer twice", async (t) => {
   const backWithinMs = await rideThrough("SIGKILL");
   t.diagnostic(

@@ -29,6 +29,7 @@ function connect(namespace, options = {}) {
 
 const integers = (socket, count) => collect((push) => socket.on("integer", push), count);
 
+// Promise: sio-after-replay, resume-sio-auth
 test("auth.after replays what was missed, then the live stream", async () => {
   // A raw client keeps the even stream running while the socket.io client is away.
   const keeper = new WebSocket(`${server.wsUrl}/_ws/?even`);
@@ -58,6 +59,7 @@ test("auth.after replays what was missed, then the live stream", async () => {
   }
 });
 
+// Promise: sio-after-replay, resume-sio-auth
 test("auth.after as a function resumes at every reconnect", async () => {
   let last = null;
   const socket = connect("/odd", { auth: (send) => send(last === null ? {} : { after: last }) });
@@ -84,6 +86,7 @@ test("auth.after as a function resumes at every reconnect", async () => {
     assert.ok(values.includes(n), `missed ${n}, produced while away: ${values}`);
 });
 
+// Promise: sio-after-bad, bad-input-answers
 test("an after that cannot be honoured gets connect_error with the reason", async () => {
   const odd = connect("/odd");
   await integers(odd, 2);

@@ -70,6 +70,7 @@ const NAMESPACES = [
 
 for (const [transportName, options, transport] of TRANSPORTS) {
   for (const [namespace, query, parity] of NAMESPACES) {
+    // Promise: sio-engineio, sio-transports, v2-namespaces
     test(`v2 ${transportName}: ${namespace}${query} streams ${parity}`, async () => {
       const socket = connectV2(`${server.url}${query}`, namespace, options);
       const args = await collect((push) => socket.on("integer", (...a) => push(a)), 5);
@@ -92,6 +93,7 @@ for (const [transportName, options, transport] of TRANSPORTS) {
   }
 }
 
+// Promise: v2-root-idle, metric-connects
 test("a v2 client of /even alone leaves odd idle, even past the decision for /", async () => {
   const own = await startServer({ intervalMs: INTERVAL_MS });
   try {
@@ -122,6 +124,7 @@ test("a v2 client of /even alone leaves odd idle, even past the decision for /",
   }
 });
 
+// Promise: v2-root-off
 test("a namespace asked for after the decision takes / off its stream", async () => {
   const own = await startServer({ intervalMs: INTERVAL_MS });
   try {
@@ -147,6 +150,7 @@ test("a namespace asked for after the decision takes / off its stream", async ()
   }
 });
 
+// Promise: v2-root-join
 test("a v2 client of / gets every odd integer from the moment it connected", async () => {
   // A keeper keeps odd moving throughout.
   const keeper = ioV4(`${server.url}/odd`, { forceNew: true, transports: ["websocket"] });
@@ -171,6 +175,7 @@ test("a v2 client of / gets every odd integer from the moment it connected", asy
   keeper.close();
 });
 
+// Promise: v2-after-query, resume-v2-query, resume-after-restart
 test("v2 resume across a restart: the README's query recipe misses nothing", async () => {
   const stateFile = freshStateFile();
   let own = await startServer({ intervalMs: INTERVAL_MS, stateFile });
@@ -217,6 +222,7 @@ test("v2 resume across a restart: the README's query recipe misses nothing", asy
   }
 });
 
+// Promise: v2-refusals
 test("v2 refusals: a bad after, an after ahead, an unknown namespace", async () => {
   // A v2 client hands `/`'s errors to every one of its sockets, and `/` reads the same
   // connection query: a socket of `/odd` or `/even` refused for its own `after` hears two
@@ -267,6 +273,7 @@ function refusals(socket, count, what, timeoutMs = 10000) {
   });
 }
 
+// Promise: limit-connections-503
 test("v2 refusals: the connection limit answers 503 and the client does not connect", async () => {
   const own = await startServer({ intervalMs: INTERVAL_MS, extraArgs: ["--max-connections", "1"] });
   try {
@@ -284,6 +291,7 @@ test("v2 refusals: the connection limit answers 503 and the client does not conn
   }
 });
 
+// Promise: v2-namespaces, stream-one-counter
 test("v2, v4 and raw clients of one stream see the same integers", async () => {
   const v2 = connectV2(server.url, "/even", { transports: ["websocket"] });
   const v4 = ioV4(`${server.url}/even`, { forceNew: true, transports: ["websocket"] });

@@ -45,6 +45,7 @@ function rawIntegers(path, count) {
   ).finally(() => ws.close());
 }
 
+// Promise: sio-namespaces, sio-event
 test("namespaces /odd and /even emit 'integer' with one number", async () => {
   for (const parity of ["odd", "even"]) {
     const socket = connect(`/${parity}`);
@@ -60,6 +61,7 @@ test("namespaces /odd and /even emit 'integer' with one number", async () => {
   }
 });
 
+// Promise: sio-event
 test('the wire format is 42/<ns>,["integer",N]', async () => {
   const ws = new WebSocket(`${server.wsUrl}/socket.io/?EIO=4&transport=websocket`);
   const frames = [];
@@ -87,6 +89,7 @@ for (const [name, options, expectedTransport] of [
   ["polling only", { transports: ["polling"] }, "polling"],
   ["polling upgraded to websocket", {}, "websocket"],
 ]) {
+  // Promise: sio-engineio, sio-transports
   test(`transport: ${name}`, async () => {
     const socket = connect("/odd", options);
     const values = await integers(socket, 6);
@@ -96,6 +99,7 @@ for (const [name, options, expectedTransport] of [
   });
 }
 
+// Promise: sio-root
 test("namespace / is odd by default, even with ?even or auth { even: true }", async () => {
   const cases = [
     [{}, "odd"],
@@ -111,6 +115,7 @@ test("namespace / is odd by default, even with ?even or auth { even: true }", as
   }
 });
 
+// Promise: sio-namespaces
 test("namespaces multiplexed on one connection each get their own stream", async () => {
   const odd = io(`${server.url}/odd`, { reconnection: false });
   const even = io(`${server.url}/even`, { reconnection: false });
@@ -123,6 +128,7 @@ test("namespaces multiplexed on one connection each get their own stream", async
   even.disconnect();
 });
 
+// Promise: sio-root
 test("/ with auth { even: true } on a connection shared with /odd is even", async () => {
   // The second namespace rides on the first one's connection, whose query it cannot change:
   // auth is how it asks for even.
@@ -139,6 +145,7 @@ test("/ with auth { even: true } on a connection shared with /odd is even", asyn
   root.disconnect();
 });
 
+// Promise: sio-bad-namespace
 test("an unknown namespace gets connect_error", async () => {
   const socket = connect("/nope");
   const [error] = await eventWithin(socket, "connect_error", "connect_error for /nope");
@@ -146,6 +153,7 @@ test("an unknown namespace gets connect_error", async () => {
   assert.equal(socket.connected, false);
 });
 
+// Promise: stream-one-counter
 test("socket.io and raw clients of one parity receive identical integers", async () => {
   for (const parity of ["odd", "even"]) {
     const socket = connect(`/${parity}`);
@@ -163,6 +171,7 @@ test("socket.io and raw clients of one parity receive identical integers", async
   }
 });
 
+// Promise: stream-idle
 test("idle rule: an unwatched stream keeps its value; odd and even are independent", async () => {
   await server.waitForStatus(
     "no subscribers",
@@ -192,6 +201,7 @@ test("idle rule: an unwatched stream keeps its value; odd and even are independe
   again.disconnect();
 });
 
+// Promise: stream-exactly-once
 test("churn: random joins and leaves on both protocols never break a sequence", async () => {
   const RUN_MS = 4000;
   const CLIENTS = 20;

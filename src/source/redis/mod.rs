@@ -417,6 +417,7 @@ mod tests {
         }
     }
 
+    // Promise: cluster-name-apart
     #[test]
     fn keys_share_one_slot_per_cluster() {
         let keys = Keys::new("blue");

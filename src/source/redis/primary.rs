@@ -339,6 +339,7 @@ fn hide_password(url: &str) -> String {
 mod tests {
     use super::*;
 
+    // Promise: tls-password-hidden
     #[test]
     fn passwords_never_reach_the_logs() {
         assert_eq!(
