@@ -134,3 +134,53 @@ async fn without_a_list_every_origin_is_allowed() {
     );
     assert_eq!(http(server.addr, &from_a_page).await.status, 101);
 }
+
+/// A socket.io v2 session opened and never come back for (an attacker's handshake) joins no
+/// stream: `/`'s stream waits for its client to come back, and the session is closed at the
+/// join timeout, past the one second after which a v2 connection is taken to want `/`.
+// Promise: attack-v2-unused
+#[tokio::test]
+async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout() {
+    let server = TestServer::start_with(Config {
+        interval_ms: 20,
+        join_timeout_ms: 1500,
+        ..test_config()
+    })
+    .await;
+    let open = http(
+        server.addr,
+        "GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    assert_eq!(open.status, 200, "{open:?}");
+    assert!(
+        open.body.contains("\"sid\""),
+        "not an open packet: {open:?}"
+    );
+    let status = || async {
+        let page = http(server.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        serde_json::from_str::<serde_json::Value>(&page.body).unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let mut seen_pending = false;
+    loop {
+        let now = status().await;
+        assert_eq!(
+            now["odd"]["last"],
+            serde_json::Value::Null,
+            "odd moved: {now}"
+        );
+        assert_eq!(now["odd"]["running"], false, "odd ran: {now}");
+        let pending = now["sessions"]["pending"].as_u64().unwrap();
+        seen_pending |= pending == 1;
+        if seen_pending && pending == 0 {
+            assert_eq!(now["sessions"]["joined"], 0, "{now}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unused v2 session was not closed at the join timeout: {now}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

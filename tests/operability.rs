@@ -35,6 +35,68 @@ async fn metrics(server: &Process) -> HashMap<String, f64> {
     samples(&response.body)
 }
 
+/// The metrics table of `docs/deploying.md`: each metric's label names, and the values each label
+/// name may take where the table lists them (`type` is the stream's: odd or even).
+fn metrics_table() -> (HashMap<String, Vec<String>>, HashMap<String, Vec<String>>) {
+    let page =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploying.md")).unwrap();
+    let mut labels = HashMap::new();
+    let mut values: HashMap<String, Vec<String>> = HashMap::new();
+    values.insert("type".into(), vec!["odd".into(), "even".into()]);
+    for row in page.lines().filter(|line| line.starts_with("| `integers_")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let mut names = Vec::new();
+        // "`protocol` (`raw`, `socketio`), `type`": a name, then its values in brackets.
+        let mut rest = cells[3];
+        while let Some((_, after)) = rest.split_once('`') {
+            let (name, after) = after.split_once('`').unwrap();
+            names.push(name.to_owned());
+            rest = after;
+            if let Some(list) = rest.strip_prefix(" (") {
+                let (list, after) = list.split_once(')').unwrap();
+                let listed = values.entry(name.to_owned()).or_default();
+                listed.extend(
+                    list.split(", ")
+                        .map(|value| value.trim_matches('`').to_owned()),
+                );
+                rest = after;
+            }
+        }
+        labels.insert(cells[1].trim_matches('`').to_owned(), names);
+    }
+    (labels, values)
+}
+
+/// Every sample on the page is a metric of the table, with the table's labels and values.
+fn assert_samples_match_the_table(samples: &HashMap<String, f64>) {
+    let (labels, values) = metrics_table();
+    assert!(
+        labels.len() >= 10 && values.len() >= 4,
+        "{labels:?} {values:?}"
+    );
+    for key in samples.keys() {
+        let (name, pairs) = key.split_once('{').unwrap_or((key, "}"));
+        let allowed = labels
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not in the table"));
+        for pair in pairs
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            let (label, value) = pair.split_once('=').unwrap();
+            let value = value.trim_matches('"');
+            assert!(allowed.contains(&label.to_owned()), "{key}: label {label}");
+            assert!(
+                values
+                    .get(label)
+                    .is_some_and(|v| v.iter().any(|v| v == value)),
+                "{key}: {label}={value} is not a value the table lists"
+            );
+        }
+    }
+}
+
 fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
@@ -43,7 +105,7 @@ fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
 
 // Promise: metric-generator-running, metric-replayed, http-metrics, flag-max-connections
 // Promise: flag-allowed-origins, origin-refused, metric-format, metric-connections, metric-connects
-// Promise: metric-disconnects, metric-refused, metric-produced
+// Promise: metric-disconnects, metric-refused, metric-produced, metric-labels
 #[tokio::test]
 async fn metrics_count_what_happened() {
     let server = Process::start(
@@ -193,6 +255,7 @@ async fn metrics_count_what_happened() {
             .any(|key| key.contains("sid") || key.contains("peer")),
         "per-client labels"
     );
+    assert_samples_match_the_table(&seen);
 
     // Its last clients gone, even idles, and says so.
     drop(_websocket);
@@ -209,6 +272,7 @@ async fn metrics_count_what_happened() {
 }
 
 // Promise: flag-log-json, log-connections, log-generator, log-json-fields, log-client-fields
+// Promise: log-event-fields, proxy-log-hop
 #[tokio::test]
 async fn json_logs_have_stable_fields() {
     let mut server = Process::start(0, &["--no-state", "--interval-ms", "20"]).await;
@@ -218,6 +282,23 @@ async fn json_logs_have_stable_fields() {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr);
     let sio = socketio_websocket(&url, "/odd", 2).await;
     close(sio).await;
+    // Behind proxies: the first X-Forwarded-For hop, beside the address the request came from.
+    let forwarded = upgrade_request("/_ws/?even").replace(
+        "Host: t\r\n",
+        "Host: t\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n",
+    );
+    let mut proxied = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut proxied, forwarded.as_bytes())
+        .await
+        .unwrap();
+    let local = proxied.local_addr().unwrap();
+    server
+        .wait_for_log("the proxied client's connect", |event| {
+            event["message"] == "connected"
+                && event["peer"] == format!("203.0.113.7 via {local}").as_str()
+        })
+        .await;
+    drop(proxied);
     server
         .wait_for_log("the socket.io client's disconnect", |event| {
             event["message"] == "disconnected" && event["span"]["ns"] == "/odd"
@@ -239,6 +320,7 @@ async fn json_logs_have_stable_fields() {
         .find(|e| e["message"] == "connected")
         .expect("a connected event");
     assert_eq!(connected["parity"], "even");
+    assert!(connected["position"].is_u64(), "{connected}");
     assert!(
         connected["peer"]
             .as_str()
@@ -270,11 +352,9 @@ async fn json_logs_have_stable_fields() {
                 .starts_with("127.0.0.1:")
         );
     }
-    assert!(
-        events
-            .iter()
-            .any(|e| e["message"] == "generator online" && e["parity"] == "even")
-    );
+    assert!(events.iter().any(|e| e["message"] == "generator online"
+        && e["parity"] == "even"
+        && e["last"].is_u64()));
     assert!(
         events
             .iter()
@@ -529,27 +609,47 @@ async fn logs_are_json_at_info_on_a_pipe_pretty_when_asked_and_follow_rust_log()
     );
 }
 
-// Promise: flag-redis-client-cert-needs-key
-#[tokio::test]
-async fn a_client_certificate_without_its_key_stops_the_start() {
+/// The exit code and stderr of a start refused for its flags.
+async fn refused_start(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(
         PATIENCE,
-        Process::command(
-            0,
-            &[
-                "--redis",
-                "rediss://127.0.0.1:1",
-                "--redis-client-cert",
-                "c.pem",
-            ],
-        )
-        .stderr(std::process::Stdio::piped())
-        .output(),
+        Process::command(0, args)
+            .stderr(std::process::Stdio::piped())
+            .output(),
     )
     .await
     .expect("the refused start did not exit in time")
     .unwrap();
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+// Promise: flag-redis-client-cert-needs-key
+#[tokio::test]
+async fn a_client_certificate_without_its_key_stops_the_start() {
+    let args = [
+        "--redis",
+        "rediss://127.0.0.1:1",
+        "--redis-client-cert",
+        "c.pem",
+    ];
+    let (code, stderr) = refused_start(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--redis-client-key"), "{stderr}");
+}
+
+/// A cluster name outside letters, digits, `-`, `_` and `.` (which name Redis keys) stops the
+/// start with this server's reason; the cluster tests run on a name with every allowed kind.
+// Promise: flag-cluster-name-chars
+#[tokio::test]
+async fn a_cluster_name_with_another_character_stops_the_start() {
+    for name in ["a b", "a:b", "a{b}", ""] {
+        let args = ["--redis", "redis://127.0.0.1:1", "--cluster-name", name];
+        let (code, stderr) = refused_start(&args).await;
+        assert_eq!(code, Some(2), "{name:?}: {stderr}");
+        assert!(
+            stderr.contains("1 to 64 characters of letters, digits, '-', '_' and '.'"),
+            "{name:?}: {stderr}"
+        );
+    }
 }

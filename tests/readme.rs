@@ -111,10 +111,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "RSS falling after 1,000 connections leave: a measurement",
     ),
     (
-        "attack-v2-unused",
-        "a bare v2 handshake never come back for, odd staying idle",
-    ),
-    (
         "cluster-catch-up",
         "a lost channel message filled in by the counter read",
     ),
@@ -153,10 +149,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "integers from the channel, not only from the counter reads",
     ),
     (
-        "flag-cluster-name-chars",
-        "names with `_` and `.`, and a refused character",
-    ),
-    (
         "flag-sentinel-password",
         "Sentinels with a password of their own",
     ),
@@ -169,12 +161,7 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "first bytes after a quarter second: the drop at 10.25 s",
     ),
     ("limit-send-buffer", "the socket's SO_SNDBUF read back"),
-    ("log-event-fields", "`position` and `last` on their events"),
     ("metric-delivered", "an exact count, replays included"),
-    (
-        "metric-labels",
-        "every label value on the page one the table lists",
-    ),
     (
         "overload-late-ticks",
         "a stalled clock: the next ticks keep the interval",
@@ -184,7 +171,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "writes counted for a client owed several integers",
     ),
     ("overload-sio-one-write", "socketioxide's writes counted"),
-    ("proxy-log-hop", "a two-hop X-Forwarded-For in the log"),
     (
         "raw-close-unread",
         "a client cut that never reads sees the connection end",
@@ -200,10 +186,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
-    ),
-    (
-        "sentinel-log-reachable",
-        "`redis reachable` counted once per instance",
     ),
     (
         "sentinel-promotion",
@@ -228,20 +210,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a storm large enough to overflow a queue served inline",
     ),
     ("stream-no-timer", "wake-ups counted while idle"),
-    (
-        "tls-client-cert-refused",
-        "a client certificate from another CA",
-    ),
-    (
-        "tls-system-roots",
-        "a CA installed in the system store accepted",
-    ),
-    ("tls-wrong-host", "a certificate for another host name"),
-    ("tls-wrong-password", "a wrong password in a --redis URL"),
-    (
-        "v2-socket-query",
-        "a v2 socket with its own query hears nothing",
-    ),
 ];
 
 /// Where tests are: the ids they name are read from these files.

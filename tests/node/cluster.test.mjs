@@ -52,7 +52,8 @@ describe("three instances sharing one Redis", () => {
   let instances = [];
   let nginx;
   let killedPort;
-  const cluster = `test-${process.pid}`;
+  // Every character a cluster name may hold: letters, digits, `-`, `_` and `.`.
+  const cluster = `test_${process.pid}.a-1`;
   const startInstance = (port = 0) =>
     startServer({
       intervalMs: INTERVAL_MS,

@@ -176,19 +176,25 @@ export function makeCertificates() {
   }
   // Version 3 certificates, with the extensions each side checks. Redis servers present theirs
   // as clients too, to the primary they replicate.
+  const server = "extendedKeyUsage=serverAuth,clientAuth\n";
+  const client = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+  // Each leaf with its extensions and the CA that signs it: a server certificate for this host
+  // and one for another, a client certificate and one from a CA the servers do not trust.
   const leaves = {
-    server: "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-    client: "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    server: [`subjectAltName=IP:127.0.0.1,DNS:localhost\n${server}`, "ca"],
+    elsewhere: [`subjectAltName=DNS:elsewhere.example\n${server}`, "ca"],
+    client: [client, "ca"],
+    stranger: [client, "wrong-ca"],
   };
-  for (const [leaf, extensions] of Object.entries(leaves)) {
+  for (const [leaf, [extensions, ca]] of Object.entries(leaves)) {
     writeFileSync(path(`${leaf}.ext`), extensions);
     openssl(
       ...["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=integers-${leaf}`],
       ...["-keyout", path(`${leaf}.key`), "-out", path(`${leaf}.csr`)],
     );
     openssl(
-      ...["x509", "-req", "-in", path(`${leaf}.csr`), "-days", "2", "-CA", path("ca.pem")],
-      ...["-CAkey", path("ca.key"), "-CAcreateserial", "-out", path(`${leaf}.pem`)],
+      ...["x509", "-req", "-in", path(`${leaf}.csr`), "-days", "2", "-CA", path(`${ca}.pem`)],
+      ...["-CAkey", path(`${ca}.key`), "-CAcreateserial", "-out", path(`${leaf}.pem`)],
       ...["-extfile", path(`${leaf}.ext`)],
     );
   }
@@ -199,6 +205,10 @@ export function makeCertificates() {
     serverKey: path("server.key"),
     clientCert: path("client.pem"),
     clientKey: path("client.key"),
+    elsewhereCert: path("elsewhere.pem"),
+    elsewhereKey: path("elsewhere.key"),
+    strangerCert: path("stranger.pem"),
+    strangerKey: path("stranger.key"),
   };
 }
 

@@ -155,6 +155,7 @@ describe("three instances finding Redis through three Sentinels", () => {
   // Promise: sentinel-status-primary, sentinel-metric-changes, http-status-cluster
   // Promise: flag-redis-sentinels, flag-redis-primary, flag-redis-primary-password
   // Promise: metric-primary-changes, sentinel-failover-pause, sentinel-resume-2s
+  // Promise: sentinel-log-reachable
   it("follow a kill -9 of the primary to a promoted replica: none lost or repeated", async (t) => {
     const set = await startSentinelSet({ password: PASSWORD });
     const instances = await startInstances(set);
@@ -164,10 +165,16 @@ describe("three instances finding Redis through three Sentinels", () => {
         clients.every((c) => c.seen.length >= 3),
       );
       const before = clients.map((c) => c.seen.length);
+      const reachable = instances.map((instance) => logged(instance, "redis reachable").length);
       const failover = await killPrimary(set);
       await assertResumed(t, clients, before, failover);
       // Every instance moved, said so once in its log, once in its metrics, and in /status.
-      for (const instance of instances) {
+      for (const [i, instance] of instances.entries()) {
+        assert.equal(
+          logged(instance, "redis reachable").length - reachable[i],
+          1,
+          "Redis reachable again, once",
+        );
         const status = await instance.status();
         assert.equal(status.cluster.redis_primary, `127.0.0.1:${set.replicaPort}`);
         assert.equal(status.cluster.redis_up, true);

@@ -110,6 +110,65 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
     );
   });
 
+  // Promise: tls-wrong-host
+  it("refuses to start when Redis's certificate names another host", async () => {
+    const port = await freePort();
+    const elsewhere = { ...certs, serverCert: certs.elsewhereCert, serverKey: certs.elsewhereKey };
+    const other = await startRedis(port, redisTlsArgs(port, elsewhere));
+    try {
+      const url = `rediss://127.0.0.1:${port}`;
+      const error = await refusedStart(["--redis", url, "--redis-ca-file", certs.ca]);
+      assert.ok(
+        error.startsWith(
+          `cannot use Redis at ${url}: the server's TLS certificate does not verify ` +
+            "(NotValidForName",
+        ),
+        error,
+      );
+    } finally {
+      await other.stop();
+    }
+  });
+
+  // Promise: tls-system-roots
+  it("verifies Redis's certificate with the system's roots when no CA file is given", async () => {
+    // rustls-native-certs reads the system's roots from SSL_CERT_FILE when it is set.
+    const instance = await startServer({
+      intervalMs: INTERVAL_MS,
+      extraArgs: ["--redis", `rediss://127.0.0.1:${redisPort}`, "--cluster-name", "roots"],
+      env: { SSL_CERT_FILE: certs.ca },
+    });
+    const client = rawClient(instance.wsUrl, "odd");
+    try {
+      await waitUntil(
+        "integers through Redis verified by the system's roots",
+        () => client.seen.length >= 3,
+      );
+      assertGapless(client);
+    } finally {
+      client.close();
+      await instance.stop();
+    }
+  });
+
+  // Promise: tls-wrong-password
+  it("refuses to start with a wrong password in a redis:// URL", async () => {
+    const port = await freePort();
+    const locked = await startRedis(port, ["--requirepass", "right"]);
+    try {
+      const error = await refusedStart(["--redis", `redis://:wrong@127.0.0.1:${port}`]);
+      assert.ok(
+        error.startsWith(
+          `cannot use Redis at redis://:***@127.0.0.1:${port}: authentication failed`,
+        ),
+        error,
+      );
+      assert.ok(!error.includes("wrong"), `the password reached the log: ${error}`);
+    } finally {
+      await locked.stop();
+    }
+  });
+
   // Promise: cluster-redis-down-status, cluster-redis-down-metric, cluster-redis-down-pause
   // Promise: tls-files-need-rediss, tls-start-error, tls-no-fallback, tls-plain-server-nothing
   // Promise: metric-redis-up
@@ -154,6 +213,7 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
   });
 
   // Promise: tls-client-cert, tls-start-error, flag-redis-client-cert, flag-redis-client-key
+  // Promise: tls-client-cert-refused
   it("presents a client certificate to a Redis that requires one (mutual TLS)", async () => {
     const url = `rediss://127.0.0.1:${mutualPort}`;
     const error = await refusedStart(["--redis", url, "--redis-ca-file", certs.ca]);
@@ -162,6 +222,15 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
         `cannot use Redis at ${url}: the server refused the TLS handshake (CertificateRequired)`,
       ),
       error,
+    );
+    // A client certificate from a CA the server does not trust is refused as well.
+    const stranger = await refusedStart([
+      ...["--redis", url, "--redis-ca-file", certs.ca],
+      ...["--redis-client-cert", certs.strangerCert, "--redis-client-key", certs.strangerKey],
+    ]);
+    assert.ok(
+      stranger.startsWith(`cannot use Redis at ${url}: the server refused the TLS handshake (`),
+      stranger,
     );
     const instance = await startServer({
       intervalMs: INTERVAL_MS,

@@ -22,6 +22,7 @@ export async function startServer({
   port = 0,
   stateFile = freshStateFile(),
   extraArgs = [],
+  env = {},
 } = {}) {
   const bin = process.env.INTEGERS_BIN ?? DEFAULT_BIN;
   const args = [
@@ -38,7 +39,7 @@ export async function startServer({
     ...extraArgs,
   ];
   const child = spawn(bin, args, {
-    env: { ...process.env, RUST_LOG: "info" },
+    env: { ...process.env, RUST_LOG: "info", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   let log = "";

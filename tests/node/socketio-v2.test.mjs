@@ -150,6 +150,38 @@ test("a namespace asked for after the decision takes / off its stream", async ()
   }
 });
 
+// Promise: v2-socket-query
+test("a v2 socket given a query of its own hears nothing, its connection taken as /", async () => {
+  const own = await startServer({ intervalMs: INTERVAL_MS });
+  const keeper = rawClient(own.wsUrl, "odd");
+  try {
+    // The idiom of v2 apps: the client sends the query inside the namespace's connect packet.
+    const socket = ioV2(`${own.url}/odd`, {
+      query: { token: "x" },
+      forceNew: true,
+      reconnection: false,
+      transports: ["websocket"],
+    });
+    opened.push(socket);
+    const heard = [];
+    for (const event of ["connect", "integer", "error", "connect_error"]) {
+      socket.on(event, (value) => heard.push([event, value]));
+    }
+    await own.waitForStatus("the v2 connection open", (s) => s.sessions.joined === 1);
+    // Twice the decision for `/` later, by the keeper's integers: nothing heard, no stream.
+    const count = keeper.seen.length + Math.ceil((2 * ROOT_DECISION_MS) / INTERVAL_MS);
+    await waitUntil("the keeper's integers past the decision", () => keeper.seen.length >= count);
+    assert.deepEqual(heard, [], "the socket with its own query heard something");
+    assert.equal(socket.connected, false);
+    const status = await own.status();
+    assert.equal(status.odd.subscribers.socketio, 1, "the connection does not follow `/`");
+    assert.equal(status.even.subscribers.socketio, 0, "the connection follows even");
+  } finally {
+    keeper.close();
+    await own.stop();
+  }
+});
+
 // Promise: v2-root-join
 test("a v2 client of / gets every odd integer from the moment it connected", async () => {
   // A keeper keeps odd moving throughout.
