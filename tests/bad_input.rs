@@ -987,3 +987,39 @@ async fn a_request_head_that_never_ends_is_dropped_at_10_s_with_a_2_s_margin() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// A client whose first bytes are late (past the quarter second the accepting thread waits
+/// for them) and whose head then trickles is dropped a quarter second past the 10 s, counted
+/// from its connect; the margin above is for a loaded machine's timers.
+// Promise: limit-head-late
+#[tokio::test]
+async fn a_late_head_that_never_ends_is_dropped_at_10_25_s_with_a_2_s_margin() {
+    const PROMISED: Duration = Duration::from_millis(10_250);
+    const MARGIN: Duration = Duration::from_secs(2);
+    let server = TestServer::start(25).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let connected = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read =
+        tokio::time::timeout_at(connected + PROMISED + MARGIN, stream.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "still open {:?} after the connect",
+        PROMISED + MARGIN
+    );
+    assert!(
+        connected.elapsed() >= Duration::from_secs(10),
+        "dropped before 10 s: {:?}",
+        connected.elapsed()
+    );
+    assert!(
+        rest.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -518,6 +518,52 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
     drop(silent);
 }
 
+/// A client cut that never reads its close frame sees the connection end without one, once
+/// the close has waited `--ping-timeout-ms` for it (a margin of a second for a loaded machine).
+// Promise: raw-close-unread
+#[tokio::test]
+async fn a_client_that_never_reads_its_close_frame_sees_the_connection_end() {
+    const TIMEOUT: Duration = Duration::from_millis(1500);
+    let server = stall_only_server("1500").await;
+    let url = server.ws_url("/_ws/");
+    let mut silent = small_buffer_client(server.addr, &url).await;
+    server
+        .wait_for_log_within(3 * PATIENCE, "the silent client cut", |event| {
+            event["message"] == "client too slow, disconnecting"
+        })
+        .await;
+    let cut = Instant::now();
+    server
+        .wait_for_log("the silent client's connection closed", |event| {
+            event["message"] == "disconnected"
+        })
+        .await;
+    let closed = cut.elapsed();
+    assert!(
+        closed < TIMEOUT + Duration::from_secs(1),
+        "the close waited {closed:?} for a client that does not read"
+    );
+    // What it can read now: integers in order, then the end, and no close frame.
+    let mut seen = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(PATIENCE, silent.next())
+            .await
+            .expect("the connection did not end")
+        {
+            Some(Ok(Message::Text(text))) => seen.push(text.parse::<u64>().unwrap()),
+            Some(Ok(Message::Close(frame))) => panic!("a close frame: {frame:?}"),
+            Some(Ok(_)) => {}
+            ended => break ended,
+        }
+    };
+    assert!(!seen.is_empty());
+    assert_consecutive(&seen);
+    assert!(
+        !matches!(ended, Some(Ok(_))),
+        "the stream went on: {ended:?}"
+    );
+}
+
 /// Nobody else's delivery waits for a client whose socket has stopped taking writes: a
 /// bystander's integers keep coming every tick while five clients that never read stall, until
 /// the server cuts them, `--ping-timeout-ms` after their writes stopped. Were a tick's delivery

@@ -156,29 +156,13 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "health-router",
         "a health check trickled over a quarter second goes to the router",
     ),
-    (
-        "limit-head-late",
-        "first bytes after a quarter second: the drop at 10.25 s",
-    ),
     ("limit-send-buffer", "the socket's SO_SNDBUF read back"),
     ("metric-delivered", "an exact count, replays included"),
-    (
-        "overload-late-ticks",
-        "a stalled clock: the next ticks keep the interval",
-    ),
     (
         "overload-raw-one-write",
         "writes counted for a client owed several integers",
     ),
     ("overload-sio-one-write", "socketioxide's writes counted"),
-    (
-        "raw-close-unread",
-        "a client cut that never reads sees the connection end",
-    ),
-    (
-        "restart-lease",
-        "the next leader ticking well within a lease after a SIGTERM",
-    ),
     (
         "sentinel-connect-1s",
         "a Sentinel that accepts and never answers",
@@ -209,7 +193,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "storm-listen-queue",
         "a storm large enough to overflow a queue served inline",
     ),
-    ("stream-no-timer", "wake-ups counted while idle"),
 ];
 
 /// Where tests are: the ids they name are read from these files.

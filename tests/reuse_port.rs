@@ -185,6 +185,18 @@ async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room(
     assert_eq!(connections_served(&other), 48);
 }
 
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc`).
+fn every_thread_stopped(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap())
+        // The state follows the command name, which is in brackets.
+        .all(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+}
+
 /// What a full instance's leaving costs the clients already on their way: a connection the
 /// kernel queued for its listener is reset when the listener closes, and the next finds no
 /// listener at all.
@@ -209,6 +221,15 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     let pid = full.child.id().expect("running") as i32;
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // A signal is delivered to each thread in its time: wait until every one has stopped.
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while !every_thread_stopped(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instance did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let mut queued = Vec::new();
     for _ in 0..5 {
         let mut stream = tokio::net::TcpStream::connect(full.addr).await.unwrap();
@@ -221,7 +242,8 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     let mut answers = Vec::new();
-    for mut stream in queued {
+    // Each kept open until all have answered: one closed would give its place back.
+    for stream in &mut queued {
         let mut head = [0; 12];
         let read = tokio::time::timeout(common::PATIENCE, stream.read_exact(&mut head))
             .await
@@ -243,7 +265,10 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
         ],
         "the five connections queued as the instance filled up"
     );
-    assert_eq!(log_count(&full, LEFT), 1);
+    full.wait_for_log("the instance leaving the port", |event| {
+        event["message"] == LEFT && event["live"] == 20
+    })
+    .await;
     let refused = tokio::net::TcpStream::connect(full.addr).await;
     assert_eq!(
         refused.map(|_| ()).unwrap_err().kind(),

@@ -184,3 +184,55 @@ impl XorShift {
         self.0 % bound
     }
 }
+
+/// Context switches of every thread of process `pid` so far: each is a thread waking.
+fn wake_ups(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("status")).unwrap())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches"))
+                .map(|line| {
+                    line.split_whitespace()
+                        .nth(1)
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// With nobody connected the generator sleeps with no timer armed: the process wakes about as
+/// seldom as an idle process does, where a clock beating while idle would wake it at every half
+/// beat (400 times over the window at a 10 ms interval).
+// Promise: stream-no-timer
+#[tokio::test]
+async fn an_idle_server_arms_no_timer_for_its_streams() {
+    const INTERVAL: Duration = Duration::from_millis(10);
+    let server = common::Process::start(0, &["--no-state", "--interval-ms", "10"]).await;
+    // Both streams ran, then their clients left.
+    let mut odd = server.raw("/_ws/").await;
+    let mut even = server.raw("/_ws/?even").await;
+    next_integers(&mut odd, 3).await;
+    next_integers(&mut even, 3).await;
+    close(odd).await;
+    close(even).await;
+    server
+        .wait_for_status("both streams to idle", |s| {
+            !s.odd.running && !s.even.running
+        })
+        .await;
+    let pid = server.child.id().expect("running");
+    let before = wake_ups(pid);
+    // A window of 200 intervals; the measure is what happens in it.
+    tokio::time::sleep(INTERVAL * 200).await;
+    let woken = wake_ups(pid) - before;
+    assert!(
+        woken < 100,
+        "the idle server woke {woken} times in 200 intervals"
+    );
+}

@@ -61,3 +61,33 @@ impl HalfBeats {
         self.clock.reset_immediately();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a stall the beats keep their spacing: the one that is late comes at once, the
+    /// next half an interval after it, never the missed ones back to back.
+    // Promise: overload-late-ticks
+    #[tokio::test(start_paused = true)]
+    async fn late_beats_are_delayed_not_burst() {
+        let interval = Duration::from_millis(100);
+        let mut beats = HalfBeats::starting_at(Instant::now(), interval);
+        assert_eq!(beats.next().await, Parity::Odd);
+        assert_eq!(beats.next().await, Parity::Even);
+        // The runtime does not come back for five intervals.
+        tokio::time::advance(interval * 5).await;
+        let late = Instant::now();
+        assert_eq!(beats.next().await, Parity::Odd);
+        assert_eq!(late.elapsed(), Duration::ZERO, "the late beat waited");
+        for parity in [Parity::Even, Parity::Odd, Parity::Even] {
+            let before = Instant::now();
+            assert_eq!(beats.next().await, parity);
+            assert_eq!(
+                before.elapsed(),
+                interval / 2,
+                "a missed beat came in a burst"
+            );
+        }
+    }
+}

@@ -23,6 +23,28 @@ import {
 } from "./infra.mjs";
 
 const INTERVAL_MS = 200;
+// The leader's lease: one interval and a half, and 200 ms (docs/cluster.md).
+const LEASE_MS = 1.5 * INTERVAL_MS + 200;
+
+// When `instance` logged `message`, each time, in milliseconds since the epoch.
+function logTimes(instance, message) {
+  return instance
+    .log()
+    .split("\n")
+    .filter((line) => line.includes(`"message":"${message}"`))
+    .map((line) => Date.parse(JSON.parse(line).timestamp));
+}
+
+// The first value `probe` gives that is not undefined, within a deadline.
+async function waitFor(what, probe, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
 
 // Waits until every panel of the demo page has received `count` integers.
 function everyPanelReceived(page, count) {
@@ -566,7 +588,7 @@ describe("three instances sharing one Redis", () => {
 
   // Promise: cluster-nginx-websocket, cluster-nginx-sticky, cluster-no-repeat
   // Promise: cluster-counters-survive, cluster-after-any, storm-all-back, storm-rolling
-  // Promise: proxy-sticky
+  // Promise: proxy-sticky, restart-lease
   it("rides a rolling deploy: each instance stopped (SIGTERM) and started in turn", async (t) => {
     if (killedPort !== undefined) instances.push(await startInstance(killedPort));
     const clients = [];
@@ -576,9 +598,31 @@ describe("three instances sharing one Redis", () => {
         clients.every((c) => c.seen.length >= 3),
       );
       const deployStarted = Date.now();
+      let handedOver = 0;
       for (let i = 0; i < instances.length; i++) {
         const old = instances[i];
+        const wasLeader = (await old.status()).cluster.leader;
+        const others = instances.filter((instance) => instance !== old);
+        const led = others.map((o) => logTimes(o, "leading: this instance ticks").length);
         assert.equal(await old.stop("SIGTERM"), 0, "an instance did not exit cleanly");
+        if (wasLeader) {
+          // The leader hands its lease over as it stops: another instance leads within the
+          // lease poll (a quarter interval), well within half the lease, which a lapse takes.
+          const [released] = logTimes(old, "lease released");
+          assert.ok(released, "the leader stopped without releasing its lease");
+          const leading = await waitFor(
+            "another instance leading",
+            () =>
+              others.flatMap((o, j) =>
+                logTimes(o, "leading: this instance ticks").slice(led[j]),
+              )[0],
+          );
+          assert.ok(
+            leading - released < LEASE_MS / 2,
+            `the next leader took ${leading - released} ms; the lease is ${LEASE_MS} ms`,
+          );
+          handedOver += 1;
+        }
         instances[i] = await startInstance(old.port);
         const counts = clients.map((c) => c.seen.length);
         await waitUntil("every client receiving after this step", () =>
@@ -595,6 +639,7 @@ describe("three instances sharing one Redis", () => {
         clients.every((c) => c.connects >= 2),
         "some client was never moved, so the deploy did not touch it",
       );
+      assert.ok(handedOver >= 1, "no leader was replaced");
     } finally {
       for (const client of clients) client.close();
     }
