@@ -813,3 +813,55 @@ async fn socketio_clients_that_stop_reading_are_cut_while_fast_ones_see_everythi
         "server RSS peaked at {peak_rss} KiB"
     );
 }
+
+/// The send buffers of this process's connected TCP sockets whose local port is `port`: the
+/// server's side of each connection, when the server runs in this process.
+fn send_buffers_of_connections_on(port: u16) -> Vec<i32> {
+    let mut buffers = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let Ok(fd) = entry.unwrap().file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let option = |name: i32| {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt(2) writes at most `len` bytes into `value`; on a descriptor
+            // that is not a socket (or closed since it was listed) it fails and writes nothing.
+            let ok = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    name,
+                    (&raw mut value).cast(),
+                    &mut len,
+                )
+            };
+            (ok == 0).then_some(value)
+        };
+        // SAFETY: a zeroed sockaddr_in is a valid value; getsockname(2) writes at most `len`
+        // bytes into it.
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: as above.
+        let named = unsafe { libc::getsockname(fd, (&raw mut addr).cast(), &mut len) } == 0;
+        let tcp_v4 = named && i32::from(addr.sin_family) == libc::AF_INET;
+        if tcp_v4 && u16::from_be(addr.sin_port) == port && option(libc::SO_ACCEPTCONN) == Some(0) {
+            buffers.extend(option(libc::SO_SNDBUF));
+        }
+    }
+    buffers
+}
+
+/// Each connection's kernel send buffer is fixed at 16 KiB, which Linux doubles for its own
+/// bookkeeping and reports as 32 KiB, so a client that stops reading holds little.
+// Promise: limit-send-buffer
+#[tokio::test]
+async fn each_connection_has_a_16_kib_send_buffer() {
+    let server = TestServer::start(20).await;
+    let mut clients = Vec::new();
+    for path in ["/_ws/", "/_ws/?even", "/socket.io/"] {
+        clients.push(server.raw(path).await);
+    }
+    let buffers = send_buffers_of_connections_on(server.addr.port());
+    assert_eq!(buffers, [32 * 1024; 3], "the server's sockets");
+}

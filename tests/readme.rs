@@ -134,7 +134,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "cluster-nginx-next",
         "nginx's first answer to a dead upstream's client not a 502",
     ),
-    ("cluster-no-adapter", "Redis commands counted per tick"),
     (
         "cluster-redis-backoff",
         "connection attempts to a dead Redis counted",
@@ -152,17 +151,11 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "flag-sentinel-password",
         "Sentinels with a password of their own",
     ),
-    (
-        "health-router",
-        "a health check trickled over a quarter second goes to the router",
-    ),
-    ("limit-send-buffer", "the socket's SO_SNDBUF read back"),
     ("metric-delivered", "an exact count, replays included"),
     (
         "overload-raw-one-write",
         "writes counted for a client owed several integers",
     ),
-    ("overload-sio-one-write", "socketioxide's writes counted"),
     (
         "sentinel-connect-1s",
         "a Sentinel that accepts and never answers",
@@ -170,10 +163,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
-    ),
-    (
-        "sentinel-promotion",
-        "Sentinel's own timing: reported, not asserted",
     ),
     ("sentinel-role-check", "Sentinels naming a replica"),
     (
@@ -183,10 +172,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
         "shared-port-beyond-files-limit",
         "instances under a low open-files limit together",
-    ),
-    (
-        "shared-port-rejoin-twentieth",
-        "the rejoin at other limits, past the rejoin poll",
     ),
     ("state-file-atomic", "the fsyncs: a system-call trace"),
     (

@@ -277,3 +277,49 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     );
     full.child.kill().await.unwrap();
 }
+
+/// The rejoin threshold at another limit: with room for 40, a twentieth is 2, so an instance
+/// that left the port is still off it with 2 places free, and back with 3.
+// Promise: shared-port-rejoin-twentieth
+#[tokio::test]
+async fn a_full_instance_rejoins_only_once_more_than_a_twentieth_is_free() {
+    let port = free_port();
+    let full = Process::start(
+        port,
+        &["--no-state", "--reuse-port", "--max-connections", "40"],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(full.raw("/_ws/").await);
+    }
+    full.wait_for_log("the full instance leaving the port", |event| {
+        event["message"] == LEFT && event["live"] == 40
+    })
+    .await;
+    for client in clients.drain(..2) {
+        common::close(client).await;
+    }
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while log_count(&full, "disconnected") < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two departures were not logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Five of its checks for room later, it is still off the port: nobody listens there.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let refused = tokio::net::TcpStream::connect(full.addr).await;
+    assert_eq!(
+        refused.map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "back on the port with 2 of 40 places free"
+    );
+    assert_eq!(log_count(&full, BACK), 0);
+    common::close(clients.pop().unwrap()).await;
+    full.wait_for_log("the instance back on the port", |event| {
+        event["message"] == BACK && event["live"] == 37
+    })
+    .await;
+}
