@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Departure {
+pub(crate) enum Departure {
     /// The client closed the connection.
     #[error("client closed")]
     ClientClosed,
@@ -36,7 +36,7 @@ pub enum Departure {
 
 impl Departure {
     /// The `reason` label of the disconnect counter: one of a short fixed list.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Departure::ClientClosed | Departure::Lost(_) => "client_closed",
             Departure::BadFrame { .. } | Departure::Flooding { .. } | Departure::BadPacket => {

@@ -23,7 +23,7 @@ use crate::sync::lock;
 use crate::telemetry;
 
 /// A client of the fan-out.
-pub trait Recipient: Send + Sync + 'static {
+pub(crate) trait Recipient: Send + Sync + 'static {
     /// What a shard keeps for its clients: settings they all share, and what it carries from
     /// one client to the next within a pass (rendered frames, say). Every shard starts from a
     /// clone of the one given to [`Fanout::start`].
@@ -38,7 +38,7 @@ pub trait Recipient: Send + Sync + 'static {
 }
 
 /// What a client joining a stream is owed, for the code that makes its [`Recipient`].
-pub struct Owing<'a> {
+pub(crate) struct Owing<'a> {
     pub parity: Parity,
     /// The first live integer owed.
     pub next: u64,
@@ -47,7 +47,7 @@ pub struct Owing<'a> {
 
 impl Owing<'_> {
     /// The missed integers to hand over before the live ones, oldest first.
-    pub fn replay(&self) -> impl Iterator<Item = u64> + use<> {
+    pub(crate) fn replay(&self) -> impl Iterator<Item = u64> + use<> {
         let parity = self.parity;
         self.backlog
             .map(|backlog| backlog.integers(parity))
@@ -57,7 +57,7 @@ impl Owing<'_> {
 }
 
 /// A recipient made for a joining client.
-pub struct Started<R> {
+pub(crate) struct Started<R> {
     pub client: Arc<R>,
     /// How many of its replay it was handed.
     pub replayed: u64,
@@ -67,7 +67,7 @@ pub struct Started<R> {
 }
 
 /// A client that joined a stream.
-pub struct Subscription<R> {
+pub(crate) struct Subscription<R> {
     /// Its share of the stream's demand, until dropped.
     pub membership: Membership,
     pub client: Arc<R>,
@@ -79,7 +79,7 @@ pub struct Subscription<R> {
 
 /// One pass of a shard over its clients.
 #[derive(Debug, Clone, Copy)]
-pub struct Pass {
+pub(crate) struct Pass {
     /// The last integer published.
     pub last: u64,
     /// Integers a client may be owed at most; past that it is cut.
@@ -89,7 +89,7 @@ pub struct Pass {
 }
 
 /// Handle to the shard tasks of both lanes.
-pub struct Fanout<R: Recipient> {
+pub(crate) struct Fanout<R: Recipient> {
     lanes: Arc<[LaneShards<R>; 2]>,
     /// Integers a client may be owed at most, past which it is cut: the feed's.
     backlog: usize,
@@ -121,7 +121,7 @@ impl<R: Recipient> Fanout<R> {
     /// `shutdown` (cancel it only once the source has stopped: each shard then hands out the
     /// last integer before it ends), and replaying at most `max_replay` missed integers to a
     /// resuming one.
-    pub fn start(
+    pub(crate) fn start(
         feed: &Feed,
         protocol: Protocol,
         shards: usize,
@@ -160,7 +160,7 @@ impl<R: Recipient> Fanout<R> {
     /// owed, and hands it its replay; then one of the stream's shards serves it. The stream
     /// cannot move while this runs, so the replay and the live integers meet with no gap and no
     /// repeat.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         feed: &Feed,
         parity: Parity,
@@ -284,7 +284,7 @@ impl Turn {
 
 /// What a client whose next integer is `next` is owed when the last one sent is `last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owed {
+pub(crate) enum Owed {
     /// Nothing yet: it joined after `last`, or already has it.
     Nothing,
     /// This many integers, `next` through `last`.
@@ -295,7 +295,7 @@ pub enum Owed {
 }
 
 impl Owed {
-    pub fn of(next: u64, last: u64, backlog: usize) -> Owed {
+    pub(crate) fn of(next: u64, last: u64, backlog: usize) -> Owed {
         if next > last {
             return Owed::Nothing;
         }

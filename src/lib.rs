@@ -28,6 +28,12 @@
 //! - [`config`]: the flags.
 //! - `telemetry`, [`status`] and `departure`: what the server reports, and why a client left.
 //! - `sync`: the one locking rule.
+//!
+//! # Visibility
+//!
+//! `pub` only for what `tests/`, `bench/` and `fuzz/` use; everything else is `pub(crate)` or
+//! narrower. The `unreachable_pub` lint (Cargo.toml's `[lints]`) holds the rule: an item `pub`
+//! inside a private module fails clippy.
 
 pub mod config;
 mod departure;

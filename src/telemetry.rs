@@ -17,7 +17,7 @@ use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol};
 
 /// Open socket.io connections per stream (odd, even), by transport.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SocketIoConnections {
+pub(crate) struct SocketIoConnections {
     pub websocket: [u64; 2],
     pub polling: [u64; 2],
 }
@@ -31,7 +31,7 @@ fn protocol_label(protocol: Protocol) -> &'static str {
 
 /// Why a connection was refused before it began, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     ConnectionLimit,
     Origin,
     BadAfter,
@@ -51,11 +51,11 @@ impl Refused {
     }
 }
 
-pub fn connected(protocol: Protocol) {
+pub(crate) fn connected(protocol: Protocol) {
     counter!("integers_connects_total", "protocol" => protocol_label(protocol)).increment(1);
 }
 
-pub fn departed(protocol: Protocol, why: &Departure) {
+pub(crate) fn departed(protocol: Protocol, why: &Departure) {
     counter!(
         "integers_disconnects_total",
         "protocol" => protocol_label(protocol),
@@ -64,26 +64,26 @@ pub fn departed(protocol: Protocol, why: &Departure) {
     .increment(1);
 }
 
-pub fn refused(why: Refused) {
+pub(crate) fn refused(why: Refused) {
     counter!("integers_refused_total", "reason" => why.label()).increment(1);
 }
 
-pub fn produced(stream: &'static str) {
+pub(crate) fn produced(stream: &'static str) {
     counter!("integers_produced_total", "type" => stream).increment(1);
 }
 
 /// Cluster mode: this instance followed its Redis primary to another server (a failover).
-pub fn redis_primary_changed() {
+pub(crate) fn redis_primary_changed() {
     counter!("integers_redis_primary_changes_total").increment(1);
 }
 
-pub fn replayed(protocol: Protocol, count: u64) {
+pub(crate) fn replayed(protocol: Protocol, count: u64) {
     counter!("integers_replayed_total", "protocol" => protocol_label(protocol)).increment(count);
 }
 
 /// The counter of integers delivered over `protocol` (whatever the socket.io transport);
 /// taken once per fan-out shard, so a pass adds to it once.
-pub fn delivered_counter(protocol: Protocol, stream: &'static str) -> Counter {
+pub(crate) fn delivered_counter(protocol: Protocol, stream: &'static str) -> Counter {
     counter!(
         "integers_delivered_total",
         "protocol" => protocol_label(protocol),
@@ -105,12 +105,12 @@ fn handle() -> &'static PrometheusHandle {
 }
 
 /// Makes sure the recorder exists before the first event is counted.
-pub fn install() {
+pub(crate) fn install() {
     handle();
 }
 
 /// Sets the level gauges from the live state and renders every metric.
-pub fn render(
+pub(crate) fn render(
     feed: &FeedStatus,
     socketio: SocketIoConnections,
     sessions: SessionCounts,

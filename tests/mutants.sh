@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Mutation run of the core modules: each mutant of stream/ (parity, feed, resume), fanout,
-# source/ (the clock, the local ticker, the state file), and the edge's request reading,
-# admission and session counts is built and run against the unit tests and the integration tests that drive those
-# modules (scope and exclusions: .cargo/mutants.toml).
-# Not part of CI. The outcome lands in mutants.out/ (caught.txt, missed.txt, timeout.txt,
-# unviable.txt).
-# Usage: bash tests/mutants.sh [more cargo-mutants options, e.g. --file src/stream/feed.rs]
+# Mutation run: each mutant of the modules in .cargo/mutants.toml (every module the Rust tests
+# drive, and the reasons for those left out) is built and run against the unit tests and every
+# integration test binary. Not part of CI: a mutant takes about a minute on two cores.
+#
+# Usage:
+#   bash tests/mutants.sh --list          the mutants, by file (no build)
+#   bash tests/mutants.sh --shard 3/12    one twelfth of them, each part within an hour here
+#   bash tests/mutants.sh                 all of them, one after the other
+# Other cargo-mutants options pass through (e.g. --file src/raw/writer.rs). The outcome lands
+# in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo-mutants >/dev/null 2>&1; then
   cargo install cargo-mutants --locked --version 27.1.0
+fi
+if [ "${1:-}" = "--list" ]; then
+  shift
+  cargo mutants --list "$@" | sed -E 's/:.*//' | sort | uniq -c
+  exit 0
 fi
 # One mutant at a time: the integration tests hold timing bounds (a drain, a lapse) that a
 # second build competing for two cores could stretch.

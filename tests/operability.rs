@@ -564,11 +564,10 @@ async fn first_log_lines(env: &[(&str, &str)], args: &[&str]) -> String {
     .unwrap();
     next_integers(&mut ws, 1).await;
     close(ws).await;
+    let pid = child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) },
-        0
-    );
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     let mut log = String::new();
     let mut stderr = child.stderr.take().unwrap();
     tokio::time::timeout(PATIENCE, stderr.read_to_string(&mut log))

@@ -311,11 +311,10 @@ async fn a_log_reader_that_went_away_stops_neither_the_streams_nor_the_shutdown(
         .expect("connect");
         assert_eq!(next_integers(&mut ws, 3).await.len(), 3);
     }
+    let pid = child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) },
-        0
-    );
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     let status = tokio::time::timeout(Duration::from_secs(5) + PATIENCE, child.wait())
         .await
         .expect("no exit within the drain time after SIGTERM")

@@ -16,7 +16,7 @@ use crate::telemetry::{self, Refused};
 const RETRY_AFTER_SECONDS: &str = "5";
 
 #[derive(Clone)]
-pub struct Admission {
+pub(crate) struct Admission {
     live: LiveConnections,
     max_connections: usize,
     /// Empty: every origin is allowed.
@@ -29,7 +29,7 @@ pub struct Admission {
 
 /// The session limits, beside the connection limit.
 #[derive(Debug, Clone)]
-pub struct SessionLimits {
+pub(crate) struct SessionLimits {
     /// Sessions open at once, joined or not.
     pub max_sessions: usize,
     /// Sessions one client address may hold not yet joined.
@@ -39,7 +39,7 @@ pub struct SessionLimits {
 
 /// Why a new stream was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("server is at its limit of {0} connections, retry later")]
     TooManyConnections(usize),
     #[error("origin {0} is not allowed")]
@@ -54,7 +54,7 @@ pub enum Refusal {
 }
 
 impl Admission {
-    pub fn new(
+    pub(crate) fn new(
         live: LiveConnections,
         max_connections: usize,
         allowed_origins: Vec<String>,
@@ -113,7 +113,7 @@ impl Admission {
 
     /// Checks a request that would open a new stream; the request's own connection is
     /// already among the live ones.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let verdict = self.verdict(headers);
         if let Err(refusal) = &verdict {
             telemetry::refused(match refusal {

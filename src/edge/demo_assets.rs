@@ -11,27 +11,27 @@ const STATUS_VIEW: &str = include_str!("../../client-demo/status-view.js");
 const SOCKET_IO_CLIENT: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
 const SOCKET_IO_CLIENT_MAP: &str = include_str!(concat!(env!("OUT_DIR"), "/socket.io.min.js.map"));
 
-pub async fn index() -> Html<&'static str> {
+pub(crate) async fn index() -> Html<&'static str> {
     Html(INDEX)
 }
 
-pub async fn script() -> Response {
+pub(crate) async fn script() -> Response {
     with_type("text/javascript; charset=utf-8", SCRIPT)
 }
 
-pub async fn status_view() -> Response {
+pub(crate) async fn status_view() -> Response {
     with_type("text/javascript; charset=utf-8", STATUS_VIEW)
 }
 
-pub async fn stylesheet() -> Response {
+pub(crate) async fn stylesheet() -> Response {
     with_type("text/css; charset=utf-8", STYLESHEET)
 }
 
-pub async fn socket_io_client() -> Response {
+pub(crate) async fn socket_io_client() -> Response {
     with_type("text/javascript; charset=utf-8", SOCKET_IO_CLIENT)
 }
 
-pub async fn socket_io_client_map() -> Response {
+pub(crate) async fn socket_io_client_map() -> Response {
     with_type("application/json", SOCKET_IO_CLIENT_MAP)
 }
 

@@ -42,10 +42,10 @@ const SEND_BUFFER: usize = 16 * 1024;
 
 /// The number of open client connections, shared with whoever enforces a limit on it.
 #[derive(Debug, Clone, Default)]
-pub struct LiveConnections(Arc<AtomicUsize>);
+pub(crate) struct LiveConnections(Arc<AtomicUsize>);
 
 impl LiveConnections {
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
 }
@@ -57,7 +57,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds `addr`, sharing the port with other instances when `reuse_port` is set (the kernel
 /// then spreads new connections over them).
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -74,7 +74,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
 /// A port this instance shares with others (`--reuse-port`), and the most connections it
 /// takes.
 #[derive(Debug, Clone, Copy)]
-pub struct SharedPort {
+pub(crate) struct SharedPort {
     pub addr: SocketAddr,
     pub max_connections: usize,
 }
@@ -243,7 +243,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 ///
 /// With `shared`, an instance at its connection limit leaves the port (see
 /// [`CountingListener`]).
-pub fn serve_connections(
+pub(crate) fn serve_connections(
     listener: TcpListener,
     live: LiveConnections,
     shared: Option<SharedPort>,
@@ -281,7 +281,7 @@ pub fn serve_connections(
 const HAND_OVER: usize = 16 * 1024;
 
 /// The accepting thread and the task serving what it accepts, seen from the server.
-pub struct Accepting {
+pub(crate) struct Accepting {
     /// Ends once the accepting thread has closed the listener and every connection it handed
     /// over is served, with the watch over them.
     serving: JoinHandle<GracefulShutdown>,
@@ -290,7 +290,7 @@ pub struct Accepting {
 impl Accepting {
     /// Resolves once shutdown has closed the listener, with the watch over the connections
     /// still open; `None` if serving failed.
-    pub async fn stopped(self) -> Option<GracefulShutdown> {
+    pub(crate) async fn stopped(self) -> Option<GracefulShutdown> {
         self.serving.await.ok()
     }
 }
@@ -542,12 +542,12 @@ impl DirectSocket for CountedStream {
 
 /// The client's TCP address, as request extension `ConnectInfo<ClientAddr>`.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+pub(crate) struct ClientAddr(pub SocketAddr);
 
 /// The open-files limit bounds how many connections one process can hold. Raises the soft
 /// limit to the hard one and returns how many connections fit, leaving room for the
 /// listener, the state file, the runtime and logging.
-pub fn connection_capacity() -> usize {
+pub(crate) fn connection_capacity() -> usize {
     const RESERVED_FILES: u64 = 64;
     let mut limit = libc::rlimit {
         rlim_cur: 0,

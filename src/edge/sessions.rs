@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 /// The sessions open now, for `/status` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SessionCounts {
+pub(crate) struct SessionCounts {
     /// Sessions whose client has joined.
     pub joined: usize,
     /// Sessions opened and not joined yet.
@@ -145,7 +145,7 @@ impl Counts {
 
 /// One session's place in the counts, from its handshake until engine.io drops the session.
 #[derive(Debug)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     counts: Arc<Counts>,
     peer: IpAddr,
     joined: AtomicBool,
@@ -157,7 +157,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Marks the session joined: it no longer counts as pending for its address.
-    pub fn join(&self) {
+    pub(crate) fn join(&self) {
         if !self.joined.swap(true, Ordering::AcqRel) {
             self.counts.unpend(self.peer);
             self.joined_signal.send_replace(true);
@@ -165,7 +165,7 @@ impl Ticket {
     }
 
     /// Records the engine.io session's id, for closing it if it never joins.
-    pub fn set_session(&self, sid: Sid) {
+    pub(crate) fn set_session(&self, sid: Sid) {
         let _ = self.session.set(sid);
     }
 
@@ -173,12 +173,12 @@ impl Ticket {
         self.session.get().copied()
     }
 
-    pub fn is_joined(&self) -> bool {
+    pub(crate) fn is_joined(&self) -> bool {
         self.joined.load(Ordering::Acquire)
     }
 
     /// Waits until the session joins.
-    pub async fn joined(&self) {
+    pub(crate) async fn joined(&self) {
         let mut joined = self.joined_signal.subscribe();
         // The sender lives as long as `self`, so the wait ends only by joining.
         let _ = joined.wait_for(|joined| *joined).await;

@@ -36,7 +36,7 @@ use crate::telemetry;
 
 /// What bounds every raw connection.
 #[derive(Debug, Clone, Copy)]
-pub struct RawLimits {
+pub(crate) struct RawLimits {
     /// Largest message a client may send before it is closed with 1009.
     pub max_client_message: usize,
     /// Ping interval and timeout; the timeout is also how long a write may wait for the

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 /// The heartbeat's timing, the same for every raw connection.
 #[derive(Debug, Clone, Copy)]
-pub struct HeartbeatTimes {
+pub(crate) struct HeartbeatTimes {
     /// From an answer to the next ping.
     pub interval: Duration,
     /// How long a ping may go unanswered.

@@ -9,9 +9,9 @@
 //! - [`heartbeat`]: pings riding on the ticks;
 //! - [`frames`]: the bytes of integer and ping frames.
 
-pub mod connection;
-pub mod frames;
-pub mod heartbeat;
-pub mod io;
-pub mod upgrade;
-pub mod writer;
+pub(crate) mod connection;
+pub(crate) mod frames;
+pub(crate) mod heartbeat;
+pub(crate) mod io;
+pub(crate) mod upgrade;
+pub(crate) mod writer;

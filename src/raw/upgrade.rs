@@ -35,12 +35,12 @@ use crate::telemetry;
 /// A client connection whose TCP socket the fan-out may write to directly. The listener's
 /// stream type implements it; the upgrade finds it again under hyper's, which is how the raw
 /// writer, and nothing else, gets the socket.
-pub trait DirectSocket: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+pub(crate) trait DirectSocket: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn socket(&self) -> Arc<TcpStream>;
 }
 
 /// What every raw connection shares.
-pub struct RawWs {
+pub(crate) struct RawWs {
     /// The streams the connections join.
     pub feed: Feed,
     /// Cancelled by the server on a signal: every connection then closes with 1001.
@@ -54,7 +54,7 @@ pub struct RawWs {
 }
 
 /// A request for a raw stream, as the HTTP layer read it.
-pub struct RawRequest {
+pub(crate) struct RawRequest {
     pub parity: Parity,
     pub resume: Resume,
     /// The client's address, for the logs.
@@ -64,7 +64,7 @@ pub struct RawRequest {
 impl RawWs {
     /// Completes the WebSocket handshake of a request whose stream and `after` were accepted,
     /// or answers why it cannot. `S` is the type of the connection's stream.
-    pub async fn upgrade<S: DirectSocket>(
+    pub(crate) async fn upgrade<S: DirectSocket>(
         self: &Arc<Self>,
         mut parts: Parts,
         request: RawRequest,

@@ -25,7 +25,7 @@ use crate::sync::lock;
 const MAX_PARKED: usize = 64 * 1024;
 
 /// One raw client as the fan-out sees it: where to write, and what it is owed.
-pub struct RawConn {
+pub(crate) struct RawConn {
     /// The client's TCP socket, written to directly; `None` when the WebSocket runs inside an
     /// HTTP/2 stream, whose bytes only the connection task can write.
     socket: Option<Arc<TcpStream>>,
@@ -220,13 +220,13 @@ impl RawConn {
 
 /// What each raw shard keeps: the heartbeat's timing, and the frames of the current pass.
 #[derive(Clone)]
-pub struct RawShard {
+pub(crate) struct RawShard {
     heartbeat: HeartbeatTimes,
     frames: Frames,
 }
 
 impl RawShard {
-    pub fn new(heartbeat: HeartbeatTimes) -> RawShard {
+    pub(crate) fn new(heartbeat: HeartbeatTimes) -> RawShard {
         RawShard {
             heartbeat,
             frames: Frames::default(),

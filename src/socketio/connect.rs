@@ -33,7 +33,7 @@ struct Accepted {
 /// refused as an unknown namespace (an answer the v2 client files under that name, and never
 /// shows). Serving such names would take a namespace per distinct query, kept for the
 /// process's life; v2 clients put their query on the connection instead (README).
-pub fn register_namespaces(io: &SocketIo) {
+pub(crate) fn register_namespaces(io: &SocketIo) {
     for namespace in ["/odd", "/even", "/"] {
         io.ns(namespace, on_connect.with(check_resume));
     }
@@ -109,7 +109,7 @@ async fn on_connect(socket: SocketRef, State(state): State<SocketIoState>, io: S
 /// Records every socket's departure for a shutdown, before socketioxide closes their
 /// connections: it drops its namespaces first, and a socket closed that way never has its
 /// disconnect handler called.
-pub fn depart_all(io: &SocketIo) {
+pub(crate) fn depart_all(io: &SocketIo) {
     for namespace in io.nsps() {
         for socket in namespace.sockets() {
             if let Some(subscriber) = socket.extensions.get::<Arc<Subscriber>>() {
@@ -120,7 +120,7 @@ pub fn depart_all(io: &SocketIo) {
 }
 
 /// The open sockets per stream and transport, for the metrics.
-pub fn connections(io: &SocketIo) -> SocketIoConnections {
+pub(crate) fn connections(io: &SocketIo) -> SocketIoConnections {
     let mut counts = SocketIoConnections::default();
     for namespace in io.nsps() {
         for socket in namespace.sockets() {

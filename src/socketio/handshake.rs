@@ -10,7 +10,7 @@ use crate::stream::resume::ResumeError;
 
 /// Kept with the session's request head, for every namespace the session joins.
 #[derive(Debug, Clone)]
-pub struct Handshake {
+pub(crate) struct Handshake {
     /// The client's address, for the logs.
     pub peer: Box<str>,
     /// The stream the handshake's query asks for (`?even`), for namespace `/`.

@@ -19,7 +19,7 @@ use crate::telemetry;
 
 /// What every socket.io handler shares, registered as socketioxide state.
 #[derive(Clone)]
-pub struct SocketIoState {
+pub(crate) struct SocketIoState {
     pub feed: Feed,
     pub fanout: Fanout<Subscriber>,
     /// How long a socket too slow to be served may take to accept its disconnect.

@@ -11,8 +11,8 @@
 //! - [`subscriber`]: the socket as the fan-out sees it;
 //! - [`handshake`]: what the HTTP layer read from the session's first request.
 
-pub mod connect;
-pub mod handshake;
-pub mod join;
-pub mod subscriber;
-pub mod v2_root;
+pub(crate) mod connect;
+pub(crate) mod handshake;
+pub(crate) mod join;
+pub(crate) mod subscriber;
+pub(crate) mod v2_root;

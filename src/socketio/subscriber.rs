@@ -23,7 +23,7 @@ use crate::telemetry;
 pub(super) const EVENT: &str = "integer";
 
 /// A socket as the fan-out sees it.
-pub struct Subscriber {
+pub(crate) struct Subscriber {
     state: Mutex<SubscriberState>,
     /// How long a socket too slow to be served may take to accept its disconnect.
     cut_off_patience: Duration,

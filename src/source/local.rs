@@ -19,7 +19,7 @@ const RESERVE_AHEAD: Duration = Duration::from_secs(10);
 
 /// Ticks every `interval` while at least one parity has subscribers.
 #[derive(Debug)]
-pub struct LocalTicker {
+pub(crate) struct LocalTicker {
     interval: Duration,
     durable: Option<Durable>,
 }
@@ -34,7 +34,7 @@ struct Durable {
 
 impl LocalTicker {
     /// A ticker whose positions live only in memory.
-    pub fn new(interval: Duration) -> LocalTicker {
+    pub(crate) fn new(interval: Duration) -> LocalTicker {
         LocalTicker {
             interval,
             durable: None,
@@ -43,7 +43,11 @@ impl LocalTicker {
 
     /// A ticker that reserves positions in `store` before publishing them, starting from
     /// `positions` (as returned by [`CounterStore::open`]).
-    pub fn durable(interval: Duration, store: CounterStore, positions: [u64; 2]) -> LocalTicker {
+    pub(crate) fn durable(
+        interval: Duration,
+        store: CounterStore,
+        positions: [u64; 2],
+    ) -> LocalTicker {
         let block = RESERVE_AHEAD
             .as_millis()
             .div_ceil(interval.as_millis().max(1))

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
 
-pub mod local;
-pub mod redis;
-pub mod state_file;
+pub(crate) mod local;
+pub(crate) mod redis;
+pub(crate) mod state_file;
 
 /// Produces integers into a feed until `shutdown` is cancelled.
-pub trait IntegerSource: Send + 'static {
+pub(crate) trait IntegerSource: Send + 'static {
     fn run(self, feed: Feed, shutdown: CancellationToken) -> impl Future<Output = ()> + Send;
 }
 

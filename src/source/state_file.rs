@@ -45,7 +45,7 @@ struct StateFile {
 
 /// A state file at a fixed path.
 #[derive(Debug, Clone)]
-pub struct CounterStore {
+pub(crate) struct CounterStore {
     path: PathBuf,
 }
 
@@ -53,7 +53,7 @@ impl CounterStore {
     /// Opens the store at `path` and returns the positions to continue from ([0, 0] when the
     /// file does not exist yet). It writes them back at once, so a path that cannot be written
     /// fails at start-up rather than at the first tick.
-    pub fn open(path: &Path) -> Result<(CounterStore, [u64; 2]), StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<(CounterStore, [u64; 2]), StoreError> {
         let store = CounterStore {
             path: path.to_owned(),
         };
@@ -71,13 +71,13 @@ impl CounterStore {
         Ok((store, positions))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Records that no integer beyond `positions` (per parity) has been or will be sent
     /// without another save.
-    pub fn save(&self, positions: [u64; 2]) -> Result<(), StoreError> {
+    pub(crate) fn save(&self, positions: [u64; 2]) -> Result<(), StoreError> {
         let integer = |parity: Parity| parity.integer_at(positions[parity.index()]).unwrap_or(0);
         let state = StateFile {
             version: FORMAT_VERSION,

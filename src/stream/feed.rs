@@ -20,11 +20,11 @@ use crate::stream::parity::Parity;
 use crate::sync::lock;
 
 /// Which parities have at least one subscriber, indexed by [`Parity::index`].
-pub type Demand = [bool; 2];
+pub(crate) type Demand = [bool; 2];
 
 /// Cheap to clone handle to the shared feed.
 #[derive(Clone)]
-pub struct Feed {
+pub(crate) struct Feed {
     inner: Arc<Inner>,
 }
 
@@ -70,14 +70,14 @@ impl LaneState {
 impl Feed {
     /// A feed whose lanes start at the given positions (integers already produced), whose
     /// subscribers may each be at most `backlog_per_client` integers behind.
-    pub fn new(initial_positions: [u64; 2], backlog_per_client: usize) -> Feed {
+    pub(crate) fn new(initial_positions: [u64; 2], backlog_per_client: usize) -> Feed {
         Feed::with_resume_slack(initial_positions, backlog_per_client, 0)
     }
 
     /// A feed that accepts a resuming client's `after` up to `resume_slack` positions ahead
     /// of its own: in a cluster, the instance a client last saw may have received a tick a
     /// moment before this one.
-    pub fn with_resume_slack(
+    pub(crate) fn with_resume_slack(
         initial_positions: [u64; 2],
         backlog_per_client: usize,
         resume_slack: u64,
@@ -112,7 +112,7 @@ impl Feed {
     ///
     /// Returns the published integer, or `None` when the lane has no subscribers (it then
     /// keeps its position, which is the idle rule).
-    pub fn publish_next(&self, parity: Parity) -> Option<u64> {
+    pub(crate) fn publish_next(&self, parity: Parity) -> Option<u64> {
         let lane = self.lane(parity);
         let mut state = lane.lock();
         if state.subscribers() == 0 {
@@ -133,7 +133,7 @@ impl Feed {
     /// every subscriber that was not already past it is then too far behind and is
     /// disconnected as too slow (to resume with `after`), rather than silently missing the
     /// integers that were not sent. Returns how many positions were published.
-    pub fn publish_through(&self, parity: Parity, position: u64) -> u64 {
+    pub(crate) fn publish_through(&self, parity: Parity, position: u64) -> u64 {
         let lane = self.lane(parity);
         let mut state = lane.lock();
         if position <= state.produced {
@@ -154,14 +154,14 @@ impl Feed {
 
     /// The last integer `parity` has sent (0 before the first), as a watch that changes at
     /// every publication. Whoever reads it owes its clients every integer up to it.
-    pub fn last_sent(&self, parity: Parity) -> watch::Receiver<u64> {
+    pub(crate) fn last_sent(&self, parity: Parity) -> watch::Receiver<u64> {
         self.lane(parity).last_sent.subscribe()
     }
 
     /// Joins `parity`'s lane. `register` runs under the lane's lock, with the lane's
     /// [`JoinPoint`]: no integer can be published between what it learns and its registration
     /// taking effect.
-    pub fn join<T>(
+    pub(crate) fn join<T>(
         &self,
         parity: Parity,
         protocol: Protocol,
@@ -187,32 +187,32 @@ impl Feed {
     }
 
     /// Integers one subscriber may be behind before it is cut.
-    pub fn backlog_per_client(&self) -> usize {
+    pub(crate) fn backlog_per_client(&self) -> usize {
         self.inner.queue_capacity
     }
 
     /// The largest `after` a resuming client of `parity` may ask for here: the last integer
     /// produced, plus the resume slack.
-    pub fn resume_horizon(&self, parity: Parity) -> u64 {
+    pub(crate) fn resume_horizon(&self, parity: Parity) -> u64 {
         self.position(parity) + self.inner.resume_slack
     }
 
     /// Records whether the source is currently advancing `parity`, for `/status`.
-    pub fn set_running(&self, parity: Parity, running: bool) {
+    pub(crate) fn set_running(&self, parity: Parity, running: bool) {
         self.lane(parity).lock().running = running;
     }
 
     /// A receiver of demand changes, for the source to sleep on while nobody listens.
-    pub fn demand(&self) -> watch::Receiver<Demand> {
+    pub(crate) fn demand(&self) -> watch::Receiver<Demand> {
         self.inner.demand.subscribe()
     }
 
     /// How many integers `parity` has produced so far.
-    pub fn position(&self, parity: Parity) -> u64 {
+    pub(crate) fn position(&self, parity: Parity) -> u64 {
         self.lane(parity).lock().produced
     }
 
-    pub fn status(&self) -> FeedStatus {
+    pub(crate) fn status(&self) -> FeedStatus {
         let lane_status = |parity| {
             let lane = self.lane(parity);
             let state = lane.lock();
@@ -257,24 +257,24 @@ impl Lane {
 
 /// A lane at the moment a client joins it. Only [`Feed::join`] makes one, and lends it while
 /// the lane is locked: whatever is done with it happens before the next integer is published.
-pub struct JoinPoint {
+pub(crate) struct JoinPoint {
     parity: Parity,
     position: u64,
 }
 
 impl JoinPoint {
-    pub fn parity(&self) -> Parity {
+    pub(crate) fn parity(&self) -> Parity {
         self.parity
     }
 
     /// How many integers the lane has produced: the client is owed those after it.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.position
     }
 }
 
 /// Counts as one subscriber of a lane until dropped.
-pub struct Membership {
+pub(crate) struct Membership {
     feed: Feed,
     parity: Parity,
     protocol: Protocol,

@@ -17,12 +17,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use tokio_util::sync::CancellationToken;
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Bounds every wait in the tests so a broken server fails a test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub interval: Duration,
     shutdown: CancellationToken,
@@ -30,7 +30,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(interval_ms: u64) -> TestServer {
+    pub(crate) async fn start(interval_ms: u64) -> TestServer {
         TestServer::start_with(Config {
             interval_ms,
             ..test_config()
@@ -38,7 +38,7 @@ impl TestServer {
         .await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    pub(crate) async fn start_with(config: Config) -> TestServer {
         let listener = integers::server::bind(&config).expect("bind");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -52,11 +52,11 @@ impl TestServer {
         }
     }
 
-    pub fn ws_url(&self, path_and_query: &str) -> String {
+    pub(crate) fn ws_url(&self, path_and_query: &str) -> String {
         format!("ws://{}{}", self.addr, path_and_query)
     }
 
-    pub async fn raw(&self, path_and_query: &str) -> Ws {
+    pub(crate) async fn raw(&self, path_and_query: &str) -> Ws {
         let (ws, response) =
             tokio::time::timeout(PATIENCE, connect_async(self.ws_url(path_and_query)))
                 .await
@@ -66,14 +66,14 @@ impl TestServer {
         ws
     }
 
-    pub async fn status(&self) -> FeedStatus {
+    pub(crate) async fn status(&self) -> FeedStatus {
         let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
         assert_eq!(response.status, 200, "{response:?}");
         serde_json::from_str(&response.body).expect("status JSON")
     }
 
     /// Polls `/status` until `done` holds, failing the test after [`PATIENCE`].
-    pub async fn wait_for_status(
+    pub(crate) async fn wait_for_status(
         &self,
         what: &str,
         done: impl Fn(&FeedStatus) -> bool,
@@ -82,7 +82,7 @@ impl TestServer {
     }
 
     /// Stops the server as a signal would and waits for it to finish.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         let task = self.task.take().unwrap();
         tokio::time::timeout(PATIENCE, task)
@@ -100,7 +100,7 @@ impl Drop for TestServer {
 }
 
 /// Defaults as a user gets them, on a random loopback port, keeping no state file.
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     Config {
         host: "127.0.0.1".parse().unwrap(),
         port: 0,
@@ -133,7 +133,7 @@ async fn wait_for_status(
 }
 
 /// The next `count` integers from a raw stream, failing on anything but integer text frames.
-pub async fn next_integers(ws: &mut Ws, count: usize) -> Vec<u64> {
+pub(crate) async fn next_integers(ws: &mut Ws, count: usize) -> Vec<u64> {
     let mut integers = Vec::with_capacity(count);
     while integers.len() < count {
         let message = tokio::time::timeout(PATIENCE, ws.next())
@@ -155,7 +155,7 @@ pub async fn next_integers(ws: &mut Ws, count: usize) -> Vec<u64> {
 
 /// Opens an engine.io WebSocket session at `url`, joins `namespace` (`/odd` or `/even`) and
 /// waits for its first `count` `integer` events, answering heartbeats on the way.
-pub async fn socketio_websocket(url: &str, namespace: &str, count: usize) -> Ws {
+pub(crate) async fn socketio_websocket(url: &str, namespace: &str, count: usize) -> Ws {
     let (mut ws, _) = tokio::time::timeout(PATIENCE, connect_async(url))
         .await
         .expect("connect timed out")
@@ -181,7 +181,7 @@ pub async fn socketio_websocket(url: &str, namespace: &str, count: usize) -> Ws 
 }
 
 /// Reads until the server's close frame and returns its code and reason.
-pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
+pub(crate) async fn close_frame(ws: &mut Ws) -> (u16, String) {
     loop {
         let message = tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -195,27 +195,27 @@ pub async fn close_frame(ws: &mut Ws) -> (u16, String) {
     }
 }
 
-pub async fn close(mut ws: Ws) {
+pub(crate) async fn close(mut ws: Ws) {
     let _ = ws.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(PATIENCE, async { while ws.next().await.is_some() {} }).await;
 }
 
 /// Asserts `integers` step by exactly 2 with no gap or repeat.
-pub fn assert_consecutive(integers: &[u64]) {
+pub(crate) fn assert_consecutive(integers: &[u64]) {
     for pair in integers.windows(2) {
         assert_eq!(pair[1], pair[0] + 2, "not consecutive: {integers:?}");
     }
 }
 
 #[derive(Debug)]
-pub struct HttpResponse {
+pub(crate) struct HttpResponse {
     pub status: u16,
     pub head: String,
     pub body: String,
 }
 
 impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name).then(|| value.trim())
@@ -225,7 +225,7 @@ impl HttpResponse {
 
 /// Sends `request` verbatim and reads one response: its head, then (unless it answers a
 /// HEAD or is a 101) a body of `Content-Length` bytes, or up to the end of the stream.
-pub async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
+pub(crate) async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.unwrap();
     let has_body = !request.starts_with("HEAD ");
@@ -284,7 +284,7 @@ async fn read_response(stream: &mut TcpStream, has_body: bool) -> HttpResponse {
 }
 
 /// A well-formed WebSocket upgrade request for `path`.
-pub fn upgrade_request(path: &str) -> String {
+pub(crate) fn upgrade_request(path: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -293,7 +293,7 @@ pub fn upgrade_request(path: &str) -> String {
 
 /// The real `integers` binary as a child process, for what only a process can show:
 /// signals, crashes, restarts and its memory.
-pub struct Process {
+pub(crate) struct Process {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
@@ -301,18 +301,18 @@ pub struct Process {
 
 impl Process {
     /// Starts the binary with `args` (host and port are added) and waits for it to listen.
-    pub async fn start(port: u16, args: &[&str]) -> Process {
+    pub(crate) async fn start(port: u16, args: &[&str]) -> Process {
         Process::start_command(Process::command(port, args)).await
     }
 
     /// Like [`Process::start`], with `dir` as the working directory.
-    pub async fn start_in(dir: &std::path::Path, port: u16, args: &[&str]) -> Process {
+    pub(crate) async fn start_in(dir: &std::path::Path, port: u16, args: &[&str]) -> Process {
         let mut command = Process::command(port, args);
         command.current_dir(dir);
         Process::start_command(command).await
     }
 
-    pub async fn start_command(mut command: tokio::process::Command) -> Process {
+    pub(crate) async fn start_command(mut command: tokio::process::Command) -> Process {
         let mut child = command
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -347,7 +347,7 @@ impl Process {
         }
     }
 
-    pub fn command(port: u16, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn command(port: u16, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -360,11 +360,11 @@ impl Process {
         command
     }
 
-    pub fn ws_url(&self, path: &str) -> String {
+    pub(crate) fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
 
-    pub async fn raw(&self, path: &str) -> Ws {
+    pub(crate) async fn raw(&self, path: &str) -> Ws {
         tokio::time::timeout(PATIENCE, connect_async(self.ws_url(path)))
             .await
             .expect("connect timed out")
@@ -372,13 +372,13 @@ impl Process {
             .0
     }
 
-    pub async fn status(&self) -> FeedStatus {
+    pub(crate) async fn status(&self) -> FeedStatus {
         let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
         serde_json::from_str(&response.body).expect("status JSON")
     }
 
     /// Polls `/status` until `done` holds, failing the test after [`PATIENCE`].
-    pub async fn wait_for_status(
+    pub(crate) async fn wait_for_status(
         &self,
         what: &str,
         done: impl Fn(&FeedStatus) -> bool,
@@ -387,7 +387,7 @@ impl Process {
     }
 
     /// Waits until a log line satisfies `found`, failing the test after [`PATIENCE`].
-    pub async fn wait_for_log(
+    pub(crate) async fn wait_for_log(
         &self,
         what: &str,
         found: impl Fn(&serde_json::Value) -> bool,
@@ -396,7 +396,7 @@ impl Process {
     }
 
     /// Waits until a log line satisfies `found`, failing the test after `patience`.
-    pub async fn wait_for_log_within(
+    pub(crate) async fn wait_for_log_within(
         &self,
         patience: Duration,
         what: &str,
@@ -421,7 +421,7 @@ impl Process {
     }
 
     /// Sends `signal` and waits for the process to exit, returning its exit status.
-    pub async fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+    pub(crate) async fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
         let pid = self.child.id().expect("still running") as i32;
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
@@ -432,7 +432,7 @@ impl Process {
     }
 
     /// Resident memory of the process, from /proc.
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("still running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
@@ -445,7 +445,7 @@ impl Process {
 }
 
 /// A fresh directory for one test's state file.
-pub fn state_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn state_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("integers-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -49,9 +49,9 @@ use crate::telemetry;
 
 use link::{Backoff, Link};
 use primary::Primary;
-pub use primary::{ClusterError, Endpoint, TlsFiles};
+pub(crate) use primary::{ClusterError, Endpoint, TlsFiles};
 use scripts::{ACQUIRE_SCRIPT, DEMAND_SCRIPT, Keys, RELEASE_SCRIPT, TICK_SCRIPT};
-pub use state::ClusterState;
+pub(crate) use state::ClusterState;
 
 mod link;
 mod primary;
@@ -71,7 +71,7 @@ const MIN_LEASE_MARGIN: Duration = Duration::from_millis(200);
 const MIN_LEASE_POLL: Duration = Duration::from_millis(50);
 
 /// The integer source of one cluster instance.
-pub struct RedisSource {
+pub(crate) struct RedisSource {
     /// Shared by the source's tasks: their commands, and the way to the primary.
     link: Arc<Link>,
     keys: Keys,
@@ -82,7 +82,7 @@ pub struct RedisSource {
 impl RedisSource {
     /// A source for the cluster `name` in the Redis at `endpoint`, ticking every `interval`
     /// when it leads. Connects to nothing yet: Redis may be down when the instance starts.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: &Endpoint,
         tls: &TlsFiles,
         name: &str,
@@ -106,7 +106,7 @@ impl RedisSource {
     /// clients are then disconnected as too slow and resume: they cannot miss anything).
     /// An error when the settings cannot work however long the instance waits: a TLS
     /// certificate that does not verify, a wrong password, a primary name no Sentinel knows.
-    pub async fn current_positions(&self) -> Result<Option<[u64; 2]>, ClusterError> {
+    pub(crate) async fn current_positions(&self) -> Result<Option<[u64; 2]>, ClusterError> {
         match read_positions(&self.keys, &self.link).await {
             Ok(positions) => Ok(Some(positions.map(Option::unwrap_or_default))),
             Err(error) => {
@@ -125,13 +125,13 @@ impl RedisSource {
         }
     }
 
-    pub fn state(&self) -> ClusterState {
+    pub(crate) fn state(&self) -> ClusterState {
         self.state.clone()
     }
 
     /// How far ahead of this instance a resuming client's `after` may be: what another
     /// instance can have received before this one catches up.
-    pub fn resume_slack(interval: Duration) -> u64 {
+    pub(crate) fn resume_slack(interval: Duration) -> u64 {
         (RESYNC_EVERY.as_millis() / interval.as_millis().max(1)) as u64 + 2
     }
 

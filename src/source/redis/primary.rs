@@ -25,7 +25,7 @@ pub(super) const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which Redis the cluster uses.
 #[derive(Debug, Clone)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// A `redis://` or `rediss://` (TLS) URL.
     Url(String),
     /// The Sentinels' URLs, all `redis://` or all `rediss://` (the scheme also says whether the
@@ -40,7 +40,7 @@ pub enum Endpoint {
 /// Files for TLS: a CA to verify servers with instead of the system's roots, and a client
 /// certificate and its key for servers that ask for one (mutual TLS).
 #[derive(Debug, Clone, Default)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub ca: Option<PathBuf>,
     pub client: Option<(PathBuf, PathBuf)>,
 }

@@ -13,7 +13,7 @@ use crate::telemetry;
 
 /// Live cluster state: written by the source's tasks, read by `/status` and `/metrics`.
 #[derive(Debug, Clone)]
-pub struct ClusterState {
+pub(crate) struct ClusterState {
     inner: Arc<StateInner>,
 }
 
@@ -41,7 +41,7 @@ impl ClusterState {
         }
     }
 
-    pub fn status(&self) -> ClusterStatus {
+    pub(crate) fn status(&self) -> ClusterStatus {
         ClusterStatus {
             name: self.inner.name.clone(),
             instance: self.inner.instance.clone(),
