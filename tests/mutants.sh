@@ -5,7 +5,7 @@
 #
 # Usage:
 #   bash tests/mutants.sh --list          the mutants, by file (no build)
-#   bash tests/mutants.sh --shard 3/12    one twelfth of them, each part within an hour here
+#   bash tests/mutants.sh --shard 3/16    one sixteenth of them: about an hour here
 #   bash tests/mutants.sh                 all of them, one after the other
 # Other cargo-mutants options pass through (e.g. --file src/raw/writer.rs). The outcome lands
 # in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
