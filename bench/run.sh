@@ -353,7 +353,7 @@ if [ "$smoke" = 1 ]; then
       if (!clean) process.exit(1);
     }' "$runs"
   # The deploy storm, small: every client back through a SIGTERM and a kill -9, nothing missed.
-  # Promise: storm-all-back, storm-health-first, durable-crash-no-repeat
+  # Promise: storm-all-back, durable-crash-no-repeat
   storm_scenario storm-smoke SIGTERM 200 12 ours
   storm_scenario storm-smoke SIGKILL 200 12 ours
   node -e '

@@ -32,8 +32,8 @@
 //! # Visibility
 //!
 //! `pub` only for what `tests/`, `bench/` and `fuzz/` use; everything else is `pub(crate)` or
-//! narrower. The `unreachable_pub` lint (Cargo.toml's `[lints]`) holds the rule: an item `pub`
-//! inside a private module fails clippy.
+//! narrower. The `unreachable_pub` lint (Cargo.toml's `[lints]`) holds the half of the rule a
+//! compiler can see: an item `pub` inside a private module fails clippy.
 
 pub mod config;
 mod departure;

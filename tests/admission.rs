@@ -5,7 +5,7 @@ mod common;
 use common::{TestServer, http, next_integers, test_config, upgrade_request};
 use integers::Config;
 
-// Promise: limit-connections-503, attack-session-503, attack-upgrade-churn, flag-max-connections
+// Promise: limit-connections-503, attack-upgrade-churn, flag-max-connections
 // Promise: health-ok
 #[tokio::test]
 async fn past_the_connection_limit_new_streams_get_503_with_retry_after() {
@@ -152,6 +152,7 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
         "GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
     )
     .await;
+    let opened = tokio::time::Instant::now();
     assert_eq!(open.status, 200, "{open:?}");
     assert!(
         open.body.contains("\"sid\""),
@@ -175,6 +176,12 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
         seen_pending |= pending == 1;
         if seen_pending && pending == 0 {
             assert_eq!(now["sessions"]["joined"], 0, "{now}");
+            // Closed at the join timeout: past the decision for `/`, which it outlived.
+            assert!(
+                opened.elapsed() >= std::time::Duration::from_millis(1500),
+                "closed after {:?}, before the join timeout",
+                opened.elapsed()
+            );
             break;
         }
         assert!(

@@ -77,10 +77,10 @@ async fn pump(
     std::future::pending::<()>().await;
 }
 
-/// Slack on top of a time the README promises, for a loaded two-core machine.
+/// Slack on top of a time the docs promise, for a loaded two-core machine.
 const MARGIN: Duration = Duration::from_secs(2);
 
-/// The README: a vanished peer stops counting within the heartbeat interval plus timeout (and
+/// docs/reliability.md: a vanished peer stops counting within the heartbeat interval plus timeout (and
 /// a tick or two).
 fn heartbeat_bound(config: &Config) -> Duration {
     Duration::from_millis(config.ping_interval_ms + config.ping_timeout_ms + 2 * config.interval_ms)
@@ -282,7 +282,7 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
     // One ping per heartbeat while unanswered, not one per tick.
     assert_eq!(pings, 1, "pings before the close");
     assert_consecutive(&integers);
-    // With ticks slower than the timeout the README's bound is the interval plus twice the
+    // With ticks slower than the timeout docs/reliability.md's bound is the interval plus twice the
     // timeout.
     let bound = if config.interval_ms > config.ping_timeout_ms {
         Duration::from_millis(config.ping_interval_ms + 2 * config.ping_timeout_ms)
@@ -479,7 +479,7 @@ async fn slow_readers_are_cut_by_the_backlog_with_a_reason_while_fast_ones_see_e
 // Promise: raw-stalled-1013, slow-raw-stalled, slow-raw-1013, flag-write-timeout, log-connections
 #[tokio::test]
 async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
-    let server = stall_only_server("1500").await;
+    let server = stall_only_server("3000").await;
     let mut bystander = server.raw("/_ws/").await;
     let url = server.ws_url("/_ws/");
     let mut silent = small_buffer_client(server.addr, &url).await;
@@ -497,7 +497,7 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
         (code, reason.as_str()),
         (
             1013,
-            "too slow: a write waited 1.5s for the client to read; reconnect with after"
+            "too slow: a write waited 3s for the client to read; reconnect with after"
         )
     );
     let event = server
@@ -506,7 +506,7 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
         })
         .await;
     assert_eq!(
-        event["reason"], "client too slow: a write waited 1.5s for the client to read",
+        event["reason"], "client too slow: a write waited 3s for the client to read",
         "{event}"
     );
     server
@@ -539,8 +539,9 @@ async fn a_client_that_never_reads_its_close_frame_sees_the_connection_end() {
         })
         .await;
     let closed = cut.elapsed();
+    // The cut is seen up to one poll of the log late.
     assert!(
-        closed < TIMEOUT + Duration::from_secs(1),
+        closed >= TIMEOUT - Duration::from_millis(100) && closed < TIMEOUT + Duration::from_secs(1),
         "the close waited {closed:?} for a client that does not read"
     );
     // What it can read now: integers in order, then the end, and no close frame.
@@ -628,7 +629,7 @@ async fn while_clients_stall_a_bystander_s_integers_keep_coming_every_tick() {
         .expect("the bystander stopped reading")
         .unwrap();
     assert!(
-        longest < STALL_TIMEOUT / 4,
+        longest < STALL_TIMEOUT / 2,
         "the bystander waited {longest:?} between two integers while clients stalled \
          ({count} integers read)"
     );

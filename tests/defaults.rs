@@ -1,4 +1,4 @@
-//! The defaults the README's flag table states in words, checked on the real binary started
+//! The defaults the flag table (docs/deploying.md) states in words, checked on the real binary started
 //! with as few flags as a test can: the 10 s / 5 s heartbeat, JSON logs when stderr is not a
 //! terminal, and the connection limit taken from the open-files limit.
 
@@ -147,7 +147,7 @@ async fn start_with_files_limit(soft: u64, hard: u64) -> Process {
     Process::start_command(command).await
 }
 
-/// The README: the server raises its soft open-files limit to the hard one and, unless
+/// docs/deploying.md: the server raises its soft open-files limit to the hard one and, unless
 /// `--max-connections` is lower, admits about that many connections (a few files are kept
 /// for itself).
 // Promise: limit-connections-503, flag-max-connections, systemd-nofile
@@ -233,7 +233,7 @@ async fn flags_fall_back_to_their_environment_variables() {
     assert_eq!(code, 1009, "{reason}");
 }
 
-/// The README: one client address may hold at most a quarter of the connection limit in
+/// docs/reliability.md: one client address may hold at most a quarter of the connection limit in
 /// socket.io sessions not yet joined; past that, its handshakes get 429.
 // Promise: attack-peer-429, flag-max-pending-per-peer
 #[tokio::test]

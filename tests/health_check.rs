@@ -1,4 +1,4 @@
-//! The health check's promise (README, "Health check"): answered at once while the serving
+//! The health check's promise (docs/deploying.md, "Health check"): answered at once while the serving
 //! runtime is busy, and left to wait once it has not run for 5 s, so that a stuck process
 //! fails its checks.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, TestServer, http};
 
-/// The README's time a runtime may go without running before health checks wait for it.
+/// The docs' time a runtime may go without running before health checks wait for it.
 const STILL_SERVING: Duration = Duration::from_secs(5);
 
 /// A load balancer's probe: it reads the answer to the end of the connection.
@@ -190,8 +190,9 @@ async fn a_probe_not_whole_in_its_first_quarter_second_goes_to_the_router() {
     let server = TestServer::start(1000).await;
     let whole = timed_probe(server.addr, NOW, usize::MAX, NOW).await;
     assert!(whole.contains("\r\nconnection: close\r\n"), "{whole:?}");
-    let late = timed_probe(server.addr, Duration::from_millis(400), usize::MAX, NOW).await;
-    let split = timed_probe(server.addr, NOW, 20, Duration::from_millis(50)).await;
+    // A second: far past the quarter second, and far inside the router's 10 s for a head.
+    let late = timed_probe(server.addr, Duration::from_secs(1), usize::MAX, NOW).await;
+    let split = timed_probe(server.addr, NOW, 20, Duration::from_secs(1)).await;
     for routed in [late, split] {
         assert!(routed.starts_with("http/1.1 200 ok\r\n"), "{routed:?}");
         assert!(!routed.contains("\r\nconnection:"), "{routed:?}");

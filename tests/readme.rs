@@ -43,7 +43,7 @@ fn flags_in_help() -> BTreeSet<Row> {
     flags
 }
 
-/// The rows of the README's table: "| `--flag` | `ENV` | default | …".
+/// The rows of the flag table in docs/deploying.md: "| `--flag` | `ENV` | default | …".
 fn flags_in_readme() -> BTreeSet<Row> {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploying.md")).unwrap();
@@ -89,7 +89,7 @@ fn the_readme_table_lists_every_flag_env_and_default_of_help_and_no_other() {
     let stale: Vec<_> = readme.difference(&help).collect();
     assert!(
         missing.is_empty() && stale.is_empty(),
-        "missing from README: {missing:?}\nin README but not in --help: {stale:?}"
+        "missing from docs/deploying.md: {missing:?}\nthere but not in --help: {stale:?}"
     );
 }
 

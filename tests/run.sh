@@ -47,7 +47,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit and in-process integration tests, and the benchmark kit's own)"
 cargo test --workspace --locked
 
-# Promise: bad-input-answers, raw-paths, raw-even, sio-engineio
+# Promise: bad-input-answers, raw-paths, raw-even
 step "fuzzing the request parsing for 20 s (cargo fuzz)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2

@@ -1,4 +1,4 @@
-//! Graceful shutdown as the README promises it: SIGTERM and SIGINT alike close raw clients
+//! Graceful shutdown as docs/reliability.md promises it: SIGTERM and SIGINT alike close raw clients
 //! with 1001 and socket.io sessions at the engine.io level, save the exact positions and exit
 //! 0; new connections are refused during the drain; a client that never lets go is cut when
 //! `--drain-ms` is up, and the process still exits 0.

@@ -185,11 +185,12 @@ impl XorShift {
     }
 }
 
-/// Context switches of every thread of process `pid` so far: each is a thread waking.
+/// Context switches of every thread of process `pid` so far: each is a thread waking. A thread
+/// that ends meanwhile is skipped.
 fn wake_ups(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .map(|task| std::fs::read_to_string(task.unwrap().path().join("status")).unwrap())
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
         .flat_map(|status| {
             status
                 .lines()
@@ -230,9 +231,10 @@ async fn an_idle_server_arms_no_timer_for_its_streams() {
     let before = wake_ups(pid);
     // A window of 200 intervals; the measure is what happens in it.
     tokio::time::sleep(INTERVAL * 200).await;
-    let woken = wake_ups(pid) - before;
+    let woken = wake_ups(pid).saturating_sub(before);
+    // Idle, the process wakes for its health pulse (4 a second) and little else.
     assert!(
-        woken < 100,
+        woken < 40,
         "the idle server woke {woken} times in 200 intervals"
     );
 }

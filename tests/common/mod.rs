@@ -297,6 +297,8 @@ pub(crate) struct Process {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Reads the log until the process closes it; taken once the process has exited.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -321,7 +323,7 @@ impl Process {
         let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let log_writer = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(stderr).lines();
             let mut addr_tx = Some(addr_tx);
@@ -344,6 +346,7 @@ impl Process {
             child,
             addr: addr.parse().unwrap(),
             log,
+            reader: Some(reader),
         }
     }
 
@@ -421,14 +424,23 @@ impl Process {
     }
 
     /// Sends `signal` and waits for the process to exit, returning its exit status.
+    /// Its log is then whole: read to the end.
     pub(crate) async fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
         let pid = self.child.id().expect("still running") as i32;
         // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-        tokio::time::timeout(PATIENCE, self.child.wait())
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0);
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("did not exit in time")
-            .unwrap()
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            tokio::time::timeout(PATIENCE, reader)
+                .await
+                .expect("the log was not read to its end in time")
+                .expect("the log reader failed");
+        }
+        status
     }
 
     /// Resident memory of the process, from /proc.

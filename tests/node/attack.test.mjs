@@ -129,8 +129,8 @@ const rssKib = () =>
 const sessionsSettled = (what) =>
   server.waitForStatus(what, (status) => status.sessions.pending === 0, JOIN_TIMEOUT_MS + 5000);
 
-// Promise: http-status-sessions, attack-peer-429, flag-max-pending-per-peer, log-forwarded-for
-// Promise: proxy-trusted, proxy-untrusted, metric-refused, metric-sessions
+// Promise: http-status-sessions, attack-peer-429, flag-max-pending-per-peer
+// Promise: proxy-untrusted, metric-refused, metric-sessions
 test("one address's session flood gets its share of pending sessions, then 429", async () => {
   // Shorter than the join timeout, so that no session of it has closed yet.
   const report = await flood(["--source", "127.0.0.2", "--max-requests", "3000"], 1);

@@ -199,12 +199,14 @@ describe("three instances sharing one Redis", () => {
       );
       assert.deepEqual(await lasts("odd"), idleOdd, "odd advanced for an even client");
       // It leaves as an integer arrives, a whole interval before the next tick is due.
-      const left = await new Promise((resolve) =>
+      const left = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("no even integer to leave on")), 10000);
         client.ws.once("message", (data) => {
+          clearTimeout(timer);
           client.close();
           resolve(Number(data.toString()));
-        }),
-      );
+        });
+      });
       // At most one tick after it left (the leader may tick while its instance withdraws the
       // claim), and then none.
       await waitUntil("even idle on every instance", async () =>

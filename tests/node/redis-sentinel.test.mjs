@@ -17,7 +17,7 @@ import {
 
 const INTERVAL_MS = 100;
 const PASSWORD = "primary-secret";
-// The README's bound on the pause after the Sentinels promote the replica (2 s: the instances'
+// docs/cluster.md's bound on the pause after the Sentinels promote the replica (2 s: the instances'
 // back-off, finding the primary and connecting, the lease poll), plus one interval for the
 // first tick to reach the clients and a second of slack for a loaded test machine.
 const AFTER_PROMOTION_MS = 2000 + INTERVAL_MS + 1000;

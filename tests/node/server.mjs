@@ -101,8 +101,20 @@ export async function startServer({
       if (child.exitCode !== null || child.signalCode !== null)
         return child.exitCode ?? child.signalCode;
       child.kill(signal);
-      const [code, killedBy] = await once(child, "exit");
-      return code ?? killedBy;
+      // "close", not "exit": by then the log has been read to its end.
+      let timer;
+      const deadline = new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`server did not exit within 30 s of ${signal}`)),
+          30000,
+        );
+      });
+      try {
+        const [code, killedBy] = await Promise.race([once(child, "close"), deadline]);
+        return code ?? killedBy;
+      } finally {
+        clearTimeout(timer);
+      }
     },
   };
 }
