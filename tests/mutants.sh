@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Mutation run: each mutant of the modules in .cargo/mutants.toml (every module the Rust tests
 # drive, and the reasons for those left out) is built and run against the unit tests and every
-# integration test binary. Not part of CI: a mutant takes about a minute on two cores.
+# integration test binary. Not part of CI: each mutant builds the crate and runs every test
+# binary, so a whole run takes many hours; run it in shards.
 #
 # Usage:
 #   bash tests/mutants.sh --list          the mutants, by file (no build)
-#   bash tests/mutants.sh --shard 3/16    one sixteenth of them: about an hour here
+#   bash tests/mutants.sh --shard 3/16    the third sixteenth of them
 #   bash tests/mutants.sh                 all of them, one after the other
-# Other cargo-mutants options pass through (e.g. --file src/raw/writer.rs). The outcome lands
-# in mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
+#   bash tests/mutants.sh --re 'src/raw/writer\.rs'   the mutants of one file (--file would
+#                                     add to the configured scope rather than narrow it)
+# Other cargo-mutants options pass through. The outcome lands in mutants.out/ (caught.txt,
+# missed.txt, timeout.txt, unviable.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo-mutants >/dev/null 2>&1; then
