@@ -82,3 +82,60 @@ impl Heartbeat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMES: HeartbeatTimes = HeartbeatTimes {
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+    };
+
+    /// The connection task looks an interval and a timeout after an answer: by then a tick
+    /// slower than the timeout has left the due ping waiting as long as it may.
+    #[test]
+    fn the_task_looks_an_interval_and_a_timeout_after_an_answer() {
+        let answered = Instant::now();
+        assert_eq!(
+            TIMES.check_after_answer(answered),
+            answered + Duration::from_secs(15)
+        );
+    }
+
+    /// A pass pings once the ping is due, and finds the peer dead once a ping has gone a
+    /// whole timeout unanswered; not a moment before either.
+    #[test]
+    fn a_pass_pings_when_due_and_finds_dead_after_the_timeout() {
+        let t = Instant::now();
+        let second = Duration::from_secs(1);
+        let due = Heartbeat::DueAt(t);
+        assert_eq!(due.at_pass(t - second, TIMES), AtPass::Quiet);
+        assert_eq!(due.at_pass(t, TIMES), AtPass::Ping);
+        let sent = Heartbeat::Unanswered(t);
+        assert_eq!(
+            sent.at_pass(t + TIMES.timeout - second, TIMES),
+            AtPass::Quiet
+        );
+        assert_eq!(sent.at_pass(t + TIMES.timeout, TIMES), AtPass::Dead);
+    }
+
+    /// The task's own look: a ping waits a timeout for a tick to carry it, then goes alone; an
+    /// unanswered one is dead at its timeout, and looked at again then before it.
+    #[test]
+    fn the_task_sends_a_due_ping_alone_only_when_no_tick_carried_it() {
+        let t = Instant::now();
+        let second = Duration::from_secs(1);
+        let due = Heartbeat::DueAt(t);
+        let by_then = t + TIMES.timeout;
+        assert_eq!(due.check(t, TIMES), Check::Next(by_then));
+        assert_eq!(due.check(by_then - second, TIMES), Check::Next(by_then));
+        assert_eq!(
+            due.check(by_then, TIMES),
+            Check::PingAlone(by_then + TIMES.timeout)
+        );
+        let sent = Heartbeat::Unanswered(t);
+        assert_eq!(sent.check(t + second, TIMES), Check::Next(by_then));
+        assert_eq!(sent.check(by_then, TIMES), Check::Dead);
+    }
+}
