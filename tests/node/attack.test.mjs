@@ -319,7 +319,10 @@ async function post(path, body) {
   );
   for (let sent = 0; sent < body.length && !answered && !socket.destroyed; sent += 16384) {
     if (!socket.write(body.subarray(sent, sent + 16384))) {
-      await Promise.race([eventWithin(socket, "drain", "the socket to drain", 15000), status]);
+      // A write that fails once the server has answered and closed (EPIPE) ends the sending;
+      // the answer is what counts.
+      const drained = eventWithin(socket, "drain", "the socket to drain", 15000).catch(() => {});
+      await Promise.race([drained, status]);
     }
     await sleep(1);
   }
