@@ -231,7 +231,14 @@ test("past the session limit, 503; behind a trusted proxy each client counts", a
   const joined = (await server.status()).sessions.joined;
   assert.equal(report.statuses["429"], undefined, JSON.stringify(report));
   assert.equal(report.statuses["200"] + joined, MAX_CONNECTIONS, JSON.stringify(report));
-  assert.equal(report.statuses["503"], report.requests - report.statuses["200"]);
+  // Every other request got 503, but for a kept-alive connection the server closed as the
+  // flood sent its next request on it, which breaks with no answer at all.
+  assert.equal(
+    report.statuses["503"] + report.broken,
+    report.requests - report.statuses["200"],
+    JSON.stringify(report),
+  );
+  assert.ok(report.broken * 100 <= report.requests, JSON.stringify(report));
   const refused = await get(handshakePath(4), "127.0.0.6");
   assert.equal(refused.status, 503);
   assert.equal(refused.headers["retry-after"], "5");
