@@ -954,9 +954,9 @@ async fn every_hostile_input_gets_its_exact_answer_and_the_server_carries_on() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok"));
 }
 
-/// A client that trickles a request head (slowloris) loses its connection when docs/reliability.md's
-/// 10 s for a request head are up, instead of holding it, and its place under the connection
-/// limit, for ever. The margin above 10 s is for a loaded machine's timers.
+/// A client that trickles a request head (slowloris) loses its connection when the 10 s for a
+/// request head (docs/reliability.md) are up, instead of holding it, and its place under the
+/// connection limit, for ever. The margin above 10 s is for a loaded machine's timers.
 // Promise: limit-head-10s, attack-slowloris
 #[tokio::test]
 async fn a_request_head_that_never_ends_is_dropped_at_10_s_with_a_2_s_margin() {

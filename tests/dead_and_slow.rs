@@ -80,8 +80,8 @@ async fn pump(
 /// Slack on top of a time the docs promise, for a loaded two-core machine.
 const MARGIN: Duration = Duration::from_secs(2);
 
-/// docs/reliability.md: a vanished peer stops counting within the heartbeat interval plus timeout (and
-/// a tick or two).
+/// docs/reliability.md: a vanished peer stops counting within the heartbeat interval plus
+/// timeout (and a tick or two).
 fn heartbeat_bound(config: &Config) -> Duration {
     Duration::from_millis(config.ping_interval_ms + config.ping_timeout_ms + 2 * config.interval_ms)
 }

@@ -1,6 +1,6 @@
-//! The defaults the flag table (docs/deploying.md) states in words, checked on the real binary started
-//! with as few flags as a test can: the 10 s / 5 s heartbeat, JSON logs when stderr is not a
-//! terminal, and the connection limit taken from the open-files limit.
+//! The defaults the flag table (docs/deploying.md) states in words, checked on the real binary
+//! started with as few flags as a test can: the 10 s / 5 s heartbeat, JSON logs when stderr is
+//! not a terminal, and the connection limit taken from the open-files limit.
 
 mod common;
 

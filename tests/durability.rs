@@ -62,7 +62,8 @@ async fn a_graceful_restart_continues_exactly() {
 // Promise: stream-restart, durable-crash-no-repeat, durable-crash-skip
 #[tokio::test]
 async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_skipped() {
-    // docs/reliability.md: a crash skips at most about 10 s worth of ticks, the block reserved ahead.
+    // docs/reliability.md: a crash skips at most about 10 s worth of ticks, the block reserved
+    // ahead.
     // At 10 ms a tick that is 1,000 positions, 2,000 in integers.
     const BLOCK_INTEGERS: u64 = 2 * 10_000 / 10;
     let state = state_dir("crash").join("state.json");

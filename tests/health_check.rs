@@ -1,6 +1,6 @@
-//! The health check's promise (docs/deploying.md, "Health check"): answered at once while the serving
-//! runtime is busy, and left to wait once it has not run for 5 s, so that a stuck process
-//! fails its checks.
+//! The health check's promise (docs/deploying.md, "Health check"): answered at once while the
+//! serving runtime is busy, and left to wait once it has not run for 5 s, so that a stuck
+//! process fails its checks.
 
 mod common;
 
