@@ -1,0 +1,165 @@
+//! The real `integers` binary as a child process.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use super::{PATIENCE, Served};
+
+/// The real `integers` binary as a child process, for what only a process can show:
+/// signals, crashes, restarts and its memory.
+///
+/// Reads `/status` and opens raw clients through [`Served`], which it dereferences to.
+pub(crate) struct Process {
+    pub child: tokio::process::Child,
+    served: Served,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Reads the log until the process closes it; taken once the process has exited.
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts the binary with `args` (host and port are added) and waits for it to listen.
+    pub(crate) async fn start(port: u16, args: &[&str]) -> Process {
+        Process::start_command(Process::command(port, args)).await
+    }
+
+    /// Like [`Process::start`], with `dir` as the working directory.
+    pub(crate) async fn start_in(dir: &std::path::Path, port: u16, args: &[&str]) -> Process {
+        let mut command = Process::command(port, args);
+        command.current_dir(dir);
+        Process::start_command(command).await
+    }
+
+    pub(crate) async fn start_command(mut command: tokio::process::Command) -> Process {
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the integers binary");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let log_writer = log.clone();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let event: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|error| panic!("log line is not JSON ({error}): {line}"));
+                if event["message"] == "listening"
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                log_writer.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let addr = tokio::time::timeout(PATIENCE, addr_rx)
+            .await
+            .expect("the binary did not start listening in time")
+            .expect("the binary exited before listening");
+        Process {
+            child,
+            served: Served {
+                addr: addr.parse().unwrap(),
+            },
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub(crate) fn command(port: u16, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
+    /// Waits until a log line satisfies `found`, failing the test after [`PATIENCE`].
+    pub(crate) async fn wait_for_log(
+        &self,
+        what: &str,
+        found: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for_log_within(PATIENCE, what, found).await
+    }
+
+    /// Waits until a log line satisfies `found`, failing the test after `patience`.
+    pub(crate) async fn wait_for_log_within(
+        &self,
+        patience: Duration,
+        what: &str,
+        found: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let event = self.log.lock().unwrap().lines().find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).ok()?;
+                found(&event).then_some(event)
+            });
+            if let Some(event) = event {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line of {what} in time:\n{}",
+                self.log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends `signal` and waits for the process to exit, returning its exit status.
+    /// Its log is then whole: read to the end.
+    pub(crate) async fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running") as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0);
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("did not exit in time")
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            tokio::time::timeout(PATIENCE, reader)
+                .await
+                .expect("the log was not read to its end in time")
+                .expect("the log reader failed");
+        }
+        status
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("still running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS in /proc status")
+    }
+}
+
+impl Deref for Process {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
+}
+
+/// A fresh directory for one test's state file.
+pub(crate) fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("integers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
