@@ -1,0 +1,25 @@
+//! The TCP side: from a listening socket to an HTTP connection being served.
+//!
+//! A connection's way in, one file per step:
+//! - [`bind`]: the listening socket, its queue, and port sharing;
+//! - `port`: taking connections off it: the shared port left while full and rejoined once
+//!   there is room, and the socket options every connection gets;
+//! - `thread`: the accepting thread and its runtime, which keep the kernel's queue short and
+//!   answer health checks while the serving runtime is busy;
+//! - `hand_over`: the bounded queue to the serving runtime, and the task that serves HTTP on
+//!   what it takes, with a bounded time to send a request head;
+//! - [`counted`]: a connection counted against the limit from its accept to its drop;
+//! - [`files_limit`]: how many connections the open-files limit leaves room for.
+
+mod bind;
+mod counted;
+mod files_limit;
+mod hand_over;
+mod port;
+mod thread;
+
+pub(crate) use bind::bind;
+pub(crate) use counted::{ClientAddr, CountedStream, LiveConnections};
+pub(crate) use files_limit::connection_capacity;
+pub(crate) use port::SharedPort;
+pub(crate) use thread::serve_connections;
