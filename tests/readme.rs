@@ -147,28 +147,16 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "cluster-tick-publish",
         "integers from the channel, not only from the counter reads",
     ),
-    (
-        "flag-sentinel-password",
-        "Sentinels with a password of their own",
-    ),
     ("metric-delivered", "an exact count, replays included"),
     (
         "overload-raw-one-write",
         "writes counted for a client owed several integers",
     ),
     (
-        "sentinel-connect-1s",
-        "a Sentinel that accepts and never answers",
-    ),
-    (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
     ),
     ("sentinel-role-check", "Sentinels naming a replica"),
-    (
-        "sentinel-tls-client-cert",
-        "Sentinels that require a client certificate",
-    ),
     (
         "shared-port-beyond-files-limit",
         "instances under a low open-files limit together",

@@ -231,6 +231,7 @@ export async function redisCli(port, args, { password, certs } = {}) {
     ...["-h", "127.0.0.1", "-p", String(port), "--no-auth-warning"],
     ...(password ? ["-a", password] : []),
     ...(certs ? ["--tls", "--cacert", certs.ca] : []),
+    ...(certs ? ["--cert", certs.clientCert, "--key", certs.clientKey] : []),
   ];
   const { stdout } = await execFileAsync("redis-cli", [...options, ...args], { timeout: 5000 });
   return stdout.trim();
@@ -239,15 +240,23 @@ export async function redisCli(port, args, { password, certs } = {}) {
 // A primary and its replica (Debian's redis-server), watched by three Debian redis-sentinel
 // processes tuned to fail over fast: the primary is deemed down after 500 ms without an answer,
 // and two Sentinels must agree. With `password`, both servers require it; with `certs`, every
-// process speaks only TLS.
-export async function startSentinelSet({ name = "integers-primary", password, certs } = {}) {
+// process speaks only TLS, and with `mutual` each asks its clients for a certificate; with
+// `sentinelPassword`, the Sentinels require a password of their own.
+export async function startSentinelSet({
+  name = "integers-primary",
+  password,
+  certs,
+  mutual = false,
+  sentinelPassword,
+} = {}) {
+  const clients = mutual ? "yes" : "optional";
   const dir = mkdtempSync(join(tmpdir(), "integers-sentinels-"));
   const primaryPort = await freePort();
   const replicaPort = await freePort();
   // The replica's first sync starts at once, not after the default 5 s wait for others.
   const serverArgs = (port) => [
     ...["--dir", dir, "--dbfilename", `dump-${port}.rdb`, "--repl-diskless-sync-delay", "0"],
-    ...(certs ? redisTlsArgs(port, certs) : []),
+    ...(certs ? redisTlsArgs(port, certs, clients) : []),
     ...(password ? ["--requirepass", password, "--masterauth", password] : []),
   ];
   const primary = await startRedis(primaryPort, serverArgs(primaryPort));
@@ -276,13 +285,16 @@ export async function startSentinelSet({ name = "integers-primary", password, ce
               `tls-cert-file ${certs.serverCert}`,
               `tls-key-file ${certs.serverKey}`,
               `tls-ca-cert-file ${certs.ca}`,
-              "tls-auth-clients optional",
+              `tls-auth-clients ${clients}`,
             ]
           : [`port ${port}`]),
         `sentinel monitor ${name} 127.0.0.1 ${primaryPort} 2`,
         `sentinel down-after-milliseconds ${name} 500`,
         `sentinel failover-timeout ${name} 5000`,
         ...(password ? [`sentinel auth-pass ${name} ${password}`] : []),
+        ...(sentinelPassword
+          ? [`requirepass ${sentinelPassword}`, `sentinel sentinel-pass ${sentinelPassword}`]
+          : []),
         "",
       ].join("\n"),
     );
@@ -290,14 +302,15 @@ export async function startSentinelSet({ name = "integers-primary", password, ce
       await startProcess("redis-sentinel", [config], (out) => out.includes("+monitor master")),
     );
   }
-  const sentinel = (args) => redisCli(sentinelPorts[0], args, { certs });
+  const sentinelCli = (port, args) => redisCli(port, args, { certs, password: sentinelPassword });
+  const sentinel = (args) => sentinelCli(sentinelPorts[0], args);
   // Each Sentinel must know the replica and the two others before a failover can promote it.
   for (const port of sentinelPorts) {
     await waitUntil(
       `the Sentinel on ${port} to know the replica and the other Sentinels`,
       async () => {
-        const known = await redisCli(port, ["SENTINEL", "replicas", name], { certs });
-        const peers = await redisCli(port, ["SENTINEL", "sentinels", name], { certs });
+        const known = await sentinelCli(port, ["SENTINEL", "replicas", name]);
+        const peers = await sentinelCli(port, ["SENTINEL", "sentinels", name]);
         return (
           known.includes(String(replicaPort)) &&
           peers.split("\n").filter((l) => l === "ip").length === 2
@@ -306,6 +319,7 @@ export async function startSentinelSet({ name = "integers-primary", password, ce
     );
   }
   const scheme = certs ? "rediss" : "redis";
+  const credentials = sentinelPassword ? `:${sentinelPassword}@` : "";
   return {
     name,
     password,
@@ -313,7 +327,7 @@ export async function startSentinelSet({ name = "integers-primary", password, ce
     replica,
     primaryPort,
     replicaPort,
-    sentinelUrls: sentinelPorts.map((port) => `${scheme}://127.0.0.1:${port}`),
+    sentinelUrls: sentinelPorts.map((port) => `${scheme}://${credentials}127.0.0.1:${port}`),
     // The port of the server the Sentinels name as primary now.
     async primaryNow() {
       const answer = await sentinel(["SENTINEL", "get-master-addr-by-name", name]);

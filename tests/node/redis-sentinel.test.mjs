@@ -4,6 +4,7 @@
 // starts its own set: a failover changes it for good.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { startServer } from "./server.mjs";
 import { rawClient, socketIoClient } from "./clients.mjs";
 import {
@@ -281,6 +282,90 @@ describe("three instances finding Redis through three Sentinels", () => {
     } finally {
       for (const client of clients) client.close();
       for (const instance of survivors) await instance.stop();
+      await set.stop();
+    }
+  });
+
+  // Promise: sentinel-connect-1s
+  it("pass over a Sentinel that accepts and never answers within a second", async () => {
+    const set = await startSentinelSet();
+    // A listener that takes connections and never says a word, first in the list.
+    const hung = createServer(() => {});
+    await new Promise((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    const urls = [`redis://127.0.0.1:${hung.address().port}`, ...set.sentinelUrls];
+    let instance;
+    try {
+      const started = Date.now();
+      instance = await startServer({
+        intervalMs: INTERVAL_MS,
+        extraArgs: ["--redis-sentinels", urls.join(","), "--redis-primary", set.name],
+      });
+      await waitUntil(
+        "the instance on the primary",
+        async () =>
+          (await instance.status()).cluster.redis_primary === `127.0.0.1:${set.primaryPort}`,
+      );
+      // One second for the silent Sentinel, and a second and a half for starting the binary
+      // and connecting on a loaded machine.
+      const took = Date.now() - started;
+      assert.ok(took < 2500, `on the primary ${took} ms after the start`);
+    } finally {
+      await instance?.stop();
+      hung.close();
+      await set.stop();
+    }
+  });
+
+  // Promise: flag-sentinel-password, sentinel-tls-client-cert, tls-password-hidden
+  it("reach Sentinels that ask for a password of their own and a client certificate", async () => {
+    const certs = makeCertificates();
+    const sentinelPassword = "sentinel-secret";
+    const set = await startSentinelSet({ certs, mutual: true, sentinelPassword });
+    assert.match(set.sentinelUrls[0], /^rediss:\/\/:sentinel-secret@/);
+    const certificate = [
+      "--redis-client-cert",
+      certs.clientCert,
+      "--redis-client-key",
+      certs.clientKey,
+    ];
+    const sentinels = (urls) => [
+      ...["--redis-sentinels", urls.join(","), "--redis-primary", set.name],
+      ...["--redis-ca-file", certs.ca],
+    ];
+    const hidden = set.sentinelUrls.map((url) => url.replace(sentinelPassword, "***"));
+    let instance;
+    let client;
+    try {
+      // With both, the instance finds the primary and streams.
+      instance = await startServer({
+        intervalMs: INTERVAL_MS,
+        extraArgs: [...sentinels(set.sentinelUrls), ...certificate],
+      });
+      client = rawClient(instance.wsUrl, "odd");
+      await waitUntil("integers through the Sentinels", () => client.seen.length >= 3);
+      assertGapless(client);
+      assert.equal((await instance.status()).cluster.redis_primary, `127.0.0.1:${set.primaryPort}`);
+      // Without the Sentinels' password, or without the certificate, it refuses to start.
+      const withoutPassword = set.sentinelUrls.map((url) =>
+        url.replace(`:${sentinelPassword}@`, ""),
+      );
+      const target = `cannot use Redis at primary "${set.name}" of the Sentinels `;
+      const unauthenticated = await refusedStart([...sentinels(withoutPassword), ...certificate]);
+      assert.ok(
+        unauthenticated.startsWith(`${target}${withoutPassword.join(", ")}: `),
+        unauthenticated,
+      );
+      assert.match(unauthenticated, /auth/i);
+      const anonymous = await refusedStart(sentinels(set.sentinelUrls));
+      assert.ok(anonymous.startsWith(`${target}${hidden.join(", ")}: `), anonymous);
+      assert.ok(
+        !anonymous.includes(sentinelPassword),
+        `the password reached the log: ${anonymous}`,
+      );
+      assert.ok(!instance.log().includes(sentinelPassword), "the password reached the log");
+    } finally {
+      client?.close();
+      await instance?.stop();
       await set.stop();
     }
   });

@@ -27,6 +27,7 @@
 //! position any instance saw, and the lease script still lets one token tick.
 //!
 //! - `primary`: where the primary is (a URL, or the Sentinels), TLS, start-up errors;
+//! - `sentinels`: the Sentinels, each attempt starting at another after one failed;
 //! - `link`: the command connection the tasks share, opened again after any failure, and the
 //!   judge of whether Redis is up;
 //! - `scripts`: the Lua scripts and key names;
@@ -56,6 +57,7 @@ pub(crate) use state::ClusterState;
 mod link;
 mod primary;
 mod scripts;
+mod sentinels;
 mod state;
 
 /// How often every instance reads the counters to catch up on missed ticks, and how often it

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redis::aio::{MultiplexedConnection, PubSub};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind,
-    IntoConnectionInfo, RedisError, RedisResult, TlsCertificates, TlsMode,
+    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo,
+    RedisError, RedisResult, TlsCertificates,
 };
 use tokio::sync::Mutex;
 
+use super::sentinels::Sentinels;
 use super::state::ClusterState;
 
 /// Longest wait for one Redis command, and for opening one connection: finding the primary
@@ -65,7 +65,7 @@ pub(super) struct Primary {
 enum Way {
     Fixed(Client),
     /// Locked while one connection asks the Sentinels; they keep connections of their own.
-    Sentinels(Mutex<SentinelClient>),
+    Sentinels(Mutex<Sentinels>),
 }
 
 impl Primary {
@@ -104,9 +104,9 @@ impl Primary {
                 primary,
                 password,
             } => {
-                let client = sentinel_client(urls, primary, password.as_deref(), certificates)
+                let sentinels = Sentinels::new(urls, primary, password.as_deref(), certificates)
                     .map_err(refuse)?;
-                Way::Sentinels(Mutex::new(client))
+                Way::Sentinels(Mutex::new(sentinels))
             }
         };
         Ok(Primary { way, target, state })
@@ -180,7 +180,7 @@ impl Primary {
     async fn client(&self) -> RedisResult<Client> {
         match &self.way {
             Way::Fixed(client) => Ok(client.clone()),
-            Way::Sentinels(sentinels) => sentinels.lock().await.async_get_client().await,
+            Way::Sentinels(sentinels) => sentinels.lock().await.primary().await,
         }
     }
 
@@ -201,59 +201,6 @@ fn timed_out() -> RedisError {
         std::io::ErrorKind::TimedOut,
         format!("no answer within {REDIS_TIMEOUT:?}"),
     ))
-}
-
-fn sentinel_client(
-    urls: &[String],
-    primary: &str,
-    password: Option<&str>,
-    certificates: Option<TlsCertificates>,
-) -> Result<SentinelClient, String> {
-    let infos = urls
-        .iter()
-        .map(|url| url.as_str().into_connection_info())
-        .collect::<RedisResult<Vec<ConnectionInfo>>>()
-        .map_err(|error| error.to_string())?;
-    let tls = infos
-        .iter()
-        .filter(|info| matches!(info.addr(), ConnectionAddr::TcpTls { .. }))
-        .count();
-    if tls != 0 && tls != infos.len() {
-        return Err("the Sentinels' URLs mix redis:// and rediss://".to_owned());
-    }
-    let tls = tls != 0;
-    if certificates.is_some() && !tls {
-        return Err("a CA file or client certificate needs rediss:// Sentinel URLs".to_owned());
-    }
-    // The Sentinels share one set of credentials: the first URL that has any gives them.
-    let sentinel_auth = infos
-        .iter()
-        .map(ConnectionInfo::redis_settings)
-        .find(|settings| settings.password().is_some());
-    let (sentinel_user, sentinel_password) = sentinel_auth
-        .map(|settings| (settings.username(), settings.password()))
-        .unwrap_or_default();
-    let addresses = infos.iter().map(|info| info.addr().clone());
-    let mut builder = SentinelClientBuilder::new(addresses, primary, SentinelServerType::Master)
-        .map_err(|error| error.to_string())?;
-    if let Some(user) = sentinel_user {
-        builder = builder.set_client_to_sentinel_username(user);
-    }
-    if let Some(password) = sentinel_password {
-        builder = builder.set_client_to_sentinel_password(password);
-    }
-    if let Some(password) = password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    if tls {
-        builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-        if let Some(certificates) = certificates {
-            builder = builder
-                .set_client_to_sentinel_certificates(certificates.clone())
-                .set_client_to_redis_certificates(certificates);
-        }
-    }
-    builder.build().map_err(|error| error.to_string())
 }
 
 /// The TLS files' contents, or `None` when no file is given (the system's roots, no client
