@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::source::chosen::Stopped;
 use crate::status::Protocol;
 use crate::stream::feed::{Feed, JoinPoint, Membership};
 use crate::stream::parity::Parity;
@@ -110,6 +111,45 @@ impl<R: Recipient> Clone for Fanout<R> {
     }
 }
 
+/// How a fan-out is laid out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FanoutSettings {
+    /// Labels what it counts.
+    pub protocol: Protocol,
+    /// Shard tasks per lane: one per core, so that a tick's deliveries use them all.
+    pub shards_per_lane: usize,
+    /// Most missed integers replayed to a resuming client; one further behind gets the newest.
+    pub max_replay: u64,
+}
+
+/// The shard tasks of every fan-out, and the one way to stop them.
+#[derive(Debug, Default)]
+pub(crate) struct Shards {
+    /// Cancelled by [`Shards::stop`]; every shard task holds a clone.
+    stop: CancellationToken,
+    /// Every shard task, for the stop to wait on.
+    tasks: TaskTracker,
+}
+
+impl Shards {
+    /// Stops every shard, and resolves once all have ended.
+    ///
+    /// Ordering rule: it takes the proof that the source has stopped, so each lane's last
+    /// integer is final, and each shard hands it out before it ends (see `run_shard`). Every
+    /// client still connected then has its stream's last integer, which is the saved position.
+    pub(crate) async fn stop(self, _source: Stopped) -> LastHandedOut {
+        self.tasks.close();
+        self.stop.cancel();
+        self.tasks.wait().await;
+        LastHandedOut(())
+    }
+}
+
+/// Proof that every client still connected was handed its stream's last integer: the cue to
+/// let the clients go.
+#[derive(Debug)]
+pub(crate) struct LastHandedOut(());
+
 /// Clients that joined a lane, waiting for their shard's next pass to adopt them.
 struct LaneShards<R> {
     arrivals: Vec<Mutex<Vec<Weak<R>>>>,
@@ -117,39 +157,34 @@ struct LaneShards<R> {
 }
 
 impl<R: Recipient> Fanout<R> {
-    /// Starts `shards` tasks per lane, serving the clients of `protocol` that join until
-    /// `shutdown` (cancel it only once the source has stopped: each shard then hands out the
-    /// last integer before it ends), and replaying at most `max_replay` missed integers to a
-    /// resuming one.
+    /// Starts the shard tasks of both lanes in `shards`, serving the clients of
+    /// `settings.protocol` that join until the shards are stopped.
     pub(crate) fn start(
         feed: &Feed,
-        protocol: Protocol,
-        shards: usize,
-        max_replay: u64,
+        settings: FanoutSettings,
         shard_state: R::ShardState,
-        shutdown: &CancellationToken,
-        tasks: &TaskTracker,
+        shards: &Shards,
     ) -> Fanout<R> {
-        let shards = shards.max(1);
+        let per_lane = settings.shards_per_lane.max(1);
         let lane = || LaneShards {
-            arrivals: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            arrivals: (0..per_lane).map(|_| Mutex::new(Vec::new())).collect(),
             next_shard: AtomicUsize::new(0),
         };
         let fanout = Fanout {
             lanes: Arc::new([lane(), lane()]),
             backlog: feed.backlog_per_client(),
-            max_replay,
-            protocol,
+            max_replay: settings.max_replay,
+            protocol: settings.protocol,
         };
         for parity in Parity::ALL {
-            for shard in 0..shards {
-                tasks.spawn(run_shard(
+            for shard in 0..per_lane {
+                shards.tasks.spawn(run_shard(
                     feed.clone(),
                     parity,
                     fanout.clone(),
                     shard,
                     shard_state.clone(),
-                    shutdown.clone(),
+                    shards.stop.clone(),
                 ));
             }
         }
@@ -225,9 +260,10 @@ async fn run_shard<R: Recipient>(
     while !last_pass {
         tokio::select! {
             biased;
-            // Ordering rule: `shutdown` is cancelled only once the source has stopped, so the
-            // lane's last integer is final. A shard that has not passed it yet makes one more
-            // pass, so that every client still connected gets it before it is let go.
+            // Ordering rule: `shutdown` is cancelled only once the source has stopped (see
+            // `Shards::stop`), so the lane's last integer is final. A shard that has not
+            // passed it yet makes one more pass, so that every client still connected gets it
+            // before it is let go.
             _ = &mut stopping => {
                 if !last_sent.has_changed().unwrap_or(false) {
                     return;
@@ -333,9 +369,13 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_shard_stopping_hands_out_the_last_integer_first() {
         let feed = Feed::new([0, 0], 8);
-        let (shutdown, tasks) = (CancellationToken::new(), TaskTracker::new());
-        let fanout = Fanout::<Last>::start(&feed, Protocol::Raw, 2, 8, (), &shutdown, &tasks);
-        tasks.close();
+        let shards = Shards::default();
+        let settings = FanoutSettings {
+            protocol: Protocol::Raw,
+            shards_per_lane: 2,
+            max_replay: 8,
+        };
+        let fanout = Fanout::<Last>::start(&feed, settings, (), &shards);
         // The shards start, and wait for a tick.
         tokio::task::yield_now().await;
         let subscription = fanout.subscribe(&feed, Parity::Odd, Resume::default(), |_| Started {
@@ -344,10 +384,12 @@ mod tests {
             served: true,
         });
         assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-        shutdown.cancel();
-        tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
-            .await
-            .expect("the shards did not end once cancelled");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            shards.stop(Stopped::assumed()),
+        )
+        .await
+        .expect("the shards did not end once stopped");
         assert_eq!(subscription.client.0.load(Ordering::Relaxed), 1);
     }
 

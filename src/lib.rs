@@ -18,13 +18,15 @@
 //!   way a client of either protocol subscribes.
 //! - `raw`: the raw WebSocket protocol: a client's frames written straight to its socket.
 //! - `socketio`: the socket.io protocol: a client's integers emitted on its socket.
+//! - `websocket`: what both protocols' WebSockets share.
 //!
 //! The connect path, from the network inward:
 //! - [`edge`]: accepting connections, HTTP routes, reading what a request asks for, admission.
 //! - then `raw` or `socketio`, which subscribe through `fanout` to a stream.
 //!
 //! Around them:
-//! - [`server`]: assembly, and the ordered shutdown.
+//! - [`server`]: the server as a table of its parts (supply, delivery, protocols, edge), and
+//!   the drain that takes them down in order.
 //! - [`config`]: the flags.
 //! - `telemetry`, [`status`] and `departure`: what the server reports, and why a client left.
 //! - `sync`: the one locking rule.
@@ -47,5 +49,6 @@ pub mod status;
 pub mod stream;
 mod sync;
 mod telemetry;
+mod websocket;
 
 pub use config::Config;

@@ -1,17 +1,18 @@
-//! Assembles the feed, the integer source and both protocols into one running server, and
-//! takes it down again in order when asked to.
+//! The server as a table of its parts, built from the source outward, and drained in order.
 //!
-//! Shutdown, once `shutdown` is cancelled: stop accepting; stop the integer source (alone, it
-//! saves the exact stream positions; in a cluster, it hands the lease over); then close every
-//! socket.io session at the engine.io level (clients see "transport close" and reconnect by
-//! themselves; a socket.io disconnect packet would tell them not to) and send every raw client
-//! close 1001; all of it within the drain time, after which the process exits anyway.
+//! Each part is built from the ones before it: the [`Supply`] (the source and the feed it
+//! publishes into), the [`Delivery`] (the fan-outs that hand each client what it is owed), the
+//! [`Protocols`] (socket.io and raw WebSocket) and the [`Edge`] (the listener and the HTTP
+//! routes). [`Server::drain`] takes them down in the order that loses no integer.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use engineioxide::service::NotFoundService;
+use hyper_util::server::graceful::GracefulShutdown;
 use socketioxide::SocketIo;
+use socketioxide::service::SocketIoService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,58 +23,29 @@ use crate::edge::admission::{Admission, SessionLimits};
 use crate::edge::give_back;
 use crate::edge::http::{AppState, router};
 use crate::edge::listener::{
-    self, LiveConnections, SharedPort, connection_capacity, serve_connections,
+    self, Accepting, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, FanoutSettings, LastHandedOut, Shards};
 use crate::raw::connection::RawLimits;
 use crate::raw::heartbeat::HeartbeatTimes;
 use crate::raw::upgrade::RawWs;
 use crate::raw::writer::{RawConn, RawShard};
-use crate::socketio::connect::{depart_all, register_namespaces};
-use crate::socketio::join::SocketIoState;
+use crate::socketio::connect::depart_all;
+use crate::socketio::service;
 use crate::socketio::subscriber::Subscriber;
-use crate::source::IntegerSource;
-use crate::source::local::LocalTicker;
-use crate::source::redis::{ClusterError, Endpoint, RedisSource, TlsFiles};
-use crate::source::state_file::{CounterStore, StoreError};
+use crate::source::chosen::{ChosenSource, OpenError, Running};
+use crate::source::redis::ClusterState;
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
 use crate::telemetry;
-
-/// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
-/// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
-/// and far below engineioxide's own WebSocket default of 64 MiB.
-const SOCKETIO_MAX_PAYLOAD: u64 = 64 * 1024;
-/// Room in a socket.io socket's queue beyond a full replay and a full lag allowance, for
-/// heartbeats and the disconnect packet.
-const SOCKETIO_QUEUE_HEADROOM: usize = 16;
-/// Bytes engine.io's WebSocket reads at a time. Clients send little (a pong per heartbeat),
-/// and the read buffer is zero-filled before every read attempt, for every client; larger
-/// messages still grow it, up to the largest payload.
-const SOCKETIO_READ_BUFFER: usize = 64;
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    State(#[from] StoreError),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Source(#[from] OpenError),
     #[error("cannot serve: {0}")]
     Io(#[from] io::Error),
-}
-
-/// The Redis that `config` names, if any: cluster mode.
-fn redis_endpoint(config: &Config) -> Option<Endpoint> {
-    if let Some(url) = &config.redis_url {
-        return Some(Endpoint::Url(url.clone()));
-    }
-    let primary = config.redis_primary.clone()?;
-    Some(Endpoint::Sentinels {
-        urls: config.redis_sentinels.clone(),
-        primary,
-        password: config.redis_primary_password.clone(),
-    })
 }
 
 /// Binds the configured address, sharing the port with other instances when `--reuse-port`
@@ -89,198 +61,253 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     telemetry::install();
-    let (feed, source, cluster) = match redis_endpoint(&config) {
-        // Cluster mode: the counters live in Redis, so there is no state file.
-        Some(endpoint) => {
-            let tls = TlsFiles {
-                ca: config.redis_ca_file.clone(),
-                client: config
-                    .redis_client_cert
-                    .clone()
-                    .zip(config.redis_client_key.clone()),
-            };
-            let source =
-                RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?;
-            let positions = source.current_positions().await?.unwrap_or_default();
-            info!(
-                odd_position = positions[0],
-                even_position = positions[1],
-                "cluster positions read"
-            );
-            let feed = Feed::with_resume_slack(
-                positions,
-                config.client_backlog as usize,
-                RedisSource::resume_slack(config.interval()),
-            );
-            let cluster = source.state();
-            let task = tokio::spawn(source.run(feed.clone(), shutdown.clone()));
-            (feed, task, Some(cluster))
-        }
-        None => {
-            let (ticker, positions) = match config.state_path() {
-                Some(path) => {
-                    let (store, positions) = CounterStore::open(path)?;
-                    let [odd_position, even_position] = positions;
-                    info!(path = %path.display(), odd_position, even_position, "state loaded");
-                    (
-                        LocalTicker::durable(config.interval(), store, positions),
-                        positions,
-                    )
-                }
-                None => {
-                    info!("running without state: streams start at 1 and 2");
-                    (LocalTicker::new(config.interval()), [0, 0])
-                }
-            };
-            let feed = Feed::new(positions, config.client_backlog as usize);
-            let task = tokio::spawn(ticker.run(feed.clone(), shutdown.clone()));
-            (feed, task, None)
-        }
+    // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's
+    // and socketioxide's), and laid out inline they take this one past the compiler's depth
+    // limit.
+    let supply = Box::pin(Supply::open(&config, &shutdown)).await?;
+    let delivery = Delivery::start(&supply.feed, &config);
+    let protocols = Protocols::start(&supply.feed, &delivery, &config);
+    let edge = Edge::start(listener, &config, &supply, &protocols, &shutdown)?;
+    let server = Server {
+        supply,
+        delivery,
+        protocols,
+        edge,
     };
-
-    let capacity = connection_capacity();
-    let max_connections = config.max_connections.unwrap_or(capacity).min(capacity);
-    let live = LiveConnections::default();
-    let sessions = SessionLimits {
-        max_sessions: max_connections,
-        max_pending_per_peer: config
-            .max_pending_per_peer
-            .map_or(max_connections.div_ceil(4), |limit| limit as usize),
-        trusted_proxies: config.trusted_proxies.clone(),
-    };
-    let admission = Admission::new(
-        live.clone(),
-        max_connections,
-        config.allowed_origins.clone(),
-        sessions,
-    );
-
-    // Cancelled once the source has stopped: the shards' cue to hand out the last integer and
-    // end (see the shutdown below).
-    let delivering = CancellationToken::new();
-    // Cancelled once the shards have ended: the clients' cue to go.
-    let departing = CancellationToken::new();
-    // The fan-outs: per stream, one shard per core, so that a tick's deliveries use them all.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let shards = TaskTracker::new();
-    let raw_limits = RawLimits {
-        max_client_message: config.max_client_message as usize,
-        heartbeat: HeartbeatTimes {
-            interval: config.ping_interval(),
-            timeout: config.ping_timeout(),
-        },
-    };
-    let raw_fanout = Fanout::<RawConn>::start(
-        &feed,
-        Protocol::Raw,
-        cores,
-        config.max_backlog,
-        RawShard::new(raw_limits.heartbeat),
-        &delivering,
-        &shards,
-    );
-    let socketio_fanout = Fanout::<Subscriber>::start(
-        &feed,
-        Protocol::SocketIo,
-        cores,
-        config.max_backlog,
-        (),
-        &delivering,
-        &shards,
-    );
-    shards.close();
-
-    let (socketio, io) = SocketIo::builder()
-        .ping_interval(config.ping_interval())
-        .ping_timeout(config.ping_timeout())
-        // A v4 session that connects to no namespace in this time is closed by socketioxide;
-        // v2 sessions are watched by the HTTP layer.
-        .connect_timeout(config.join_timeout())
-        .max_payload(SOCKETIO_MAX_PAYLOAD)
-        .ws_max_message_size(SOCKETIO_MAX_PAYLOAD as usize)
-        .ws_max_frame_size(SOCKETIO_MAX_PAYLOAD as usize)
-        .ws_read_buffer_size(SOCKETIO_READ_BUFFER)
-        .max_buffer_size(
-            (config.max_backlog + config.client_backlog) as usize + SOCKETIO_QUEUE_HEADROOM,
-        )
-        .with_state(SocketIoState {
-            feed: feed.clone(),
-            fanout: socketio_fanout,
-            cut_off_patience: config.ping_interval() + config.ping_timeout(),
-            ping_timeout: config.ping_timeout(),
-            join_timeout: config.join_timeout(),
-        })
-        .build_svc();
-    register_namespaces(&io);
-
-    let raw_connections = TaskTracker::new();
-    let raw = Arc::new(RawWs {
-        feed: feed.clone(),
-        shutdown: departing.clone(),
-        connections: raw_connections.clone(),
-        limits: raw_limits,
-        fanout: raw_fanout,
-    });
-    tokio::spawn(give_back::after_crowds(admission.clone(), shutdown.clone()));
-    let app = router(AppState {
-        feed,
-        raw,
-        socketio,
-        io: io.clone(),
-        admission,
-        join_timeout: config.join_timeout(),
-        cluster,
-    });
-
-    info!(
-        addr = %listener.local_addr()?,
-        interval_ms = config.interval_ms,
-        max_connections,
-        "listening"
-    );
-    // A port shared with other instances is left while this one is full.
-    let addr = listener.local_addr()?;
-    let shared = config.reuse_port.then_some(SharedPort {
-        addr,
-        max_connections,
-    });
-    let accepting = serve_connections(listener, live, shared, app, shutdown.clone())?;
-
     shutdown.cancelled().await;
-    info!(drain_ms = config.drain_ms, "shutting down");
-    let drained = tokio::time::timeout(config.drain(), async {
-        // Stops accepting first, then stops the source, then lets the clients go and waits for
-        // the HTTP requests still open (long polls end once socket.io closes) and the raw
-        // connections' close frames.
-        let connections = accepting.stopped().await;
-        // The listener is closed: new connections are refused from here on.
-        info!("stopped accepting connections");
-        // The source stops while the runtime is quiet: closing thousands of clients at once
-        // keeps it busy for a while, and in a cluster the lease must be handed over within
-        // Redis's answer time, or the next leader waits out the lease and the stream stalls.
-        // Once it has stopped, the positions are final (and saved, alone).
-        let _ = source.await;
-        // Ordering rule: the shards hand every client the last integer before any client is
-        // let go, so the saved position is the last integer each connected client got, and a
-        // client resuming from it misses nothing.
-        delivering.cancel();
-        shards.wait().await;
-        departing.cancel();
-        depart_all(&io);
-        io.close().await;
-        if let Some(connections) = connections {
-            connections.shutdown().await;
-        }
-        raw_connections.close();
-        raw_connections.wait().await;
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            drain_ms = config.drain_ms,
-            "drain time is up; exiting with clients still open"
-        );
-    }
-    info!("stopped");
+    Box::pin(server.drain(&config)).await;
     Ok(())
+}
+
+/// A running server.
+struct Server {
+    supply: Supply,
+    delivery: Delivery,
+    protocols: Protocols,
+    edge: Edge,
+}
+
+/// Where the integers come from.
+struct Supply {
+    /// The streams' positions and demand: the source publishes into it, and every part after
+    /// this one holds a clone.
+    feed: Feed,
+    /// The source's task, which runs until the shutdown token is cancelled.
+    source: Running,
+    /// This instance's place in its cluster (cluster mode only), kept current by the source
+    /// and read by `/status`.
+    cluster: Option<ClusterState>,
+}
+
+impl Supply {
+    async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Supply, OpenError> {
+        let (source, feed) = ChosenSource::open(config).await?;
+        let cluster = source.cluster();
+        Ok(Supply {
+            source: source.spawn(feed.clone(), shutdown.clone()),
+            feed,
+            cluster,
+        })
+    }
+}
+
+/// The fan-outs: per protocol and stream, one shard task per core, so that a tick's deliveries
+/// use them all.
+struct Delivery {
+    /// The raw clients' fan-out; the raw endpoint holds a clone to subscribe its connections.
+    raw: Fanout<RawConn>,
+    /// The socket.io clients' fan-out; socketioxide's handlers hold a clone.
+    socketio: Fanout<Subscriber>,
+    /// Both fan-outs' shard tasks, stopped by the drain.
+    shards: Shards,
+    /// The raw protocol's limits, which its shards and connections share.
+    raw_limits: RawLimits,
+}
+
+impl Delivery {
+    fn start(feed: &Feed, config: &Config) -> Delivery {
+        let shards = Shards::default();
+        let shards_per_lane = std::thread::available_parallelism().map_or(1, usize::from);
+        let settings = |protocol| FanoutSettings {
+            protocol,
+            shards_per_lane,
+            max_replay: config.max_backlog,
+        };
+        let raw_limits = RawLimits {
+            max_client_message: config.max_client_message as usize,
+            heartbeat: HeartbeatTimes {
+                interval: config.ping_interval(),
+                timeout: config.ping_timeout(),
+            },
+        };
+        let raw_shard = RawShard::new(raw_limits.heartbeat);
+        Delivery {
+            raw: Fanout::start(feed, settings(Protocol::Raw), raw_shard, &shards),
+            socketio: Fanout::start(feed, settings(Protocol::SocketIo), (), &shards),
+            shards,
+            raw_limits,
+        }
+    }
+}
+
+/// The two protocols, as the routes reach them.
+struct Protocols {
+    /// socketioxide's HTTP side, for the router; its handlers hold `SocketIoState`.
+    socketio: SocketIoService<NotFoundService>,
+    /// socketioxide's handle: the metrics count sockets through a clone, the drain closes
+    /// every session through this one.
+    io: SocketIo,
+    /// The raw endpoint, for the router.
+    raw: Arc<RawWs>,
+    /// Every raw connection's task, for the drain to wait on.
+    raw_connections: TaskTracker,
+    /// Cancelled by the drain to let the raw clients go (close 1001); every raw connection's
+    /// task holds a clone.
+    departing: CancellationToken,
+}
+
+impl Protocols {
+    fn start(feed: &Feed, delivery: &Delivery, config: &Config) -> Protocols {
+        let (socketio, io) = service::build(config, feed.clone(), delivery.socketio.clone());
+        let raw_connections = TaskTracker::new();
+        let departing = CancellationToken::new();
+        let raw = Arc::new(RawWs {
+            feed: feed.clone(),
+            shutdown: departing.clone(),
+            connections: raw_connections.clone(),
+            limits: delivery.raw_limits,
+            fanout: delivery.raw.clone(),
+        });
+        Protocols {
+            socketio,
+            io,
+            raw,
+            raw_connections,
+            departing,
+        }
+    }
+
+    /// Lets every client go, once each has its stream's last integer: socket.io sessions are
+    /// closed at the engine.io level (clients see "transport close" and reconnect by
+    /// themselves; a socket.io disconnect packet would tell them not to), raw clients get
+    /// close 1001. Resolves once socketioxide has closed; `raw_closed` waits for the rest.
+    async fn let_go(&self, _delivered: LastHandedOut) {
+        self.departing.cancel();
+        depart_all(&self.io);
+        self.io.close().await;
+    }
+
+    /// Waits for every raw connection's close handshake.
+    async fn raw_closed(&self) {
+        self.raw_connections.close();
+        self.raw_connections.wait().await;
+    }
+}
+
+/// Where connections come in.
+struct Edge {
+    /// The accepting thread and the task serving HTTP on what it accepts; both stop on the
+    /// shutdown token.
+    accepting: Accepting,
+}
+
+impl Edge {
+    fn start(
+        listener: TcpListener,
+        config: &Config,
+        supply: &Supply,
+        protocols: &Protocols,
+        shutdown: &CancellationToken,
+    ) -> io::Result<Edge> {
+        let capacity = connection_capacity();
+        let max_connections = config.max_connections.unwrap_or(capacity).min(capacity);
+        let live = LiveConnections::default();
+        let sessions = SessionLimits {
+            max_sessions: max_connections,
+            max_pending_per_peer: config
+                .max_pending_per_peer
+                .map_or(max_connections.div_ceil(4), |limit| limit as usize),
+            trusted_proxies: config.trusted_proxies.clone(),
+        };
+        let admission = Admission::new(
+            live.clone(),
+            max_connections,
+            config.allowed_origins.clone(),
+            sessions,
+        );
+        tokio::spawn(give_back::after_crowds(admission.clone(), shutdown.clone()));
+        let app = router(AppState {
+            feed: supply.feed.clone(),
+            raw: protocols.raw.clone(),
+            socketio: protocols.socketio.clone(),
+            io: protocols.io.clone(),
+            admission,
+            join_timeout: config.join_timeout(),
+            cluster: supply.cluster.clone(),
+        });
+        let addr = listener.local_addr()?;
+        info!(
+            %addr,
+            interval_ms = config.interval_ms,
+            max_connections,
+            "listening"
+        );
+        // A port shared with other instances is left while this one is full.
+        let shared = config.reuse_port.then_some(SharedPort {
+            addr,
+            max_connections,
+        });
+        let accepting = serve_connections(listener, live, shared, app, shutdown.clone())?;
+        Ok(Edge { accepting })
+    }
+
+    /// Resolves once the listener is closed (new connections are refused from then on), with
+    /// the watch over the HTTP connections still open.
+    async fn stop_accepting(self) -> Option<GracefulShutdown> {
+        let connections = self.accepting.stopped().await;
+        info!("stopped accepting connections");
+        connections
+    }
+}
+
+impl Server {
+    /// Takes the server down once the shutdown token is cancelled, within `--drain-ms`, after
+    /// which the process exits anyway.
+    async fn drain(self, config: &Config) {
+        info!(drain_ms = config.drain_ms, "shutting down");
+        let Server {
+            supply,
+            delivery,
+            protocols,
+            edge,
+        } = self;
+        let drained = tokio::time::timeout(config.drain(), async {
+            let connections = edge.stop_accepting().await;
+            // The source stops while the runtime is quiet: closing thousands of clients at
+            // once keeps it busy for a while, and in a cluster the lease must be handed over
+            // within Redis's answer time, or the next leader waits out the lease and the
+            // stream stalls. Once it has stopped, the positions are final (and saved, alone).
+            let stopped = supply.source.stopped().await;
+            // Ordering rule: every client gets its stream's last integer before any is let
+            // go, so the saved position is the last integer each connected client got, and a
+            // client resuming from it misses nothing. The types hold the order: the shards
+            // stop only with the source's proof, the clients go only with the shards'.
+            let delivered = delivery.shards.stop(stopped).await;
+            protocols.let_go(delivered).await;
+            // The HTTP requests still open (long polls end once socket.io closes), then the
+            // raw connections' close frames.
+            if let Some(connections) = connections {
+                connections.shutdown().await;
+            }
+            protocols.raw_closed().await;
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                drain_ms = config.drain_ms,
+                "drain time is up; exiting with clients still open"
+            );
+        }
+        info!("stopped");
+    }
 }

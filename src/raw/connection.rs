@@ -33,6 +33,7 @@ use crate::status::Protocol;
 use crate::stream::feed::Membership;
 use crate::stream::parity::Parity;
 use crate::telemetry;
+use crate::websocket::READ_BUFFER;
 
 /// What bounds every raw connection.
 #[derive(Debug, Clone, Copy)]
@@ -43,12 +44,6 @@ pub(crate) struct RawLimits {
     /// client to read.
     pub heartbeat: HeartbeatTimes,
 }
-
-/// Bytes tungstenite reads from the socket at a time. Clients send little (a pong per
-/// heartbeat), and tungstenite zero-fills this much before every read attempt, on every tick,
-/// for every client; larger frames still grow the buffer to their size, up to
-/// `max_client_message`.
-const READ_BUFFER: usize = 64;
 
 /// Client frames (of any kind, pings included) a raw client may send in one second. It needs
 /// about one pong per heartbeat; past this it is flooding, and each ping would cost a pong.

@@ -18,9 +18,9 @@ use crate::stream::parity::Parity;
 use crate::stream::resume::{self, Resume, ResumeError};
 use crate::telemetry::SocketIoConnections;
 
-/// A socket's stream and `after`, once accepted, until it joins.
+/// A socket's stream and `after`, once admitted by the connect check, until it joins.
 #[derive(Debug, Clone, Copy)]
-struct Accepted {
+struct Admitted {
     parity: Parity,
     resume: Resume,
 }
@@ -85,13 +85,13 @@ async fn check_resume(
         }
         ProtocolVersion::V4 => {}
     }
-    socket.extensions.insert(Accepted { parity, resume });
+    socket.extensions.insert(Admitted { parity, resume });
     Ok(())
 }
 
 async fn on_connect(socket: SocketRef, State(state): State<SocketIoState>, io: SocketIo) {
     // Put there by `check_resume`, which ran first.
-    let Some(Accepted { parity, resume }) = socket.extensions.remove::<Accepted>() else {
+    let Some(Admitted { parity, resume }) = socket.extensions.remove::<Admitted>() else {
         return;
     };
     match (socket.protocol(), socket.ns()) {

@@ -5,6 +5,7 @@
 //! integers after the position it joined at, so a resuming client's backlog and the live ticks
 //! meet with no gap and no repeat, and a send error names the one socket that failed. No task
 //! is woken per socket per tick.
+//! - [`service`]: socketioxide as this server builds it: its limits and shared state;
 //! - [`connect`]: the namespaces, which stream a socket asked for, and its `after`;
 //! - [`v2_root`]: when a socket.io v2 connection wants `/`;
 //! - [`join`]: a socket's way onto its stream, and its departure;
@@ -14,5 +15,6 @@
 pub(crate) mod connect;
 pub(crate) mod handshake;
 pub(crate) mod join;
+pub(crate) mod service;
 pub(crate) mod subscriber;
 pub(crate) mod v2_root;

@@ -3,7 +3,7 @@
 //! A source watches the feed's demand and publishes into it. [`local::LocalTicker`] is the
 //! single-process source (with [`state_file`] to survive restarts); [`redis::RedisSource`]
 //! takes the next integer from a cluster's shared counters. Either leaves the feed and every
-//! client handler as they are.
+//! client handler as they are; [`chosen::ChosenSource`] is the one the flags pick.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
 
+pub(crate) mod chosen;
 pub(crate) mod local;
 pub(crate) mod redis;
 pub(crate) mod state_file;

@@ -22,4 +22,4 @@ pub(crate) use bind::bind;
 pub(crate) use counted::{ClientAddr, CountedStream, LiveConnections};
 pub(crate) use files_limit::connection_capacity;
 pub(crate) use port::SharedPort;
-pub(crate) use thread::serve_connections;
+pub(crate) use thread::{Accepting, serve_connections};

@@ -1,0 +1,131 @@
+//! The source the flags choose, opened with the feed it publishes into, and run as one task
+//! whose end the shutdown waits for.
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::IntegerSource;
+use super::local::LocalTicker;
+use super::redis::{ClusterError, ClusterState, Endpoint, RedisSource, TlsFiles};
+use super::state_file::{CounterStore, StoreError};
+use crate::config::Config;
+use crate::stream::feed::Feed;
+
+/// Why the source could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    State(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// One of the two sources, as the flags choose: a cluster's counters when a Redis is named,
+/// the local ticker otherwise.
+pub(crate) enum ChosenSource {
+    Local(LocalTicker),
+    Cluster(RedisSource),
+}
+
+impl ChosenSource {
+    /// Opens the source `config` names, and the feed it starts from: the saved positions, the
+    /// cluster's, or the streams' starts.
+    pub(crate) async fn open(config: &Config) -> Result<(ChosenSource, Feed), OpenError> {
+        let backlog = config.client_backlog as usize;
+        let Some(endpoint) = redis_endpoint(config) else {
+            let Some(path) = config.state_path() else {
+                info!("running without state: streams start at 1 and 2");
+                let ticker = LocalTicker::new(config.interval());
+                return Ok((
+                    ChosenSource::Local(ticker),
+                    Feed::new([0, 0], backlog),
+                ));
+            };
+            let (store, positions) = CounterStore::open(path)?;
+            let [odd_position, even_position] = positions;
+            info!(path = %path.display(), odd_position, even_position, "state loaded");
+            let ticker = LocalTicker::durable(config.interval(), store, positions);
+            return Ok((ChosenSource::Local(ticker), Feed::new(positions, backlog)));
+        };
+        // Cluster mode: the counters live in Redis, so there is no state file.
+        let tls = TlsFiles {
+            ca: config.redis_ca_file.clone(),
+            client: config
+                .redis_client_cert
+                .clone()
+                .zip(config.redis_client_key.clone()),
+        };
+        let source = RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?;
+        let positions = source.current_positions().await?.unwrap_or_default();
+        info!(
+            odd_position = positions[0],
+            even_position = positions[1],
+            "cluster positions read"
+        );
+        let slack = RedisSource::resume_slack(config.interval());
+        let feed = Feed::with_resume_slack(positions, backlog, slack);
+        Ok((ChosenSource::Cluster(source), feed))
+    }
+
+    /// The instance's place in its cluster, which the source keeps current; `None` alone.
+    pub(crate) fn cluster(&self) -> Option<ClusterState> {
+        match self {
+            ChosenSource::Local(_) => None,
+            ChosenSource::Cluster(source) => Some(source.state()),
+        }
+    }
+
+    /// Runs the source on its own task until `shutdown` is cancelled.
+    pub(crate) fn spawn(self, feed: Feed, shutdown: CancellationToken) -> Running {
+        Running(tokio::spawn(self.run(feed, shutdown)))
+    }
+}
+
+impl IntegerSource for ChosenSource {
+    async fn run(self, feed: Feed, shutdown: CancellationToken) {
+        match self {
+            ChosenSource::Local(ticker) => ticker.run(feed, shutdown).await,
+            ChosenSource::Cluster(source) => source.run(feed, shutdown).await,
+        }
+    }
+}
+
+/// The Redis that `config` names, if any: cluster mode.
+fn redis_endpoint(config: &Config) -> Option<Endpoint> {
+    if let Some(url) = &config.redis_url {
+        return Some(Endpoint::Url(url.clone()));
+    }
+    let primary = config.redis_primary.clone()?;
+    Some(Endpoint::Sentinels {
+        urls: config.redis_sentinels.clone(),
+        primary,
+        password: config.redis_primary_password.clone(),
+    })
+}
+
+/// The source's task.
+#[derive(Debug)]
+pub(crate) struct Running(JoinHandle<()>);
+
+impl Running {
+    /// Waits for the source to stop (once the shutdown token is cancelled): alone, it has
+    /// saved the exact positions; in a cluster, it has handed the lease over.
+    pub(crate) async fn stopped(self) -> Stopped {
+        // A source that panicked has stopped too: no integer is published after this.
+        let _ = self.0.await;
+        Stopped(())
+    }
+}
+
+/// Proof that the source has stopped, so the streams' last integers are final.
+#[derive(Debug)]
+pub(crate) struct Stopped(());
+
+#[cfg(test)]
+impl Stopped {
+    /// For a unit test that publishes by hand, with no source running.
+    pub(crate) fn assumed() -> Stopped {
+        Stopped(())
+    }
+}
