@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::source::chosen::Stopped;
 use crate::status::Protocol;
 use crate::stream::feed::{Feed, JoinPoint, Membership};
-use crate::stream::parity::Parity;
+use crate::stream::parity::{ByParity, Parity};
 use crate::stream::resume::{Backlog, Resume};
 use crate::sync::lock;
 use crate::telemetry;
@@ -91,7 +91,7 @@ pub(crate) struct Pass {
 
 /// Handle to the shard tasks of both lanes.
 pub(crate) struct Fanout<R: Recipient> {
-    lanes: Arc<[LaneShards<R>; 2]>,
+    lanes: Arc<ByParity<LaneShards<R>>>,
     /// Integers a client may be owed at most, past which it is cut: the feed's.
     backlog: usize,
     /// Most missed integers replayed to a resuming client; one further behind gets the newest.
@@ -171,7 +171,7 @@ impl<R: Recipient> Fanout<R> {
             next_shard: AtomicUsize::new(0),
         };
         let fanout = Fanout {
-            lanes: Arc::new([lane(), lane()]),
+            lanes: Arc::new(ByParity::from_fn(|_| lane())),
             backlog: feed.backlog_per_client(),
             max_replay: settings.max_replay,
             protocol: settings.protocol,
@@ -230,13 +230,13 @@ impl<R: Recipient> Fanout<R> {
     /// Hands `client` to one of its lane's shards. Taking the [`JoinPoint`] means the lane is
     /// locked: its first integer cannot be published before it is adopted.
     fn adopt(&self, at: &JoinPoint, client: &Arc<R>) {
-        let lane = &self.lanes[at.parity().index()];
+        let lane = &self.lanes[at.parity()];
         let shard = lane.next_shard.fetch_add(1, Ordering::Relaxed) % lane.arrivals.len();
         lock(&lane.arrivals[shard]).push(Arc::downgrade(client));
     }
 
     fn take_arrivals(&self, parity: Parity, shard: usize) -> Vec<Weak<R>> {
-        std::mem::take(&mut *lock(&self.lanes[parity.index()].arrivals[shard]))
+        std::mem::take(&mut *lock(&self.lanes[parity].arrivals[shard]))
     }
 }
 
@@ -368,7 +368,7 @@ mod tests {
     // Promise: restart-last-integer
     #[tokio::test(flavor = "current_thread")]
     async fn a_shard_stopping_hands_out_the_last_integer_first() {
-        let feed = Feed::new([0, 0], 8);
+        let feed = Feed::new(ByParity::default(), 8);
         let shards = Shards::default();
         let settings = FanoutSettings {
             protocol: Protocol::Raw,

@@ -14,12 +14,13 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::departure::Departure;
 use crate::edge::sessions::SessionCounts;
 use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol};
+use crate::stream::parity::{ByParity, Parity};
 
 /// Open socket.io connections per stream (odd, even), by transport.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SocketIoConnections {
-    pub websocket: [u64; 2],
-    pub polling: [u64; 2],
+    pub websocket: ByParity<u64>,
+    pub polling: ByParity<u64>,
 }
 
 fn protocol_label(protocol: Protocol) -> &'static str {
@@ -118,11 +119,12 @@ pub(crate) fn render(
 ) -> String {
     gauge!("integers_engineio_sessions", "state" => "joined").set(sessions.joined as f64);
     gauge!("integers_engineio_sessions", "state" => "pending").set(sessions.pending as f64);
-    for (index, kind, lane) in [(0, "odd", &feed.odd), (1, "even", &feed.even)] {
+    for (parity, lane) in [(Parity::Odd, &feed.odd), (Parity::Even, &feed.even)] {
+        let kind = parity.as_str();
         let levels = [
             ("raw", lane.subscribers.raw as u64),
-            ("socketio_websocket", socketio.websocket[index]),
-            ("socketio_polling", socketio.polling[index]),
+            ("socketio_websocket", socketio.websocket[parity]),
+            ("socketio_polling", socketio.polling[parity]),
         ];
         for (channel, count) in levels {
             gauge!("integers_connections", "protocol" => channel, "type" => kind).set(count as f64);

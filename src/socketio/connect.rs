@@ -128,8 +128,8 @@ pub(crate) fn connections(io: &SocketIo) -> SocketIoConnections {
                 continue; // still in its connect handler
             };
             match socket.transport_type() {
-                TransportType::Websocket => counts.websocket[parity.index()] += 1,
-                TransportType::Polling => counts.polling[parity.index()] += 1,
+                TransportType::Websocket => counts.websocket[parity] += 1,
+                TransportType::Polling => counts.polling[parity] += 1,
             }
         }
     }

@@ -11,6 +11,7 @@ use super::redis::{ClusterError, ClusterState, Endpoint, RedisSource, TlsFiles};
 use super::state_file::{CounterStore, StoreError};
 use crate::config::Config;
 use crate::stream::feed::Feed;
+use crate::stream::parity::ByParity;
 
 /// Why the source could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +40,16 @@ impl ChosenSource {
                 let ticker = LocalTicker::new(config.interval());
                 return Ok((
                     ChosenSource::Local(ticker),
-                    Feed::new([0, 0], backlog),
+                    Feed::new(ByParity::default(), backlog),
                 ));
             };
             let (store, positions) = CounterStore::open(path)?;
-            let [odd_position, even_position] = positions;
-            info!(path = %path.display(), odd_position, even_position, "state loaded");
+            info!(
+                path = %path.display(),
+                odd_position = positions.odd,
+                even_position = positions.even,
+                "state loaded"
+            );
             let ticker = LocalTicker::durable(config.interval(), store, positions);
             return Ok((ChosenSource::Local(ticker), Feed::new(positions, backlog)));
         };
@@ -59,8 +64,8 @@ impl ChosenSource {
         let source = RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?;
         let positions = source.current_positions().await?.unwrap_or_default();
         info!(
-            odd_position = positions[0],
-            even_position = positions[1],
+            odd_position = positions.odd,
+            even_position = positions.even,
             "cluster positions read"
         );
         let slack = RedisSource::resume_slack(config.interval());

@@ -10,7 +10,7 @@ use tracing::{debug, error, info};
 use crate::source::state_file::CounterStore;
 use crate::source::{HalfBeats, IntegerSource};
 use crate::stream::feed::{Demand, Feed};
-use crate::stream::parity::Parity;
+use crate::stream::parity::{ByParity, Parity};
 use crate::telemetry;
 
 /// How much ticking one reservation in the state file covers: the file is written about this
@@ -28,7 +28,7 @@ pub(crate) struct LocalTicker {
 #[derive(Debug)]
 struct Durable {
     store: CounterStore,
-    reserved: [u64; 2],
+    reserved: ByParity<u64>,
     block: u64,
 }
 
@@ -46,7 +46,7 @@ impl LocalTicker {
     pub(crate) fn durable(
         interval: Duration,
         store: CounterStore,
-        positions: [u64; 2],
+        positions: ByParity<u64>,
     ) -> LocalTicker {
         let block = RESERVE_AHEAD
             .as_millis()
@@ -64,7 +64,7 @@ impl LocalTicker {
 
     /// Publishes the next integer of `parity` if it has subscribers, reserving it first.
     async fn tick(&mut self, feed: &Feed, demand: Demand, parity: Parity) {
-        if !demand[parity.index()] {
+        if !demand[parity] {
             return;
         }
         if let Some(durable) = &mut self.durable
@@ -80,7 +80,7 @@ impl LocalTicker {
 
     async fn save_exact_positions(&mut self, feed: &Feed) {
         if let Some(durable) = &mut self.durable {
-            let positions = [feed.position(Parity::Odd), feed.position(Parity::Even)];
+            let positions = ByParity::from_fn(|parity| feed.position(parity));
             if durable.save(positions).await {
                 info!(path = %durable.store.path().display(), "state saved");
             }
@@ -94,15 +94,15 @@ impl Durable {
     /// than a pause.
     async fn reserve_next(&mut self, feed: &Feed, parity: Parity) -> bool {
         let next = feed.position(parity) + 1;
-        if next <= self.reserved[parity.index()] {
+        if next <= self.reserved[parity] {
             return true;
         }
         let mut wanted = self.reserved;
-        wanted[parity.index()] = next - 1 + self.block;
+        wanted[parity] = next - 1 + self.block;
         self.save(wanted).await
     }
 
-    async fn save(&mut self, positions: [u64; 2]) -> bool {
+    async fn save(&mut self, positions: ByParity<u64>) -> bool {
         let store = self.store.clone();
         let saved = tokio::task::spawn_blocking(move || store.save(positions)).await;
         match saved {
@@ -128,13 +128,13 @@ impl Durable {
 impl IntegerSource for LocalTicker {
     async fn run(mut self, feed: Feed, shutdown: CancellationToken) {
         let mut demand = feed.demand();
-        let mut running: Demand = [false; 2];
+        let mut running = Demand::default();
         'serving: loop {
             // Idle: no timer is armed, only the demand channel and shutdown can wake us.
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'serving,
-                woke = demand.wait_for(|wanted| wanted.contains(&true)) => {
+                woke = demand.wait_for(|wanted| wanted.any()) => {
                     if woke.is_err() {
                         break 'serving;
                     }
@@ -153,7 +153,7 @@ impl IntegerSource for LocalTicker {
                         }
                         let wanted = *demand.borrow_and_update();
                         report_running(&feed, &mut running, wanted);
-                        if !wanted.contains(&true) {
+                        if !wanted.any() {
                             break;
                         }
                     }
@@ -164,7 +164,7 @@ impl IntegerSource for LocalTicker {
                 }
             }
         }
-        report_running(&feed, &mut running, [false; 2]);
+        report_running(&feed, &mut running, Demand::default());
         self.save_exact_positions(&feed).await;
     }
 }
@@ -172,9 +172,9 @@ impl IntegerSource for LocalTicker {
 /// Logs and records each parity whose running state changed.
 fn report_running(feed: &Feed, running: &mut Demand, wanted: Demand) {
     for parity in Parity::ALL {
-        let now = wanted[parity.index()];
-        if running[parity.index()] != now {
-            running[parity.index()] = now;
+        let now = wanted[parity];
+        if running[parity] != now {
+            running[parity] = now;
             feed.set_running(parity, now);
             let last = parity.integer_at(feed.position(parity));
             if now {
@@ -209,7 +209,7 @@ mod tests {
     // Promise: stream-idle
     #[tokio::test(start_paused = true)]
     async fn ticks_only_while_subscribed_and_keeps_the_position() {
-        let feed = Feed::new([0, 0], 16);
+        let feed = Feed::new(ByParity::default(), 16);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(
             LocalTicker::new(Duration::from_millis(100)).run(feed.clone(), shutdown.clone()),
@@ -275,7 +275,7 @@ mod tests {
     // Promise: flag-interval-ms
     #[tokio::test(start_paused = true)]
     async fn the_two_streams_tick_half_an_interval_apart() {
-        let feed = Feed::new([0, 0], 16);
+        let feed = Feed::new(ByParity::default(), 16);
         let shutdown = CancellationToken::new();
         let mut odd = feed.last_sent(Parity::Odd);
         let mut even = feed.last_sent(Parity::Even);

@@ -50,10 +50,7 @@ impl HalfBeats {
     pub(crate) async fn next(&mut self) -> Parity {
         self.clock.tick().await;
         let parity = self.next;
-        self.next = match parity {
-            Parity::Odd => Parity::Even,
-            Parity::Even => Parity::Odd,
-        };
+        self.next = parity.other();
         parity
     }
 

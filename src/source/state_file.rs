@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stream::parity::Parity;
+use crate::stream::parity::{ByParity, Parity};
 
 const FORMAT_VERSION: u32 = 1;
 
@@ -50,16 +50,16 @@ pub(crate) struct CounterStore {
 }
 
 impl CounterStore {
-    /// Opens the store at `path` and returns the positions to continue from ([0, 0] when the
+    /// Opens the store at `path` and returns the positions to continue from (none produced when the
     /// file does not exist yet). It writes them back at once, so a path that cannot be written
     /// fails at start-up rather than at the first tick.
-    pub(crate) fn open(path: &Path) -> Result<(CounterStore, [u64; 2]), StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<(CounterStore, ByParity<u64>), StoreError> {
         let store = CounterStore {
             path: path.to_owned(),
         };
         let positions = match fs::read(path) {
             Ok(bytes) => store.parse(&bytes)?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => [0, 0],
+            Err(error) if error.kind() == io::ErrorKind::NotFound => ByParity::default(),
             Err(source) => {
                 return Err(StoreError::Read {
                     path: store.path,
@@ -77,8 +77,8 @@ impl CounterStore {
 
     /// Records that no integer beyond `positions` (per parity) has been or will be sent
     /// without another save.
-    pub(crate) fn save(&self, positions: [u64; 2]) -> Result<(), StoreError> {
-        let integer = |parity: Parity| parity.integer_at(positions[parity.index()]).unwrap_or(0);
+    pub(crate) fn save(&self, positions: ByParity<u64>) -> Result<(), StoreError> {
+        let integer = |parity: Parity| parity.integer_at(positions[parity]).unwrap_or(0);
         let state = StateFile {
             version: FORMAT_VERSION,
             odd: integer(Parity::Odd),
@@ -93,7 +93,7 @@ impl CounterStore {
             })
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<[u64; 2], StoreError> {
+    fn parse(&self, bytes: &[u8]) -> Result<ByParity<u64>, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             path: self.path.clone(),
             detail,
@@ -115,10 +115,10 @@ impl CounterStore {
                 .filter(|&position| parity.integer_at(position + 1).is_some())
                 .ok_or_else(|| corrupt(format!("{integer} is not a usable {parity} integer")))
         };
-        Ok([
-            position(Parity::Odd, state.odd)?,
-            position(Parity::Even, state.even)?,
-        ])
+        Ok(ByParity {
+            odd: position(Parity::Odd, state.odd)?,
+            even: position(Parity::Even, state.even)?,
+        })
     }
 
     fn replace_atomically(&self, contents: &[u8]) -> io::Result<()> {
@@ -156,7 +156,7 @@ mod tests {
     fn a_missing_file_starts_at_zero_and_is_created() {
         let path = temp_path("missing");
         let (_, positions) = CounterStore::open(&path).unwrap();
-        assert_eq!(positions, [0, 0]);
+        assert_eq!(positions, ByParity::default());
         assert!(path.exists());
     }
 
@@ -164,13 +164,16 @@ mod tests {
     fn saved_positions_come_back() {
         let path = temp_path("roundtrip");
         let (store, _) = CounterStore::open(&path).unwrap();
-        store.save([5, 7]).unwrap();
+        store.save(ByParity { odd: 5, even: 7 }).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(
             text.contains("\"odd\": 9") && text.contains("\"even\": 14"),
             "{text}"
         );
-        assert_eq!(CounterStore::open(&path).unwrap().1, [5, 7]);
+        assert_eq!(
+            CounterStore::open(&path).unwrap().1,
+            ByParity { odd: 5, even: 7 }
+        );
     }
 
     // Promise: state-file-bad-stops
@@ -210,7 +213,8 @@ mod tests {
         let below = u64::MAX - 4;
         fs::write(&path, format!(r#"{{"version":1,"odd":{below},"even":2}}"#)).unwrap();
         let (_, positions) = CounterStore::open(&path).unwrap();
-        assert_eq!(positions, [Parity::Odd.position_of(below).unwrap(), 1]);
+        let odd = Parity::Odd.position_of(below).unwrap();
+        assert_eq!(positions, ByParity { odd, even: 1 });
     }
 
     #[test]

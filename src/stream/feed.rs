@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::status::{FeedStatus, LaneStatus, Protocol, SubscriberCounts};
-use crate::stream::parity::Parity;
+use crate::stream::parity::{ByParity, Parity};
 use crate::sync::lock;
 
-/// Which parities have at least one subscriber, indexed by [`Parity::index`].
-pub(crate) type Demand = [bool; 2];
+/// Which streams have at least one subscriber.
+pub(crate) type Demand = ByParity<bool>;
 
 /// Cheap to clone handle to the shared feed.
 #[derive(Clone)]
@@ -29,7 +29,7 @@ pub(crate) struct Feed {
 }
 
 struct Inner {
-    lanes: [Lane; 2],
+    lanes: ByParity<Lane>,
     demand: watch::Sender<Demand>,
     /// Positions a resuming client's `after` may be ahead of this feed (see
     /// [`Feed::resume_horizon`]).
@@ -70,7 +70,7 @@ impl LaneState {
 impl Feed {
     /// A feed whose lanes start at the given positions (integers already produced), whose
     /// subscribers may each be at most `backlog_per_client` integers behind.
-    pub(crate) fn new(initial_positions: [u64; 2], backlog_per_client: usize) -> Feed {
+    pub(crate) fn new(initial_positions: ByParity<u64>, backlog_per_client: usize) -> Feed {
         Feed::with_resume_slack(initial_positions, backlog_per_client, 0)
     }
 
@@ -78,26 +78,24 @@ impl Feed {
     /// of its own: in a cluster, the instance a client last saw may have received a tick a
     /// moment before this one.
     pub(crate) fn with_resume_slack(
-        initial_positions: [u64; 2],
+        initial_positions: ByParity<u64>,
         backlog_per_client: usize,
         resume_slack: u64,
     ) -> Feed {
         let lane = |parity: Parity| Lane {
             parity,
             last_sent: watch::Sender::new(
-                parity
-                    .integer_at(initial_positions[parity.index()])
-                    .unwrap_or(0),
+                parity.integer_at(initial_positions[parity]).unwrap_or(0),
             ),
             state: Mutex::new(LaneState {
-                produced: initial_positions[parity.index()],
+                produced: initial_positions[parity],
                 ..LaneState::default()
             }),
         };
         Feed {
             inner: Arc::new(Inner {
-                lanes: [lane(Parity::Odd), lane(Parity::Even)],
-                demand: watch::Sender::new([false; 2]),
+                lanes: ByParity::from_fn(lane),
+                demand: watch::Sender::new(Demand::default()),
                 resume_slack,
                 queue_capacity: backlog_per_client.max(1),
             }),
@@ -105,7 +103,7 @@ impl Feed {
     }
 
     fn lane(&self, parity: Parity) -> &Lane {
-        &self.inner.lanes[parity.index()]
+        &self.inner.lanes[parity]
     }
 
     /// Publishes the next integer of `parity` if anyone is subscribed to it.
@@ -233,8 +231,8 @@ impl Feed {
 
     fn set_demand(&self, parity: Parity, wanted: bool) {
         self.inner.demand.send_if_modified(|demand| {
-            let changed = demand[parity.index()] != wanted;
-            demand[parity.index()] = wanted;
+            let changed = demand[parity] != wanted;
+            demand[parity] = wanted;
             changed
         });
     }
@@ -296,14 +294,14 @@ mod tests {
 
     #[test]
     fn a_lane_without_subscribers_does_not_advance() {
-        let feed = Feed::new([0, 0], 8);
+        let feed = Feed::new(ByParity::default(), 8);
         assert!(feed.publish_next(Parity::Odd).is_none());
         assert_eq!(feed.position(Parity::Odd), 0);
     }
 
     #[test]
     fn a_subscriber_learns_the_position_it_joined_at() {
-        let feed = Feed::new([3, 0], 8);
+        let feed = Feed::new(ByParity { odd: 3, even: 0 }, 8);
         let sent = feed.last_sent(Parity::Odd);
         assert_eq!(*sent.borrow(), 5);
         let (_early, position) = member(&feed, Parity::Odd);
@@ -316,22 +314,40 @@ mod tests {
 
     #[test]
     fn demand_follows_the_subscriber_count() {
-        let feed = Feed::new([0, 0], 8);
+        let feed = Feed::new(ByParity::default(), 8);
         let demand = feed.demand();
         let (first, _) = member(&feed, Parity::Even);
         let (second, _) = feed.join(Parity::Even, Protocol::SocketIo, |_| ());
-        assert_eq!(*demand.borrow(), [false, true]);
+        assert_eq!(
+            *demand.borrow(),
+            ByParity {
+                odd: false,
+                even: true
+            }
+        );
         drop(first);
-        assert_eq!(*demand.borrow(), [false, true]);
+        assert_eq!(
+            *demand.borrow(),
+            ByParity {
+                odd: false,
+                even: true
+            }
+        );
         drop(second);
-        assert_eq!(*demand.borrow(), [false, false]);
+        assert_eq!(
+            *demand.borrow(),
+            ByParity {
+                odd: false,
+                even: false
+            }
+        );
         assert!(feed.publish_next(Parity::Even).is_none());
     }
 
     // Promise: cluster-republish-ignored, sentinel-republish-ignored
     #[test]
     fn a_cluster_position_fills_gaps_and_ignores_what_was_reached() {
-        let feed = Feed::new([2, 0], 8);
+        let feed = Feed::new(ByParity { odd: 2, even: 0 }, 8);
         let (_membership, _) = member(&feed, Parity::Odd);
         assert_eq!(feed.publish_through(Parity::Odd, 5), 3);
         assert_eq!(feed.publish_through(Parity::Odd, 4), 0);
@@ -345,14 +361,17 @@ mod tests {
     #[test]
     fn a_resuming_client_may_be_ahead_by_the_slack_and_no_more() {
         // Odd stands at position 3 (integer 5); in a cluster a client may have seen 2 more.
-        let feed = Feed::with_resume_slack([3, 0], 8, 2);
+        let feed = Feed::with_resume_slack(ByParity { odd: 3, even: 0 }, 8, 2);
         assert_eq!(feed.resume_horizon(Parity::Odd), 5);
-        assert_eq!(Feed::new([3, 0], 8).resume_horizon(Parity::Odd), 3);
+        assert_eq!(
+            Feed::new(ByParity { odd: 3, even: 0 }, 8).resume_horizon(Parity::Odd),
+            3
+        );
     }
 
     #[test]
     fn a_jump_longer_than_the_backlog_is_shortened_to_one_more_than_it() {
-        let feed = Feed::new([0, 0], 4);
+        let feed = Feed::new(ByParity::default(), 4);
         let (_membership, _) = member(&feed, Parity::Even);
         assert_eq!(feed.publish_through(Parity::Even, 1000), 5);
         assert_eq!(feed.position(Parity::Even), 1000);

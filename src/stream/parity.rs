@@ -6,6 +6,7 @@
 //! of stored, and "nothing produced yet" needs no special value.
 
 use std::fmt;
+use std::ops::{Index, IndexMut};
 
 use serde::Serialize;
 
@@ -48,10 +49,11 @@ impl Parity {
         }
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// The other stream.
+    pub(crate) fn other(self) -> Parity {
         match self {
-            Parity::Odd => 0,
-            Parity::Even => 1,
+            Parity::Odd => Parity::Even,
+            Parity::Even => Parity::Odd,
         }
     }
 }
@@ -59,6 +61,57 @@ impl Parity {
 impl fmt::Display for Parity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// One value per stream, indexed by [`Parity`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ByParity<T> {
+    pub odd: T,
+    pub even: T,
+}
+
+impl<T> ByParity<T> {
+    /// Each stream's value, as `value` makes it.
+    pub(crate) fn from_fn(mut value: impl FnMut(Parity) -> T) -> ByParity<T> {
+        ByParity {
+            odd: value(Parity::Odd),
+            even: value(Parity::Even),
+        }
+    }
+
+    pub(crate) fn map<U>(self, mut f: impl FnMut(T) -> U) -> ByParity<U> {
+        ByParity {
+            odd: f(self.odd),
+            even: f(self.even),
+        }
+    }
+}
+
+impl ByParity<bool> {
+    /// Whether either stream's is true.
+    pub(crate) fn any(self) -> bool {
+        self.odd || self.even
+    }
+}
+
+impl<T> Index<Parity> for ByParity<T> {
+    type Output = T;
+
+    fn index(&self, parity: Parity) -> &T {
+        match parity {
+            Parity::Odd => &self.odd,
+            Parity::Even => &self.even,
+        }
+    }
+}
+
+impl<T> IndexMut<Parity> for ByParity<T> {
+    fn index_mut(&mut self, parity: Parity) -> &mut T {
+        match parity {
+            Parity::Odd => &mut self.odd,
+            Parity::Even => &mut self.even,
+        }
     }
 }
 

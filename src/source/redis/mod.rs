@@ -45,7 +45,7 @@ use tracing::{debug, info, warn};
 
 use crate::source::{HalfBeats, IntegerSource};
 use crate::stream::feed::{Demand, Feed};
-use crate::stream::parity::Parity;
+use crate::stream::parity::{ByParity, Parity};
 use crate::telemetry;
 
 use link::{Backoff, Link};
@@ -108,7 +108,7 @@ impl RedisSource {
     /// clients are then disconnected as too slow and resume: they cannot miss anything).
     /// An error when the settings cannot work however long the instance waits: a TLS
     /// certificate that does not verify, a wrong password, a primary name no Sentinel knows.
-    pub(crate) async fn current_positions(&self) -> Result<Option<[u64; 2]>, ClusterError> {
+    pub(crate) async fn current_positions(&self) -> Result<Option<ByParity<u64>>, ClusterError> {
         match read_positions(&self.keys, &self.link).await {
             Ok(positions) => Ok(Some(positions.map(Option::unwrap_or_default))),
             Err(error) => {
@@ -218,7 +218,7 @@ impl RedisSource {
     async fn catch_up(&self, feed: &Feed, arrivals: &mut Arrivals) {
         if let Ok(positions) = read_positions(&self.keys, &self.link).await {
             for parity in Parity::ALL {
-                if let Some(position) = positions[parity.index()] {
+                if let Some(position) = positions[parity] {
                     let filled = feed.publish_through(parity, position);
                     if filled > 0 {
                         debug!(%parity, filled, "caught up from the counter");
@@ -250,15 +250,15 @@ impl RedisSource {
             let _ = self.claim(wanted).await;
         }
         // Leaving: stop keeping streams running for clients that are gone.
-        let _ = self.claim([false, false]).await;
+        let _ = self.claim(Demand::default()).await;
     }
 
     async fn claim(&self, wanted: Demand) -> Result<(), RedisError> {
-        let flag = |parity: Parity| if wanted[parity.index()] { "1" } else { "0" };
+        let flag = |parity: Parity| if wanted[parity] { "1" } else { "0" };
         let script = Script::new(DEMAND_SCRIPT);
-        let mut claim = script.key(&self.keys.demand[0]);
+        let mut claim = script.key(&self.keys.demand.odd);
         claim
-            .key(&self.keys.demand[1])
+            .key(&self.keys.demand.even)
             .arg(self.state.instance())
             .arg(DEMAND_TTL.as_millis() as u64)
             .arg(flag(Parity::Odd))
@@ -303,18 +303,18 @@ impl RedisSource {
                 _ = shutdown.cancelled() => break,
                 stream = beats.next() => stream,
             };
-            let floor = [feed.position(Parity::Odd), feed.position(Parity::Even)];
+            let floor = ByParity::from_fn(|parity| feed.position(parity));
             let mut step = tick.key(&self.keys.lease);
-            step.key(&self.keys.positions[0])
-                .key(&self.keys.positions[1])
-                .key(&self.keys.demand[0])
-                .key(&self.keys.demand[1])
+            step.key(&self.keys.positions.odd)
+                .key(&self.keys.positions.even)
+                .key(&self.keys.demand.odd)
+                .key(&self.keys.demand.even)
                 .arg(held)
                 .arg(lease_ms)
                 .arg(&self.keys.channel)
-                .arg(floor[0])
-                .arg(floor[1])
-                .arg(stream.index() + 1);
+                .arg(floor.odd)
+                .arg(floor.even)
+                .arg(slot(stream) + 1);
             let ticked: Result<Vec<i64>, RedisError> = self.link.invoke(&step).await;
             match ticked.as_deref() {
                 Ok([-1]) => {
@@ -325,7 +325,7 @@ impl RedisSource {
                 Ok(published) => {
                     for parity in Parity::ALL {
                         if published
-                            .get(parity.index())
+                            .get(slot(parity))
                             .is_some_and(|&position| position > 0)
                         {
                             telemetry::produced(parity.as_str());
@@ -352,11 +352,20 @@ impl RedisSource {
 }
 
 /// Both counters, `None` for a stream that never ticked.
-async fn read_positions(keys: &Keys, link: &Link) -> Result<[Option<u64>; 2], RedisError> {
+async fn read_positions(keys: &Keys, link: &Link) -> Result<ByParity<Option<u64>>, RedisError> {
     let mut read = redis::cmd("MGET");
-    read.arg(&keys.positions[0]).arg(&keys.positions[1]);
+    read.arg(&keys.positions.odd).arg(&keys.positions.even);
     let (odd, even): (Option<u64>, Option<u64>) = link.query(&read).await?;
-    Ok([odd, even])
+    Ok(ByParity { odd, even })
+}
+
+/// A stream's place in the scripts' arguments and replies, odd first (`TICK_SCRIPT`'s stream
+/// argument counts from 1, as Lua does).
+fn slot(parity: Parity) -> usize {
+    match parity {
+        Parity::Odd => 0,
+        Parity::Even => 1,
+    }
 }
 
 /// A clock for the once-a-[`RESYNC_EVERY`] chores, which a stall delays rather than repeats.
@@ -393,16 +402,16 @@ fn parse_tick(payload: &[u8]) -> Option<(Parity, u64)> {
 /// When each stream last advanced here.
 #[derive(Default)]
 struct Arrivals {
-    last: [Option<Instant>; 2],
+    last: ByParity<Option<Instant>>,
 }
 
 impl Arrivals {
     fn record(&mut self, parity: Parity) {
-        self.last[parity.index()] = Some(Instant::now());
+        self.last[parity] = Some(Instant::now());
     }
 
     fn within(&self, parity: Parity, recent: Duration) -> bool {
-        self.last[parity.index()].is_some_and(|last| last.elapsed() <= recent)
+        self.last[parity].is_some_and(|last| last.elapsed() <= recent)
     }
 }
 
@@ -424,7 +433,7 @@ mod tests {
     fn keys_share_one_slot_per_cluster() {
         let keys = Keys::new("blue");
         assert_eq!(keys.lease, "integers:{blue}:lease");
-        assert_eq!(keys.positions[1], "integers:{blue}:pos:even");
+        assert_eq!(keys.positions.even, "integers:{blue}:pos:even");
         assert_eq!(keys.channel, "integers:{blue}:ticks");
     }
 }

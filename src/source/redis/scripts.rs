@@ -1,6 +1,8 @@
 //! The Lua scripts every instance runs in Redis, and the key names they touch. Each script is
 //! one atomic step of the cluster's protocol (see the module above for the whole of it).
 
+use crate::stream::parity::ByParity;
+
 /// Checks the lease, renews it, then advances and publishes the stream ticked if it is in demand.
 /// KEYS: lease, pos:odd, pos:even, demand:odd, demand:even.
 /// ARGV: token, lease ms, channel, floor odd, floor even, stream ticked (1 odd, 2 even).
@@ -64,8 +66,8 @@ return 1
 pub(super) struct Keys {
     pub lease: String,
     pub fence: String,
-    pub positions: [String; 2],
-    pub demand: [String; 2],
+    pub positions: ByParity<String>,
+    pub demand: ByParity<String>,
     pub channel: String,
 }
 
@@ -77,8 +79,8 @@ impl Keys {
         Keys {
             lease: key("lease"),
             fence: key("fence"),
-            positions: [key("pos:odd"), key("pos:even")],
-            demand: [key("demand:odd"), key("demand:even")],
+            positions: ByParity::from_fn(|parity| key(&format!("pos:{parity}"))),
+            demand: ByParity::from_fn(|parity| key(&format!("demand:{parity}"))),
             channel: key("ticks"),
         }
     }
