@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser, ValueEnum};
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// Integers as a service: odd and even integers over socket.io and raw WebSocket.
 #[derive(Debug, Clone, Parser)]
@@ -249,8 +249,46 @@ impl Config {
         (!self.no_state).then_some(self.state_file.as_path())
     }
 
-    /// Defaults for everything, as if started with no flags and no environment.
+    /// Defaults for everything, as if started with no flags and no environment: the
+    /// variables a shell has set (`REDIS_URL`, say) are not read.
     pub fn defaults() -> Config {
-        Config::parse_from(["integers"])
+        let command = Config::command().mut_args(|flag| flag.env(None));
+        let matches = command.get_matches_from(["integers"]);
+        Config::from_arg_matches(&matches).expect("the defaults are valid flags")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Marks the child process of [`defaults_read_no_environment`].
+    const CHILD: &str = "INTEGERS_DEFAULTS_CHILD";
+
+    /// Runs itself again in a child process whose environment sets flags, since setting a
+    /// variable in this one would race the other tests' threads.
+    #[test]
+    fn defaults_read_no_environment() {
+        if std::env::var_os(CHILD).is_some() {
+            let config = Config::defaults();
+            assert_eq!(config.interval_ms, 1000);
+            assert_eq!(config.redis_url, None);
+            assert!(!config.no_state);
+            return;
+        }
+        let test = "config::tests::defaults_read_no_environment";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--quiet"])
+            .env(CHILD, "1")
+            .env("INTERVAL_MS", "7")
+            .env("REDIS_URL", "redis://127.0.0.1:1")
+            .env("NO_STATE", "true")
+            .output()
+            .expect("the test binary runs again");
+        assert!(
+            child.status.success(),
+            "the defaults read the environment: {}",
+            String::from_utf8_lossy(&child.stdout)
+        );
     }
 }
