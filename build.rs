@@ -1,6 +1,7 @@
 //! Fetches the official `socket.io-client` browser bundle from the npm registry, at the
 //! version pinned by `client-demo/package-lock.json`, so the server can embed it and serve it
 //! at `/socket.io/socket.io.min.js` the way Node's socket.io does. The bundle is never committed.
+//! Only the `demo` feature (on by default) needs it: a build without it needs no npm.
 //!
 //! Set `SOCKET_IO_CLIENT_DIST` to a directory holding `socket.io.min.js` (and its `.map`) to
 //! build without npm.
@@ -13,6 +14,10 @@ const BUNDLE: &str = "socket.io.min.js";
 const SOURCE_MAP: &str = "socket.io.min.js.map";
 
 fn main() {
+    // Only the demo page embeds the bundle.
+    if env::var_os("CARGO_FEATURE_DEMO").is_none() {
+        return;
+    }
     println!("cargo::rerun-if-changed=client-demo/package.json");
     println!("cargo::rerun-if-changed=client-demo/package-lock.json");
     println!("cargo::rerun-if-env-changed=SOCKET_IO_CLIENT_DIST");

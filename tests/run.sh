@@ -44,6 +44,13 @@ tests/node/node_modules/.bin/prettier --check "tests/node/*.mjs" "bench/*.mjs" \
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the server without the demo page (no default features) builds without npm"
+no_npm=$(mktemp -d)
+printf '#!/bin/sh\necho "npm was called" >&2\nexit 1\n' > "$no_npm/npm"
+chmod +x "$no_npm/npm"
+PATH="$no_npm:$PATH" cargo clippy --lib --locked --no-default-features -- -D warnings
+rm -r "$no_npm"
+
 step "cargo test (unit and in-process integration tests, and the benchmark kit's own)"
 cargo test --workspace --locked
 

@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::edge::admission::Admission;
+#[cfg(feature = "demo")]
 use crate::edge::demo_assets;
 use crate::edge::health;
 use crate::edge::listener::{ClientAddr, CountedStream};
@@ -81,20 +82,10 @@ pub(crate) fn router(state: AppState) -> Router {
     let plain = Router::new()
         .route(health::PATH, get(healthcheck))
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/", get(demo_assets::index))
-        .route("/demo.js", get(demo_assets::script))
-        .route("/demo.css", get(demo_assets::stylesheet))
-        .route("/status-view.js", get(demo_assets::status_view))
-        .route(
-            "/socket.io/socket.io.min.js",
-            get(demo_assets::socket_io_client),
-        )
-        .route(
-            "/socket.io/socket.io.min.js.map",
-            get(demo_assets::socket_io_client_map),
-        )
-        .route_layer(middleware::from_fn(refuse_websocket_upgrades));
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "demo")]
+    let plain = plain.merge(demo_assets::routes());
+    let plain = plain.route_layer(middleware::from_fn(refuse_websocket_upgrades));
     Router::new()
         .merge(plain)
         .route("/_ws", any(raw_entry))

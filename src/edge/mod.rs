@@ -8,9 +8,10 @@
 //! - [`admission`]: the connection and session limits, and the origin allow-list;
 //! - `sessions`: every engine.io session counted, from its handshake until it is dropped;
 //! - `give_back`: free memory returned to the system once a crowd has left;
-//! - [`demo_assets`]: the demo page and the client bundle, embedded.
+//! - `demo_assets`: the demo page and the client bundle, embedded (feature `demo`).
 
 pub(crate) mod admission;
+#[cfg(feature = "demo")]
 pub(crate) mod demo_assets;
 pub(crate) mod give_back;
 pub(crate) mod health;
