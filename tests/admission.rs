@@ -191,3 +191,41 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Once a crowd has come and gone, the memory it took is handed back: without that, the
+/// allocator would keep the peak for good. 3,000 raw clients connect, each having read an
+/// integer, and leave; the resident memory they added falls by half at least.
+// Promise: attack-memory-returned
+#[tokio::test]
+async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
+    const CROWD: usize = 3000;
+    let server = common::Process::start(0, &["--no-state", "--interval-ms", "100"]).await;
+    let before = server.rss_kib();
+    let mut clients = Vec::with_capacity(CROWD);
+    for _ in 0..CROWD {
+        clients.push(server.raw("/_ws/").await);
+    }
+    for client in &mut clients {
+        next_integers(client, 1).await;
+    }
+    let crowded = server.rss_kib();
+    let grown = crowded.saturating_sub(before);
+    assert!(grown > 4 * 1024, "{CROWD} clients added only {grown} KiB");
+    drop(clients);
+    server
+        .wait_for_status("the crowd to leave", |s| s.odd.subscribers.raw == 0)
+        .await;
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    loop {
+        let now = server.rss_kib();
+        if now <= before + grown / 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "resident memory: {before} KiB before, {crowded} KiB with the crowd, {now} KiB \
+             after it left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

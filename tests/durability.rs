@@ -255,3 +255,96 @@ async fn the_default_state_file_is_kept_in_the_working_directory() {
         assert_eq!(names, ["integers-state.json"], "start {start}");
     }
 }
+
+/// Every save of the state file, as its system calls show it: the new contents are written to
+/// a temporary file beside it and fsynced, the temporary file is renamed over the state file,
+/// and the directory is fsynced, so that a crash at any moment leaves the old file or the new
+/// one, whole. The state file itself is never written in place.
+// Promise: state-file-atomic
+#[tokio::test]
+async fn every_save_is_written_aside_fsynced_renamed_over_and_its_directory_fsynced() {
+    let dir = state_dir("atomic");
+    let state = dir.join("state.json");
+    let trace = std::env::temp_dir().join(format!("integers-atomic-{}.trace", std::process::id()));
+    let (state_arg, trace_arg) = (state.to_str().unwrap(), trace.to_str().unwrap());
+    // `-D` keeps the server the test's own child, so that the signal reaches it; `-y` names
+    // the path behind every descriptor.
+    let strace = [
+        "strace",
+        "-D",
+        "-f",
+        "-q",
+        "-y",
+        "-o",
+        trace_arg,
+        "-e",
+        "trace=openat,write,fsync,rename,renameat,renameat2",
+    ];
+    let args = ["--interval-ms", "20", "--state-file", state_arg];
+    let command = Process::command_under(&strace, 0, &args);
+    let mut server = Process::start_command(command).await;
+    let pid = server.child.id().unwrap();
+    // A client makes the ticker reserve positions ahead, and the shutdown saves the exact ones.
+    let mut odd = server.raw("/_ws/").await;
+    next_integers(&mut odd, 3).await;
+    assert!(server.signal(libc::SIGTERM).await.success());
+    // The tracer outlives the server by a moment: its last line is the server's exit.
+    let exited = format!("{pid} +++ exited with");
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let trace = loop {
+        let trace = std::fs::read_to_string(&trace).unwrap_or_default();
+        if trace.lines().any(|line| line.starts_with(&exited)) {
+            break trace;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "strace did not record the server's exit in time:\n{trace}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let file = state.to_str().unwrap();
+    let temporary = format!("{file}.tmp");
+    let directory = dir.to_str().unwrap();
+    // Each thread's steps on the state file, in its order (saves run on blocking threads).
+    let mut steps: std::collections::BTreeMap<&str, String> = Default::default();
+    for line in trace.lines() {
+        let Some((thread, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        let fd_of = |path: &str| format!("<{path}>");
+        let step = if call.starts_with("write(") && call.contains(&fd_of(&temporary)) {
+            'w'
+        } else if call.starts_with("write(") && call.contains(&fd_of(file)) {
+            'X' // written in place
+        } else if call.starts_with("fsync(") && call.contains(&fd_of(&temporary)) {
+            'f'
+        } else if call.starts_with("rename") && call.contains(&format!("\"{temporary}\"")) {
+            'r'
+        } else if call.starts_with("fsync(") && call.contains(&fd_of(directory)) {
+            'd'
+        } else {
+            continue;
+        };
+        steps.entry(thread).or_default().push(step);
+    }
+    let mut saves = 0;
+    for (thread, steps) in &steps {
+        // Each save: one write or more, then fsync, rename and the directory's fsync.
+        let mut rest = steps.as_str();
+        while !rest.is_empty() {
+            let written = rest.len() - rest.trim_start_matches('w').len();
+            assert!(
+                written > 0 && rest[written..].starts_with("frd"),
+                "thread {thread}: save steps {steps:?} (w write aside, f fsync, r rename, \
+                 d directory fsync, X write in place)"
+            );
+            rest = &rest[written + 3..];
+            saves += 1;
+        }
+    }
+    // At the start (the positions written back), a reservation, and the exact positions.
+    assert!(saves >= 3, "{saves} saves traced: {steps:?}");
+    let _ = std::fs::remove_file(trace_arg);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{
     PATIENCE, Process, close, close_frame, http, next_integers, socketio_websocket, upgrade_request,
 };
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The samples of a Prometheus text page, keyed by `name{labels}` as printed.
@@ -653,5 +653,60 @@ async fn a_cluster_name_with_another_character_stops_the_start() {
             stderr.contains("1 to 64 characters of letters, digits, '-', '_' and '.'"),
             "{name:?}: {stderr}"
         );
+    }
+}
+
+/// Sends a close and reads to the server's close frame: the integers the client got on its
+/// way out.
+async fn integers_until_closed(mut ws: common::Ws) -> usize {
+    ws.send(Message::Close(None)).await.unwrap();
+    let mut count = 0;
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => count += 1,
+            Ok(Some(Ok(Message::Close(_))) | None) => return count,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => panic!("reading to the close: {error}"),
+            Err(_) => panic!("no close frame within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// `integers_delivered_total` counts each integer a client was handed exactly once, replays
+/// included: once both clients have left, it is exactly the sum of the integer frames they
+/// read, live and replayed.
+// Promise: metric-delivered
+#[tokio::test]
+async fn delivered_counts_every_integer_handed_to_a_client_once_replays_included() {
+    let server = Process::start(0, &["--no-state", "--interval-ms", "20"]).await;
+    let mut live = server.raw("/_ws/").await;
+    let first = next_integers(&mut live, 5).await;
+    // Resuming after the first: the next four come as its replay.
+    let mut resumed = server.raw(&format!("/_ws/?after={}", first[0])).await;
+    let replayed = next_integers(&mut resumed, 6).await;
+    assert_eq!(replayed[..4], first[1..], "the replay");
+    let read = first.len()
+        + integers_until_closed(live).await
+        + replayed.len()
+        + integers_until_closed(resumed).await;
+    server
+        .wait_for_status("odd to stand still", |s| {
+            s.odd.subscribers.raw == 0 && !s.odd.running
+        })
+        .await;
+    let key = "integers_delivered_total{protocol=\"raw\",type=\"odd\"}";
+    // The count is taken after each pass: it may trail the frames by a moment, never exceed.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let delivered = value(&metrics(&server).await, key) as usize;
+        assert!(delivered <= read, "{delivered} delivered, {read} read");
+        if delivered == read {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{delivered} delivered, {read} read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -107,20 +107,8 @@ const PROMISE_PAGES: &[(&str, Option<&str>)] = &[
 /// gives any more, fails it, so the list only shrinks.
 const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
-        "attack-memory-returned",
-        "RSS falling after 1,000 connections leave: a measurement",
-    ),
-    (
         "cluster-catch-up",
         "a lost channel message filled in by the counter read",
-    ),
-    (
-        "cluster-half-interval",
-        "odd and even ticks half an interval apart in cluster mode",
-    ),
-    (
-        "cluster-leader-clock",
-        "instances with different --interval-ms: the leader's wins",
     ),
     (
         "cluster-leader-cut-off",
@@ -144,11 +132,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a deposed leader that still runs publishes nothing",
     ),
     (
-        "cluster-tick-publish",
-        "integers from the channel, not only from the counter reads",
-    ),
-    ("metric-delivered", "an exact count, replays included"),
-    (
         "overload-raw-one-write",
         "writes counted for a client owed several integers",
     ),
@@ -161,7 +144,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "shared-port-beyond-files-limit",
         "instances under a low open-files limit together",
     ),
-    ("state-file-atomic", "the fsyncs: a system-call trace"),
     (
         "storm-listen-queue",
         "a storm large enough to overflow a queue served inline",

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, installing what the tests need first: Debian's chromium (for
 # the demo-page test), redis-server, redis-sentinel and nginx (the cluster tests start their own,
-# on random loopback ports), openssl (the TLS tests make their certificates), the npm packages
-# in tests/node, and cargo-fuzz.
+# on random loopback ports), openssl (the TLS tests make their certificates), strace (a test
+# reads the state file's system calls), the npm packages in tests/node, and cargo-fuzz.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"

@@ -69,7 +69,25 @@ impl Process {
     }
 
     pub(crate) fn command(port: u16, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
+        Process::command_under(&[], port, args)
+    }
+
+    /// Like [`Process::command`], started by `wrapper` (a program and its arguments, which the
+    /// binary's path and arguments follow) when it is not empty.
+    pub(crate) fn command_under(
+        wrapper: &[&str],
+        port: u16,
+        args: &[&str],
+    ) -> tokio::process::Command {
+        let binary = env!("CARGO_BIN_EXE_integers");
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(wrapper_args).arg(binary);
+                command
+            }
+            None => tokio::process::Command::new(binary),
+        };
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--log-format", "json"])

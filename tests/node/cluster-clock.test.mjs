@@ -1,0 +1,97 @@
+// A cluster's clock (docs/cluster.md): the leader's interval sets the pace on every instance,
+// odd and even tick half an interval apart, and a follower hands out each tick as the leader's
+// channel message brings it, not only at its once-a-second read of the counters.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer } from "./server.mjs";
+import { rawClient } from "./clients.mjs";
+import { assertGapless, freePort, startRedis, waitUntil } from "./infra.mjs";
+
+// The leader's interval, and the follower's own, four times as long.
+const LEADER_MS = 100;
+const FOLLOWER_MS = 400;
+// How often a follower reads the counters whatever the channel brings (docs/cluster.md).
+const RESYNC_MS = 1000;
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const gaps = (times) => times.slice(1).map((time, i) => time - times[i]);
+
+describe("the clock of a cluster whose instances differ in --interval-ms", () => {
+  let redis;
+  let leader;
+  let follower;
+  const clients = [];
+
+  before(async () => {
+    const redisPort = await freePort();
+    redis = await startRedis(redisPort);
+    const instance = (intervalMs) =>
+      startServer({
+        intervalMs,
+        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", "clock"],
+      });
+    leader = await instance(LEADER_MS);
+    await waitUntil(
+      "the first instance to lead",
+      async () => (await leader.status()).cluster.leader,
+    );
+    follower = await instance(FOLLOWER_MS);
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await follower?.stop();
+    await leader?.stop();
+    await redis?.stop();
+  });
+
+  // Promise: cluster-leader-clock, cluster-half-interval, cluster-tick-publish
+  it("ticks at the leader's interval, half an interval apart, from the leader's channel", async () => {
+    assert.equal((await follower.status()).cluster.leader, false, "the follower leads");
+    const odd = rawClient(follower.wsUrl, "odd");
+    const even = rawClient(follower.wsUrl, "even");
+    clients.push(odd, even);
+    await waitUntil("30 integers of each stream on the follower", () =>
+      [odd, even].every((client) => client.seen.length >= 30),
+    );
+    for (const client of [odd, even]) {
+      assertGapless(client);
+      const between = gaps(client.times.slice(0, 30));
+      // At the leader's pace, not the follower's own.
+      const typical = median(between);
+      assert.ok(
+        typical > LEADER_MS / 2 && typical < (LEADER_MS + FOLLOWER_MS) / 2,
+        `${client.parity}: a median of ${typical} ms between integers: ${between}`,
+      );
+      // From the channel: read from the counters alone, they would come in bursts a second
+      // apart.
+      const longest = Math.max(...between);
+      assert.ok(
+        longest < RESYNC_MS / 2,
+        `${client.parity}: ${longest} ms without an integer: ${between}`,
+      );
+    }
+    // Each even integer comes about half an interval after the odd one before it.
+    const phases = even.times.slice(5, 30).map((time) => {
+      const before = odd.times.filter((oddTime) => oddTime <= time).at(-1);
+      return time - before;
+    });
+    const phase = median(phases);
+    assert.ok(
+      phase >= LEADER_MS / 4 && phase <= (3 * LEADER_MS) / 4,
+      `even comes a median ${phase} ms after odd: ${phases}`,
+    );
+
+    // The leader goes; the follower takes over at its own interval.
+    assert.equal(await leader.stop(), 0);
+    await waitUntil("the follower to lead", async () => (await follower.status()).cluster.leader);
+    const from = odd.seen.length;
+    await waitUntil("8 more odd integers", () => odd.seen.length >= from + 8, 15000);
+    assertGapless(odd);
+    const after = median(gaps(odd.times.slice(from + 1, from + 8)));
+    assert.ok(
+      after > (LEADER_MS + FOLLOWER_MS) / 2 && after < 2 * FOLLOWER_MS,
+      `a median of ${after} ms between integers once the follower leads`,
+    );
+  });
+});
