@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Process, assert_consecutive, close_frame, next_integers, state_dir};
+use common::{Process, Traced, assert_consecutive, close_frame, next_integers, state_dir};
 use futures_util::StreamExt;
 
 // Promise: stream-restart, restart-save-exact, resume-after-restart, durable-graceful-exact
@@ -265,43 +265,22 @@ async fn the_default_state_file_is_kept_in_the_working_directory() {
 async fn every_save_is_written_aside_fsynced_renamed_over_and_its_directory_fsynced() {
     let dir = state_dir("atomic");
     let state = dir.join("state.json");
-    let trace = std::env::temp_dir().join(format!("integers-atomic-{}.trace", std::process::id()));
-    let (state_arg, trace_arg) = (state.to_str().unwrap(), trace.to_str().unwrap());
-    // `-D` keeps the server the test's own child, so that the signal reaches it; `-y` names
-    // the path behind every descriptor.
-    let strace = [
-        "strace",
-        "-D",
-        "-f",
-        "-q",
-        "-y",
-        "-o",
-        trace_arg,
-        "-e",
-        "trace=openat,write,fsync,rename,renameat,renameat2",
+    let args = [
+        "--interval-ms",
+        "20",
+        "--state-file",
+        state.to_str().unwrap(),
     ];
-    let args = ["--interval-ms", "20", "--state-file", state_arg];
-    let command = Process::command_under(&strace, 0, &args);
-    let mut server = Process::start_command(command).await;
-    let pid = server.child.id().unwrap();
+    let traced = Traced::start(
+        "atomic",
+        "openat,write,fsync,rename,renameat,renameat2",
+        &args,
+    )
+    .await;
     // A client makes the ticker reserve positions ahead, and the shutdown saves the exact ones.
-    let mut odd = server.raw("/_ws/").await;
+    let mut odd = traced.server.raw("/_ws/").await;
     next_integers(&mut odd, 3).await;
-    assert!(server.signal(libc::SIGTERM).await.success());
-    // The tracer outlives the server by a moment: its last line is the server's exit.
-    let exited = format!("{pid} +++ exited with");
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
-    let trace = loop {
-        let trace = std::fs::read_to_string(&trace).unwrap_or_default();
-        if trace.lines().any(|line| line.starts_with(&exited)) {
-            break trace;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "strace did not record the server's exit in time:\n{trace}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let trace = traced.stop().await;
 
     let file = state.to_str().unwrap();
     let temporary = format!("{file}.tmp");
@@ -346,5 +325,4 @@ async fn every_save_is_written_aside_fsynced_renamed_over_and_its_directory_fsyn
     }
     // At the start (the positions written back), a reservation, and the exact positions.
     assert!(saves >= 3, "{saves} saves traced: {steps:?}");
-    let _ = std::fs::remove_file(trace_arg);
 }

@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::{TestServer, assert_consecutive, close, close_frame, next_integers};
+use common::{TestServer, Traced, assert_consecutive, close, close_frame, next_integers};
 use futures_util::SinkExt;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 // Promise: raw-paths, raw-even
@@ -84,4 +85,44 @@ async fn shutdown_sends_going_away() {
     let (code, reason) = closing.await.unwrap();
     assert_eq!(code, 1001, "{reason}");
     assert!(reason.contains("shutting down"), "{reason}");
+}
+
+/// A raw client owed several integers gets them in one write: one that resumes after the first
+/// integer of a stream eleven integers on is owed all eleven at once, and the first write to
+/// its socket that carries integers carries them all. Read from the system calls: Debian's
+/// `strace` records every write with its bytes.
+// Promise: overload-raw-one-write
+#[tokio::test]
+async fn a_client_owed_several_integers_gets_them_in_one_write() {
+    let args = ["--no-state", "--interval-ms", "20"];
+    let traced = Traced::start("one-write", "write,writev,sendto,sendmsg", &args).await;
+    let mut live = traced.server.raw("/_ws/").await;
+    let seen = next_integers(&mut live, 12).await;
+    let mut resumed = traced.server.raw(&format!("/_ws/?after={}", seen[0])).await;
+    let MaybeTlsStream::Plain(socket) = resumed.get_ref() else {
+        unreachable!("a ws:// client")
+    };
+    let port = socket.local_addr().unwrap().port();
+    let replay = next_integers(&mut resumed, seen.len() - 1).await;
+    assert_eq!(replay, seen[1..], "the replay");
+    drop((live, resumed));
+    let trace = traced.stop().await;
+    // The server's writes to that client's socket (its far end is the client's port), by the
+    // integer frames each carries: a text frame starts with the byte 0x81.
+    let socket = format!("->127.0.0.1:{port}]>");
+    let frames: Vec<usize> = trace
+        .lines()
+        .filter(|line| line.contains(&socket))
+        .filter(|line| {
+            ["write(", "writev(", "sendto(", "sendmsg("]
+                .iter()
+                .any(|c| line.contains(c))
+        })
+        .map(|line| line.matches("\\x81").count())
+        .filter(|&frames| frames > 0)
+        .collect();
+    assert!(
+        frames.first().is_some_and(|&first| first >= replay.len()),
+        "integer frames per write to the resuming client: {frames:?}"
+    );
 }

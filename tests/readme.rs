@@ -132,10 +132,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a deposed leader that still runs publishes nothing",
     ),
     (
-        "overload-raw-one-write",
-        "writes counted for a client owed several integers",
-    ),
-    (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
     ),

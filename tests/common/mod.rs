@@ -21,7 +21,7 @@ mod served;
 #[allow(unused_imports)]
 pub(crate) use in_process::{TestServer, test_config};
 #[allow(unused_imports)]
-pub(crate) use process::{Process, state_dir};
+pub(crate) use process::{Process, Traced, state_dir};
 #[allow(unused_imports)]
 pub(crate) use served::Served;
 

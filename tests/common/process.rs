@@ -166,6 +166,52 @@ impl Process {
     }
 }
 
+/// The real binary run under Debian's `strace`, recording the system calls `calls` (as
+/// `-e trace=` takes them) to a file. `-D` keeps the server the test's own child, so that
+/// signals reach it; `-yy` names what is behind every descriptor (a path, or a TCP
+/// connection's two ends); `-x` prints a string that is not all ASCII in hex (a WebSocket
+/// frame: each text frame starts `\x81`), and paths as they are.
+pub(crate) struct Traced {
+    pub server: Process,
+    trace: std::path::PathBuf,
+}
+
+impl Traced {
+    pub(crate) async fn start(name: &str, calls: &str, args: &[&str]) -> Traced {
+        let trace =
+            std::env::temp_dir().join(format!("integers-{name}-{}.trace", std::process::id()));
+        let trace_arg = trace.to_str().unwrap();
+        let strace = [
+            "strace", "-D", "-f", "-q", "-yy", "-x", "-s", "65536", "-o", trace_arg,
+        ];
+        let calls = format!("trace={calls}");
+        let wrapper: Vec<&str> = strace.iter().copied().chain(["-e", &calls]).collect();
+        let server = Process::start_command(Process::command_under(&wrapper, 0, args)).await;
+        Traced { server, trace }
+    }
+
+    /// Stops the server with SIGTERM and returns the whole trace, once the tracer has recorded
+    /// its exit.
+    pub(crate) async fn stop(mut self) -> String {
+        let pid = self.server.child.id().unwrap();
+        assert!(self.server.signal(libc::SIGTERM).await.success());
+        let exited = format!("{pid} +++ exited with");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
+            if trace.lines().any(|line| line.starts_with(&exited)) {
+                let _ = std::fs::remove_file(&self.trace);
+                return trace;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "strace did not record the server's exit in time:\n{trace}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Deref for Process {
     type Target = Served;
 
