@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use tracing::{Span, info, info_span, warn};
 
 use crate::departure::Departure;
-use crate::fanout::{Owed, Pass, Recipient};
+use crate::fanout::{Pass, Recipient};
 use crate::status::Protocol;
 use crate::stream::feed::Membership;
+use crate::stream::owed::Owed;
 use crate::stream::parity::Parity;
 use crate::sync::lock;
 use crate::telemetry;

@@ -31,6 +31,7 @@
 //! - `link`: the command connection the tasks share, opened again after any failure, and the
 //!   judge of whether Redis is up;
 //! - `scripts`: the Lua scripts and key names;
+//! - `ticks`: the channel's tick messages, and when each stream last advanced here;
 //! - `state`: what `/status` shows of the cluster.
 
 use std::hash::{BuildHasher, RandomState};
@@ -53,12 +54,14 @@ use primary::Primary;
 pub(crate) use primary::{ClusterError, Endpoint, TlsFiles};
 use scripts::{ACQUIRE_SCRIPT, DEMAND_SCRIPT, Keys, RELEASE_SCRIPT, TICK_SCRIPT};
 pub(crate) use state::ClusterState;
+use ticks::{Arrivals, deliver_tick};
 
 mod link;
 mod primary;
 mod scripts;
 mod sentinels;
 mod state;
+mod ticks;
 
 /// How often every instance reads the counters to catch up on missed ticks, and how often it
 /// renews its demand claims.
@@ -375,58 +378,9 @@ fn every_resync() -> Interval {
     clock
 }
 
-/// Delivers the position a tick message carries.
-fn deliver_tick(feed: &Feed, arrivals: &mut Arrivals, payload: &[u8]) {
-    match parse_tick(payload) {
-        Some((parity, position)) => {
-            feed.publish_through(parity, position);
-            arrivals.record(parity);
-        }
-        None => warn!(
-            payload = ?String::from_utf8_lossy(payload),
-            "ignored a malformed tick message"
-        ),
-    }
-}
-
-/// `odd 17` or `even 9`: a stream and a position.
-fn parse_tick(payload: &[u8]) -> Option<(Parity, u64)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (name, position) = text.split_once(' ')?;
-    let parity = Parity::ALL
-        .into_iter()
-        .find(|parity| parity.as_str() == name)?;
-    Some((parity, position.parse().ok()?))
-}
-
-/// When each stream last advanced here.
-#[derive(Default)]
-struct Arrivals {
-    last: ByParity<Option<Instant>>,
-}
-
-impl Arrivals {
-    fn record(&mut self, parity: Parity) {
-        self.last[parity] = Some(Instant::now());
-    }
-
-    fn within(&self, parity: Parity, recent: Duration) -> bool {
-        self.last[parity].is_some_and(|last| last.elapsed() <= recent)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tick_messages_parse_strictly() {
-        assert_eq!(parse_tick(b"odd 17"), Some((Parity::Odd, 17)));
-        assert_eq!(parse_tick(b"even 9"), Some((Parity::Even, 9)));
-        for bad in [&b"odd"[..], b"odd x", b"three 1", b"odd -1", b"", b"\xff 1"] {
-            assert_eq!(parse_tick(bad), None, "{bad:?}");
-        }
-    }
 
     // Promise: cluster-name-apart
     #[test]
