@@ -12,7 +12,7 @@ use socketioxide::{ProtocolVersion, SocketIo, TransportType};
 use crate::departure::Departure;
 use crate::socketio::handshake::handshake;
 use crate::socketio::join::{SocketIoState, join};
-use crate::socketio::subscriber::Subscriber;
+use crate::socketio::subscriber::{Ending, Subscriber};
 use crate::socketio::v2_root;
 use crate::stream::parity::Parity;
 use crate::stream::resume::{self, Resume, ResumeError};
@@ -113,7 +113,10 @@ pub(crate) fn depart_all(io: &SocketIo) {
     for namespace in io.nsps() {
         for socket in namespace.sockets() {
             if let Some(subscriber) = socket.extensions.get::<Arc<Subscriber>>() {
-                subscriber.depart(&Departure::Shutdown, DisconnectReason::ClosingServer);
+                subscriber.end(Ending::Departed(
+                    Departure::Shutdown,
+                    DisconnectReason::ClosingServer,
+                ));
             }
         }
     }

@@ -10,7 +10,7 @@ use tracing::info;
 use crate::departure::Departure;
 use crate::fanout::{Fanout, Started};
 use crate::socketio::handshake::handshake;
-use crate::socketio::subscriber::{EVENT, SocketLabel, Subscriber};
+use crate::socketio::subscriber::{EVENT, Ending, SocketLabel, Subscriber};
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
@@ -103,17 +103,20 @@ pub(super) fn join(socket: &SocketRef, state: &SocketIoState, parity: Parity, re
         let subscriber = subscriber.clone();
         let ping_timeout = state.ping_timeout;
         async move |reason: DisconnectReason| {
-            subscriber.depart(&departure(reason, ping_timeout), reason)
+            subscriber.end(Ending::Departed(departure(reason, ping_timeout), reason));
         }
     });
     // Shutdown finds the subscriber here (see `depart_all`).
     socket.extensions.insert(subscriber.clone());
     // The client may have gone while the handler ran, before the disconnect handler existed.
     if !socket.connected() {
-        subscriber.depart(&Departure::ClientClosed, DisconnectReason::TransportClose);
+        subscriber.end(Ending::Departed(
+            Departure::ClientClosed,
+            DisconnectReason::TransportClose,
+        ));
         return;
     }
     if let Some(why) = too_slow {
-        subscriber.cut(why);
+        subscriber.end(Ending::TooSlow(why));
     }
 }

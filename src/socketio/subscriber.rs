@@ -89,47 +89,49 @@ impl Subscriber {
         lock(&self.state).membership = Some(membership);
     }
 
-    /// Stops serving the socket and counting it as demand. Returns the socket, if it was
-    /// still served.
-    fn leave(&self) -> Option<SocketRef> {
+    /// Stops serving the socket and counting it as demand, then does what `ending` says.
+    /// Returns whether the socket was still served: the first ending that finds it does.
+    pub(super) fn end(&self, ending: Ending) -> bool {
         let mut state = lock(&self.state);
         let socket = state.socket.take();
         let membership = state.membership.take();
         drop(state);
         drop(membership);
-        socket
-    }
-
-    /// Stops serving the socket and counting it as demand, and leaves it connected: the client
-    /// turned out not to want this stream. Returns whether it was still served.
-    pub(super) fn retract(&self) -> bool {
-        self.leave().is_some()
-    }
-
-    /// Stops serving the socket, then counts and logs its departure, once whichever path
-    /// reports it.
-    pub(super) fn depart(&self, why: &Departure, reason: DisconnectReason) {
-        self.leave();
-        if self.departed.swap(true, Ordering::Relaxed) {
-            return;
+        let served = socket.is_some();
+        match ending {
+            Ending::Unwanted => {}
+            Ending::Departed(why, reason) => {
+                if !self.departed.swap(true, Ordering::Relaxed) {
+                    telemetry::departed(Protocol::SocketIo, &why);
+                    self.label
+                        .span()
+                        .in_scope(|| info!(%reason, "disconnected"));
+                }
+            }
+            Ending::TooSlow(why) => {
+                if let Some(socket) = socket
+                    && socket.connected()
+                {
+                    self.label
+                        .span()
+                        .in_scope(|| warn!(why, "client too slow, disconnecting"));
+                    tokio::spawn(disconnect_when_possible(socket, self.cut_off_patience));
+                }
+            }
         }
-        telemetry::departed(Protocol::SocketIo, why);
-        self.label
-            .span()
-            .in_scope(|| info!(%reason, "disconnected"));
+        served
     }
+}
 
-    /// Disconnects a socket that can no longer be served in order.
-    pub(super) fn cut(&self, why: String) {
-        if let Some(socket) = self.leave()
-            && socket.connected()
-        {
-            self.label
-                .span()
-                .in_scope(|| warn!(why, "client too slow, disconnecting"));
-            tokio::spawn(disconnect_when_possible(socket, self.cut_off_patience));
-        }
-    }
+/// How a socket stops being served, the one way out of [`Subscriber`].
+pub(super) enum Ending {
+    /// The client turned out not to want this stream: the socket stays connected.
+    Unwanted,
+    /// The socket is gone, or going (a shutdown): its departure is counted and logged, once
+    /// whichever path reports it.
+    Departed(Departure, DisconnectReason),
+    /// It can no longer be served in order: it is disconnected, and resumes with `after`.
+    TooSlow(String),
 }
 
 impl Recipient for Subscriber {
@@ -149,7 +151,7 @@ impl Recipient for Subscriber {
             Owed::Integers(owed) => owed,
             Owed::TooFar { missed } => {
                 drop(state);
-                self.cut(format!("missed {missed} integers"));
+                self.end(Ending::TooSlow(format!("missed {missed} integers")));
                 return None;
             }
         };
@@ -157,7 +159,7 @@ impl Recipient for Subscriber {
         while integer <= last {
             if let Err(error) = socket.emit(EVENT, &integer) {
                 drop(state);
-                self.cut(error.to_string());
+                self.end(Ending::TooSlow(error.to_string()));
                 return None;
             }
             integer += 2;

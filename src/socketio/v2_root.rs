@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::socketio::handshake::handshake;
 use crate::socketio::join::{SocketIoState, join};
-use crate::socketio::subscriber::Subscriber;
+use crate::socketio::subscriber::{Ending, Subscriber};
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
 use crate::stream::resume::Resume;
@@ -85,7 +85,7 @@ pub(super) fn give_up(io: &SocketIo, sid: Sid) {
     };
     if let Some(subscriber) = root.extensions.get::<Arc<Subscriber>>() {
         root.extensions.remove::<Parity>();
-        if subscriber.retract() {
+        if subscriber.end(Ending::Unwanted) {
             info!(%sid, "socket.io v2 client joined another namespace: `/` stops following");
         }
     }
