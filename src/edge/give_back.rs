@@ -3,8 +3,9 @@
 //! glibc's allocator keeps what the server freed for reuse, and returns it to the system only
 //! from the top of its heaps: after a flood of sessions or a storm of clients has come and
 //! gone, the process would hold its peak for good. So once the connections and sessions open
-//! have fallen by [`CROWD`] from their highest since the last time, the free memory is handed
-//! back (`malloc_trim`), on a blocking thread. The allocator itself was chosen with figures:
+//! have fallen by [`CROWD`] from their highest since the last time, and the fall has paused
+//! (a crowd still leaving has not freed its memory yet), the free memory is handed back
+//! (`malloc_trim`), on a blocking thread. The allocator itself was chosen with figures:
 //! `bench/RESULTS.md`, "Under attack".
 
 use std::time::Duration;
@@ -18,10 +19,14 @@ use crate::edge::admission::Admission;
 const CROWD: usize = 1000;
 /// How often the counts are looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Looks after which a crowd that is still trickling away gets its memory handed back anyway.
+const MOST_LOOKS_FALLING: u32 = 10;
 
 /// Hands free memory back whenever a crowd has left, until `shutdown`.
 pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationToken) {
     let mut highest = admission.load();
+    let mut last = highest;
+    let mut looks_falling = 0;
     let mut looks = tokio::time::interval(LOOK_EVERY);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -31,8 +36,16 @@ pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationTok
         }
         let now = admission.load();
         highest = highest.max(now);
-        if highest - now >= CROWD {
+        let falling = now < last;
+        last = now;
+        if highest - now < CROWD {
+            looks_falling = 0;
+            continue;
+        }
+        looks_falling += 1;
+        if !falling || looks_falling > MOST_LOOKS_FALLING {
             highest = now;
+            looks_falling = 0;
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }
