@@ -280,6 +280,7 @@ async fn every_save_is_written_aside_fsynced_renamed_over_and_its_directory_fsyn
     // A client makes the ticker reserve positions ahead, and the shutdown saves the exact ones.
     let mut odd = traced.server.raw("/_ws/").await;
     next_integers(&mut odd, 3).await;
+    drop(odd);
     let trace = traced.stop().await;
 
     let file = state.to_str().unwrap();

@@ -195,11 +195,16 @@ impl Traced {
     pub(crate) async fn stop(mut self) -> String {
         let pid = self.server.child.id().unwrap();
         assert!(self.server.signal(libc::SIGTERM).await.success());
-        let exited = format!("{pid} +++ exited with");
+        // strace pads the thread id in front of each line to a width of its own.
+        let exited = |line: &str| {
+            line.split_once(' ').is_some_and(|(thread, event)| {
+                thread == pid.to_string() && event.trim_start().starts_with("+++ exited with")
+            })
+        };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
-            if trace.lines().any(|line| line.starts_with(&exited)) {
+            if trace.lines().any(exited) {
                 let _ = std::fs::remove_file(&self.trace);
                 return trace;
             }
