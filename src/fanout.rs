@@ -15,9 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::source::chosen::Stopped;
 use crate::status::Protocol;
-use crate::stream::feed::{Feed, JoinPoint, Membership};
+use crate::stream::feed::{Closed, Feed, JoinPoint, Membership};
 use crate::stream::parity::{ByParity, Parity};
 use crate::stream::resume::{Backlog, Resume};
 use crate::sync::lock;
@@ -134,10 +133,10 @@ pub(crate) struct Shards {
 impl Shards {
     /// Stops every shard, and resolves once all have ended.
     ///
-    /// Ordering rule: it takes the proof that the source has stopped, so each lane's last
-    /// integer is final, and each shard hands it out before it ends (see `run_shard`). Every
-    /// client still connected then has its stream's last integer, which is the saved position.
-    pub(crate) async fn stop(self, _source: Stopped) -> LastHandedOut {
+    /// Ordering rule: it takes the proof that the feed is closed, so each lane's last integer
+    /// is final, and each shard hands it out before it ends (see `run_shard`). Every client
+    /// still connected then has its stream's last integer, which is the saved position.
+    pub(crate) async fn stop(self, _feed: Closed) -> LastHandedOut {
         self.tasks.close();
         self.stop.cancel();
         self.tasks.wait().await;
@@ -260,7 +259,7 @@ async fn run_shard<R: Recipient>(
     while !last_pass {
         tokio::select! {
             biased;
-            // Ordering rule: `shutdown` is cancelled only once the source has stopped (see
+            // Ordering rule: `shutdown` is cancelled only once the feed is closed (see
             // `Shards::stop`), so the lane's last integer is final. A shard that has not
             // passed it yet makes one more pass, so that every client still connected gets it
             // before it is let go.
@@ -359,12 +358,9 @@ mod tests {
             served: true,
         });
         assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            shards.stop(Stopped::assumed()),
-        )
-        .await
-        .expect("the shards did not end once stopped");
+        tokio::time::timeout(std::time::Duration::from_secs(5), shards.stop(feed.close()))
+            .await
+            .expect("the shards did not end once stopped");
         assert_eq!(subscription.client.0.load(Ordering::Relaxed), 1);
     }
 }

@@ -286,13 +286,15 @@ impl Server {
             // The source stops while the runtime is quiet: closing thousands of clients at
             // once keeps it busy for a while, and in a cluster the lease must be handed over
             // within Redis's answer time, or the next leader waits out the lease and the
-            // stream stalls. Once it has stopped, the positions are final (and saved, alone).
-            let stopped = supply.source.stopped().await;
+            // stream stalls. Once it has stopped, the positions are saved (alone), and the
+            // feed is closed behind it.
+            supply.source.stopped().await;
+            let closed = supply.feed.close();
             // Ordering rule: every client gets its stream's last integer before any is let
             // go, so the saved position is the last integer each connected client got, and a
             // client resuming from it misses nothing. The types hold the order: the shards
-            // stop only with the source's proof, the clients go only with the shards'.
-            let delivered = delivery.shards.stop(stopped).await;
+            // stop only with the closed feed's proof, the clients go only with the shards'.
+            let delivered = delivery.shards.stop(closed).await;
             protocols.let_go(delivered).await;
             // The HTTP requests still open (long polls end once socket.io closes), then the
             // raw connections' close frames.

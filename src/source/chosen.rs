@@ -115,22 +115,9 @@ pub(crate) struct Running(JoinHandle<()>);
 
 impl Running {
     /// Waits for the source to stop (once the shutdown token is cancelled): alone, it has
-    /// saved the exact positions; in a cluster, it has handed the lease over.
-    pub(crate) async fn stopped(self) -> Stopped {
-        // A source that panicked has stopped too: no integer is published after this.
+    /// saved the exact positions; in a cluster, it has handed the lease over. A source that
+    /// panicked has stopped too.
+    pub(crate) async fn stopped(self) {
         let _ = self.0.await;
-        Stopped(())
-    }
-}
-
-/// Proof that the source has stopped, so the streams' last integers are final.
-#[derive(Debug)]
-pub(crate) struct Stopped(());
-
-#[cfg(test)]
-impl Stopped {
-    /// For a unit test that publishes by hand, with no source running.
-    pub(crate) fn assumed() -> Stopped {
-        Stopped(())
     }
 }

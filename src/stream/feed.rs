@@ -52,6 +52,8 @@ struct LaneState {
     raw_subscribers: usize,
     socketio_subscribers: usize,
     running: bool,
+    /// Set by [`Feed::close`]: nothing is published after it.
+    closed: bool,
 }
 
 impl LaneState {
@@ -113,7 +115,7 @@ impl Feed {
     pub(crate) fn publish_next(&self, parity: Parity) -> Option<u64> {
         let lane = self.lane(parity);
         let mut state = lane.lock();
-        if state.subscribers() == 0 {
+        if state.closed || state.subscribers() == 0 {
             return None;
         }
         let integer = parity.integer_at(state.produced + 1)?;
@@ -134,7 +136,7 @@ impl Feed {
     pub(crate) fn publish_through(&self, parity: Parity, position: u64) -> u64 {
         let lane = self.lane(parity);
         let mut state = lane.lock();
-        if position <= state.produced {
+        if state.closed || position <= state.produced {
             return 0;
         }
         let capacity = self.inner.queue_capacity as u64;
@@ -148,6 +150,15 @@ impl Feed {
             lane.last_sent.send_replace(last);
         }
         published
+    }
+
+    /// Closes the feed: nothing is published into it from now on, so each lane's last integer
+    /// is final. The shutdown closes it once the source has stopped.
+    pub(crate) fn close(&self) -> Closed {
+        for parity in Parity::ALL {
+            self.lane(parity).lock().closed = true;
+        }
+        Closed(())
     }
 
     /// The last integer `parity` has sent (0 before the first), as a watch that changes at
@@ -271,6 +282,10 @@ impl JoinPoint {
     }
 }
 
+/// Proof that a feed is closed: each lane's last integer is final.
+#[derive(Debug)]
+pub(crate) struct Closed(());
+
 /// Counts as one subscriber of a lane until dropped.
 pub(crate) struct Membership {
     feed: Feed,
@@ -290,6 +305,17 @@ mod tests {
 
     fn member(feed: &Feed, parity: Parity) -> (Membership, u64) {
         feed.join(parity, Protocol::Raw, JoinPoint::position)
+    }
+
+    #[test]
+    fn a_closed_feed_publishes_nothing() {
+        let feed = Feed::new(ByParity::default(), 8);
+        let (_member, _) = member(&feed, Parity::Odd);
+        assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+        let _closed = feed.close();
+        assert_eq!(feed.publish_next(Parity::Odd), None);
+        assert_eq!(feed.publish_through(Parity::Odd, 5), 0);
+        assert_eq!(feed.position(Parity::Odd), 1);
     }
 
     #[test]
