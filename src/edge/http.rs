@@ -45,7 +45,7 @@ use crate::source::redis::ClusterState;
 use crate::status::{ClusterStatus, FeedStatus};
 use crate::stream::feed::Feed;
 use crate::stream::resume::Resume;
-use crate::telemetry;
+use crate::telemetry::{self, Refused};
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -146,7 +146,10 @@ async fn raw_stream(state: &AppState, request: Request) -> Response {
     let parity = parity_of_query(query);
     let resume = match Resume::accept(&state.feed, parity, after_from_query(query)) {
         Ok(resume) => resume,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+        Err(error) => {
+            telemetry::refused(Refused::BadAfter);
+            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+        }
     };
     let (parts, _body) = request.into_parts();
     let peer = peer_label(&parts.headers, parts.extensions.get());

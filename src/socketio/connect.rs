@@ -16,7 +16,7 @@ use crate::socketio::subscriber::{Ending, Subscriber};
 use crate::socketio::v2_root;
 use crate::stream::parity::Parity;
 use crate::stream::resume::{self, Resume, ResumeError};
-use crate::telemetry::SocketIoConnections;
+use crate::telemetry::{self, Refused, SocketIoConnections};
 
 /// A socket's stream and `after`, once admitted by the connect check, until it joins.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,8 @@ async fn check_resume(
             handshake(&socket).map_or(Ok(None), |hello| hello.query_after.clone())
         }
     };
-    let mut resume = Resume::accept(&state.feed, parity, after)?;
+    let mut resume = Resume::accept(&state.feed, parity, after)
+        .inspect_err(|_| telemetry::refused(Refused::BadAfter))?;
     match socket.protocol() {
         // A v4 session joins with its first namespace.
         ProtocolVersion::V5 => {

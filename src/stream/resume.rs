@@ -10,7 +10,6 @@ use tracing::warn;
 
 use crate::stream::feed::{Feed, JoinPoint};
 use crate::stream::parity::Parity;
-use crate::telemetry::{self, Refused};
 
 /// Why an `after` cannot be honoured; the message is what the client is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,23 +57,19 @@ pub(crate) struct Resume {
 
 impl Resume {
     /// Accepts the `after` a client of `parity` asked for (`None`: it did not ask), or refuses
-    /// it, counting the refusal.
+    /// it.
     pub(crate) fn accept(
         feed: &Feed,
         parity: Parity,
         after: Result<Option<u64>, ResumeError>,
     ) -> Result<Resume, ResumeError> {
-        let accepted = after.and_then(|after| {
+        after.and_then(|after| {
             if let Some(after) = after {
                 // The stream only moves forward: what is not ahead now is not ahead later.
                 check_not_ahead(parity, after, feed.resume_horizon(parity))?;
             }
             Ok(Resume { after })
-        });
-        if accepted.is_err() {
-            telemetry::refused(Refused::BadAfter);
-        }
-        accepted
+        })
     }
 
     /// Resumes after `after`, an integer the server read from the stream itself: it cannot be
