@@ -79,11 +79,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// A running server.
+/// A running server: its parts, each built from the ones above it.
 struct Server {
+    /// Where the integers come from; every other part holds a clone of its feed.
     supply: Supply,
+    /// Who hands them to the clients; the protocols subscribe their clients through it.
     delivery: Delivery,
+    /// The clients; the edge's routes reach them.
     protocols: Protocols,
+    /// Where connections come in.
     edge: Edge,
 }
 
