@@ -111,10 +111,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a lost channel message filled in by the counter read",
     ),
     (
-        "cluster-leader-cut-off",
-        "a leader stopped past its lease while it lives",
-    ),
-    (
         "cluster-leader-gap",
         "the takeover gap at its 450 ms bound (the test allows 1,650)",
     ),
@@ -127,10 +123,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "connection attempts to a dead Redis counted",
     ),
     ("cluster-takeover-bound", "as cluster-leader-gap"),
-    (
-        "cluster-tick-fenced",
-        "a deposed leader that still runs publishes nothing",
-    ),
     (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",

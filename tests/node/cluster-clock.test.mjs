@@ -1,6 +1,7 @@
 // A cluster's clock (docs/cluster.md): the leader's interval sets the pace on every instance,
-// odd and even tick half an interval apart, and a follower hands out each tick as the leader's
-// channel message brings it, not only at its once-a-second read of the counters.
+// odd and even tick half an interval apart, a follower hands out each tick as the leader's
+// channel message brings it, not only at its once-a-second read of the counters, and a leader
+// cut off past its lease ticks nothing once it runs again.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer } from "./server.mjs";
@@ -92,6 +93,81 @@ describe("the clock of a cluster whose instances differ in --interval-ms", () =>
     assert.ok(
       after > (LEADER_MS + FOLLOWER_MS) / 2 && after < 2 * FOLLOWER_MS,
       `a median of ${after} ms between integers once the follower leads`,
+    );
+  });
+});
+
+describe("a leader cut off past its lease while it lives", () => {
+  const INTERVAL_MS = 100;
+  let redis;
+  let first;
+  let second;
+  const clients = [];
+
+  before(async () => {
+    const redisPort = await freePort();
+    redis = await startRedis(redisPort);
+    const instance = () =>
+      startServer({
+        intervalMs: INTERVAL_MS,
+        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", "cut"],
+      });
+    first = await instance();
+    await waitUntil(
+      "the first instance to lead",
+      async () => (await first.status()).cluster.leader,
+    );
+    second = await instance();
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    // Let it run again if the test failed while it was stopped; it may have exited.
+    try {
+      if (first) process.kill(first.pid, "SIGCONT");
+    } catch {}
+    await second?.stop();
+    await first?.stop();
+    await redis?.stop();
+  });
+
+  const leaders = async () =>
+    (await Promise.all([first, second].map((instance) => instance.status()))).map(
+      (status) => status.cluster.leader,
+    );
+
+  // Promise: cluster-leader-cut-off, cluster-tick-fenced, cluster-one-ticker
+  it("is replaced, and once it runs again ticks nothing", async () => {
+    const onFirst = rawClient(first.wsUrl, "odd");
+    const onSecond = rawClient(second.wsUrl, "odd");
+    clients.push(onFirst, onSecond);
+    await waitUntil("integers on both instances", () =>
+      clients.every((client) => client.seen.length >= 5),
+    );
+    // Stopped, the leader neither ticks nor renews its lease, and knows nothing of it.
+    process.kill(first.pid, "SIGSTOP");
+    await waitUntil(
+      "the second instance to lead",
+      async () => (await second.status()).cluster.leader,
+    );
+    const taken = onSecond.seen.length;
+    await waitUntil("ticks from the new leader", () => onSecond.seen.length >= taken + 10);
+    process.kill(first.pid, "SIGCONT");
+    // Its next tick finds another's token on the lease: it publishes nothing, and steps down.
+    await waitUntil("the old leader to find its lease taken", () =>
+      first.log().includes('"message":"lost the lease; another instance ticks now"'),
+    );
+    const resumed = clients.map((client) => client.seen.length);
+    await waitUntil("20 more integers on both instances", () =>
+      clients.every((client, i) => client.seen.length >= resumed[i] + 20),
+    );
+    assert.deepEqual(await leaders(), [false, true], "leaders once the old one runs again");
+    for (const client of clients) assertGapless(client);
+    // One ticker: the stream keeps its pace, one integer an interval, not two.
+    const typical = median(gaps(onSecond.times.slice(resumed[1], resumed[1] + 20)));
+    assert.ok(
+      typical > (INTERVAL_MS * 3) / 4,
+      `a median of ${typical} ms between integers with both instances running`,
     );
   });
 });
