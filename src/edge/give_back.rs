@@ -4,7 +4,8 @@
 //! from the top of its heaps: after a flood of sessions or a storm of clients has come and
 //! gone, the process would hold its peak for good. So once the connections and sessions open
 //! have fallen by [`CROWD`] from their highest since the last time, and the fall has paused
-//! (a crowd still leaving has not freed its memory yet), the free memory is handed back
+//! (a crowd still leaving has not freed its memory yet; one still trickling away after
+//! [`MOST_LOOKS_FALLING`] looks does not wait longer), the free memory is handed back
 //! (`malloc_trim`), on a blocking thread. The allocator itself was chosen with figures:
 //! `bench/RESULTS.md`, "Under attack".
 
@@ -43,7 +44,7 @@ pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationTok
             continue;
         }
         looks_falling += 1;
-        if !falling || looks_falling > MOST_LOOKS_FALLING {
+        if !falling || looks_falling >= MOST_LOOKS_FALLING {
             highest = now;
             looks_falling = 0;
             let _ = tokio::task::spawn_blocking(trim).await;
