@@ -1,9 +1,9 @@
 //! The server as a table of its parts, built from the source outward, and drained in order.
 //!
-//! Each part is built from the ones before it: the [`Supply`] (the source and the feed it
-//! publishes into), the [`Delivery`] (the fan-outs that hand each client what it is owed), the
-//! [`Protocols`] (socket.io and raw WebSocket) and the [`Edge`] (the listener and the HTTP
-//! routes). [`Server::drain`] takes them down in the order that loses no integer.
+//! Each part is built from the ones before it: the `Supply` (the source and the feed it
+//! publishes into), the `Delivery` (the fan-outs that hand each client what it is owed), the
+//! `Protocols` (socket.io and raw WebSocket) and the `Edge` (the listener and the HTTP routes).
+//! `Server::drain` takes them down in the order that loses no integer.
 
 use std::io;
 use std::net::SocketAddr;
