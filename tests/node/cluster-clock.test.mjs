@@ -17,6 +17,18 @@ const RESYNC_MS = 1000;
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const gaps = (times) => times.slice(1).map((time, i) => time - times[i]);
 
+// A Redis of its own, and a way to start instances of one cluster on it.
+async function clusterOn(name) {
+  const redisPort = await freePort();
+  const redis = await startRedis(redisPort);
+  const instance = (intervalMs) =>
+    startServer({
+      intervalMs,
+      extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", name],
+    });
+  return { redis, instance };
+}
+
 describe("the clock of a cluster whose instances differ in --interval-ms", () => {
   let redis;
   let leader;
@@ -24,13 +36,8 @@ describe("the clock of a cluster whose instances differ in --interval-ms", () =>
   const clients = [];
 
   before(async () => {
-    const redisPort = await freePort();
-    redis = await startRedis(redisPort);
-    const instance = (intervalMs) =>
-      startServer({
-        intervalMs,
-        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", "clock"],
-      });
+    let instance;
+    ({ redis, instance } = await clusterOn("clock"));
     leader = await instance(LEADER_MS);
     await waitUntil(
       "the first instance to lead",
@@ -105,19 +112,14 @@ describe("a leader cut off past its lease while it lives", () => {
   const clients = [];
 
   before(async () => {
-    const redisPort = await freePort();
-    redis = await startRedis(redisPort);
-    const instance = () =>
-      startServer({
-        intervalMs: INTERVAL_MS,
-        extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", "cut"],
-      });
-    first = await instance();
+    let instance;
+    ({ redis, instance } = await clusterOn("cut"));
+    first = await instance(INTERVAL_MS);
     await waitUntil(
       "the first instance to lead",
       async () => (await first.status()).cluster.leader,
     );
-    second = await instance();
+    second = await instance(INTERVAL_MS);
   });
 
   after(async () => {
