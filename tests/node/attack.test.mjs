@@ -420,8 +420,11 @@ test("the honest clients saw every integer, on time, on one connection each", ()
     assertConsecutive(assert, client.seen, client.parity);
     const pauses = client.times.slice(1).map((time, i) => time - client.times[i]);
     const longest = Math.max(...pauses);
+    // A stall an attack causes lasts seconds. One interval of slack beyond the next tick's is
+    // for the long-polling client, which gets each integer on a request of its own: on a busy
+    // machine, one round trip can land past the next tick.
     assert.ok(
-      longest <= 2 * INTERVAL_MS,
+      longest <= 3 * INTERVAL_MS,
       `${client.kind} ${client.parity} waited ${longest} ms between two integers`,
     );
   }
