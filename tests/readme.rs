@@ -111,18 +111,9 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a lost channel message filled in by the counter read",
     ),
     (
-        "cluster-leader-gap",
-        "the takeover gap at its 450 ms bound (the test allows 1,650)",
-    ),
-    (
         "cluster-nginx-next",
         "nginx's first answer to a dead upstream's client not a 502",
     ),
-    (
-        "cluster-redis-backoff",
-        "connection attempts to a dead Redis counted",
-    ),
-    ("cluster-takeover-bound", "as cluster-leader-gap"),
     (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
