@@ -107,10 +107,6 @@ const PROMISE_PAGES: &[(&str, Option<&str>)] = &[
 /// gives any more, fails it, so the list only shrinks.
 const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
-        "cluster-catch-up",
-        "a lost channel message filled in by the counter read",
-    ),
-    (
         "cluster-nginx-next",
         "nginx's first answer to a dead upstream's client not a 502",
     ),

@@ -1,12 +1,13 @@
 // A cluster's clock (docs/cluster.md): the leader's interval sets the pace on every instance,
 // odd and even tick half an interval apart, a follower hands out each tick as the leader's
-// channel message brings it, not only at its once-a-second read of the counters, and a leader
-// cut off past its lease ticks nothing once it runs again.
+// channel message brings it, not only at its once-a-second read of the counters, that read
+// fills in what the channel did not bring, and a leader cut off past its lease ticks nothing once
+// it runs again.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer } from "./server.mjs";
 import { rawClient } from "./clients.mjs";
-import { assertGapless, freePort, startRedis, waitUntil } from "./infra.mjs";
+import { assertGapless, freePort, redisCli, startRedis, waitUntil } from "./infra.mjs";
 
 // The leader's interval, and the follower's own, four times as long.
 const LEADER_MS = 100;
@@ -17,16 +18,17 @@ const RESYNC_MS = 1000;
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const gaps = (times) => times.slice(1).map((time, i) => time - times[i]);
 
-// A Redis of its own, and a way to start instances of one cluster on it.
+// A Redis of its own, and a way to start instances of one cluster on it; `user` is a Redis
+// user's `name:password@`.
 async function clusterOn(name) {
   const redisPort = await freePort();
   const redis = await startRedis(redisPort);
-  const instance = (intervalMs) =>
+  const instance = (intervalMs, user = "") =>
     startServer({
       intervalMs,
-      extraArgs: ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", name],
+      extraArgs: ["--redis", `redis://${user}127.0.0.1:${redisPort}`, "--cluster-name", name],
     });
-  return { redis, instance };
+  return { redis, redisPort, instance };
 }
 
 describe("the clock of a cluster whose instances differ in --interval-ms", () => {
@@ -170,6 +172,65 @@ describe("a leader cut off past its lease while it lives", () => {
     assert.ok(
       typical > (INTERVAL_MS * 3) / 4,
       `a median of ${typical} ms between integers with both instances running`,
+    );
+  });
+});
+
+describe("a follower refused the cluster's channel", () => {
+  const NAME = "catch-up";
+  let redis;
+  let redisPort;
+  let leader;
+  let follower;
+  const clients = [];
+
+  before(async () => {
+    let instance;
+    ({ redis, redisPort, instance } = await clusterOn(NAME));
+    // The follower connects as a Redis user of its own, whose channels the test takes away.
+    await redisCli(redisPort, [
+      ...["ACL", "SETUSER", "follower", "on", ">follower-secret"],
+      ...["~*", "&*", "+@all"],
+    ]);
+    leader = await instance(LEADER_MS);
+    await waitUntil(
+      "the first instance to lead",
+      async () => (await leader.status()).cluster.leader,
+    );
+    follower = await instance(LEADER_MS, "follower:follower-secret@");
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await follower?.stop();
+    await leader?.stop();
+    await redis?.stop();
+  });
+
+  // Promise: cluster-catch-up
+  it("gets every integer from its once-a-second read of the counters", async () => {
+    const client = rawClient(follower.wsUrl, "odd");
+    clients.push(client);
+    await waitUntil("integers on the follower", () => client.seen.length >= 5);
+    // Redis drops a subscription whose channel its user loses, and refuses a new one.
+    await redisCli(redisPort, ["ACL", "SETUSER", "follower", "resetchannels"]);
+    const channel = `integers:{${NAME}}:ticks`;
+    await waitUntil("the follower's subscription gone", async () =>
+      (await redisCli(redisPort, ["PUBSUB", "NUMSUB", channel])).endsWith("1"),
+    );
+    const refused = client.seen.length;
+    await waitUntil(
+      "three reads of the counters",
+      () => client.seen.length >= refused + 2 * (RESYNC_MS / LEADER_MS),
+      4 * RESYNC_MS,
+    );
+    assertGapless(client);
+    // Through the channel the integers came one a tick; from the counters, about ten a read.
+    const arrivals = new Set(client.times.slice(refused)).size;
+    const integers = client.seen.length - refused;
+    assert.ok(
+      arrivals * 3 <= integers,
+      `${integers} integers in ${arrivals} arrivals: not from the once-a-second read`,
     );
   });
 });

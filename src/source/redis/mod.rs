@@ -173,6 +173,7 @@ impl RedisSource {
     async fn deliver(&self, feed: &Feed, shutdown: &CancellationToken) {
         let mut backoff = Backoff::default();
         let mut arrivals = Arrivals::default();
+        let mut resync = every_resync();
         while !shutdown.is_cancelled() {
             let mut moved = self.state.watch_primary();
             let pubsub = match self.link.primary().subscribe(&self.keys.channel).await {
@@ -180,18 +181,26 @@ impl RedisSource {
                 Err(error) => {
                     self.state.set_redis_up(false, Some(&error));
                     // Another connection finding the primary moved ends the wait: it was
-                    // this one's failure's likely cause.
-                    tokio::select! {
-                        _ = backoff.wait(shutdown) => {}
-                        _ = moved.changed() => {}
+                    // this one's failure's likely cause. The counters are read on through the
+                    // wait: a subscription refused while commands still pass (a user denied
+                    // the channel) leaves them the only way integers arrive.
+                    let retry = backoff.wait(shutdown);
+                    tokio::pin!(retry);
+                    loop {
+                        tokio::select! {
+                            _ = &mut retry => break,
+                            _ = moved.changed() => break,
+                            _ = resync.tick() => self.catch_up(feed, &mut arrivals).await,
+                        }
                     }
                     continue;
                 }
             };
             backoff.reset();
             debug!(channel = %self.keys.channel, "subscribed");
+            // Whatever was published while unsubscribed is read at once.
+            resync.reset_immediately();
             let mut messages = pubsub.into_on_message();
-            let mut resync = every_resync();
             loop {
                 tokio::select! {
                     biased;
