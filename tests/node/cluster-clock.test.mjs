@@ -18,42 +18,54 @@ const RESYNC_MS = 1000;
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const gaps = (times) => times.slice(1).map((time, i) => time - times[i]);
 
-// A Redis of its own, and a way to start instances of one cluster on it; `user` is a Redis
-// user's `name:password@`.
-async function clusterOn(name) {
-  const redisPort = await freePort();
-  const redis = await startRedis(redisPort);
-  const instance = (intervalMs, user = "") =>
+// A cluster on a Redis of its own: an instance that leads, then a second one. `prepare` runs
+// first, given Redis's port; `followerUser` is a Redis user's `name:password@` for the second.
+// `stop` closes the clients given and stops the rest, whatever failed to start.
+async function startPair(name, { leaderMs, followerMs, followerUser = "", prepare }) {
+  const pair = { redisPort: await freePort() };
+  const started = [];
+  pair.stop = async (clients = []) => {
+    for (const client of clients) client.close();
+    for (const running of started.reverse()) await running.stop();
+  };
+  const instance = (intervalMs, user) =>
     startServer({
       intervalMs,
-      extraArgs: ["--redis", `redis://${user}127.0.0.1:${redisPort}`, "--cluster-name", name],
+      extraArgs: [
+        ...["--redis", `redis://${user}127.0.0.1:${pair.redisPort}`],
+        ...["--cluster-name", name],
+      ],
     });
-  return { redis, redisPort, instance };
+  try {
+    started.push(await startRedis(pair.redisPort));
+    await prepare?.(pair.redisPort);
+    pair.leader = await instance(leaderMs, "");
+    started.push(pair.leader);
+    await waitUntil(
+      "the first instance to lead",
+      async () => (await pair.leader.status()).cluster.leader,
+    );
+    pair.follower = await instance(followerMs, followerUser);
+    started.push(pair.follower);
+  } catch (error) {
+    await pair.stop();
+    throw error;
+  }
+  return pair;
 }
 
 describe("the clock of a cluster whose instances differ in --interval-ms", () => {
-  let redis;
+  let pair;
   let leader;
   let follower;
   const clients = [];
 
   before(async () => {
-    let instance;
-    ({ redis, instance } = await clusterOn("clock"));
-    leader = await instance(LEADER_MS);
-    await waitUntil(
-      "the first instance to lead",
-      async () => (await leader.status()).cluster.leader,
-    );
-    follower = await instance(FOLLOWER_MS);
+    pair = await startPair("clock", { leaderMs: LEADER_MS, followerMs: FOLLOWER_MS });
+    ({ leader, follower } = pair);
   });
 
-  after(async () => {
-    for (const client of clients) client.close();
-    await follower?.stop();
-    await leader?.stop();
-    await redis?.stop();
-  });
+  after(() => pair?.stop(clients));
 
   // Promise: cluster-leader-clock, cluster-half-interval, cluster-tick-publish
   it("ticks at the leader's interval, half an interval apart, from the leader's channel", async () => {
@@ -108,31 +120,22 @@ describe("the clock of a cluster whose instances differ in --interval-ms", () =>
 
 describe("a leader cut off past its lease while it lives", () => {
   const INTERVAL_MS = 100;
-  let redis;
+  let pair;
   let first;
   let second;
   const clients = [];
 
   before(async () => {
-    let instance;
-    ({ redis, instance } = await clusterOn("cut"));
-    first = await instance(INTERVAL_MS);
-    await waitUntil(
-      "the first instance to lead",
-      async () => (await first.status()).cluster.leader,
-    );
-    second = await instance(INTERVAL_MS);
+    pair = await startPair("cut", { leaderMs: INTERVAL_MS, followerMs: INTERVAL_MS });
+    ({ leader: first, follower: second } = pair);
   });
 
   after(async () => {
-    for (const client of clients) client.close();
     // Let it run again if the test failed while it was stopped; it may have exited.
     try {
       if (first) process.kill(first.pid, "SIGCONT");
     } catch {}
-    await second?.stop();
-    await first?.stop();
-    await redis?.stop();
+    await pair?.stop(clients);
   });
 
   const leaders = async () =>
@@ -178,34 +181,27 @@ describe("a leader cut off past its lease while it lives", () => {
 
 describe("a follower refused the cluster's channel", () => {
   const NAME = "catch-up";
-  let redis;
+  let pair;
   let redisPort;
-  let leader;
   let follower;
   const clients = [];
 
   before(async () => {
-    let instance;
-    ({ redis, redisPort, instance } = await clusterOn(NAME));
-    // The follower connects as a Redis user of its own, whose channels the test takes away.
-    await redisCli(redisPort, [
-      ...["ACL", "SETUSER", "follower", "on", ">follower-secret"],
-      ...["~*", "&*", "+@all"],
-    ]);
-    leader = await instance(LEADER_MS);
-    await waitUntil(
-      "the first instance to lead",
-      async () => (await leader.status()).cluster.leader,
-    );
-    follower = await instance(LEADER_MS, "follower:follower-secret@");
+    pair = await startPair(NAME, {
+      leaderMs: LEADER_MS,
+      followerMs: LEADER_MS,
+      // The follower is a Redis user of its own, whose channels the test takes away.
+      followerUser: "follower:follower-secret@",
+      prepare: (port) =>
+        redisCli(port, [
+          ...["ACL", "SETUSER", "follower", "on", ">follower-secret"],
+          ...["~*", "&*", "+@all"],
+        ]),
+    });
+    ({ redisPort, follower } = pair);
   });
 
-  after(async () => {
-    for (const client of clients) client.close();
-    await follower?.stop();
-    await leader?.stop();
-    await redis?.stop();
-  });
+  after(() => pair?.stop(clients));
 
   // Promise: cluster-catch-up
   it("gets every integer from its once-a-second read of the counters", async () => {
