@@ -114,7 +114,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
     ),
-    ("sentinel-role-check", "Sentinels naming a replica"),
     (
         "shared-port-beyond-files-limit",
         "instances under a low open-files limit together",

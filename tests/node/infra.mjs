@@ -327,7 +327,10 @@ export async function startSentinelSet({
     replica,
     primaryPort,
     replicaPort,
+    sentinelPorts,
     sentinelUrls: sentinelPorts.map((port) => `${scheme}://${credentials}127.0.0.1:${port}`),
+    // redis-cli on the Sentinel at `port`.
+    sentinelCli,
     // The port of the server the Sentinels name as primary now.
     async primaryNow() {
       const answer = await sentinel(["SENTINEL", "get-master-addr-by-name", name]);

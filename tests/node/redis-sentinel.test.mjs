@@ -18,6 +18,9 @@ import {
 
 const INTERVAL_MS = 100;
 const PASSWORD = "primary-secret";
+// The start-up error for a name the Sentinels do not know, or for a server that is no primary.
+const NOT_A_PRIMARY =
+  "the Sentinels know no primary by that name, or the server they name does not answer as one";
 // docs/cluster.md's bound on the pause after the Sentinels promote the replica (2 s: the instances'
 // back-off, finding the primary and connecting, the lease poll), plus one interval for the
 // first tick to reach the clients and a second of slack for a loaded test machine.
@@ -122,6 +125,7 @@ function logged(instance, message) {
 
 describe("three instances finding Redis through three Sentinels", () => {
   // Promise: tls-password-hidden, sentinel-ask, flag-redis-primary, flag-redis-primary-password
+  // Promise: sentinel-role-check
   it("refuse to start with a primary the Sentinels do not know, or a wrong password", async () => {
     const set = await startSentinelSet({ password: PASSWORD });
     try {
@@ -132,12 +136,7 @@ describe("three instances finding Redis through three Sentinels", () => {
         ...sentinels,
         ...["--redis-primary", "no-such-primary", "--redis-primary-password", PASSWORD],
       ]);
-      assert.ok(
-        unknown.startsWith(
-          `${target("no-such-primary")}the Sentinels know no primary by that name`,
-        ),
-        unknown,
-      );
+      assert.ok(unknown.startsWith(`${target("no-such-primary")}${NOT_A_PRIMARY}`), unknown);
       for (const password of [["--redis-primary-password", "wrong"], []]) {
         const refused = await refusedStart([
           ...sentinels,
@@ -146,6 +145,22 @@ describe("three instances finding Redis through three Sentinels", () => {
         assert.ok(refused.startsWith(`${target(set.name)}authentication failed`), refused);
         assert.ok(!refused.includes(PASSWORD), `the password reached the log: ${refused}`);
       }
+      // Sentinels that name a replica as a primary: the replica answers that it is none.
+      for (const port of set.sentinelPorts) {
+        await set.sentinelCli(port, [
+          ...["SENTINEL", "MONITOR", "replica-named", "127.0.0.1", String(set.replicaPort), "2"],
+        ]);
+        await set.sentinelCli(port, ["SENTINEL", "SET", "replica-named", "auth-pass", PASSWORD]);
+        const named = await set.sentinelCli(port, [
+          ...["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "replica-named"],
+        ]);
+        assert.equal(named, `127.0.0.1\n${set.replicaPort}`, "what the Sentinel names");
+      }
+      const replica = await refusedStart([
+        ...sentinels,
+        ...["--redis-primary", "replica-named", "--redis-primary-password", PASSWORD],
+      ]);
+      assert.ok(replica.startsWith(`${target("replica-named")}${NOT_A_PRIMARY}`), replica);
     } finally {
       await set.stop();
     }

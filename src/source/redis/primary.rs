@@ -167,7 +167,11 @@ impl Primary {
         {
             format!("authentication failed: {error}")
         } else if error.kind() == ErrorKind::MasterNameNotFoundBySentinel {
-            format!("the Sentinels know no primary by that name: {error}")
+            // The redis crate gives this one error for both.
+            format!(
+                "the Sentinels know no primary by that name, or the server they name does not \
+                 answer as one: {error}"
+            )
         } else {
             return None;
         };
