@@ -180,12 +180,10 @@ impl RedisSource {
                 Ok(pubsub) => pubsub,
                 Err(error) => {
                     self.state.set_redis_up(false, Some(&error));
-                    // Another connection finding the primary moved ends the wait: it was
-                    // this one's failure's likely cause. The counters are read on through the
-                    // wait: a subscription refused while commands still pass (a user denied
-                    // the channel) leaves them the only way integers arrive.
-                    let retry = backoff.wait(shutdown);
-                    tokio::pin!(retry);
+                    // Another connection finding the primary moved ends the wait (it was the
+                    // likely cause). The counters are read through it: while commands pass and
+                    // the channel is refused (a user denied it), they alone bring integers.
+                    let mut retry = std::pin::pin!(backoff.wait(shutdown));
                     loop {
                         tokio::select! {
                             _ = &mut retry => break,
