@@ -108,14 +108,15 @@ impl RawWs {
         } = request;
         let (read, socket, tunnel) = take_apart::<S>(upgraded);
         let first_ping = Instant::now() + self.limits.heartbeat.interval;
-        let subscription = self.fanout.subscribe(&self.feed, parity, resume, |owing| {
-            let mut replayed = 0;
-            let replay = render_frames(owing.replay().inspect(|_| replayed += 1));
-            Started {
-                client: RawConn::new(socket, owing.next, replay, first_ping),
-                replayed,
-                served: true,
-            }
+        let joining = self.fanout.subscribe(&self.feed, parity, resume);
+        let owing = joining.owing();
+        let mut replayed = 0;
+        let replay = render_frames(owing.replay().inspect(|_| replayed += 1));
+        let client = RawConn::new(socket, owing.next, replay, first_ping);
+        let subscription = joining.adopt(Started {
+            client,
+            replayed,
+            served: true,
         });
         info!(
             %parity,

@@ -62,27 +62,24 @@ pub(super) fn join(socket: &SocketRef, state: &SocketIoState, parity: Parity, re
     // Set when the replay did not fit in the socket's queue.
     let mut too_slow = None;
     let subscription = span.in_scope(|| {
-        state
-            .fanout
-            .subscribe(&state.feed, parity, resume, |owing| {
-                // The replay is queued before the socket joins its shard, so the live integers
-                // follow it.
-                let mut replayed = 0;
-                for integer in owing.replay() {
-                    if let Err(error) = socket.emit(EVENT, &integer) {
-                        too_slow = Some(error.to_string());
-                        break;
-                    }
-                    replayed += 1;
-                }
-                let subscriber =
-                    Subscriber::new(socket.clone(), owing.next, label, state.cut_off_patience);
-                Started {
-                    client: Arc::new(subscriber),
-                    replayed,
-                    served: too_slow.is_none(),
-                }
-            })
+        let joining = state.fanout.subscribe(&state.feed, parity, resume);
+        let owing = joining.owing();
+        // The replay is queued before the socket joins its shard, so the live integers follow
+        // it.
+        let mut replayed = 0;
+        for integer in owing.replay() {
+            if let Err(error) = socket.emit(EVENT, &integer) {
+                too_slow = Some(error.to_string());
+                break;
+            }
+            replayed += 1;
+        }
+        let subscriber = Subscriber::new(socket.clone(), owing.next, label, state.cut_off_patience);
+        joining.adopt(Started {
+            client: Arc::new(subscriber),
+            replayed,
+            served: too_slow.is_none(),
+        })
     });
     let subscriber = subscription.client.clone();
     subscriber.hold(subscription.membership);

@@ -193,7 +193,7 @@ mod tests {
     use crate::stream::feed::Membership;
 
     fn member(feed: &Feed, parity: Parity) -> Membership {
-        feed.join(parity, Protocol::Raw, |_| ()).0
+        feed.join(parity, Protocol::Raw).0
     }
 
     /// The next integer `parity` sends, within a minute of the paused clock (which passes at

@@ -167,32 +167,25 @@ impl Feed {
         self.lane(parity).last_sent.subscribe()
     }
 
-    /// Joins `parity`'s lane. `register` runs under the lane's lock, with the lane's
-    /// [`JoinPoint`]: no integer can be published between what it learns and its registration
-    /// taking effect.
-    pub(crate) fn join<T>(
-        &self,
-        parity: Parity,
-        protocol: Protocol,
-        register: impl FnOnce(&JoinPoint) -> T,
-    ) -> (Membership, T) {
+    /// Joins `parity`'s lane: counts one more subscriber, and tells where the lane stood.
+    pub(crate) fn join(&self, parity: Parity, protocol: Protocol) -> (Membership, JoinPoint) {
         let lane = self.lane(parity);
         let mut state = lane.lock();
         *state.count_mut(protocol) += 1;
         if state.subscribers() == 1 {
             self.set_demand(parity, true);
         }
-        let registered = register(&JoinPoint {
+        let at = JoinPoint {
             parity,
             position: state.produced,
-        });
+        };
         drop(state);
         let membership = Membership {
             feed: self.clone(),
             parity,
             protocol,
         };
-        (membership, registered)
+        (membership, at)
     }
 
     /// Integers one subscriber may be behind before it is cut.
@@ -264,8 +257,9 @@ impl Lane {
     }
 }
 
-/// A lane at the moment a client joins it. Only [`Feed::join`] makes one, and lends it while
-/// the lane is locked: whatever is done with it happens before the next integer is published.
+/// A lane at the moment a client joined it. Only [`Feed::join`] makes one. The lane may have
+/// moved on since: what it published after `position` is owed to the client as live integers.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct JoinPoint {
     parity: Parity,
     position: u64,

@@ -3,7 +3,8 @@
 use super::*;
 
 fn member(feed: &Feed, parity: Parity) -> (Membership, u64) {
-    feed.join(parity, Protocol::Raw, JoinPoint::position)
+    let (membership, at) = feed.join(parity, Protocol::Raw);
+    (membership, at.position())
 }
 
 #[test]
@@ -42,7 +43,7 @@ fn demand_follows_the_subscriber_count() {
     let feed = Feed::new(ByParity::default(), 8);
     let demand = feed.demand();
     let (first, _) = member(&feed, Parity::Even);
-    let (second, _) = feed.join(Parity::Even, Protocol::SocketIo, |_| ());
+    let (second, _) = feed.join(Parity::Even, Protocol::SocketIo);
     assert_eq!(
         *demand.borrow(),
         ByParity {
