@@ -1,22 +1,12 @@
 // The "Under attack" section of bench/RESULTS.md, from the attack scenarios of bench/run.sh
 // (attacks.jsonl). Used by report.mjs; run alone, it prints the section:
 //   node bench/attack.mjs RESULTS_DIR/attacks.jsonl
-import { existsSync, readFileSync } from "node:fs";
+import { readJsonLines } from "./jsonl.mjs";
 import { fileURLToPath } from "node:url";
 
 const mib = (kib) => (kib / 1024).toFixed(1);
 const fmt = (value, digits = 1) =>
   value == null || Number.isNaN(value) ? "–" : value.toFixed(digits);
-
-export function readAttacks(path) {
-  return existsSync(path)
-    ? readFileSync(path, "utf8")
-        .trim()
-        .split("\n")
-        .filter(Boolean)
-        .map((line) => JSON.parse(line))
-    : [];
-}
 
 const SERVERS = { ours: "this server", socketio: "Node socket.io" };
 
@@ -65,5 +55,5 @@ export function attackSection(attacks) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  console.log(attackSection(readAttacks(process.argv[2])).join("\n"));
+  console.log(attackSection(readJsonLines(process.argv[2])).join("\n"));
 }

@@ -4,7 +4,9 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
-import { attackSection, readAttacks } from "./attack.mjs";
+import { attackSection } from "./attack.mjs";
+import { readJsonLines } from "./jsonl.mjs";
+import { replaySection } from "./replays.mjs";
 
 const [dir, markdownPath, chartPath] = process.argv.slice(2);
 // The floor's runs through the benchmark; the median one is the floor.
@@ -582,13 +584,7 @@ if (clusterRuns.length) {
 }
 // The deploy storms (bench/run.sh's run_storms), from storms.jsonl.
 const stormsPath = `${dir}/storms.jsonl`;
-const storms = existsSync(stormsPath)
-  ? readFileSync(stormsPath, "utf8")
-      .trim()
-      .split("\n")
-      .filter(Boolean)
-      .map((line) => JSON.parse(line))
-  : [];
+const storms = readJsonLines(stormsPath);
 if (storms.length) {
   const seconds = (ms) => (ms == null ? "–" : fmt(ms / 1000, 1));
   const kinds = (s) =>
@@ -788,7 +784,8 @@ if (storms.length) {
     }
   }
 }
-lines.push("", ...attackSection(readAttacks(`${dir}/attacks.jsonl`)));
+lines.push("", ...attackSection(readJsonLines(`${dir}/attacks.jsonl`)));
+lines.push("", ...replaySection(readJsonLines(`${dir}/replays.jsonl`)));
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 

@@ -6,6 +6,10 @@
 #   bash bench/run.sh --storm   the deploy storms alone, printing their results (no RESULTS.md)
 #   bash bench/run.sh --attack  the engine.io session flood alone, printing its section of
 #                               RESULTS.md
+#   bash bench/run.sh --replay [SERVER...]
+#                               full-backlog resumes beside 19,000 clients alone, printing
+#                               their section of RESULTS.md; given server binaries (this
+#                               tree's release build by default), twice each, alternated
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
 #                               every client connects and sees a gapless sequence (for CI). It
 #                               checks the kit, not speed, so it runs the debug build the tests
@@ -19,6 +23,8 @@ attack_only=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 [ "${1:-}" = "--storm" ] && storm_only=1
 [ "${1:-}" = "--attack" ] && attack_only=1
+replay_only=0
+[ "${1:-}" = "--replay" ] && replay_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
@@ -35,6 +41,33 @@ else
   bin=target/release
 fi
 npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
+
+replays="$out/replays.jsonl"
+: > "$replays"
+# replay_scenario CLIENTS SERVER: CLIENTS raw clients at 1 s ticks on the SERVER binary, and
+# bench/peers/replay.mjs's watcher and sixteen socket.io clients resuming /odd with the largest
+# --max-backlog, 100,000 integers each (the state file starts the streams far enough along to
+# owe them that many).
+replay_scenario() {
+  local log="$out/replay-server.log" state="$out/replay-state.json"
+  printf '{"version":1,"odd":400001,"even":400002}\n' > "$state"
+  "$2" --state-file "$state" --host 127.0.0.1 --port 0 --interval-ms 1000 \
+    --max-backlog 100000 --log-format json 2>"$log" &
+  local pid=$!
+  wait_for_line "$log" '"addr"' "the replay scenario's server"
+  local addr
+  addr=$(grep -o '"addr":"[^"]*"' "$log" | head -1 | cut -d'"' -f4)
+  rm -f "$out/ready-replay"
+  $bin/loadgen --addr "$addr" --protocol raw --clients "$1" --hold-seconds 50 \
+    --ramp-per-second 5000 --server-pid "$pid" --ready-file "$out/ready-replay" \
+    --label "replay-$1 ours interval=1000ms" > "$out/replay-load.json" &
+  local load=$!
+  wait_for_file "$out/ready-replay" 60 "the replay scenario's clients up"
+  node bench/peers/replay.mjs "$addr" 16 100000 1000 "$2" >> "$replays"
+  wait "$load" || { echo "the replay scenario's load generator failed" >&2; exit 1; }
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 
 server_pid=""
 server_addr=""
@@ -388,6 +421,16 @@ run_storms() {
   storm_scenario storm-18900 SIGTERM 18900 25 ws socketio
   rolling_scenario rolling-50000 50000 40
 }
+if [ "$replay_only" = 1 ]; then
+  shift
+  servers=("$@")
+  [ ${#servers[@]} -gt 0 ] || servers=("$bin/integers")
+  for _ in 1 2; do
+    for server in "${servers[@]}"; do replay_scenario 19000 "$server"; done
+  done
+  node bench/replays.mjs "$replays"
+  exit 0
+fi
 if [ "$storm_only" = 1 ]; then
   run_storms
   echo "storm results in $storms"
@@ -444,5 +487,6 @@ for protocol in raw socketio; do
 done
 run_storms
 run_attacks
+replay_scenario 19000 "$bin/integers"
 node bench/report.mjs "$out" bench/RESULTS.md bench/chart.svg
 echo "wrote bench/RESULTS.md and bench/chart.svg (raw results in $out)"
