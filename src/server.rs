@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::edge::admission::{Admission, SessionLimits};
 use crate::edge::give_back;
-use crate::edge::http::{AppState, router};
+use crate::edge::http::{AppState, Clients, router};
 use crate::edge::listener::{
     self, Accepting, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
@@ -67,7 +67,7 @@ pub async fn serve(
     let supply = Box::pin(Supply::open(&config, &shutdown)).await?;
     let delivery = Delivery::start(&supply.feed, &config);
     let protocols = Protocols::start(&supply.feed, &delivery, &config);
-    let edge = Edge::start(listener, &config, &supply, &protocols, &shutdown)?;
+    let edge = Edge::start(listener, &config, &supply, &delivery, &protocols, &shutdown)?;
     let server = Server {
         supply,
         delivery,
@@ -220,6 +220,7 @@ impl Edge {
         listener: TcpListener,
         config: &Config,
         supply: &Supply,
+        delivery: &Delivery,
         protocols: &Protocols,
         shutdown: &CancellationToken,
     ) -> io::Result<Edge> {
@@ -242,6 +243,10 @@ impl Edge {
         tokio::spawn(give_back::after_crowds(admission.clone(), shutdown.clone()));
         let app = router(AppState {
             feed: supply.feed.clone(),
+            clients: Clients {
+                raw: delivery.raw.census(),
+                socketio: delivery.socketio.census(),
+            },
             raw: protocols.raw.clone(),
             socketio: protocols.socketio.clone(),
             io: protocols.io.clone(),

@@ -38,12 +38,14 @@ use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label, value,
 };
 use crate::edge::sessions::{SessionCounts, Ticket};
+use crate::fanout::Census;
 use crate::raw::upgrade::{RawRequest, RawWs};
 use crate::socketio::connect;
 use crate::socketio::handshake::Handshake;
 use crate::source::redis::ClusterState;
-use crate::status::{ClusterStatus, FeedStatus};
+use crate::status::{ClusterStatus, FeedStatus, LaneStatus, SubscriberCounts};
 use crate::stream::feed::Feed;
+use crate::stream::parity::Parity;
 use crate::stream::resume::Resume;
 use crate::telemetry::{self, Refused};
 
@@ -52,6 +54,9 @@ use crate::telemetry::{self, Refused};
 pub(crate) struct AppState {
     /// The streams, which the source advances: read for `/status`, `/metrics` and `after`.
     pub feed: Feed,
+    /// Each fan-out's clients per stream, which the fan-outs count: read for `/status` and
+    /// `/metrics`.
+    pub clients: Clients,
     /// The raw endpoint; its connections' tasks are tracked there for the shutdown.
     pub raw: Arc<RawWs>,
     /// socketioxide's HTTP side; the namespaces' handlers hold the other (`SocketIoState`).
@@ -65,6 +70,32 @@ pub(crate) struct AppState {
     pub join_timeout: Duration,
     /// This instance's place in its cluster, kept up to date by the Redis source.
     pub cluster: Option<ClusterState>,
+}
+
+/// Each protocol's fan-out's count of its clients.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub raw: Census,
+    pub socketio: Census,
+}
+
+impl Clients {
+    /// The streams as `/status` shows them: where each stands, and its clients by protocol.
+    fn feed_status(&self, feed: &Feed) -> FeedStatus {
+        let streams = feed.streams();
+        let lane = |parity| LaneStatus {
+            subscribers: SubscriberCounts {
+                raw: self.raw.count(parity),
+                socketio: self.socketio.count(parity),
+            },
+            last: streams[parity].last,
+            running: streams[parity].running,
+        };
+        FeedStatus {
+            odd: lane(Parity::Odd),
+            even: lane(Parity::Even),
+        }
+    }
 }
 
 /// The body of `/status`.
@@ -106,7 +137,7 @@ async fn healthcheck() -> &'static str {
 
 async fn status(State(state): State<AppState>) -> Response {
     let body = axum::Json(Status {
-        feed: state.feed.status(),
+        feed: state.clients.feed_status(&state.feed),
         sessions: state.admission.sessions(),
         cluster: state.cluster.as_ref().map(ClusterState::status),
     });
@@ -120,7 +151,7 @@ async fn status(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let cluster = state.cluster.as_ref().map(ClusterState::status);
     let body = telemetry::render(
-        &state.feed.status(),
+        &state.clients.feed_status(&state.feed),
         connect::connections(&state.io),
         state.admission.sessions(),
         cluster.as_ref(),

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 
-use super::{Fanout, Recipient};
-use crate::stream::feed::{Feed, JoinPoint, Membership};
+use super::{Fanout, Membership, Recipient};
+use crate::stream::feed::{Feed, JoinPoint};
 use crate::stream::parity::Parity;
 use crate::stream::resume::{Backlog, Resume};
 use crate::sync::lock;
@@ -39,10 +39,10 @@ impl<R: Recipient> Fanout<R> {
     /// no gap and no repeat.
     pub(crate) fn subscribe(&self, feed: &Feed, parity: Parity, resume: Resume) -> Joining<R> {
         let last_sent = feed.last_sent(parity);
-        let (membership, at) = feed.join(parity, self.protocol);
+        let (stream, at) = feed.join(parity);
         Joining {
             fanout: self.clone(),
-            membership,
+            membership: self.census.admit(stream, parity),
             at,
             next: resume.first_owed(&at),
             backlog: resume.backlog(&at, self.max_replay),

@@ -10,8 +10,11 @@
 //!
 //! - `joining.rs`: the way in: what a joining client is owed, and its adoption by a shard once
 //!   its replay is out;
+//! - `census.rs`: the count of a fan-out's clients per stream, and the membership that keeps a
+//!   client in it and in its stream's demand;
 //! - `shard.rs`: a shard task, and its passes over its clients.
 
+mod census;
 mod joining;
 mod shard;
 #[cfg(test)]
@@ -25,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use census::{Census, Membership};
 pub(crate) use joining::Started;
 
 use crate::status::Protocol;
@@ -67,6 +71,8 @@ pub(crate) struct Fanout<R: Recipient> {
     max_replay: u64,
     /// Labels what it counts.
     protocol: Protocol,
+    /// Its clients per stream.
+    census: Census,
 }
 
 impl<R: Recipient> Clone for Fanout<R> {
@@ -76,6 +82,7 @@ impl<R: Recipient> Clone for Fanout<R> {
             backlog: self.backlog,
             max_replay: self.max_replay,
             protocol: self.protocol,
+            census: self.census.clone(),
         }
     }
 }
@@ -156,6 +163,7 @@ impl<R: Recipient> Fanout<R> {
             backlog: feed.backlog_per_client(),
             max_replay: settings.max_replay,
             protocol: settings.protocol,
+            census: Census::default(),
         };
         for parity in Parity::ALL {
             for shard in 0..per_lane {
@@ -170,6 +178,11 @@ impl<R: Recipient> Fanout<R> {
             }
         }
         fanout
+    }
+
+    /// Its clients per stream, counted live.
+    pub(crate) fn census(&self) -> Census {
+        self.census.clone()
     }
 
     /// A pass handing out the integers up to `last`.

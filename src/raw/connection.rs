@@ -26,11 +26,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::departure::Departure;
+use crate::fanout::Membership;
 use crate::raw::heartbeat::HeartbeatTimes;
 use crate::raw::io::{ClientFrames, ConnectionIo};
 use crate::raw::writer::{Flushed, RawConn};
 use crate::status::Protocol;
-use crate::stream::feed::Membership;
 use crate::stream::parity::Parity;
 use crate::telemetry;
 use crate::websocket::READ_BUFFER;

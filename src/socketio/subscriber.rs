@@ -12,9 +12,9 @@ use tokio::time::Instant;
 use tracing::{Span, info, info_span, warn};
 
 use crate::departure::Departure;
+use crate::fanout::Membership;
 use crate::fanout::{Pass, Recipient};
 use crate::status::Protocol;
-use crate::stream::feed::Membership;
 use crate::stream::owed::Owed;
 use crate::stream::parity::Parity;
 use crate::sync::lock;

@@ -189,11 +189,10 @@ fn report_running(feed: &Feed, running: &mut Demand, wanted: Demand) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Protocol;
     use crate::stream::feed::Membership;
 
     fn member(feed: &Feed, parity: Parity) -> Membership {
-        feed.join(parity, Protocol::Raw).0
+        feed.join(parity).0
     }
 
     /// The next integer `parity` sends, within a minute of the paused clock (which passes at
@@ -223,7 +222,7 @@ mod tests {
         drop(membership);
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(feed.position(Parity::Odd), 3);
-        assert!(!feed.status().odd.running);
+        assert!(!feed.streams().odd.running);
 
         let _membership = member(&feed, Parity::Odd);
         assert_eq!(next_sent(&mut odd).await, 7);

@@ -1,6 +1,6 @@
 //! The fan-out point between the integer source and the connected clients.
 //!
-//! One [`Lane`] per parity holds the stream position, the subscriber counts and a watch of the
+//! One [`Lane`] per parity holds the stream position, its subscriber count and a watch of the
 //! last integer sent, which the fan-out follows. Publishing an integer and
 //! joining a lane take the same lock, so a new subscriber learns the exact position after
 //! which it is owed integers: it can never miss or see twice the integer published while it
@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::status::{FeedStatus, LaneStatus, Protocol, SubscriberCounts};
 use crate::stream::parity::{ByParity, Parity};
 use crate::sync::lock;
 
@@ -49,24 +48,11 @@ struct Lane {
 #[derive(Default)]
 struct LaneState {
     produced: u64,
-    raw_subscribers: usize,
-    socketio_subscribers: usize,
+    /// Its demand: the stream advances while this is above zero.
+    subscribers: usize,
     running: bool,
     /// Set by [`Feed::close`]: nothing is published after it.
     closed: bool,
-}
-
-impl LaneState {
-    fn subscribers(&self) -> usize {
-        self.raw_subscribers + self.socketio_subscribers
-    }
-
-    fn count_mut(&mut self, protocol: Protocol) -> &mut usize {
-        match protocol {
-            Protocol::Raw => &mut self.raw_subscribers,
-            Protocol::SocketIo => &mut self.socketio_subscribers,
-        }
-    }
 }
 
 impl Feed {
@@ -115,7 +101,7 @@ impl Feed {
     pub(crate) fn publish_next(&self, parity: Parity) -> Option<u64> {
         let lane = self.lane(parity);
         let mut state = lane.lock();
-        if state.closed || state.subscribers() == 0 {
+        if state.closed || state.subscribers == 0 {
             return None;
         }
         let integer = parity.integer_at(state.produced + 1)?;
@@ -168,11 +154,11 @@ impl Feed {
     }
 
     /// Joins `parity`'s lane: counts one more subscriber, and tells where the lane stood.
-    pub(crate) fn join(&self, parity: Parity, protocol: Protocol) -> (Membership, JoinPoint) {
+    pub(crate) fn join(&self, parity: Parity) -> (Membership, JoinPoint) {
         let lane = self.lane(parity);
         let mut state = lane.lock();
-        *state.count_mut(protocol) += 1;
-        if state.subscribers() == 1 {
+        state.subscribers += 1;
+        if state.subscribers == 1 {
             self.set_demand(parity, true);
         }
         let at = JoinPoint {
@@ -183,7 +169,6 @@ impl Feed {
         let membership = Membership {
             feed: self.clone(),
             parity,
-            protocol,
         };
         (membership, at)
     }
@@ -214,23 +199,16 @@ impl Feed {
         self.lane(parity).lock().produced
     }
 
-    pub(crate) fn status(&self) -> FeedStatus {
-        let lane_status = |parity| {
+    /// Where each stream stands, for `/status` and `/metrics`.
+    pub(crate) fn streams(&self) -> ByParity<StreamState> {
+        ByParity::from_fn(|parity| {
             let lane = self.lane(parity);
             let state = lane.lock();
-            LaneStatus {
-                subscribers: SubscriberCounts {
-                    raw: state.raw_subscribers,
-                    socketio: state.socketio_subscribers,
-                },
+            StreamState {
                 last: lane.parity.integer_at(state.produced),
                 running: state.running,
             }
-        };
-        FeedStatus {
-            odd: lane_status(Parity::Odd),
-            even: lane_status(Parity::Even),
-        }
+        })
     }
 
     fn set_demand(&self, parity: Parity, wanted: bool) {
@@ -241,11 +219,10 @@ impl Feed {
         });
     }
 
-    fn leave(&self, parity: Parity, protocol: Protocol) {
+    fn leave(&self, parity: Parity) {
         let mut state = self.lane(parity).lock();
-        let count = state.count_mut(protocol);
-        *count = count.saturating_sub(1);
-        if state.subscribers() == 0 {
+        state.subscribers = state.subscribers.saturating_sub(1);
+        if state.subscribers == 0 {
             self.set_demand(parity, false);
         }
     }
@@ -280,16 +257,24 @@ impl JoinPoint {
 #[derive(Debug)]
 pub(crate) struct Closed(());
 
+/// Where a stream stands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamState {
+    /// The last integer produced, `None` before the first.
+    pub last: Option<u64>,
+    /// Whether the source is currently advancing it.
+    pub running: bool,
+}
+
 /// Counts as one subscriber of a lane until dropped.
 pub(crate) struct Membership {
     feed: Feed,
     parity: Parity,
-    protocol: Protocol,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.feed.leave(self.parity, self.protocol);
+        self.feed.leave(self.parity);
     }
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 
 fn member(feed: &Feed, parity: Parity) -> (Membership, u64) {
-    let (membership, at) = feed.join(parity, Protocol::Raw);
+    let (membership, at) = feed.join(parity);
     (membership, at.position())
 }
 
@@ -43,7 +43,7 @@ fn demand_follows_the_subscriber_count() {
     let feed = Feed::new(ByParity::default(), 8);
     let demand = feed.demand();
     let (first, _) = member(&feed, Parity::Even);
-    let (second, _) = feed.join(Parity::Even, Protocol::SocketIo);
+    let (second, _) = feed.join(Parity::Even);
     assert_eq!(
         *demand.borrow(),
         ByParity {
