@@ -1,7 +1,8 @@
 //! What the server reports of its state: the types `/status` serves and `/metrics` reads.
 //!
-//! They live below everything that fills them in (the feed, the cluster source) and everything
-//! that reports them (the HTTP routes, the metrics), so that neither side imports the other.
+//! They live below everything that fills them in (the feed, the fan-outs, the sessions, the
+//! cluster source) and everything that reports them (the HTTP routes, the metrics), so that
+//! neither side imports the other.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,15 @@ pub struct LaneStatus {
 pub struct SubscriberCounts {
     pub raw: usize,
     pub socketio: usize,
+}
+
+/// The sessions open now, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct SessionCounts {
+    /// Sessions whose client has joined.
+    pub joined: usize,
+    /// Sessions opened and not joined yet.
+    pub pending: usize,
 }
 
 /// This instance's place in its cluster, in cluster mode.

@@ -12,8 +12,7 @@ use metrics::{Counter, counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::departure::Departure;
-use crate::edge::sessions::SessionCounts;
-use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol};
+use crate::status::{ClusterStatus, FeedStatus, LaneStatus, Protocol, SessionCounts};
 use crate::stream::parity::{ByParity, Parity};
 
 /// Open socket.io connections per stream (odd, even), by transport.

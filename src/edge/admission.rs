@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::edge::listener::LiveConnections;
 use crate::edge::request::client_ip;
-use crate::edge::sessions::{SessionCounts, SessionRefusal, Sessions, Ticket};
+use crate::edge::sessions::{SessionRefusal, Sessions, Ticket};
+use crate::status::SessionCounts;
 use crate::telemetry::{self, Refused};
 
 /// Seconds a client refused for load is asked to wait before retrying.

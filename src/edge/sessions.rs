@@ -18,18 +18,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::Serialize;
 use socketioxide::socket::Sid;
 use tokio::sync::watch;
 
-/// The sessions open now, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct SessionCounts {
-    /// Sessions whose client has joined.
-    pub joined: usize,
-    /// Sessions opened and not joined yet.
-    pub pending: usize,
-}
+use crate::status::SessionCounts;
 
 /// Why a new session was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
