@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::edge::listener::LiveConnections;
 use crate::edge::request::client_ip;
-use crate::edge::sessions::{SessionRefusal, Sessions, Ticket};
+use crate::socketio::sessions::{SessionRefusal, Sessions, Ticket};
 use crate::status::SessionCounts;
 use crate::telemetry::{self, Refused};
 

@@ -37,11 +37,11 @@ use crate::edge::listener::{ClientAddr, CountedStream};
 use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label, value,
 };
-use crate::edge::sessions::Ticket;
 use crate::fanout::Census;
 use crate::raw::upgrade::{RawRequest, RawWs};
 use crate::socketio::connect;
 use crate::socketio::handshake::Handshake;
+use crate::socketio::sessions::Ticket;
 use crate::source::redis::ClusterState;
 use crate::status::{ClusterStatus, FeedStatus, LaneStatus, SessionCounts, SubscriberCounts};
 use crate::stream::feed::Feed;

@@ -5,8 +5,8 @@
 //!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
 //! - [`request`]: what a request asks for (stream, `after`) and who sent it;
-//! - [`admission`]: the connection and session limits, and the origin allow-list;
-//! - `sessions`: every engine.io session counted, from its handshake until it is dropped;
+//! - [`admission`]: the connection and session limits (the sessions are counted in
+//!   `socketio::sessions`), and the origin allow-list;
 //! - `give_back`: free memory returned to the system once a crowd has left;
 //! - `demo_assets`: the demo page and the client bundle, embedded (feature `demo`).
 
@@ -18,4 +18,3 @@ pub(crate) mod health;
 pub mod http;
 pub(crate) mod listener;
 pub mod request;
-pub(crate) mod sessions;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use socketioxide::extract::SocketRef;
 
-use crate::edge::sessions::Ticket;
+use crate::socketio::sessions::Ticket;
 use crate::stream::parity::Parity;
 use crate::stream::resume::ResumeError;
 

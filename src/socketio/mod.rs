@@ -10,11 +10,14 @@
 //! - [`v2_root`]: when a socket.io v2 connection wants `/`;
 //! - [`join`]: a socket's way onto its stream, and its departure;
 //! - [`subscriber`]: the socket as the fan-out sees it;
-//! - [`handshake`]: what the HTTP layer read from the session's first request.
+//! - [`handshake`]: what the HTTP layer read from the session's first request;
+//! - [`sessions`]: every engine.io session counted, from its handshake until it is dropped:
+//!   the edge admits a session against these counts, and a namespace join marks it joined.
 
 pub(crate) mod connect;
 pub(crate) mod handshake;
 pub(crate) mod join;
 pub(crate) mod service;
+pub(crate) mod sessions;
 pub(crate) mod subscriber;
 pub(crate) mod v2_root;
