@@ -9,7 +9,7 @@
 //! # Layout
 //!
 //! The tick path, from the source to the wire:
-//! - [`source`]: when the next integer is produced: a local ticker with its state file, or a
+//! - `source`: when the next integer is produced: a local ticker with its state file, or a
 //!   cluster's counters in Redis, reached by URL or through Sentinels, over TCP or TLS.
 //! - [`stream`]: the core. [`stream::parity`] maps positions to integers, `stream::feed` holds
 //!   each stream's position and demand, [`stream::resume`] computes what a returning client

@@ -3,12 +3,12 @@
 //!
 //! socketioxide decides by path alone, so it cannot be mounted as a layer: it would also take
 //! the raw upgrades that `/socket.io/<anything>` must accept. Instead every `/socket.io` request
-//! goes through [`socket_io_entry`], which hands engine.io traffic (anything with an `EIO`
+//! goes through `socket_io_entry`, which hands engine.io traffic (anything with an `EIO`
 //! query parameter) to socketioxide and everything else to the raw endpoint, which answers a
 //! request that is not an upgrade with 426, as it does on `/_ws`.
 //!
 //! Both entry points read the request here and hand the protocols what it asks for: a raw
-//! stream gets a [`RawRequest`], a socket.io session a [`Handshake`].
+//! stream gets a `RawRequest`, a socket.io session a `Handshake`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,11 +1,11 @@
 //! The server's edge: where TCP connections and HTTP requests come in, and are sent on to a
 //! protocol or answered here.
-//! - [`listener`]: accepting, socket options, counting live connections, serving HTTP;
+//! - `listener`: accepting, socket options, counting live connections, serving HTTP;
 //! - `health`: the health check's answer, given by the accepting thread while the serving
 //!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
 //! - [`request`]: what a request asks for (stream, `after`) and who sent it;
-//! - [`admission`]: the connection and session limits (the sessions are counted in
+//! - `admission`: the connection and session limits (the sessions are counted in
 //!   `socketio::sessions`), and the origin allow-list;
 //! - `give_back`: free memory returned to the system once a crowd has left;
 //! - `demo_assets`: the demo page and the client bundle, embedded (feature `demo`).

@@ -135,7 +135,7 @@ struct LaneShards<R> {
 /// Clients handed to one shard, waiting for its next pass.
 struct Arrivals<R> {
     waiting: Mutex<Vec<Weak<R>>>,
-    /// Wakes the shard for a pass over its arrivals alone (see [`Joining::adopt`]).
+    /// Wakes the shard for a pass over its arrivals alone (see [`Joining::adopt`](joining::Joining::adopt)).
     arrived: Notify,
 }
 
