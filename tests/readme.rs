@@ -115,10 +115,6 @@ const NOT_YET_TESTED: &[(&str, &str)] = &[
         "a failover that leaves the old primary up",
     ),
     (
-        "shared-port-beyond-files-limit",
-        "instances under a low open-files limit together",
-    ),
-    (
         "storm-listen-queue",
         "a storm large enough to overflow a queue served inline",
     ),

@@ -323,3 +323,61 @@ async fn a_full_instance_rejoins_only_once_more_than_a_twentieth_is_free() {
     })
     .await;
 }
+
+// Promise: shared-port-beyond-files-limit
+#[tokio::test]
+async fn instances_on_one_port_hold_more_clients_than_one_files_limit_allows() {
+    // Each instance may open 200 files, a hard limit it cannot raise; the server keeps 64 of
+    // them for itself, which leaves 136 connections.
+    let port = free_port();
+    let start = || {
+        let wrapper = ["prlimit", "--nofile=200:200", "--"];
+        Process::start_command(Process::command_under(
+            &wrapper,
+            port,
+            &["--no-state", "--reuse-port"],
+        ))
+    };
+    let first = start().await;
+    let second = start().await;
+    let mut limits = Vec::new();
+    for instance in [&first, &second] {
+        let listening = instance
+            .wait_for_log("the instance listening", |event| {
+                event["message"] == "listening"
+            })
+            .await;
+        limits.push(listening["max_connections"].as_u64().unwrap() as usize);
+    }
+    assert_eq!(limits, [136, 136], "connection limits under 200 files");
+
+    // Half as many clients again as one instance may hold: every one is served.
+    let clients_wanted = limits[0] * 3 / 2;
+    let mut clients = Vec::new();
+    for _ in 0..clients_wanted {
+        clients.push(raw_retrying(&first).await);
+    }
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    while connections_served(&first) + connections_served(&second) < clients_wanted {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {clients_wanted} clients served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Each instance's own log counts its clients: `/status` through the shared port would
+    // reach either one.
+    let served = [connections_served(&first), connections_served(&second)];
+    assert_eq!(
+        served.iter().sum::<usize>(),
+        clients_wanted,
+        "clients served"
+    );
+    for (served, limit) in served.into_iter().zip(limits) {
+        assert!(
+            served <= limit,
+            "{served} clients on an instance of {limit}"
+        );
+    }
+    drop(clients);
+}
