@@ -107,10 +107,6 @@ const PROMISE_PAGES: &[(&str, Option<&str>)] = &[
 /// gives any more, fails it, so the list only shrinks.
 const NOT_YET_TESTED: &[(&str, &str)] = &[
     (
-        "cluster-nginx-next",
-        "nginx's first answer to a dead upstream's client not a 502",
-    ),
-    (
         "sentinel-follow-at-once",
         "a failover that leaves the old primary up",
     ),

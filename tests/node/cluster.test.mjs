@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
+import { get } from "node:http";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,6 +30,18 @@ const INTERVAL_MS = 200;
 const LEASE_MS = INTERVAL_MS + Math.max(INTERVAL_MS / 2, 200);
 // A follower's look at the lease: a quarter interval, at least 50 ms.
 const LEASE_POLL_MS = Math.max(INTERVAL_MS / 4, 50);
+
+// The HTTP status of a GET of `url` sent from `localAddress`.
+function statusFrom(url, localAddress) {
+  return new Promise((resolve, reject) => {
+    const request = get(url, { localAddress, agent: false, timeout: 5000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.on("timeout", () => request.destroy(new Error(`no answer to ${url} in 5 s`)));
+    request.on("error", reject);
+  });
+}
 
 // When `instance` logged `message`, each time, in milliseconds since the epoch.
 function logTimes(instance, message) {
@@ -310,6 +323,33 @@ describe("three instances sharing one Redis", () => {
     } finally {
       client.close();
       assert.equal(await other.stop(), 0);
+    }
+  });
+
+  // Promise: cluster-nginx-next, cluster-nginx-example
+  it("sends a new connection on to the next instance when one is down", async () => {
+    // The example config in front of two of the instances and a port nobody listens on.
+    const dead = await freePort();
+    const proxy = await startNginx(await freePort(), [instances[0].port, instances[1].port, dead]);
+    try {
+      // Requests from 30 addresses, which the config's hash spreads over all three servers;
+      // each one that hashes to the dead one is passed on, the first one included.
+      const answers = [];
+      for (let i = 0; i < 30; i++) {
+        answers.push(await statusFrom(`${proxy.url}/status`, `127.0.0.${100 + i}`));
+      }
+      assert.deepEqual(
+        answers.filter((status) => status !== 200),
+        [],
+        "answers other than 200 through nginx with one instance down",
+      );
+      assert.match(
+        proxy.errorLog(),
+        new RegExp(`connect\\(\\) failed \\(111: Connection refused\\).*127\\.0\\.0\\.1:${dead}`),
+        "no request was sent to the dead instance first: nothing tested",
+      );
+    } finally {
+      await proxy.stop();
     }
   });
 

@@ -126,7 +126,13 @@ http {
       return false;
     }
   });
-  return { ...nginx, url: `http://127.0.0.1:${listenPort}`, wsUrl: `ws://127.0.0.1:${listenPort}` };
+  return {
+    ...nginx,
+    url: `http://127.0.0.1:${listenPort}`,
+    wsUrl: `ws://127.0.0.1:${listenPort}`,
+    // What nginx logged of its errors so far.
+    errorLog: () => readFileSync(join(dir, "error.log"), "utf8"),
+  };
 }
 
 export function assertGapless(client) {
