@@ -10,6 +10,9 @@
 #                               full-backlog resumes beside 19,000 clients alone, printing
 #                               their section of RESULTS.md; given server binaries (this
 #                               tree's release build by default), twice each, alternated
+#   bash bench/run.sh --connect [SERVER...]
+#                               connect latency under overload alone, printing its section
+#                               of RESULTS.md; server binaries as for --replay
 #   bash bench/run.sh --smoke   200 clients per protocol for a few seconds, checking only that
 #                               every client connects and sees a gapless sequence (for CI). It
 #                               checks the kit, not speed, so it runs the debug build the tests
@@ -25,6 +28,8 @@ attack_only=0
 [ "${1:-}" = "--attack" ] && attack_only=1
 replay_only=0
 [ "${1:-}" = "--replay" ] && replay_only=1
+connect_only=0
+[ "${1:-}" = "--connect" ] && connect_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
@@ -44,29 +49,53 @@ npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 
 replays="$out/replays.jsonl"
 : > "$replays"
-# replay_scenario CLIENTS SERVER: CLIENTS raw clients at 1 s ticks on the SERVER binary, and
+binary_pid=""
+binary_addr=""
+# start_binary SERVER NAME FLAG...: the SERVER binary (this server, built from any commit) on a
+# free loopback port with FLAGs; sets binary_pid and binary_addr once it listens.
+start_binary() {
+  local server=$1 name=$2 log="$out/$2-server.log"
+  shift 2
+  "$server" --host 127.0.0.1 --port 0 --log-format json "$@" 2>"$log" &
+  binary_pid=$!
+  wait_for_line "$log" '"addr"' "the $name scenario's server"
+  binary_addr=$(grep -o '"addr":"[^"]*"' "$log" | head -1 | cut -d'"' -f4)
+}
+
+stop_binary() {
+  kill "$binary_pid" 2>/dev/null || true
+  wait "$binary_pid" 2>/dev/null || true
+}
+
+# alternate SCENARIO SERVER...: SCENARIO on each server binary given (this tree's release
+# build if none), twice over, alternated, so that their figures come from one run side by side.
+alternate() {
+  local scenario=$1 servers round server
+  shift
+  servers=("$@")
+  [ ${#servers[@]} -gt 0 ] || servers=("$bin/integers")
+  for round in 1 2; do
+    for server in "${servers[@]}"; do "$scenario" "$server"; done
+  done
+}
+
+# replay_scenario SERVER: 19,000 raw clients at 1 s ticks on the SERVER binary, and
 # bench/peers/replay.mjs's watcher and sixteen socket.io clients resuming /odd with the largest
 # --max-backlog, 100,000 integers each (the state file starts the streams far enough along to
 # owe them that many).
 replay_scenario() {
-  local log="$out/replay-server.log" state="$out/replay-state.json"
+  local state="$out/replay-state.json"
   printf '{"version":1,"odd":400001,"even":400002}\n' > "$state"
-  "$2" --state-file "$state" --host 127.0.0.1 --port 0 --interval-ms 1000 \
-    --max-backlog 100000 --log-format json 2>"$log" &
-  local pid=$!
-  wait_for_line "$log" '"addr"' "the replay scenario's server"
-  local addr
-  addr=$(grep -o '"addr":"[^"]*"' "$log" | head -1 | cut -d'"' -f4)
+  start_binary "$1" replay --state-file "$state" --interval-ms 1000 --max-backlog 100000
   rm -f "$out/ready-replay"
-  $bin/loadgen --addr "$addr" --protocol raw --clients "$1" --hold-seconds 50 \
-    --ramp-per-second 5000 --server-pid "$pid" --ready-file "$out/ready-replay" \
-    --label "replay-$1 ours interval=1000ms" > "$out/replay-load.json" &
+  $bin/loadgen --addr "$binary_addr" --protocol raw --clients 19000 --hold-seconds 50 \
+    --ramp-per-second 5000 --server-pid "$binary_pid" --ready-file "$out/ready-replay" \
+    --label "replay-19000 ours interval=1000ms" > "$out/replay-load.json" &
   local load=$!
   wait_for_file "$out/ready-replay" 60 "the replay scenario's clients up"
-  node bench/peers/replay.mjs "$addr" 16 100000 1000 "$2" >> "$replays"
+  node bench/peers/replay.mjs "$binary_addr" 16 100000 1000 "$1" >> "$replays"
   wait "$load" || { echo "the replay scenario's load generator failed" >&2; exit 1; }
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_binary
 }
 
 server_pid=""
@@ -421,13 +450,26 @@ run_storms() {
   storm_scenario storm-18900 SIGTERM 18900 25 ws socketio
   rolling_scenario rolling-50000 50000 40
 }
+connects="$out/connects.jsonl"
+: > "$connects"
+# connect_scenario SERVER: the SERVER binary at 10 ms ticks, and 5,000 raw clients ramped at
+# 1,000 a second and held 10 s: how long a new client waits for its handshake while delivery
+# keeps the cores busy.
+connect_scenario() {
+  start_binary "$1" connect --no-state --interval-ms 10
+  $bin/loadgen --addr "$binary_addr" --protocol raw --clients 5000 --hold-seconds 10 \
+    --ramp-per-second 1000 --server-pid "$binary_pid" --label "$1" >> "$connects"
+  stop_binary
+}
+if [ "$connect_only" = 1 ]; then
+  shift
+  alternate connect_scenario "$@"
+  node bench/connects.mjs "$connects"
+  exit 0
+fi
 if [ "$replay_only" = 1 ]; then
   shift
-  servers=("$@")
-  [ ${#servers[@]} -gt 0 ] || servers=("$bin/integers")
-  for _ in 1 2; do
-    for server in "${servers[@]}"; do replay_scenario 19000 "$server"; done
-  done
+  alternate replay_scenario "$@"
   node bench/replays.mjs "$replays"
   exit 0
 fi
@@ -487,6 +529,7 @@ for protocol in raw socketio; do
 done
 run_storms
 run_attacks
-replay_scenario 19000 "$bin/integers"
+replay_scenario "$bin/integers"
+connect_scenario "$bin/integers"
 node bench/report.mjs "$out" bench/RESULTS.md bench/chart.svg
 echo "wrote bench/RESULTS.md and bench/chart.svg (raw results in $out)"
