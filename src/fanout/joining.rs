@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{Fanout, Membership, Recipient};
 use crate::stream::feed::{Feed, JoinPoint};
@@ -41,6 +42,7 @@ impl<R: Recipient> Fanout<R> {
         let last_sent = feed.last_sent(parity);
         let (stream, at) = feed.join(parity);
         Joining {
+            _joining: self.joins.token(),
             fanout: self.clone(),
             membership: self.census.admit(stream, parity),
             at,
@@ -59,6 +61,8 @@ impl<R: Recipient> Fanout<R> {
 /// here holds it), so a large replay delays no tick. Whatever the lane publishes meanwhile is
 /// above the replay and is handed over by the shard that adopts the client, after the replay.
 pub(crate) struct Joining<R: Recipient> {
+    /// Counts it among the clients still joining until it is adopted or dropped.
+    _joining: TaskTrackerToken,
     fanout: Fanout<R>,
     /// Its share of the stream's demand, from the moment it joined.
     membership: Membership,
@@ -90,8 +94,9 @@ impl<R: Recipient> Joining<R> {
             let shard = lane.next_shard.fetch_add(1, Ordering::Relaxed) % lane.shards.len();
             let arrivals = &lane.shards[shard];
             lock(&arrivals.waiting).push(Arc::downgrade(&started.client));
-            // Read after the push: a publication not seen here wakes the shard for a pass that
-            // takes the client in; one seen may have found the shard's pass already over.
+            // Read after the push (the watch reads and writes under a lock of its own): a
+            // publication not seen here wakes the shard for a pass that takes the client in;
+            // one seen may have found the shard's pass already over.
             if *self.last_sent.borrow() >= self.next {
                 arrivals.arrived.notify_one();
             }

@@ -73,6 +73,8 @@ pub(crate) struct Fanout<R: Recipient> {
     protocol: Protocol,
     /// Its clients per stream.
     census: Census,
+    /// The clients still joining, for the shards' stop to wait on (see [`Shards::stop`]).
+    joins: TaskTracker,
 }
 
 impl<R: Recipient> Clone for Fanout<R> {
@@ -83,6 +85,7 @@ impl<R: Recipient> Clone for Fanout<R> {
             max_replay: self.max_replay,
             protocol: self.protocol,
             census: self.census.clone(),
+            joins: self.joins.clone(),
         }
     }
 }
@@ -105,15 +108,22 @@ pub(crate) struct Shards {
     stop: CancellationToken,
     /// Every shard task, for the stop to wait on.
     tasks: TaskTracker,
+    /// Every client between `subscribe` and the end of `adopt`: each `Joining` holds a token.
+    joins: TaskTracker,
 }
 
 impl Shards {
     /// Stops every shard, and resolves once all have ended.
     ///
     /// Ordering rule: it takes the proof that the feed is closed, so each lane's last integer
-    /// is final, and each shard hands it out before it ends (see `run_shard`). Every client
-    /// still connected then has its stream's last integer, which is the saved position.
+    /// is final. It waits for the clients still joining to be adopted (a join runs with no
+    /// await, so this is short), and each shard hands the last integer out, to its adopted
+    /// clients too, before it ends (see `shard::run`). Every client still connected then has
+    /// its stream's last integer, which is the saved position. A client joining later is
+    /// owed no live integer: its join point is past the last one.
     pub(crate) async fn stop(self, _feed: Closed) -> LastHandedOut {
+        self.joins.close();
+        self.joins.wait().await;
         self.tasks.close();
         self.stop.cancel();
         self.tasks.wait().await;
@@ -135,7 +145,8 @@ struct LaneShards<R> {
 /// Clients handed to one shard, waiting for its next pass.
 struct Arrivals<R> {
     waiting: Mutex<Vec<Weak<R>>>,
-    /// Wakes the shard for a pass over its arrivals alone (see [`Joining::adopt`](joining::Joining::adopt)).
+    /// Wakes the shard for a pass over its arrivals alone (see
+    /// [`Joining::adopt`](joining::Joining::adopt)).
     arrived: Notify,
 }
 
@@ -164,6 +175,7 @@ impl<R: Recipient> Fanout<R> {
             max_replay: settings.max_replay,
             protocol: settings.protocol,
             census: Census::default(),
+            joins: shards.joins.clone(),
         };
         for parity in Parity::ALL {
             for shard in 0..per_lane {

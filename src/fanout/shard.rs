@@ -30,12 +30,16 @@ pub(super) async fn run<R: Recipient>(
     while !last_pass {
         let tick = tokio::select! {
             biased;
-            // Ordering rule: `shutdown` is cancelled only once the feed is closed (see
-            // `Shards::stop`), so the lane's last integer is final. A shard that has not
-            // passed it yet makes one more pass, so that every client still connected gets it
-            // before it is let go.
+            // Ordering rule: `shutdown` is cancelled only once the feed is closed and every
+            // client joining is adopted (see `Shards::stop`), so the lane's last integer is
+            // final. A shard that has not passed it yet makes one more pass; one that has
+            // still hands its arrivals what they are owed. Every client still connected gets
+            // the last integer before it is let go.
             _ = &mut stopping => {
                 if !last_sent.has_changed().unwrap_or(false) {
+                    let pass = fanout.pass(*last_sent.borrow());
+                    let mut arrivals = fanout.take_arrivals(parity, shard);
+                    delivered.increment(serve(&mut arrivals, &pass, &mut shard_state).await);
                     return;
                 }
                 last_pass = true;

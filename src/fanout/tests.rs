@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::joining::Joining;
 use super::*;
 use crate::stream::resume::Resume;
 
@@ -19,13 +20,14 @@ impl Recipient for Last {
     }
 }
 
-/// A feed and a fan-out of two shards a lane, its shards started and waiting for a tick.
-async fn started() -> (Feed, Shards, Fanout<Last>) {
+/// A feed and a fan-out of `shards_per_lane` shards a lane, its shards started and waiting
+/// for a tick.
+async fn started(shards_per_lane: usize) -> (Feed, Shards, Fanout<Last>) {
     let feed = Feed::new(ByParity::default(), 8);
     let shards = Shards::default();
     let settings = FanoutSettings {
         protocol: Protocol::Raw,
-        shards_per_lane: 2,
+        shards_per_lane,
         max_replay: 8,
     };
     let fanout = Fanout::<Last>::start(&feed, settings, (), &shards);
@@ -39,7 +41,7 @@ async fn started() -> (Feed, Shards, Fanout<Last>) {
 // Promise: restart-last-integer
 #[tokio::test(flavor = "current_thread")]
 async fn a_shard_stopping_hands_out_the_last_integer_first() {
-    let (feed, shards, fanout) = started().await;
+    let (feed, shards, fanout) = started(2).await;
     let subscription = fanout
         .subscribe(&feed, Parity::Odd, Resume::default())
         .adopt(Started {
@@ -54,28 +56,90 @@ async fn a_shard_stopping_hands_out_the_last_integer_first() {
     assert_eq!(subscription.client.0.load(Ordering::Relaxed), 1);
 }
 
-/// A client whose replay was still going out when its lane published is handed that
-/// integer as soon as it is adopted, not at the lane's next tick.
-#[tokio::test(flavor = "current_thread")]
-async fn a_client_adopted_after_a_tick_gets_it_without_another() {
-    let (feed, _shards, fanout) = started().await;
-    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
-    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-    // Every shard makes its pass for 1 while the client is not theirs yet.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
-    }
-    let subscription = joining.adopt(Started {
-        client: Arc::new(Last(AtomicU64::new(0))),
-        replayed: 0,
-        served: true,
-    });
-    let client = subscription.client.clone();
+/// A client adopted, recording what it was handed.
+fn adopted(joining: Joining<Last>) -> Arc<Last> {
+    joining
+        .adopt(Started {
+            client: Arc::new(Last(AtomicU64::new(0))),
+            replayed: 0,
+            served: true,
+        })
+        .client
+}
+
+/// Waits until `client` was handed `integer`, failing after 5 s with `what`.
+async fn handed(client: &Last, integer: u64, what: &str) {
     tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while client.0.load(Ordering::Relaxed) != 1 {
+        while client.0.load(Ordering::Relaxed) != integer {
             tokio::task::yield_now().await;
         }
     })
     .await
-    .expect("the integer published before the adoption never reached the client");
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// A client whose replay was still going out when its lane published is handed that
+/// integer as soon as it is adopted, not at the lane's next tick.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_adopted_after_a_tick_gets_it_without_another() {
+    let (feed, _shards, fanout) = started(1).await;
+    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
+    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
+    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+    // The lane's one shard has made its pass for 1 while the client was not its own yet.
+    handed(&witness, 1, "the pass for 1 never came").await;
+    let client = adopted(joining);
+    handed(
+        &client,
+        1,
+        "the integer published before the adoption never came",
+    )
+    .await;
+}
+
+/// The shutdown's ordering rule, for a client still joining when the last integer is
+/// published: the shards' stop waits for its adoption, and the shard hands it that integer
+/// before it ends.
+// Promise: restart-last-integer
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_joining_through_the_stop_gets_the_last_integer() {
+    let (feed, shards, fanout) = started(1).await;
+    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
+    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
+    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+    handed(&witness, 1, "the pass for 1 never came").await;
+    let stopping = tokio::spawn(shards.stop(feed.close()));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !stopping.is_finished(),
+        "the stop did not wait for the join"
+    );
+    let client = adopted(joining);
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .expect("the shards did not end once stopped")
+        .expect("the stop failed");
+    assert_eq!(
+        client.0.load(Ordering::Relaxed),
+        1,
+        "let go without the last integer"
+    );
+}
+
+/// The same for a client adopted after the shard's pass for the last integer, the shards
+/// stopped before it runs again: the stop, seen first, still serves the arrivals.
+#[tokio::test(flavor = "current_thread")]
+async fn a_client_adopted_just_before_the_stop_gets_the_last_integer() {
+    let (feed, shards, fanout) = started(1).await;
+    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
+    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
+    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+    handed(&witness, 1, "the pass for 1 never came").await;
+    let client = adopted(joining);
+    tokio::time::timeout(std::time::Duration::from_secs(5), shards.stop(feed.close()))
+        .await
+        .expect("the shards did not end once stopped");
+    assert_eq!(client.0.load(Ordering::Relaxed), 1, "let go without the last integer");
 }
