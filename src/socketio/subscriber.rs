@@ -86,7 +86,12 @@ impl Subscriber {
 
     /// Makes the socket count as its stream's demand until it leaves.
     pub(super) fn hold(&self, membership: Membership) {
-        lock(&self.state).membership = Some(membership);
+        let mut state = lock(&self.state);
+        // Adopted, it may have been served and ended already (too slow for its first
+        // integers): the membership then goes at once.
+        if state.socket.is_some() {
+            state.membership = Some(membership);
+        }
     }
 
     /// Stops serving the socket and counting it as demand, then does what `ending` says.
