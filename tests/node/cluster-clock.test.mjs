@@ -216,7 +216,7 @@ describe("a follower refused the cluster's channel", () => {
     );
     const refused = client.seen.length;
     await waitUntil(
-      "three reads of the counters",
+      "two reads' worth of integers from the counters",
       () => client.seen.length >= refused + 2 * (RESYNC_MS / LEADER_MS),
       4 * RESYNC_MS,
     );
