@@ -63,9 +63,13 @@ start_binary() {
 }
 
 stop_binary() {
+  [ -n "$binary_pid" ] || return 0
   kill "$binary_pid" 2>/dev/null || true
   wait "$binary_pid" 2>/dev/null || true
+  binary_pid=""
 }
+# A run that fails midway leaves no server binary behind.
+trap stop_binary EXIT
 
 # alternate SCENARIO SERVER...: SCENARIO on each server binary given (this tree's release
 # build if none), twice over, alternated, so that their figures come from one run side by side.
