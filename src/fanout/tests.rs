@@ -141,5 +141,9 @@ async fn a_client_adopted_just_before_the_stop_gets_the_last_integer() {
     tokio::time::timeout(std::time::Duration::from_secs(5), shards.stop(feed.close()))
         .await
         .expect("the shards did not end once stopped");
-    assert_eq!(client.0.load(Ordering::Relaxed), 1, "let go without the last integer");
+    assert_eq!(
+        client.0.load(Ordering::Relaxed),
+        1,
+        "let go without the last integer"
+    );
 }
