@@ -33,17 +33,11 @@ pub(super) async fn run<R: Recipient>(
             // Ordering rule: `shutdown` is cancelled only once the feed is closed and every
             // client joining is adopted (see `Shards::stop`), so the lane's last integer is
             // final. A shard that has not passed it yet makes one more pass; one that has
-            // still hands its arrivals what they are owed. Every client still connected gets
-            // the last integer before it is let go.
+            // still makes one over its arrivals. Every client still connected gets the last
+            // integer before it is let go.
             _ = &mut stopping => {
-                if !last_sent.has_changed().unwrap_or(false) {
-                    let pass = fanout.pass(*last_sent.borrow());
-                    let mut arrivals = fanout.take_arrivals(parity, shard);
-                    delivered.increment(serve(&mut arrivals, &pass, &mut shard_state).await);
-                    return;
-                }
                 last_pass = true;
-                true
+                last_sent.has_changed().unwrap_or(false)
             }
             changed = last_sent.changed() => if changed.is_err() { return } else { true },
             () = arrived.notified() => false,

@@ -78,16 +78,22 @@ async fn handed(client: &Last, integer: u64, what: &str) {
     .unwrap_or_else(|_| panic!("{what}"));
 }
 
+/// A lane of one shard, a client joining it, and the integer 1 published while the client was
+/// joining: the shard's pass for 1 is over (a client adopted before it has 1) and missed it.
+async fn joining_after_a_pass() -> (Feed, Shards, Fanout<Last>, Joining<Last>) {
+    let (feed, shards, fanout) = started(1).await;
+    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
+    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
+    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
+    handed(&witness, 1, "the pass for 1 never came").await;
+    (feed, shards, fanout, joining)
+}
+
 /// A client whose replay was still going out when its lane published is handed that
 /// integer as soon as it is adopted, not at the lane's next tick.
 #[tokio::test(flavor = "current_thread")]
 async fn a_client_adopted_after_a_tick_gets_it_without_another() {
-    let (feed, _shards, fanout) = started(1).await;
-    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
-    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
-    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-    // The lane's one shard has made its pass for 1 while the client was not its own yet.
-    handed(&witness, 1, "the pass for 1 never came").await;
+    let (_feed, _shards, _fanout, joining) = joining_after_a_pass().await;
     let client = adopted(joining);
     handed(
         &client,
@@ -103,11 +109,7 @@ async fn a_client_adopted_after_a_tick_gets_it_without_another() {
 // Promise: restart-last-integer
 #[tokio::test(flavor = "current_thread")]
 async fn a_client_joining_through_the_stop_gets_the_last_integer() {
-    let (feed, shards, fanout) = started(1).await;
-    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
-    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
-    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-    handed(&witness, 1, "the pass for 1 never came").await;
+    let (feed, shards, _fanout, joining) = joining_after_a_pass().await;
     let stopping = tokio::spawn(shards.stop(feed.close()));
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -132,11 +134,7 @@ async fn a_client_joining_through_the_stop_gets_the_last_integer() {
 /// stopped before it runs again: the stop, seen first, still serves the arrivals.
 #[tokio::test(flavor = "current_thread")]
 async fn a_client_adopted_just_before_the_stop_gets_the_last_integer() {
-    let (feed, shards, fanout) = started(1).await;
-    let witness = adopted(fanout.subscribe(&feed, Parity::Odd, Resume::default()));
-    let joining = fanout.subscribe(&feed, Parity::Odd, Resume::default());
-    assert_eq!(feed.publish_next(Parity::Odd), Some(1));
-    handed(&witness, 1, "the pass for 1 never came").await;
+    let (feed, shards, _fanout, joining) = joining_after_a_pass().await;
     let client = adopted(joining);
     tokio::time::timeout(std::time::Duration::from_secs(5), shards.stop(feed.close()))
         .await
