@@ -3,7 +3,14 @@
 # writes bench/RESULTS.md and bench/chart.svg.
 #   bash bench/run.sh           every scenario (about fifteen minutes; the cluster scenarios
 #                               need redis-server, which tests/run.sh installs)
-#   bash bench/run.sh --storm   the deploy storms alone, printing their results (no RESULTS.md)
+#   bash bench/run.sh --storm [SERVER...]
+#                               the deploy storms alone, printing their results (no
+#                               RESULTS.md); given server binaries, the SIGTERM storm alone on
+#                               each, twice, alternated
+#   bash bench/run.sh --hot-path SERVER...
+#                               the 19,000-client capacity and 5,000-client fan-out scenarios
+#                               of this server alone, on each binary given, twice, alternated,
+#                               printing the load generator's reports
 #   bash bench/run.sh --attack  the engine.io session flood alone, printing its section of
 #                               RESULTS.md
 #   bash bench/run.sh --replay [SERVER...]
@@ -28,6 +35,8 @@ attack_only=0
 [ "${1:-}" = "--attack" ] && attack_only=1
 replay_only=0
 [ "${1:-}" = "--replay" ] && replay_only=1
+hot_path_only=0
+[ "${1:-}" = "--hot-path" ] && hot_path_only=1
 connect_only=0
 [ "${1:-}" = "--connect" ] && connect_only=1
 out=$(mktemp -d)
@@ -45,6 +54,8 @@ else
   cargo build --release --locked -p integers -p integers-bench
   bin=target/release
 fi
+# The binary the scenarios of this server ("ours") run; the comparing modes set it per run.
+server_bin="$bin/integers"
 npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 
 replays="$out/replays.jsonl"
@@ -112,7 +123,7 @@ start_server() {
   local log="$out/server.log"
   : > "$log"
   case "$1" in
-    ours) $bin/integers --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" \
+    ours) "$server_bin" --no-state --host 127.0.0.1 --port 0 --interval-ms "$2" \
             --log-format json "${server_extra[@]}" 2>"$log" & ;;
     ws) PORT=0 INTERVAL_MS="$2" node bench/peers/ws-peer.mjs 2>"$log" & ;;
     socketio) PORT=0 INTERVAL_MS="$2" node bench/peers/socketio-peer.mjs 2>"$log" & ;;
@@ -235,7 +246,7 @@ storm_pid=""
 # listens.
 storm_server() {
   case "$1" in
-    ours) $bin/integers --host 127.0.0.1 --port "$2" --interval-ms 1000 \
+    ours) "$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000 \
             --state-file "$out/storm-state.json" --log-format json 2>"$3" & ;;
     ws) PORT="$2" INTERVAL_MS=1000 node bench/peers/ws-peer.mjs 2>"$3" & ;;
     socketio) PORT="$2" INTERVAL_MS=1000 node bench/peers/socketio-peer.mjs 2>"$3" & ;;
@@ -475,6 +486,34 @@ if [ "$replay_only" = 1 ]; then
   shift
   alternate replay_scenario "$@"
   node bench/replays.mjs "$replays"
+  exit 0
+fi
+# hot_path_scenario SERVER: the capacity and fan-out scenarios of this server, on SERVER.
+hot_path_scenario() {
+  server_bin=$1
+  scenario "capacity-19000 $1" ours raw 19000 1000 10
+  scenario "capacity-19000 $1" ours socketio 19000 1000 10
+  scenario "fanout-5000 $1" ours raw 5000 50 10
+  scenario "fanout-5000 $1" ours socketio 5000 50 10
+  server_bin="$bin/integers"
+}
+# sigterm_storm SERVER: the SIGTERM storm of this server, on SERVER.
+sigterm_storm() {
+  server_bin=$1
+  storm_scenario "storm-18900 $1" SIGTERM 18900 25 ours
+  server_bin="$bin/integers"
+}
+if [ "$hot_path_only" = 1 ]; then
+  shift
+  [ $# -gt 0 ] || { echo "--hot-path needs server binaries to compare" >&2; exit 2; }
+  alternate hot_path_scenario "$@"
+  cat "$runs"
+  exit 0
+fi
+if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then
+  shift
+  alternate sigterm_storm "$@"
+  cat "$storms"
   exit 0
 fi
 if [ "$storm_only" = 1 ]; then
