@@ -4,12 +4,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, assert_consecutive, close, http, next_integers};
+use common::{PATIENCE, Process, TestServer, assert_consecutive, close, http, next_integers};
 
 // Promise: cluster-without-redis, http-status, stream-idle, metric-last
 #[tokio::test]
 async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
-    let server = TestServer::start(20).await;
+    // A process of its own: the metrics are process-wide, and a server in this process would
+    // share them with every other test's.
+    let interval = Duration::from_millis(20);
+    let server = Process::start(0, &["--no-state", "--interval-ms", "20"]).await;
     let mut odd = server.raw("/_ws/").await;
     assert_eq!(next_integers(&mut odd, 3).await, [1, 3, 5]);
     close(odd).await;
@@ -20,7 +23,7 @@ async fn an_idle_parity_keeps_its_value_and_the_next_client_continues_it() {
         })
         .await;
     let last = status.odd.last.expect("odd produced integers");
-    tokio::time::sleep(server.interval * 10).await;
+    tokio::time::sleep(interval * 10).await;
     let status = server.status().await;
     assert_eq!(
         status.odd.last,
