@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Mutation run: each mutant of the modules in .cargo/mutants.toml (every module the Rust tests
-# drive, and the reasons for those left out) is built and run against the unit tests and every
-# integration test binary. Not part of CI: each mutant builds the crate and runs every test
-# binary, so a whole run takes many hours; run it in shards.
+# drive, and the reasons for those left out) is built and run against the unit tests and the
+# integration tests. Not part of CI: each mutant builds the crate and runs every Rust test, so a
+# whole run takes many hours; run it in shards.
 #
 # Usage:
 #   bash tests/mutants.sh --list          the mutants, by file (no build)

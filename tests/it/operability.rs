@@ -1,12 +1,10 @@
 //! What operators see: `/metrics` after real traffic of every kind, and JSON log lines with
 //! stable field names. Run against the real binary, whose metrics are its own.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     PATIENCE, Process, close, close_frame, http, next_integers, socketio_websocket, upgrade_request,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -658,7 +656,7 @@ async fn a_cluster_name_with_another_character_stops_the_start() {
 
 /// Sends a close and reads to the server's close frame: the integers the client got on its
 /// way out.
-async fn integers_until_closed(mut ws: common::Ws) -> usize {
+async fn integers_until_closed(mut ws: crate::common::Ws) -> usize {
     ws.send(Message::Close(None)).await.unwrap();
     let mut count = 0;
     loop {

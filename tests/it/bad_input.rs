@@ -3,13 +3,11 @@
 //! (status and reason, close code and reason, or connect_error). Afterwards the server must
 //! still serve a fresh client correctly and report a consistent `/status`.
 
-mod common;
-
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{PATIENCE, TestServer, assert_consecutive, http, next_integers, test_config};
+use crate::common::{PATIENCE, TestServer, assert_consecutive, http, next_integers, test_config};
 use futures_util::{SinkExt, StreamExt};
 use integers::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -844,7 +842,7 @@ enum Ended {
 }
 
 /// The next text frame of an engine.io session, answering pings, or how the session ended.
-async fn next_frame(ws: &mut common::Ws) -> Result<Result<String, Ended>, String> {
+async fn next_frame(ws: &mut crate::common::Ws) -> Result<Result<String, Ended>, String> {
     loop {
         match tokio::time::timeout(PATIENCE, ws.next())
             .await

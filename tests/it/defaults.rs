@@ -2,11 +2,9 @@
 //! started with as few flags as a test can: the 10 s / 5 s heartbeat, JSON logs when stderr is
 //! not a terminal, and the connection limit taken from the open-files limit.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PATIENCE, Process, http, upgrade_request};
+use crate::common::{PATIENCE, Process, http, upgrade_request};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// socket.io clients are told the default heartbeat in the engine.io open packet.
@@ -225,11 +223,11 @@ async fn flags_fall_back_to_their_environment_variables() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let mut ws = server.raw("/_ws/").await;
-    common::next_integers(&mut ws, 1).await;
+    crate::common::next_integers(&mut ws, 1).await;
     ws.send(Message::text("a".repeat(100))).await.unwrap();
-    common::next_integers(&mut ws, 2).await;
+    crate::common::next_integers(&mut ws, 2).await;
     ws.send(Message::text("a".repeat(101))).await.unwrap();
-    let (code, reason) = common::close_frame(&mut ws).await;
+    let (code, reason) = crate::common::close_frame(&mut ws).await;
     assert_eq!(code, 1009, "{reason}");
 }
 

@@ -4,7 +4,7 @@
 //!   exactly the flags, environment variables and defaults that `integers --help` does. A default
 //!   the table gives as a value (in backticks) must be `--help`'s; one it describes in words
 //!   (`off`, "what the open-files limit allows") must be a flag `--help` gives no value for, and
-//!   `tests/defaults.rs` checks what the words say.
+//!   `tests/it/defaults.rs` checks what the words say.
 //! - The promise index: every promise has an id, `[§id]`, in the text where a reader sees it,
 //!   and every id is named by a test that proves it, in a `// Promise: id, id` line right above
 //!   the test (see `docs/testing.md`). This fails when an id has no test, when a test names an

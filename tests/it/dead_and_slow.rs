@@ -2,8 +2,6 @@
 //! within the configured time, are told why when they can still hear it, and cost the server
 //! bounded memory while everyone else's delivery goes on.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use common::{
+use crate::common::{
     PATIENCE, Process, TestServer, assert_consecutive, next_integers, socketio_websocket,
     test_config,
 };
@@ -229,7 +227,7 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
     let server = TestServer::start_with(config.clone()).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
-        .write_all(common::upgrade_request("/_ws/").as_bytes())
+        .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
         .await
         .unwrap();
     // Read everything the server sends, answer nothing; stop at its close frame.
@@ -304,7 +302,7 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
 
 /// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
 /// reads slowly backs up after a few kilobytes.
-async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
+async fn small_buffer_client(addr: SocketAddr, url: &str) -> crate::common::Ws {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(addr).await.unwrap();
@@ -320,7 +318,7 @@ async fn small_buffer_client(addr: SocketAddr, url: &str) -> common::Ws {
 
 /// Reads a raw client's integers into `seen` until the server's close frame, and returns its
 /// code and reason.
-async fn read_to_close(ws: &mut common::Ws, seen: &mut Vec<u64>) -> (u16, String) {
+async fn read_to_close(ws: &mut crate::common::Ws, seen: &mut Vec<u64>) -> (u16, String) {
     loop {
         match tokio::time::timeout(PATIENCE, ws.next())
             .await
@@ -604,7 +602,7 @@ async fn while_clients_stall_a_bystander_s_integers_keep_coming_every_tick() {
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stream = socket.connect(server.addr).await.unwrap();
         stream
-            .write_all(common::upgrade_request("/_ws/").as_bytes())
+            .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
             .await
             .unwrap();
         silent.push(stream);
@@ -712,7 +710,7 @@ async fn a_slow_socketio_websocket_client_is_disconnected_by_its_backlog() {
 }
 
 /// An engine.io WebSocket session connected to `namespace`, with a small receive buffer.
-async fn slow_engine_io_client(addr: SocketAddr, namespace: &str) -> common::Ws {
+async fn slow_engine_io_client(addr: SocketAddr, namespace: &str) -> crate::common::Ws {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let mut ws = small_buffer_client(addr, &url).await;
     ws.send(Message::text(format!("40{namespace},")))

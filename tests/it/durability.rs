@@ -1,11 +1,9 @@
 //! The streams survive restarts of the process: exactly after a graceful one, never repeating
 //! an integer after a crash; and a state file that cannot be trusted stops the start.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Process, Traced, assert_consecutive, close_frame, next_integers, state_dir};
+use crate::common::{Process, Traced, assert_consecutive, close_frame, next_integers, state_dir};
 use futures_util::StreamExt;
 
 // Promise: stream-restart, restart-save-exact, resume-after-restart, durable-graceful-exact
@@ -110,7 +108,7 @@ async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_s
 /// Starts the binary with `state` as its state file, expecting it to refuse: what it said.
 async fn failed_start(state: &std::path::Path) -> String {
     let output = tokio::time::timeout(
-        common::PATIENCE,
+        crate::common::PATIENCE,
         Process::command(0, &["--state-file", state.to_str().unwrap()])
             .stderr(std::process::Stdio::piped())
             .output(),
@@ -213,7 +211,7 @@ async fn an_unwritable_state_file_pauses_the_streams_until_it_can_be_written() {
     };
     // Several ticks come and go, each failing to reserve, and none sends an integer.
     let failures = count_failures();
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while count_failures() < failures + 3 {
         assert!(
             tokio::time::Instant::now() < deadline,

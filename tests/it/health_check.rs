@@ -2,14 +2,12 @@
 //! serving runtime is busy, and left to wait once it has not run for 5 s, so that a stuck
 //! process fails its checks.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{RwLock, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, http};
+use crate::common::{PATIENCE, TestServer, http};
 
 /// The docs' time a runtime may go without running before health checks wait for it.
 const STILL_SERVING: Duration = Duration::from_secs(5);

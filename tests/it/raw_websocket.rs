@@ -1,8 +1,6 @@
 //! The raw WebSocket contract, checked with a real WebSocket client (tokio-tungstenite).
 
-mod common;
-
-use common::{TestServer, Traced, assert_consecutive, close, close_frame, next_integers};
+use crate::common::{TestServer, Traced, assert_consecutive, close, close_frame, next_integers};
 use futures_util::SinkExt;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;

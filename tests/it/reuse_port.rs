@@ -1,9 +1,7 @@
 //! `--reuse-port`: several instances on one host share one port, and the kernel spreads new
 //! connections over them; without the flag a second instance cannot take a port in use.
 
-mod common;
-
-use common::Process;
+use crate::common::Process;
 
 /// A port nobody listens on now.
 fn free_port() -> u16 {
@@ -37,7 +35,7 @@ async fn instances_with_reuse_port_share_one_port_and_its_clients() {
         clients.push(first.raw("/_ws/").await);
     }
     // Each logs its clients once their upgrade is done.
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while connections_served(&first) + connections_served(&second) < 40 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -53,7 +51,7 @@ async fn instances_with_reuse_port_share_one_port_and_its_clients() {
 
     // Without the flag the port is taken: the instance says so and exits.
     let refused = tokio::time::timeout(
-        common::PATIENCE,
+        crate::common::PATIENCE,
         Process::command(port, &["--no-state"])
             .stderr(std::process::Stdio::piped())
             .output(),
@@ -83,10 +81,10 @@ fn log_count(process: &Process, message: &str) -> usize {
 /// A raw client through the shared port. A connection that reached the queue of a listener
 /// as its instance filled up is reset when that listener closes, and a client connects again,
 /// as real clients do: it then reaches an instance that serves it.
-async fn raw_retrying(process: &Process) -> common::Ws {
+async fn raw_retrying(process: &Process) -> crate::common::Ws {
     for _ in 0..3 {
         let attempt = tokio_tungstenite::connect_async(process.ws_url("/_ws/"));
-        if let Ok(Ok((ws, _))) = tokio::time::timeout(common::PATIENCE, attempt).await {
+        if let Ok(Ok((ws, _))) = tokio::time::timeout(crate::common::PATIENCE, attempt).await {
             return ws;
         }
     }
@@ -96,9 +94,9 @@ async fn raw_retrying(process: &Process) -> common::Ws {
 const LEFT: &str = "at the connection limit: left the shared port to the others";
 const BACK: &str = "back on the shared port";
 
-/// Waits until `process` has served `count` clients, failing after [`common::PATIENCE`].
+/// Waits until `process` has served `count` clients, failing after [`crate::common::PATIENCE`].
 async fn wait_for_served(process: &Process, count: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while connections_served(process) < count {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -148,13 +146,13 @@ async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room(
 
     // One client leaving is not room enough: more than a twentieth of the limit must be free.
     let mut leaving = clients.drain(..2);
-    common::close(leaving.next().unwrap()).await;
+    crate::common::close(leaving.next().unwrap()).await;
     full.wait_for_log("the first departure", |event| {
         event["message"] == "disconnected"
     })
     .await;
     assert_eq!(log_count(&full, BACK), 0, "back with one place free");
-    common::close(leaving.next().unwrap()).await;
+    crate::common::close(leaving.next().unwrap()).await;
     drop(leaving);
     full.wait_for_log("the full instance back on the port", |event| {
         event["message"] == BACK && event["live"] == 18
@@ -171,7 +169,7 @@ async fn a_full_instance_leaves_the_shared_port_to_the_others_until_it_has_room(
         "the instance back on the port taking clients again",
     )
     .await;
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while log_count(&full, LEFT) < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -222,7 +220,7 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     // A signal is delivered to each thread in its time: wait until every one has stopped.
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while !every_thread_stopped(pid) {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -234,7 +232,7 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     for _ in 0..5 {
         let mut stream = tokio::net::TcpStream::connect(full.addr).await.unwrap();
         stream
-            .write_all(common::upgrade_request("/_ws/").as_bytes())
+            .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
             .await
             .unwrap();
         queued.push(stream);
@@ -245,7 +243,7 @@ async fn connections_queued_for_a_listener_that_closes_are_reset() {
     // Each kept open until all have answered: one closed would give its place back.
     for stream in &mut queued {
         let mut head = [0; 12];
-        let read = tokio::time::timeout(common::PATIENCE, stream.read_exact(&mut head))
+        let read = tokio::time::timeout(crate::common::PATIENCE, stream.read_exact(&mut head))
             .await
             .expect("a queued connection got neither an answer nor a reset in time");
         answers.push(match read {
@@ -298,9 +296,9 @@ async fn a_full_instance_rejoins_only_once_more_than_a_twentieth_is_free() {
     })
     .await;
     for client in clients.drain(..2) {
-        common::close(client).await;
+        crate::common::close(client).await;
     }
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while log_count(&full, "disconnected") < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -317,7 +315,7 @@ async fn a_full_instance_rejoins_only_once_more_than_a_twentieth_is_free() {
         "back on the port with 2 of 40 places free"
     );
     assert_eq!(log_count(&full, BACK), 0);
-    common::close(clients.pop().unwrap()).await;
+    crate::common::close(clients.pop().unwrap()).await;
     full.wait_for_log("the instance back on the port", |event| {
         event["message"] == BACK && event["live"] == 37
     })
@@ -357,7 +355,7 @@ async fn instances_on_one_port_hold_more_clients_than_one_files_limit_allows() {
     for _ in 0..clients_wanted {
         clients.push(raw_retrying(&first).await);
     }
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     while connections_served(&first) + connections_served(&second) < clients_wanted {
         assert!(
             tokio::time::Instant::now() < deadline,

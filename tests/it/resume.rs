@@ -1,9 +1,7 @@
 //! Resuming with `after`: the missed integers first, then the live stream, with no gap and
 //! no repeat at the seam; and a clear refusal for an `after` that cannot be honoured.
 
-mod common;
-
-use common::{
+use crate::common::{
     Process, TestServer, assert_consecutive, close, http, next_integers, upgrade_request,
 };
 

@@ -3,14 +3,9 @@
 //! 0; new connections are refused during the drain; a client that never lets go is cut when
 //! `--drain-ms` is up, and the process still exits 0.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    PATIENCE, Process, TestServer, close_frame, http, next_integers, socketio_websocket, state_dir,
-    test_config,
-};
+use crate::common::{PATIENCE, Process, next_integers, socketio_websocket, state_dir};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -144,7 +139,7 @@ async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
 async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     stream
-        .write_all(common::upgrade_request("/_ws/").as_bytes())
+        .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
         .await
         .unwrap();
     let mut head = [0u8; 12];
@@ -238,41 +233,6 @@ async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_
             event["message"] == "drain time is up; exiting with clients still open"
         })
         .await;
-}
-
-/// The metric of clients closed by a shutdown. The recorder is the process's, so this test
-/// reads what one in-process server counted from a second one started after it stopped.
-// Promise: restart-raw-1001, metric-disconnects
-#[tokio::test]
-async fn departures_at_shutdown_are_counted_as_shutdown() {
-    let server = TestServer::start_with(integers::Config {
-        interval_ms: 20,
-        ..test_config()
-    })
-    .await;
-    let mut raw = server.raw("/_ws/").await;
-    next_integers(&mut raw, 1).await;
-    let url = server.ws_url("/socket.io/?EIO=4&transport=websocket");
-    let mut sio = socketio_websocket(&url, "/odd", 1).await;
-    let reading = tokio::spawn(async move {
-        let closed = close_frame(&mut raw).await;
-        while let Ok(Some(_)) = tokio::time::timeout(PATIENCE, sio.next()).await {}
-        closed
-    });
-    server.stop().await;
-    assert_eq!(reading.await.unwrap().0, 1001);
-
-    let after = TestServer::start_with(test_config()).await;
-    let page = http(after.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
-    for protocol in ["raw", "socketio"] {
-        let line =
-            format!("integers_disconnects_total{{protocol=\"{protocol}\",reason=\"shutdown\"}} 1");
-        assert!(
-            page.body.lines().any(|l| l == line),
-            "no {line} in\n{}",
-            page.body
-        );
-    }
 }
 
 /// Logs go to stderr, often a pipe to a collector. When the reader of that pipe goes away, the

@@ -2,8 +2,6 @@
 //! real binary as a child process), a raw WebSocket client (tokio-tungstenite) and a bare
 //! HTTP/1.1 client on a TcpStream, so that what is asserted is exactly what went over the wire.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,12 +15,8 @@ mod in_process;
 mod process;
 mod served;
 
-// Each test binary uses its own subset.
-#[allow(unused_imports)]
 pub(crate) use in_process::{TestServer, test_config};
-#[allow(unused_imports)]
 pub(crate) use process::{Process, Traced, state_dir};
-#[allow(unused_imports)]
 pub(crate) use served::Served;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -1,10 +1,10 @@
 //! The stream rules: one shared sequence per parity, advancing only while someone listens.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PATIENCE, Process, TestServer, assert_consecutive, close, http, next_integers};
+use crate::common::{
+    PATIENCE, Process, TestServer, assert_consecutive, close, http, next_integers,
+};
 
 // Promise: cluster-without-redis, http-status, stream-idle, metric-last
 #[tokio::test]
@@ -217,7 +217,7 @@ fn wake_ups(pid: u32) -> u64 {
 #[tokio::test]
 async fn an_idle_server_arms_no_timer_for_its_streams() {
     const INTERVAL: Duration = Duration::from_millis(10);
-    let server = common::Process::start(0, &["--no-state", "--interval-ms", "10"]).await;
+    let server = crate::common::Process::start(0, &["--no-state", "--interval-ms", "10"]).await;
     // Both streams ran, then their clients left.
     let mut odd = server.raw("/_ws/").await;
     let mut even = server.raw("/_ws/?even").await;

@@ -1,8 +1,6 @@
 //! The plain-HTTP contract: health check, status, demo page, refusals.
 
-mod common;
-
-use common::{TestServer, http, upgrade_request};
+use crate::common::{TestServer, http, upgrade_request};
 
 // Promise: http-healthcheck, health-ok
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Who may connect: the connection limit (503 with Retry-After) and the origin allow-list.
 
-mod common;
-
-use common::{TestServer, http, next_integers, test_config, upgrade_request};
+use crate::common::{TestServer, http, next_integers, test_config, upgrade_request};
 use integers::Config;
 
 // Promise: limit-connections-503, attack-upgrade-churn, flag-max-connections
@@ -162,7 +160,7 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
         let page = http(server.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
         serde_json::from_str::<serde_json::Value>(&page.body).unwrap()
     };
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     let mut seen_pending = false;
     loop {
         let now = status().await;
@@ -201,7 +199,7 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
 #[tokio::test]
 async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
     const CROWD: usize = 3000;
-    let server = common::Process::start(0, &["--no-state", "--interval-ms", "100"]).await;
+    let server = crate::common::Process::start(0, &["--no-state", "--interval-ms", "100"]).await;
     let before = server.rss_kib();
     let mut clients = Vec::with_capacity(CROWD);
     for _ in 0..CROWD {
@@ -217,7 +215,7 @@ async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
     server
         .wait_for_status("the crowd to leave", |s| s.odd.subscribers.raw == 0)
         .await;
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     loop {
         let now = server.rss_kib();
         if now <= before + grown * 3 / 4 {
