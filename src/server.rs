@@ -13,7 +13,6 @@ use engineioxide::service::NotFoundService;
 use hyper_util::server::graceful::GracefulShutdown;
 use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -48,15 +47,18 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-/// Binds the configured address, sharing the port with other instances when `--reuse-port`
-/// is set (the kernel then spreads new connections over them).
-pub fn bind(config: &Config) -> io::Result<TcpListener> {
-    listener::bind(SocketAddr::new(config.host, config.port), config.reuse_port)
+pub use crate::edge::listener::Listener;
+
+/// The socket systemd passed to this process (socket activation), if it passed one;
+/// otherwise the configured address, bound here and shared with other instances when
+/// `--reuse-port` is set (the kernel then spreads new connections over them).
+pub fn bind(config: &Config) -> io::Result<Listener> {
+    listener::listen(SocketAddr::new(config.host, config.port), config.reuse_port)
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every client and returns.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
@@ -213,11 +215,14 @@ struct Edge {
     /// The accepting thread and the task serving HTTP on what it accepts; both stop on the
     /// shutdown token.
     accepting: Accepting,
+    /// Whether the service manager holds the listening socket too, so that it stays open
+    /// after this process stops accepting.
+    inherited: bool,
 }
 
 impl Edge {
     fn start(
-        listener: TcpListener,
+        listener: Listener,
         config: &Config,
         supply: &Supply,
         delivery: &Delivery,
@@ -257,6 +262,7 @@ impl Edge {
         let addr = listener.local_addr()?;
         info!(
             %addr,
+            inherited = listener.inherited,
             interval_ms = config.interval_ms,
             max_connections,
             "listening"
@@ -266,15 +272,23 @@ impl Edge {
             addr,
             max_connections,
         });
-        let accepting = serve_connections(listener, live, shared, app, shutdown.clone())?;
-        Ok(Edge { accepting })
+        let accepting = serve_connections(listener.socket, live, shared, app, shutdown.clone())?;
+        Ok(Edge {
+            accepting,
+            inherited: listener.inherited,
+        })
     }
 
-    /// Resolves once the listener is closed (new connections are refused from then on), with
-    /// the watch over the HTTP connections still open.
+    /// Resolves once this process has closed its listener, with the watch over the HTTP
+    /// connections still open. From then on new connections are refused, unless the socket
+    /// was inherited: the service manager holds it open, and they wait in its queue for the
+    /// next process.
     async fn stop_accepting(self) -> Option<GracefulShutdown> {
         let connections = self.accepting.stopped().await;
-        info!("stopped accepting connections");
+        info!(
+            socket_kept_open = self.inherited,
+            "stopped accepting connections"
+        );
         connections
     }
 }

@@ -2,7 +2,8 @@
 # Runs every test of the project, installing what the tests need first: Debian's chromium (for
 # the demo-page test), redis-server, redis-sentinel and nginx (the cluster tests start their own,
 # on random loopback ports), openssl (the TLS tests make their certificates), strace (a test
-# reads the state file's system calls), the npm packages in tests/node, and cargo-fuzz.
+# reads the state file's system calls), systemd (for systemd-socket-activate, which starts the
+# server as a socket unit does), the npm packages in tests/node, and cargo-fuzz.
 # Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing Debian packages: ${missing[*]}"

@@ -281,3 +281,231 @@ async fn a_log_reader_that_went_away_stops_neither_the_streams_nor_the_shutdown(
         .unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// Socket activation as systemd does it: this test holds the listening socket, as a socket
+/// unit does, and passes it to each process as descriptor 3 with `LISTEN_FDS` and
+/// `LISTEN_PID`. A connection made while the old process drains, and one made before the new
+/// process starts, both wait in the socket's queue and are answered by the new process.
+// Promise: systemd-socket-serve, systemd-socket-restart
+#[tokio::test]
+async fn under_socket_activation_a_restart_refuses_nobody() {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let state = state_dir("socket-activation").join("state.json");
+    let args = [
+        "--interval-ms",
+        "20",
+        "--state-file",
+        state.to_str().unwrap(),
+        "--drain-ms",
+        "2000",
+        // The close handshake alone would wait this long for the client's answer.
+        "--ping-timeout-ms",
+        "60000",
+    ];
+    let mut old = activated(&socket, &args).await;
+    assert_eq!(old.addr, addr, "the server listens on another socket");
+    old.wait_for_log("the listening line to name the passed socket", |event| {
+        event["message"] == "listening" && event["inherited"] == true
+    })
+    .await;
+    let mut raw = old.raw("/_ws/").await;
+    let seen = next_integers(&mut raw, 3).await;
+    // Holds the old process in its drain until `--drain-ms` is up.
+    let stubborn = stubborn_client(&old).await;
+
+    let pid = old.child.id().unwrap() as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    old.wait_for_log("the old process to stop accepting", |event| {
+        event["message"] == "stopped accepting connections" && event["socket_kept_open"] == true
+    })
+    .await;
+    let during_drain = status_request(addr).await;
+    assert!(
+        old.child.try_wait().unwrap().is_none() && still_open(&stubborn),
+        "the old process had finished its drain before the connection was made"
+    );
+    let exit = tokio::time::timeout(PATIENCE, old.child.wait())
+        .await
+        .expect("the old process did not exit in time")
+        .unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+    let between = status_request(addr).await;
+
+    let new = activated(&socket, &args).await;
+    assert_eq!(new.addr, addr);
+    for (mut waiting, when) in [(during_drain, "during the drain"), (between, "between")] {
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, waiting.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("the connection made {when} got no answer in time"))
+            .unwrap_or_else(|error| panic!("the connection made {when} failed: {error}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "the connection made {when} was answered {answer:?}"
+        );
+    }
+    // The stream goes on from where the old process left it.
+    let last = *seen.last().unwrap();
+    let mut resumed = new.raw(&format!("/_ws/?after={last}")).await;
+    assert_eq!(next_integers(&mut resumed, 1).await[0], last + 2);
+}
+
+/// The binary started the way systemd starts a socket-activated service: `socket` as
+/// descriptor 3, `LISTEN_FDS=1`, and `LISTEN_PID` its own process id.
+async fn activated(socket: &std::net::TcpListener, args: &[&str]) -> Process {
+    use std::os::fd::AsRawFd;
+    Process::start_command(activation(&[socket.as_raw_fd()], args)).await
+}
+
+/// The binary's command with `passed` as descriptors 3 on, `LISTEN_FDS` their count, and
+/// `LISTEN_PID` set by the shell it replaces, whose process id it keeps.
+fn activation(passed: &[std::os::fd::RawFd], args: &[&str]) -> tokio::process::Command {
+    let script = format!(
+        r#"LISTEN_PID=$$ LISTEN_FDS={} exec "$0" "$@""#,
+        passed.len()
+    );
+    let mut command = Process::command_under(&["sh", "-c", &script], 0, args);
+    let passed = passed.to_vec();
+    // SAFETY: between fork and exec the closure calls only fcntl and dup2, which are
+    // async-signal-safe, and allocates nothing (`passed` was copied before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            // Each one out of the way first, so that placing one cannot overwrite another.
+            let mut high = [0; 4];
+            for (place, &fd) in high.iter_mut().zip(&passed) {
+                *place = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if *place < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (index, &fd) in high.iter().take(passed.len()).enumerate() {
+                if libc::dup2(fd, 3 + index as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// systemd's own activator (`systemd-socket-activate`, which sets the variables as the
+/// service manager does) listens first and starts the server at the first connection, which
+/// the server then answers.
+// Promise: systemd-socket-first, systemd-socket-serve
+#[tokio::test]
+async fn started_by_systemd_at_the_first_connection_the_server_answers_it() {
+    use tokio::io::AsyncBufReadExt;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let listen = addr.to_string();
+    let mut activator = Process::command_under(
+        &["systemd-socket-activate", "--listen", &listen],
+        0,
+        &["--no-state"],
+    );
+    let mut activator = activator
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start systemd-socket-activate (Debian's systemd package)");
+    let mut log = tokio::io::BufReader::new(activator.stderr.take().unwrap()).lines();
+    // The activator says where it listens before it takes connections.
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            if line.starts_with(&format!("Listening on {listen}")) {
+                return;
+            }
+        }
+        panic!("systemd-socket-activate exited before listening");
+    })
+    .await
+    .expect("systemd-socket-activate did not listen in time");
+
+    let mut first = status_request(addr).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, first.read_to_end(&mut answer))
+        .await
+        .expect("the first connection got no answer in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "the first connection was answered {answer:?}"
+    );
+    // The server it started serves the socket systemd passed.
+    let listening = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = log.next_line().await.unwrap() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue; // the activator's own lines
+            };
+            if event["message"] == "listening" {
+                return event;
+            }
+        }
+        panic!("the server exited before its listening line");
+    })
+    .await
+    .expect("no listening line in time");
+    assert_eq!(listening["addr"], listen);
+    assert_eq!(listening["inherited"], true);
+}
+
+/// A socket passed that the server cannot serve stops it at start, with the reason.
+// Promise: systemd-socket-refuse
+#[tokio::test]
+async fn a_passed_socket_the_server_cannot_serve_is_refused_at_start() {
+    use std::os::fd::AsRawFd;
+    let one = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let two = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let datagram = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cases: [(&[i32], &[&str], &str); 3] = [
+        (
+            &[one.as_raw_fd(), two.as_raw_fd()],
+            &["--no-state"],
+            "systemd passed 2 sockets (LISTEN_FDS); this server serves one",
+        ),
+        (
+            &[datagram.as_raw_fd()],
+            &["--no-state"],
+            "the socket systemd passed (LISTEN_FDS) is not a listening TCP socket",
+        ),
+        (
+            &[one.as_raw_fd()],
+            &["--no-state", "--reuse-port"],
+            "--reuse-port shares a port this process binds",
+        ),
+    ];
+    for (passed, args, reason) in cases {
+        let mut command = activation(passed, args);
+        command.stderr(std::process::Stdio::piped());
+        let output = tokio::time::timeout(PATIENCE, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("still running, started with {reason:?}"))
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && log.contains(reason),
+            "started with {args:?} and {} sockets: {:?}, log:\n{log}",
+            passed.len(),
+            output.status
+        );
+    }
+}
+
+/// A connection with a `GET /status` sent on it, its answer not yet read.
+async fn status_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("no connection in time")
+        .expect("the connection was refused");
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}

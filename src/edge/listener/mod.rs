@@ -2,6 +2,7 @@
 //!
 //! A connection's way in, one file per step:
 //! - `bind`: the listening socket, its queue, and port sharing;
+//! - `inherited`: a listening socket passed by systemd (socket activation);
 //! - `port`: taking connections off it: the shared port left while full and rejoined once
 //!   there is room, and the socket options every connection gets;
 //! - `thread`: the accepting thread and its runtime, which keep the kernel's queue short and
@@ -15,10 +16,12 @@ mod bind;
 mod counted;
 mod files_limit;
 mod hand_over;
+mod inherited;
 mod port;
 mod thread;
 
-pub(crate) use bind::bind;
+pub use bind::Listener;
+pub(crate) use bind::listen;
 pub(crate) use counted::{ClientAddr, CountedStream, LiveConnections};
 pub(crate) use files_limit::connection_capacity;
 pub(crate) use port::SharedPort;
