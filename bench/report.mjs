@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
+import { activationSection } from "./activations.mjs";
 import { attackSection } from "./attack.mjs";
 import { connectSection } from "./connects.mjs";
 import { readJsonLines } from "./jsonl.mjs";
@@ -593,7 +594,12 @@ if (storms.length) {
       .map(([kind, count]) => `${count} ${kind}`)
       .join(", ") || "none";
   const mib = (kib) => (kib == null ? "–" : fmt(kib / 1024, 0));
-  const SERVERS = { ours: "this server", ws: "Node ws", socketio: "Node socket.io" };
+  const SERVERS = {
+    ours: "this server",
+    activated: "this server, socket-activated",
+    ws: "Node ws",
+    socketio: "Node socket.io",
+  };
   const serverName = (r) =>
     serverOf(r) === "cluster" ? "3 instances + Redis" : SERVERS[serverOf(r)];
   const how = (r) => {
@@ -620,6 +626,12 @@ if (storms.length) {
     "  --protocol raw|socketio --clients 9450 --polling-share 0.1 --reconnect --hold-seconds " +
       "25 --ramp-per-second 2500",
     "  --server-pid-file PIDS --ready-file READY`.",
+    "- **Socket-activated** (`this server, socket-activated`): the same SIGTERM restart, with " +
+      "the port held by",
+    "  `target/release/activate` as a systemd socket unit holds it (docs/deploying.md): it " +
+      "starts the new process once",
+    "  the old one has exited, and connections made meanwhile wait in the socket's queue " +
+      "instead of being refused.",
     "- **The peers** go through the same SIGTERM restart: Node ws serves the raw half and Node " +
       "socket.io the socket.io",
     "  half, each restarted at once. They keep no position, so their streams start over and " +
@@ -788,6 +800,7 @@ if (storms.length) {
 lines.push("", ...attackSection(readJsonLines(`${dir}/attacks.jsonl`)));
 lines.push("", ...replaySection(readJsonLines(`${dir}/replays.jsonl`)));
 lines.push("", ...connectSection(readJsonLines(`${dir}/connects.jsonl`)));
+lines.push("", ...activationSection(storms));
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 
