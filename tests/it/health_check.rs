@@ -1,6 +1,7 @@
 //! The health check's promise (docs/deploying.md, "Health check"): answered at once while the
 //! serving runtime is busy, and left to wait once it has not run for 5 s, so that a stuck
-//! process fails its checks.
+//! process fails its checks. And the accepting thread's other promise: a busy runtime does not
+//! leave connections overflowing the kernel's listen queue.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -195,4 +196,34 @@ async fn a_probe_not_whole_in_its_first_quarter_second_goes_to_the_router() {
         assert!(routed.starts_with("http/1.1 200 ok\r\n"), "{routed:?}");
         assert!(!routed.contains("\r\nconnection:"), "{routed:?}");
     }
+}
+
+/// A storm's connections arriving while the serving runtime cannot run: the accepting thread
+/// keeps taking them off the kernel's queue, so more than the queue holds all connect at once.
+/// Accepted in that runtime instead, the queue would fill, and each connection past it would
+/// wait for its SYN's retransmission, a second later.
+// Promise: storm-listen-queue
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_than_the_listen_queue_holds_connect_while_the_runtime_is_stuck() {
+    // The kernel caps the server's queue (4096) at somaxconn.
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let storm = somaxconn.min(4096) + 1000;
+    let server = TestServer::start(1000).await;
+    let stuck = Stuck::both_workers();
+    let mut connected = Vec::with_capacity(storm);
+    for n in 0..storm {
+        // A dropped SYN is sent again after a second: well past this.
+        let stream = std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(500))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "connection {n} of {storm} did not connect while the runtime was stuck: {error}"
+                )
+            });
+        connected.push(stream);
+    }
+    drop(stuck);
 }
