@@ -298,7 +298,7 @@ async fn under_socket_activation_a_restart_refuses_nobody() {
         "--state-file",
         state.to_str().unwrap(),
         "--drain-ms",
-        "2000",
+        "5000",
         // The close handshake alone would wait this long for the client's answer.
         "--ping-timeout-ms",
         "60000",
@@ -363,20 +363,31 @@ async fn activated(socket: &std::net::TcpListener, args: &[&str]) -> Process {
 /// The binary's command with `passed` as descriptors 3 on, `LISTEN_FDS` their count, and
 /// `LISTEN_PID` set by the shell it replaces, whose process id it keeps.
 fn activation(passed: &[std::os::fd::RawFd], args: &[&str]) -> tokio::process::Command {
-    let script = format!(
-        r#"LISTEN_PID=$$ LISTEN_FDS={} exec "$0" "$@""#,
-        passed.len()
-    );
+    let variables = format!("LISTEN_PID=$$ LISTEN_FDS={}", passed.len());
+    activation_with(passed, &variables, args)
+}
+
+/// Like [`activation`], with the variables' assignments as the shell reads them (`$$` is the
+/// binary's process id).
+fn activation_with(
+    passed: &[std::os::fd::RawFd],
+    variables: &str,
+    args: &[&str],
+) -> tokio::process::Command {
+    const MOST: usize = 4;
+    assert!(passed.len() <= MOST, "at most {MOST} sockets passed");
+    let script = format!(r#"{variables} exec "$0" "$@""#);
     let mut command = Process::command_under(&["sh", "-c", &script], 0, args);
     let passed = passed.to_vec();
     // SAFETY: between fork and exec the closure calls only fcntl and dup2, which are
     // async-signal-safe, and allocates nothing (`passed` was copied before the fork).
     unsafe {
         command.pre_exec(move || {
-            // Each one out of the way first, so that placing one cannot overwrite another.
-            let mut high = [0; 4];
+            // Each one out of the way first, so that placing one cannot overwrite another;
+            // the copies close at the exec.
+            let mut high = [0; MOST];
             for (place, &fd) in high.iter_mut().zip(&passed) {
-                *place = libc::fcntl(fd, libc::F_DUPFD, 100);
+                *place = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
                 if *place < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -463,38 +474,98 @@ async fn a_passed_socket_the_server_cannot_serve_is_refused_at_start() {
     let one = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let two = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let datagram = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let cases: [(&[i32], &[&str], &str); 3] = [
+    let unlistened =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    unlistened
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    let unix_path = state_dir("socket-activation-unix").join("unix.sock");
+    let _ = std::fs::remove_file(&unix_path);
+    let unix = std::os::unix::net::UnixListener::bind(&unix_path).unwrap();
+    const NOT_LISTENING_TCP: &str =
+        "the socket systemd passed (LISTEN_FDS) is not a listening TCP socket";
+    let ours = "LISTEN_PID=$$ LISTEN_FDS=1";
+    let cases: [(&[i32], &str, &[&str], &str); 7] = [
         (
             &[one.as_raw_fd(), two.as_raw_fd()],
+            "LISTEN_PID=$$ LISTEN_FDS=2",
             &["--no-state"],
             "systemd passed 2 sockets (LISTEN_FDS); this server serves one",
         ),
         (
             &[datagram.as_raw_fd()],
+            ours,
             &["--no-state"],
-            "the socket systemd passed (LISTEN_FDS) is not a listening TCP socket",
+            NOT_LISTENING_TCP,
+        ),
+        (
+            &[unlistened.as_raw_fd()],
+            ours,
+            &["--no-state"],
+            NOT_LISTENING_TCP,
+        ),
+        (
+            &[unix.as_raw_fd()],
+            ours,
+            &["--no-state"],
+            NOT_LISTENING_TCP,
+        ),
+        // Nothing passed: descriptor 3 is one of the server's own, and it is left alone.
+        (&[], ours, &["--no-state"], NOT_LISTENING_TCP),
+        (
+            &[one.as_raw_fd()],
+            "LISTEN_PID=$$ LISTEN_FDS=one",
+            &["--no-state"],
+            "LISTEN_PID names this process, but LISTEN_FDS (\\\"one\\\") is not a count",
         ),
         (
             &[one.as_raw_fd()],
+            ours,
             &["--no-state", "--reuse-port"],
             "--reuse-port shares a port this process binds",
         ),
     ];
-    for (passed, args, reason) in cases {
-        let mut command = activation(passed, args);
+    for (passed, variables, args, reason) in cases {
+        let mut command = activation_with(passed, variables, args);
         command.stderr(std::process::Stdio::piped());
         let output = tokio::time::timeout(PATIENCE, command.output())
             .await
-            .unwrap_or_else(|_| panic!("still running, started with {reason:?}"))
+            .unwrap_or_else(|_| panic!("still running, started for {reason:?}"))
             .unwrap();
         let log = String::from_utf8_lossy(&output.stderr);
         assert!(
             !output.status.success() && log.contains(reason),
-            "started with {args:?} and {} sockets: {:?}, log:\n{log}",
+            "started with {variables}, {args:?} and {} sockets: {:?}, log:\n{log}",
             passed.len(),
             output.status
         );
     }
+}
+
+/// Variables naming another process are another process's: the server binds its own port, and
+/// leaves descriptor 3 alone.
+// Promise: systemd-socket-serve
+#[tokio::test]
+async fn sockets_passed_to_another_process_are_left_alone() {
+    use std::os::fd::AsRawFd;
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = Process::start_command(activation_with(
+        &[passed.as_raw_fd()],
+        "LISTEN_PID=1 LISTEN_FDS=1",
+        &["--no-state"],
+    ))
+    .await;
+    assert_ne!(server.addr, passed.local_addr().unwrap());
+    server
+        .wait_for_log("a listening line for a socket of its own", |event| {
+            event["message"] == "listening" && event["inherited"] == false
+        })
+        .await;
 }
 
 /// A connection with a `GET /status` sent on it, its answer not yet read.

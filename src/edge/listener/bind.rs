@@ -42,8 +42,8 @@ pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Listener>
     // close a socket the service manager also holds.
     if reuse_port {
         return Err(io::Error::other(
-            "--reuse-port shares a port this process binds; with a socket passed by systemd, \
-             share it in the socket unit (ReusePort=) instead",
+            "--reuse-port shares a port this process binds, and does not apply to a socket \
+             passed by systemd",
         ));
     }
     Ok(Listener {

@@ -7,10 +7,10 @@
 //! may read it; `LISTEN_PID` already keeps them from applying to any other process.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use socket2::{Socket, Type};
+use socket2::{SockRef, Socket, Type};
 
 /// The first descriptor passed (`SD_LISTEN_FDS_START`).
 const FIRST_PASSED: i32 = 3;
@@ -19,18 +19,23 @@ const FIRST_PASSED: i32 = 3;
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The listening socket passed to this process, if the environment passes one; an error if
-/// it names this process but passes anything other than one listening TCP socket. Taken once:
-/// a second call finds nothing passed.
+/// it names this process but passes anything other than one listening TCP socket. Looked at
+/// once: a second call finds nothing passed, even after an error.
 pub(super) fn take() -> io::Result<Option<std::net::TcpListener>> {
     let for_this_process = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|pid| pid.parse::<u32>().ok())
         == Some(std::process::id());
-    let count = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|count| count.parse::<u32>().ok())
-        .unwrap_or(0);
-    if !for_this_process || count == 0 || TAKEN.swap(true, Ordering::SeqCst) {
+    if !for_this_process || TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let count = std::env::var("LISTEN_FDS").unwrap_or_default();
+    let Ok(count) = count.parse::<u32>() else {
+        return Err(io::Error::other(format!(
+            "LISTEN_PID names this process, but LISTEN_FDS ({count:?}) is not a count of sockets"
+        )));
+    };
+    if count == 0 {
         return Ok(None);
     }
     if count > 1 {
@@ -45,18 +50,25 @@ pub(super) fn take() -> io::Result<Option<std::net::TcpListener>> {
             "LISTEN_FDS passes a socket as descriptor 3, which is not open",
         ));
     }
-    // SAFETY: descriptor 3 is open (above), and the protocol gives it to this process, which
-    // does not use it otherwise: `TAKEN` lets only this call own it.
-    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(FIRST_PASSED) });
-    let tcp = socket.r#type()? == Type::STREAM
-        && socket.local_addr()?.as_socket().is_some()
-        && socket.is_listener()?;
+    // Looked at before it is taken: if nothing was passed after all, descriptor 3 is one of
+    // this process's own (the runtime's, opened first), which must stay as it is.
+    // SAFETY: descriptor 3 is open (above) and is not closed while borrowed here.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(FIRST_PASSED) };
+    let looked = SockRef::from(&borrowed);
+    let tcp = looked.r#type().is_ok_and(|kind| kind == Type::STREAM)
+        && looked
+            .local_addr()
+            .is_ok_and(|addr| addr.as_socket().is_some())
+        && looked.is_listener().unwrap_or(false);
     if !tcp {
         return Err(io::Error::other(
             "the socket systemd passed (LISTEN_FDS) is not a listening TCP socket: give the \
              socket unit a ListenStream= with a port",
         ));
     }
+    // SAFETY: descriptor 3 is a listening TCP socket (above), which this process did not
+    // open: the protocol gives it to this process, and `TAKEN` lets only this call own it.
+    let socket = Socket::from(unsafe { OwnedFd::from_raw_fd(FIRST_PASSED) });
     // Passed without close-on-exec; this process starts nothing that should hold it.
     socket.set_cloexec(true)?;
     socket.set_nonblocking(true)?;
