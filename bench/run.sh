@@ -85,8 +85,14 @@ stop_binary() {
   wait "$binary_pid" 2>/dev/null || true
   binary_pid=""
 }
-# A run that fails midway leaves no server binary behind.
-trap stop_binary EXIT
+# A run that fails midway leaves no server behind: neither a scenario's binary nor a storm's
+# servers and socket-unit stand-in.
+stop_all() {
+  stop_binary
+  [ -z "$activator_pid" ] || kill "$activator_pid" 2>/dev/null || true
+  cat "$out"/storm-*.pids 2>/dev/null | xargs -r kill 2>/dev/null || true
+}
+trap stop_all EXIT
 
 # alternate SCENARIO SERVER...: SCENARIO on each server binary given (this tree's release
 # build if none), twice over, alternated, so that their figures come from one run side by side.
@@ -248,13 +254,14 @@ overload_scenario() {
 
 storm_pid=""
 activator_pid=""
+activator_log=""
 activated_starts=0
 # storm_server KIND PORT LOG PIDS: one server of a storm on a fixed port, this server with a
 # state file (the streams survive its restarts), the Node peers as they are; sets storm_pid
 # once it listens, and appends it to PIDS. KIND `activated` is this server under socket
 # activation: `activate` holds the port, as a socket unit does, and starts this server on it
-# twice (the second time when the first has exited), appending each one's pid itself; called
-# for the second server, it waits for it.
+# twice (the second time when the first has exited), appending each one's pid itself, and
+# its log is the first call's LOG; called for the second server, it waits for it.
 storm_server() {
   local ours=("$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000
     --state-file "$out/storm-state.json" --log-format json)
@@ -264,18 +271,23 @@ storm_server() {
     socketio) PORT="$2" INTERVAL_MS=1000 node bench/peers/socketio-peer.mjs 2>"$3" & ;;
     activated)
       if [ -z "$activator_pid" ]; then
+        activator_log=$3
         $bin/activate --listen "127.0.0.1:$2" --pid-file "$4" --starts 2 -- "${ours[@]}" \
-          2>"$3" &
+          2>"$activator_log" &
         activator_pid=$!
       fi
       activated_starts=$((activated_starts + 1))
+      # Its pid (written after the start) and its listening line, in either order.
+      local up=0
       for _ in $(seq 300); do
-        [ "$(grep -c '"listening"' "$3" 2>/dev/null || true)" -ge "$activated_starts" ] && break
+        [ "$(grep -c '"listening"' "$activator_log" 2>/dev/null || true)" -ge \
+          "$activated_starts" ] && [ "$(wc -l < "$4" 2>/dev/null || echo 0)" -ge \
+          "$activated_starts" ] && { up=1; break; }
         sleep 0.1
       done
-      [ "$(grep -c '"listening"' "$3")" -ge "$activated_starts" ] || {
+      [ "$up" = 1 ] || {
         echo "timed out after 30 s waiting for activated server $activated_starts" >&2
-        cat "$3" >&2
+        cat "$activator_log" >&2
         exit 1
       }
       storm_pid=$(sed -n "${activated_starts}p" "$4")
@@ -294,13 +306,13 @@ storm_server() {
 storm_scenario() {
   local name=$1 signal=$2 clients=$3 hold=$4
   shift 4
-  local kinds=("$@") ports=() pids=() loads=() i
+  local kinds=("$@") ports=() pids=() loads=() i step=0
   rm -f "$out/storm-state.json" "$out"/storm-*.pids "$out"/ready-*
   activator_pid=""
   activated_starts=0
   for i in "${!kinds[@]}"; do
     ports[i]=$(free_port)
-    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i.log" "$out/storm-$i.pids"
+    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log" "$out/storm-$i.pids"
     pids[i]=$storm_pid
   done
   local last=$((${#kinds[@]} - 1)) protocol
@@ -323,8 +335,9 @@ storm_scenario() {
     # The activator's server is not this shell's child: its successor's start is the wait.
     [ "${kinds[i]}" = activated ] || wait "${pids[i]}" 2>/dev/null || true
   done
+  step=1
   for i in "${!kinds[@]}"; do
-    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i.log" "$out/storm-$i.pids"
+    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log" "$out/storm-$i.pids"
     pids[i]=$storm_pid
   done
   # Each load generator is waited for on its own: a plain `wait` on several reports only the
@@ -335,6 +348,8 @@ storm_scenario() {
   cat "$out/storm-raw.json" "$out/storm-socketio.json" >> "$storms"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" $activator_pid 2>/dev/null || true
+  rm -f "$out"/storm-*.pids
+  activator_pid=""
 }
 
 # rolling_scenario NAME CLIENTS HOLD_SECONDS: three instances with --reuse-port on one port and
