@@ -212,6 +212,19 @@ async fn more_connections_than_the_listen_queue_holds_connect_while_the_runtime_
         .parse()
         .unwrap();
     let storm = somaxconn.min(4096) + 1000;
+    // Both ends of every connection are in this process, beside the other tests' files.
+    let mut files = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) };
+    assert_eq!(read, 0, "getrlimit");
+    assert!(
+        files.rlim_max as usize >= 2 * storm + 2000,
+        "an open-files limit of {} is too low for {storm} connections at both ends",
+        files.rlim_max
+    );
     let server = TestServer::start(1000).await;
     let stuck = Stuck::both_workers();
     let mut connected = Vec::with_capacity(storm);
