@@ -38,6 +38,8 @@ use crate::status::Protocol;
 use crate::stream::feed::Feed;
 use crate::telemetry;
 
+pub use crate::edge::listener::Listener;
+
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -46,8 +48,6 @@ pub enum ServeError {
     #[error("cannot serve: {0}")]
     Io(#[from] io::Error),
 }
-
-pub use crate::edge::listener::Listener;
 
 /// The socket systemd passed to this process (socket activation), if it passed one;
 /// otherwise the configured address, bound here and shared with other instances when

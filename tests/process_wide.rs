@@ -1,6 +1,6 @@
-//! The tests that read the process-wide metrics recorder for an exact count, each alone in a
-//! process of its own: any other server in the process would count into the same recorder.
-//! Everything else is in `tests/it/`.
+//! The test that reads the process-wide metrics recorder for an exact count, the only test in
+//! this binary: any other server in the process would count into the same recorder. A second
+//! such test needs a binary of its own. Everything else is in `tests/it/`.
 
 #[path = "it/common/mod.rs"]
 #[allow(dead_code, unused_imports)] // this crate uses a few of the shared helpers

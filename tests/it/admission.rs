@@ -195,8 +195,8 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
 /// connect, each having read an integer, and leave; the resident memory they added falls by a
 /// tenth at least, where without the hand-back it does not fall at all. Not all of it: pages
 /// still shared with live allocations stay, and the last clients to leave may be fewer than
-/// the crowd that sets off a hand-back (on a loaded machine, with the other tests running
-/// beside it, less than a quarter has come back).
+/// the crowd that sets off a hand-back (a loaded machine, with the other tests running beside
+/// this one, gets less back than a quiet one).
 // Promise: attack-memory-returned
 #[tokio::test]
 async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
