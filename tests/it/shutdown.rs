@@ -335,18 +335,8 @@ async fn under_socket_activation_a_restart_refuses_nobody() {
 
     let new = activated(&socket, &args).await;
     assert_eq!(new.addr, addr);
-    for (mut waiting, when) in [(during_drain, "during the drain"), (between, "between")] {
-        let mut answer = Vec::new();
-        tokio::time::timeout(PATIENCE, waiting.read_to_end(&mut answer))
-            .await
-            .unwrap_or_else(|_| panic!("the connection made {when} got no answer in time"))
-            .unwrap_or_else(|error| panic!("the connection made {when} failed: {error}"));
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(
-            answer.starts_with("HTTP/1.1 200 OK\r\n"),
-            "the connection made {when} was answered {answer:?}"
-        );
-    }
+    assert_status_ok(during_drain, "the connection made during the drain").await;
+    assert_status_ok(between, "the connection made between the two").await;
     // The stream goes on from where the old process left it.
     let last = *seen.last().unwrap();
     let mut resumed = new.raw(&format!("/_ws/?after={last}")).await;
@@ -437,17 +427,7 @@ async fn started_by_systemd_at_the_first_connection_the_server_answers_it() {
     .await
     .expect("systemd-socket-activate did not listen in time");
 
-    let mut first = status_request(addr).await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, first.read_to_end(&mut answer))
-        .await
-        .expect("the first connection got no answer in time")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200 OK\r\n"),
-        "the first connection was answered {answer:?}"
-    );
+    assert_status_ok(status_request(addr).await, "the first connection").await;
     // The server it started serves the socket systemd passed.
     let listening = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = log.next_line().await.unwrap() {
@@ -566,6 +546,20 @@ async fn sockets_passed_to_another_process_are_left_alone() {
             event["message"] == "listening" && event["inherited"] == false
         })
         .await;
+}
+
+/// Reads the answer to [`status_request`]'s request to its end, and asserts it is 200.
+async fn assert_status_ok(mut stream: tokio::net::TcpStream, which: &str) {
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{which} got no answer in time"))
+        .unwrap_or_else(|error| panic!("{which} failed: {error}"));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{which} was answered {answer:?}"
+    );
 }
 
 /// A connection with a `GET /status` sent on it, its answer not yet read.
