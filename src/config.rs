@@ -201,6 +201,12 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_NAME", default_value = "integers", value_parser = cluster_name)]
     pub cluster_name: String,
 
+    /// A control socket through which a new process takes over from this one: started with
+    /// the same path while this one runs, the new process receives the listening socket and
+    /// the streams' positions, and this one drains. No connection is refused meanwhile.
+    #[arg(long, env = "HAND_OVER", value_name = "PATH")]
+    pub hand_over: Option<PathBuf>,
+
     /// Log format: `pretty` for people, `json` (one object a line) for log collectors.
     /// Default: pretty when stderr is a terminal, json otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum)]

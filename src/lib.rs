@@ -27,6 +27,8 @@
 //! Around them:
 //! - [`server`]: the server as a table of its parts (supply, delivery, protocols, edge), and
 //!   the drain that takes them down in order.
+//! - `succession`: the hand-over to the next process: the listening socket, then the
+//!   streams' final positions.
 //! - [`config`]: the flags.
 //! - `telemetry`, [`status`] and `departure`: what the server reports, and why a client left.
 //! - `sync`: the one locking rule.
@@ -47,6 +49,7 @@ mod socketio;
 mod source;
 pub mod status;
 pub mod stream;
+mod succession;
 mod sync;
 mod telemetry;
 mod websocket;

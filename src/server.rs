@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use engineioxide::service::NotFoundService;
@@ -22,7 +23,7 @@ use crate::edge::admission::{Admission, SessionLimits};
 use crate::edge::give_back;
 use crate::edge::http::{AppState, Clients, router};
 use crate::edge::listener::{
-    self, Accepting, LiveConnections, SharedPort, connection_capacity, serve_connections,
+    self, Accepting, Listen, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
 use crate::fanout::{Fanout, FanoutSettings, LastHandedOut, Shards};
 use crate::raw::connection::RawLimits;
@@ -36,6 +37,8 @@ use crate::source::chosen::{ChosenSource, OpenError, Running};
 use crate::source::redis::ClusterState;
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
+use crate::stream::parity::ByParity;
+use crate::succession::{Offer, Predecessor, Successor};
 use crate::telemetry;
 
 pub use crate::edge::listener::Listener;
@@ -49,24 +52,33 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-/// The socket systemd passed to this process (socket activation), if it passed one;
-/// otherwise the configured address, bound here and shared with other instances when
-/// `--reuse-port` is set (the kernel then spreads new connections over them).
+/// The socket systemd passed to this process (socket activation), if it passed one; else the
+/// one the process running at the `--hand-over` path hands over; otherwise the configured
+/// address, bound here and shared with other instances when `--reuse-port` is set (the kernel
+/// then spreads new connections over them).
 pub fn bind(config: &Config) -> io::Result<Listener> {
-    listener::listen(SocketAddr::new(config.host, config.port), config.reuse_port)
+    listener::listen(Listen {
+        addr: SocketAddr::new(config.host, config.port),
+        reuse_port: config.reuse_port,
+        hand_over: config
+            .hand_over
+            .as_deref()
+            .map(|path| (path, config.drain())),
+    })
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every client and returns.
 pub async fn serve(
-    listener: Listener,
+    mut listener: Listener,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     telemetry::install();
+    let predecessor = listener.predecessor.take();
     // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's
     // and socketioxide's), and laid out inline they take this one past the compiler's depth
     // limit.
-    let supply = Box::pin(Supply::open(&config, &shutdown)).await?;
+    let supply = Box::pin(Supply::open(&config, predecessor, &shutdown)).await?;
     let delivery = Delivery::start(&supply.feed, &config);
     let protocols = Protocols::start(&supply.feed, &delivery, &config);
     let edge = Edge::start(listener, &config, &supply, &delivery, &protocols, &shutdown)?;
@@ -106,8 +118,18 @@ struct Supply {
 }
 
 impl Supply {
-    async fn open(config: &Config, shutdown: &CancellationToken) -> Result<Supply, OpenError> {
-        let (source, feed) = ChosenSource::open(config).await?;
+    /// Opens the source, once the process this one takes over from (if any) has stopped its
+    /// own: it then hands its final positions over.
+    async fn open(
+        config: &Config,
+        predecessor: Option<Predecessor>,
+        shutdown: &CancellationToken,
+    ) -> Result<Supply, ServeError> {
+        let handed = match predecessor {
+            Some(predecessor) => predecessor.stopped(config.drain()).await?,
+            None => None,
+        };
+        let (source, feed) = ChosenSource::open(config, handed).await?;
         let cluster = source.cluster();
         Ok(Supply {
             source: source.spawn(feed.clone(), shutdown.clone()),
@@ -215,9 +237,12 @@ struct Edge {
     /// The accepting thread and the task serving HTTP on what it accepts; both stop on the
     /// shutdown token.
     accepting: Accepting,
-    /// Whether the service manager holds the listening socket too, so that it stays open
-    /// after this process stops accepting.
+    /// Whether the service manager or a predecessor holds the listening socket too, so that
+    /// it stays open after this process stops accepting.
     inherited: bool,
+    /// The control socket a successor takes the listening socket over through
+    /// (`--hand-over`); its task cancels the shutdown token once one is ready.
+    offer: Option<Offer>,
 }
 
 impl Edge {
@@ -260,6 +285,15 @@ impl Edge {
             cluster: supply.cluster.clone(),
         });
         let addr = listener.local_addr()?;
+        // Open before the listening line, which tells a deploy script it can start the next.
+        let offer = match &config.hand_over {
+            Some(path) => Some(Offer::open(
+                path,
+                listener.socket.as_fd(),
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
         info!(
             %addr,
             inherited = listener.inherited,
@@ -276,20 +310,27 @@ impl Edge {
         Ok(Edge {
             accepting,
             inherited: listener.inherited,
+            offer,
         })
     }
 
-    /// Resolves once this process has closed its listener, with the watch over the HTTP
-    /// connections still open. From then on new connections are refused, unless the socket
-    /// was inherited: the service manager holds it open, and they wait in its queue for the
-    /// next process.
-    async fn stop_accepting(self) -> Option<GracefulShutdown> {
+    /// Resolves once this process has closed its listener (and the hand-over's copy of it),
+    /// with the watch over the HTTP connections still open and the successor, if one took
+    /// the socket over. From then on new connections are refused, unless another process
+    /// holds the socket (the service manager, or the successor): they wait in its queue for
+    /// the next process.
+    async fn stop_accepting(self) -> (Option<GracefulShutdown>, Option<Successor>) {
+        let successor = match self.offer {
+            Some(offer) => offer.closed().await,
+            None => None,
+        };
         let connections = self.accepting.stopped().await;
+        let handed = successor.as_ref().is_some_and(Successor::holds_listener);
         info!(
-            socket_kept_open = self.inherited,
+            socket_kept_open = self.inherited || handed,
             "stopped accepting connections"
         );
-        connections
+        (connections, successor)
     }
 }
 
@@ -305,7 +346,7 @@ impl Server {
             edge,
         } = self;
         let drained = tokio::time::timeout(config.drain(), async {
-            let connections = edge.stop_accepting().await;
+            let (connections, successor) = edge.stop_accepting().await;
             // The source stops while the runtime is quiet: closing thousands of clients at
             // once keeps it busy for a while, and in a cluster the lease must be handed over
             // within Redis's answer time, or the next leader waits out the lease and the
@@ -313,6 +354,13 @@ impl Server {
             // feed is closed behind it.
             supply.source.stopped().await;
             let closed = supply.feed.close();
+            // A successor runs its source only once it has the final positions, so the two
+            // sources never run at once. A plain restart's successor is held until the end.
+            let positions = ByParity::from_fn(|parity| supply.feed.position(parity));
+            let _successor = match successor {
+                Some(successor) => successor.hand_positions(positions).await,
+                None => None,
+            };
             // Ordering rule: every client gets its stream's last integer before any is let
             // go, so the saved position is the last integer each connected client got, and a
             // client resuming from it misses nothing. The types hold the order: the shards

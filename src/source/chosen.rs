@@ -31,17 +31,29 @@ pub(crate) enum ChosenSource {
 
 impl ChosenSource {
     /// Opens the source `config` names, and the feed it starts from: the saved positions, the
-    /// cluster's, or the streams' starts.
-    pub(crate) async fn open(config: &Config) -> Result<(ChosenSource, Feed), OpenError> {
+    /// cluster's, the positions `handed` over by the process this one replaced (without
+    /// state, where nothing else holds them), or the streams' starts.
+    pub(crate) async fn open(
+        config: &Config,
+        handed: Option<ByParity<u64>>,
+    ) -> Result<(ChosenSource, Feed), OpenError> {
         let backlog = config.client_backlog as usize;
         let Some(endpoint) = redis_endpoint(config) else {
             let Some(path) = config.state_path() else {
-                info!("running without state: streams start at 1 and 2");
                 let ticker = LocalTicker::new(config.interval());
-                return Ok((
-                    ChosenSource::Local(ticker),
-                    Feed::new(ByParity::default(), backlog),
-                ));
+                let Some(positions) = handed else {
+                    info!("running without state: streams start at 1 and 2");
+                    return Ok((
+                        ChosenSource::Local(ticker),
+                        Feed::new(ByParity::default(), backlog),
+                    ));
+                };
+                info!(
+                    odd_position = positions.odd,
+                    even_position = positions.even,
+                    "running without state, from the positions handed over"
+                );
+                return Ok((ChosenSource::Local(ticker), Feed::new(positions, backlog)));
             };
             let (store, positions) = CounterStore::open(path)?;
             info!(

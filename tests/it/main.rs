@@ -8,6 +8,7 @@ mod bad_input;
 mod dead_and_slow;
 mod defaults;
 mod durability;
+mod hand_over;
 mod health_check;
 mod http_surface;
 mod operability;

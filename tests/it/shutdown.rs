@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use crate::common::{PATIENCE, Process, next_integers, socketio_websocket, state_dir};
+use crate::common::{
+    PATIENCE, Process, assert_status_ok, next_integers, refused_at_start, request_during_drain,
+    socketio_websocket, state_dir, status_request, still_open, stubborn_client,
+};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 // Promise: raw-shutdown-1001, sio-shutdown, restart-save-exact, restart-raw-1001
@@ -132,34 +134,6 @@ async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
             [last_read + 2, last_read + 4],
             "signal {signal}: resumed after {last_read} with {saved} saved"
         );
-    }
-}
-
-/// A raw client that never reads and never answers the close frame.
-async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
-        .await
-        .expect("no upgrade answer in time")
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
-    stream
-}
-
-/// Whether the server has not closed `stream`: whatever it sent is read, and no end follows.
-fn still_open(stream: &tokio::net::TcpStream) -> bool {
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stream.try_read(&mut buffer) {
-            Ok(0) => return false,
-            Ok(_) => continue,
-            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
-        }
     }
 }
 
@@ -317,15 +291,7 @@ async fn under_socket_activation_a_restart_refuses_nobody() {
     let pid = old.child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    old.wait_for_log("the old process to stop accepting", |event| {
-        event["message"] == "stopped accepting connections" && event["socket_kept_open"] == true
-    })
-    .await;
-    let during_drain = status_request(addr).await;
-    assert!(
-        old.child.try_wait().unwrap().is_none() && still_open(&stubborn),
-        "the old process had finished its drain before the connection was made"
-    );
+    let during_drain = request_during_drain(&mut old, &stubborn).await;
     let exit = tokio::time::timeout(PATIENCE, old.child.wait())
         .await
         .expect("the old process did not exit in time")
@@ -447,7 +413,7 @@ async fn started_by_systemd_at_the_first_connection_the_server_answers_it() {
 }
 
 /// A socket passed that the server cannot serve stops it at start, with the reason.
-// Promise: systemd-socket-refuse
+// Promise: systemd-socket-refuse, hand-over-refuse
 #[tokio::test]
 async fn a_passed_socket_the_server_cannot_serve_is_refused_at_start() {
     use std::os::fd::AsRawFd;
@@ -470,7 +436,8 @@ async fn a_passed_socket_the_server_cannot_serve_is_refused_at_start() {
     const NOT_LISTENING_TCP: &str =
         "the socket systemd passed (LISTEN_FDS) is not a listening TCP socket";
     let ours = "LISTEN_PID=$$ LISTEN_FDS=1";
-    let cases: [(&[i32], &str, &[&str], &str); 7] = [
+    let control = unix_path.with_file_name("control.sock");
+    let cases: [(&[i32], &str, &[&str], &str); 8] = [
         (
             &[one.as_raw_fd(), two.as_raw_fd()],
             "LISTEN_PID=$$ LISTEN_FDS=2",
@@ -509,21 +476,15 @@ async fn a_passed_socket_the_server_cannot_serve_is_refused_at_start() {
             &["--no-state", "--reuse-port"],
             "--reuse-port shares a port this process binds",
         ),
+        (
+            &[one.as_raw_fd()],
+            ours,
+            &["--no-state", "--hand-over", control.to_str().unwrap()],
+            "systemd passed a socket, which outlives this process already",
+        ),
     ];
     for (passed, variables, args, reason) in cases {
-        let mut command = activation_with(passed, variables, args);
-        command.stderr(std::process::Stdio::piped());
-        let output = tokio::time::timeout(PATIENCE, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("still running, started for {reason:?}"))
-            .unwrap();
-        let log = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !output.status.success() && log.contains(reason),
-            "started with {variables}, {args:?} and {} sockets: {:?}, log:\n{log}",
-            passed.len(),
-            output.status
-        );
+        refused_at_start(activation_with(passed, variables, args), reason).await;
     }
 }
 
@@ -546,31 +507,4 @@ async fn sockets_passed_to_another_process_are_left_alone() {
             event["message"] == "listening" && event["inherited"] == false
         })
         .await;
-}
-
-/// Reads the answer to [`status_request`]'s request to its end, and asserts it is 200.
-async fn assert_status_ok(mut stream: tokio::net::TcpStream, which: &str) {
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
-        .await
-        .unwrap_or_else(|_| panic!("{which} got no answer in time"))
-        .unwrap_or_else(|error| panic!("{which} failed: {error}"));
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200 OK\r\n"),
-        "{which} was answered {answer:?}"
-    );
-}
-
-/// A connection with a `GET /status` sent on it, its answer not yet read.
-async fn status_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("no connection in time")
-        .expect("the connection was refused");
-    stream
-        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    stream
 }

@@ -2,10 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::inherited;
+use crate::succession::{self, Predecessor, Taken};
 
 /// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
 /// when thousands of clients reconnect at once after a deploy, and an overflowed SYN costs
@@ -16,10 +19,13 @@ const LISTEN_BACKLOG: u32 = 4096;
 #[derive(Debug)]
 pub struct Listener {
     pub(crate) socket: TcpListener,
-    /// Passed by the service manager (socket activation), which holds it open across
-    /// restarts: when this process stops accepting, connections wait in the socket's queue
-    /// for the next process instead of being refused.
+    /// Passed by the service manager (socket activation) or by the process this one took
+    /// over from, and held by that one too: when this process stops accepting, connections
+    /// wait in the socket's queue for the next process instead of being refused.
     pub(crate) inherited: bool,
+    /// The process this one took the socket over from (`--hand-over`), which still serves
+    /// it until its source has stopped.
+    pub(crate) predecessor: Option<Predecessor>,
 }
 
 impl Listener {
@@ -29,26 +35,55 @@ impl Listener {
     }
 }
 
-/// The socket systemd passed to this process (`LISTEN_FDS`), if it passed one; otherwise
-/// `addr`, bound here and shared with other instances when `reuse_port` is set.
-pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<Listener> {
-    let Some(passed) = inherited::take()? else {
-        return Ok(Listener {
-            socket: bind(addr, reuse_port)?,
-            inherited: false,
-        });
-    };
+/// Where the server listens, as the flags and the environment say.
+#[derive(Debug)]
+pub(crate) struct Listen<'a> {
+    pub(crate) addr: SocketAddr,
+    pub(crate) reuse_port: bool,
+    /// The control socket of `--hand-over`, and how long the running process's drain may
+    /// take.
+    pub(crate) hand_over: Option<(&'a Path, Duration)>,
+}
+
+/// The socket systemd passed to this process (`LISTEN_FDS`), if it passed one; else the one
+/// the process at the `--hand-over` path passes; otherwise `addr`, bound here and shared with
+/// other instances when `reuse_port` is set.
+pub(crate) fn listen(wanted: Listen<'_>) -> io::Result<Listener> {
+    let passed = inherited::take()?;
     // An instance at its limit leaves a shared port by closing its listener, which cannot
-    // close a socket the service manager also holds.
-    if reuse_port {
+    // close a socket another process also holds.
+    if wanted.reuse_port && (passed.is_some() || wanted.hand_over.is_some()) {
         return Err(io::Error::other(
-            "--reuse-port shares a port this process binds, and does not apply to a socket \
-             passed by systemd",
+            "--reuse-port shares a port this process binds alone, and does not apply to a \
+             socket passed by systemd or handed over (--hand-over)",
         ));
     }
+    if let Some(passed) = passed {
+        if wanted.hand_over.is_some() {
+            return Err(io::Error::other(
+                "systemd passed a socket, which outlives this process already; --hand-over \
+                 does not apply",
+            ));
+        }
+        return Ok(Listener {
+            socket: TcpListener::from_std(passed)?,
+            inherited: true,
+            predecessor: None,
+        });
+    }
+    if let Some((path, drain)) = wanted.hand_over
+        && let Taken::Listener(socket, predecessor) = succession::take(path, drain)?
+    {
+        return Ok(Listener {
+            socket: TcpListener::from_std(socket)?,
+            inherited: true,
+            predecessor: Some(predecessor),
+        });
+    }
     Ok(Listener {
-        socket: TcpListener::from_std(passed)?,
-        inherited: true,
+        socket: bind(wanted.addr, wanted.reuse_port)?,
+        inherited: false,
+        predecessor: None,
     })
 }
 

@@ -1,8 +1,8 @@
 //! The TCP side: from a listening socket to an HTTP connection being served.
 //!
 //! A connection's way in, one file per step:
-//! - `bind`: the listening socket, passed by systemd or else bound here, its queue, and port
-//!   sharing;
+//! - `bind`: the listening socket, passed by systemd or by the running process this one
+//!   takes over from, or else bound here, its queue, and port sharing;
 //! - `inherited`: a listening socket passed by systemd (socket activation);
 //! - `port`: taking connections off it: the shared port left while full and rejoined once
 //!   there is room, and the socket options every connection gets;
@@ -22,7 +22,7 @@ mod port;
 mod thread;
 
 pub use bind::Listener;
-pub(crate) use bind::listen;
+pub(crate) use bind::{Listen, listen};
 pub(crate) use counted::{ClientAddr, CountedStream, LiveConnections};
 pub(crate) use files_limit::connection_capacity;
 pub(crate) use port::SharedPort;

@@ -182,3 +182,93 @@ pub(crate) fn upgrade_request(path: &str) -> String {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
 }
+
+/// A raw client that never reads and never answers the close frame.
+pub(crate) async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+        .await
+        .expect("no upgrade answer in time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    stream
+}
+
+/// Whether the server has not closed `stream`: whatever it sent is read, and no end follows.
+pub(crate) fn still_open(stream: &tokio::net::TcpStream) -> bool {
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut buffer) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Reads the answer to [`status_request`]'s request to its end, and asserts it is 200.
+pub(crate) async fn assert_status_ok(mut stream: tokio::net::TcpStream, which: &str) {
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("{which} got no answer in time"))
+        .unwrap_or_else(|error| panic!("{which} failed: {error}"));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK\r\n"),
+        "{which} was answered {answer:?}"
+    );
+}
+
+/// A connection with a `GET /status` sent on it, its answer not yet read.
+pub(crate) async fn status_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("no connection in time")
+        .expect("the connection was refused");
+    stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Runs `command` (the binary, started so that it cannot serve) and asserts that it exits
+/// with a failure and logs `reason`.
+pub(crate) async fn refused_at_start(mut command: tokio::process::Command, reason: &str) {
+    command.stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("still running, started for {reason:?}"))
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && log.contains(reason),
+        "started as {command:?}: {:?}, log:\n{log}",
+        output.status
+    );
+}
+
+/// Waits for `old` to stop accepting on a socket another process holds too, and makes a
+/// [`status_request`] while it provably still drains: `stubborn`, a client that never lets
+/// go, still holds it open.
+pub(crate) async fn request_during_drain(
+    old: &mut Process,
+    stubborn: &tokio::net::TcpStream,
+) -> tokio::net::TcpStream {
+    old.wait_for_log("the old process to stop accepting", |event| {
+        event["message"] == "stopped accepting connections" && event["socket_kept_open"] == true
+    })
+    .await;
+    let request = status_request(old.addr).await;
+    assert!(
+        old.child.try_wait().unwrap().is_none() && still_open(stubborn),
+        "the old process had finished its drain before the connection was made"
+    );
+    request
+}

@@ -140,6 +140,12 @@ impl Process {
         // SAFETY: kill(2) on our own child's pid.
         let sent = unsafe { libc::kill(pid, signal) };
         assert_eq!(sent, 0);
+        self.exited().await
+    }
+
+    /// Waits for the process to exit, returning its exit status. Its log is then whole: read
+    /// to the end.
+    pub(crate) async fn exited(&mut self) -> std::process::ExitStatus {
         let status = tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("did not exit in time")

@@ -1,0 +1,33 @@
+//! The hand-over from a running process to the next one, over a control socket
+//! (`--hand-over PATH`), so that a restart refuses no connection and the streams pass on
+//! without a repeat.
+//!
+//! A process started with `--hand-over PATH` first asks the process listening at `PATH` for
+//! its listening socket, and binds its own only if nobody answers. Either way it then listens
+//! at `PATH` itself, for the process that will replace it. The exchange, one line of ASCII at
+//! a time:
+//! 1. successor: `integers-hand-over 1`, the format version it speaks;
+//! 2. predecessor: `listener`, with the listening socket attached (`SCM_RIGHTS`). One that
+//!    speaks another version answers with its own version line instead and drains as on
+//!    SIGTERM, holding the connection open until it exits; the successor binds the port
+//!    then. That is a plain restart, which loses nothing.
+//! 3. successor: `ready`. The predecessor drains: it stops accepting (the successor's copy of
+//!    the socket keeps it listening, and connections wait in its queue), then stops its
+//!    source, which saves the positions or releases the cluster's lease;
+//! 4. predecessor: `stopped ODD EVEN`, the streams' final positions. Only then does the
+//!    successor run its source, so two sources never run at once. The predecessor then lets
+//!    its clients go, and they reconnect to the successor.
+//!
+//! Each side checks that the other runs as the same user (`SO_PEERCRED`), and the socket
+//! file is the user's alone (mode 0600).
+//!
+//! - `wire`: the lines, the descriptor one of them carries, the peer's credentials.
+//! - `predecessor`: the running process's side.
+//! - `successor`: the new process's side.
+
+mod predecessor;
+mod successor;
+mod wire;
+
+pub(crate) use predecessor::{Offer, Successor};
+pub(crate) use successor::{Predecessor, Taken, take};

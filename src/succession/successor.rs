@@ -1,0 +1,227 @@
+//! The new process's side: it takes the listening socket from the process running at the
+//! control path, and waits for that process's final positions before running its source.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use socket2::{SockRef, Socket};
+use tracing::{info, warn};
+
+use super::wire::{self, Control};
+use crate::stream::parity::ByParity;
+
+/// How long the running process has to answer the first line. It answers from a task that
+/// only waits for this, so only a stuck process is slower.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long after its drain time a plain restart's predecessor may take to exit.
+const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+/// The process this one takes over from, until it has sent its final positions.
+#[derive(Debug)]
+pub(crate) struct Predecessor {
+    control: Control,
+    since: Instant,
+}
+
+/// What the process at the control path gave.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Nobody listens there: this process binds its own port.
+    Nobody,
+    /// The listening socket, and the process that still serves it until it drains.
+    Listener(std::net::TcpListener, Predecessor),
+    /// A process speaking another format version, now gone: this process binds its port.
+    AfterPlainRestart,
+}
+
+/// Asks the process at `path` for its listening socket. `drain` is how long its drain may
+/// take, which a plain restart waits out.
+pub(crate) fn take(path: &Path, drain: Duration) -> io::Result<Taken> {
+    let stream = match UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            info!(path = %path.display(), "no running process to take over from");
+            return Ok(Taken::Nobody);
+        }
+        Err(error) => return Err(error),
+    };
+    let control = Control::checked(stream)?;
+    let since = Instant::now();
+    let asked = control.send(&wire::hello(wire::VERSION), None, PATIENCE);
+    let answer = match asked.and_then(|()| control.receive(PATIENCE)) {
+        Ok(answer) => answer,
+        // It went before it answered: it was stopping already, or crashed, and its listener
+        // goes with it.
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            warn!(
+                predecessor_pid = control.peer_pid,
+                %error,
+                "the running process went before handing over"
+            );
+            return Ok(Taken::Nobody);
+        }
+        Err(error) => return Err(error),
+    };
+    if let Some(version) = wire::hello_version(&answer.text) {
+        warn!(
+            predecessor_pid = control.peer_pid,
+            predecessor_version = version,
+            version = wire::VERSION,
+            "the running process speaks another hand-over version; waiting for it to drain \
+             (a plain restart)"
+        );
+        // It holds the connection until it exits.
+        match control.receive(drain + EXIT_SLACK) {
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Taken::AfterPlainRestart);
+            }
+            Err(error) => return Err(error),
+            Ok(line) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unexpected line from the running process: {:?}", line.text),
+                ));
+            }
+        }
+    }
+    let (wire::LISTENER, Some(passed)) = (answer.text.as_str(), answer.passed) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the running process answered {:?} without a listening socket",
+                answer.text
+            ),
+        ));
+    };
+    let looked = SockRef::from(&passed);
+    if !looked.is_listener().unwrap_or(false)
+        || !looked
+            .local_addr()
+            .is_ok_and(|addr| addr.as_socket().is_some())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the running process passed something other than a listening TCP socket",
+        ));
+    }
+    let socket = Socket::from(passed);
+    socket.set_nonblocking(true)?;
+    control.send(wire::READY, None, PATIENCE)?;
+    info!(
+        predecessor_pid = control.peer_pid,
+        "took the listening socket over"
+    );
+    Ok(Taken::Listener(
+        socket.into(),
+        Predecessor { control, since },
+    ))
+}
+
+impl Predecessor {
+    /// Waits, at most `drain` and a margin, for the predecessor's final positions: its
+    /// source has stopped, and this process's may run. `None` when it ended without sending
+    /// them (it crashed): the source then starts as after a crash. An error when it is still
+    /// running without having sent them: running a source beside its own could repeat
+    /// integers.
+    pub(crate) async fn stopped(self, drain: Duration) -> io::Result<Option<ByParity<u64>>> {
+        let Predecessor { control, since } = self;
+        let (control, line) = tokio::task::spawn_blocking(move || {
+            let line = control.receive(drain + EXIT_SLACK);
+            (control, line)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let line = match line {
+            Ok(line) => line,
+            Err(error) if !running(control.peer_pid) => {
+                warn!(
+                    predecessor_pid = control.peer_pid,
+                    %error,
+                    "the running process ended without its final positions; starting as \
+                     after a crash"
+                );
+                return Ok(None);
+            }
+            Err(error) => {
+                return Err(io::Error::other(format!(
+                    "the running process (pid {}) did not send its final positions: {error}",
+                    control.peer_pid
+                )));
+            }
+        };
+        let positions = stopped_positions(&line.text).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not the final positions: {:?}", line.text),
+            )
+        })?;
+        info!(
+            predecessor_pid = control.peer_pid,
+            odd_position = positions.odd,
+            even_position = positions.even,
+            waited_ms = since.elapsed().as_millis() as u64,
+            "the running process handed its streams over"
+        );
+        Ok(Some(positions))
+    }
+}
+
+/// The positions a `stopped ODD EVEN` line gives.
+fn stopped_positions(line: &str) -> Option<ByParity<u64>> {
+    let mut words = line.split(' ');
+    if words.next()? != wire::STOPPED {
+        return None;
+    }
+    let odd = words.next()?.parse().ok()?;
+    let even = words.next()?.parse().ok()?;
+    words.next().is_none().then_some(ByParity { odd, even })
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command's name, which ends at the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_line_gives_both_positions() {
+        assert_eq!(
+            stopped_positions("stopped 12 7"),
+            Some(ByParity { odd: 12, even: 7 })
+        );
+        assert_eq!(stopped_positions("stopped 12"), None);
+        assert_eq!(stopped_positions("stopped 12 7 1"), None);
+        assert_eq!(stopped_positions("started 12 7"), None);
+    }
+
+    #[test]
+    fn this_process_runs_and_an_unused_pid_does_not() {
+        assert!(running(std::process::id() as i32));
+        assert!(!running(i32::MAX));
+    }
+}

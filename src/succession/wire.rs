@@ -1,0 +1,182 @@
+//! The control connection's lines, the descriptor one of them carries, and the check that the
+//! peer runs as this process's user.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, sockopt};
+
+/// The format version this binary speaks. A successor that speaks another gets this
+/// process's version line back, and a plain restart.
+pub(crate) const VERSION: u32 = 1;
+
+/// The first word of the successor's line, which its version follows.
+pub(super) const HELLO: &str = "integers-hand-over";
+
+/// The predecessor's answer that carries the listening socket.
+pub(super) const LISTENER: &str = "listener";
+
+/// The successor's answer once it holds the listening socket.
+pub(super) const READY: &str = "ready";
+
+/// The first word of the predecessor's last line, which the final positions follow.
+pub(super) const STOPPED: &str = "stopped";
+
+/// The longest line either side sends; anything longer is not this protocol.
+const MAX_LINE: usize = 80;
+
+/// A connection to the other process, whose user has been checked.
+#[derive(Debug)]
+pub(crate) struct Control {
+    stream: UnixStream,
+    /// The other process's id, as the kernel reports it.
+    pub(super) peer_pid: i32,
+}
+
+/// A line read, and the descriptor that came with it, if one did.
+#[derive(Debug)]
+pub(super) struct Line {
+    pub(super) text: String,
+    pub(super) passed: Option<OwnedFd>,
+}
+
+impl Control {
+    /// `stream`, once the kernel confirms that its peer runs as this process's user: only
+    /// such a process can take the socket over, or hand one to this process.
+    pub(super) fn checked(stream: UnixStream) -> io::Result<Control> {
+        let peer = socket::getsockopt(&stream, sockopt::PeerCredentials)?;
+        let own = nix::unistd::geteuid().as_raw();
+        if peer.uid() != own {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the process at the other end (pid {}) runs as user {}, this one as user {own}",
+                    peer.pid(),
+                    peer.uid()
+                ),
+            ));
+        }
+        Ok(Control {
+            stream,
+            peer_pid: peer.pid(),
+        })
+    }
+
+    /// Sends `text` as one line, with `fd` attached when given, within `patience`.
+    pub(super) fn send(
+        &self,
+        text: &str,
+        fd: Option<BorrowedFd<'_>>,
+        patience: Duration,
+    ) -> io::Result<()> {
+        self.stream.set_write_timeout(Some(patience))?;
+        let line = format!("{text}\n");
+        let fds = fd.map(|fd| [fd.as_raw_fd()]);
+        let attached: Vec<ControlMessage<'_>> = fds
+            .iter()
+            .map(|fds| ControlMessage::ScmRights(fds))
+            .collect();
+        let raw = self.stream.as_raw_fd();
+        let mut sent = socket::sendmsg::<UnixAddr>(
+            raw,
+            &[io::IoSlice::new(line.as_bytes())],
+            &attached,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        // The descriptor went with the first bytes; a short write sends the rest plainly.
+        while sent < line.len() {
+            sent += socket::sendmsg::<UnixAddr>(
+                raw,
+                &[io::IoSlice::new(&line.as_bytes()[sent..])],
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Reads one line within `patience`, and the descriptor that came with it. Read a byte at
+    /// a time, so that nothing past the line is taken from the connection.
+    pub(super) fn receive(&self, patience: Duration) -> io::Result<Line> {
+        let deadline = Instant::now() + patience;
+        let mut text = Vec::new();
+        let mut passed = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no whole line from the other process in time",
+                ));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let mut byte = [0u8; 1];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut iov = [io::IoSliceMut::new(&mut byte)];
+            let read = socket::recvmsg::<UnixAddr>(
+                self.stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )?;
+            for message in read.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(fds) = message {
+                    for fd in fds {
+                        // SAFETY: the kernel has just installed `fd` in this process for this
+                        // message, and nothing else refers to it: it is owned here, once.
+                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                        // One descriptor is kept; any more are closed as they drop.
+                        passed.get_or_insert(owned);
+                    }
+                }
+            }
+            if read.bytes == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the other process closed the hand-over connection",
+                ));
+            }
+            if byte[0] == b'\n' {
+                break;
+            }
+            if text.len() == MAX_LINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a line longer than the hand-over's",
+                ));
+            }
+            text.push(byte[0]);
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a line that is not text"))?;
+        Ok(Line { text, passed })
+    }
+}
+
+/// The version a successor's first line names, if it is this protocol's line at all.
+pub(super) fn hello_version(line: &str) -> Option<u32> {
+    let (word, version) = line.split_once(' ')?;
+    (word == HELLO).then(|| version.parse().ok())?
+}
+
+/// The successor's first line.
+pub(super) fn hello(version: u32) -> String {
+    format!("{HELLO} {version}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_names_its_version() {
+        assert_eq!(hello_version(&hello(VERSION)), Some(VERSION));
+        assert_eq!(hello_version("integers-hand-over 7"), Some(7));
+        assert_eq!(hello_version("integers-hand-over x"), None);
+        assert_eq!(hello_version("GET / HTTP/1.1"), None);
+    }
+}

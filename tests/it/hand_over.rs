@@ -1,0 +1,400 @@
+//! The hand-over to a new process (`--hand-over PATH`), as docs/deploying.md promises it: the
+//! new process takes the listening socket while the old one runs, so nobody is refused, and
+//! the streams go on from the old one's final positions. Only a process of the same user can
+//! take over, and one speaking another format version gets a plain restart.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::AsyncReadExt;
+
+use crate::common::{
+    PATIENCE, Process, assert_status_ok, next_integers, refused_at_start, request_during_drain,
+    state_dir, status_request, stubborn_client,
+};
+
+/// The old process's flags, and the new one's: the same binary started the same way, with
+/// the positions in `state`, or in memory alone.
+fn flags<'a>(control: &'a Path, state: Option<&'a Path>) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--interval-ms",
+        "20",
+        "--hand-over",
+        control.to_str().unwrap(),
+        "--drain-ms",
+        "2000",
+        // The close handshake alone would wait this long for the stubborn client's answer.
+        "--ping-timeout-ms",
+        "60000",
+    ];
+    match state {
+        Some(state) => flags.extend(["--state-file", state.to_str().unwrap()]),
+        None => flags.push("--no-state"),
+    }
+    flags
+}
+
+/// A prober opening a connection and asking for `/status` again and again, from before the
+/// hand-over to after it: each answer must be 200, none refused or reset.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Prober {
+    fn start(addr: std::net::SocketAddr) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            // Bounded in count as well as by the stop flag.
+            const MOST: usize = 20_000;
+            let mut answered = 0;
+            let mut failures = Vec::new();
+            for _ in 0..MOST {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                match probe(addr).await {
+                    Ok(()) => answered += 1,
+                    Err(failure) => failures.push(failure),
+                }
+            }
+            (answered, failures)
+        });
+        Prober { stop, task }
+    }
+
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the prober did not stop in time")
+            .unwrap()
+    }
+}
+
+async fn probe(addr: std::net::SocketAddr) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|error| format!("connect: {error}"))?;
+        stream
+            .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|error| format!("write: {error}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|error| format!("read: {error}"))?;
+        if answer.starts_with(b"HTTP/1.1 200 OK\r\n") {
+            Ok(())
+        } else {
+            Err(format!("answered {:?}", String::from_utf8_lossy(&answer)))
+        }
+    };
+    tokio::time::timeout(PATIENCE, attempt)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".into()))
+}
+
+/// A new process started while the old one serves takes its listening socket: a prober
+/// connecting all along is never refused, a connection made while the old process provably
+/// drains is answered, and the stream goes on from exactly the old process's last integer.
+// Promise: hand-over-listener, hand-over-streams, hand-over-raw-resume, flag-hand-over
+#[tokio::test]
+async fn a_new_process_takes_over_the_port_and_the_saved_streams_refusing_nobody() {
+    let dir = state_dir("hand-over");
+    take_over(&dir, Some(&dir.join("state.json"))).await;
+}
+
+/// Without a state file the positions exist only in the old process's memory: they pass to
+/// the new one over the control socket.
+// Promise: hand-over-streams
+#[tokio::test]
+async fn without_state_the_positions_pass_to_the_new_process_directly() {
+    take_over(&state_dir("hand-over-no-state"), None).await;
+}
+
+async fn take_over(dir: &Path, state: Option<&Path>) {
+    let control = dir.join("control.sock");
+    let args = flags(&control, state);
+    let mut old = Process::start(0, &args).await;
+    let addr = old.addr;
+    let mode = std::fs::metadata(&control).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is open to others");
+
+    let mut raw = old.raw("/_ws/").await;
+    let mut last = *next_integers(&mut raw, 3).await.last().unwrap();
+    // Holds the old process in its drain until `--drain-ms` is up.
+    let stubborn = stubborn_client(&old).await;
+    let prober = Prober::start(addr);
+
+    let new = Process::start(0, &args).await;
+    assert_eq!(new.addr, addr, "the new process listens on another socket");
+    new.wait_for_log(
+        "the new process's listening line to name a socket held by another",
+        |e| e["message"] == "listening" && e["inherited"] == true,
+    )
+    .await;
+    let during_drain = request_during_drain(&mut old, &stubborn).await;
+    assert_status_ok(
+        during_drain,
+        "the connection made during the old process's drain",
+    )
+    .await;
+
+    // The raw client has every integer up to the old process's last, then 1001.
+    let code: u16 = loop {
+        use futures_util::StreamExt;
+        let message = tokio::time::timeout(PATIENCE, raw.next())
+            .await
+            .expect("no close from the old process in time")
+            .expect("the stream ended without a close frame")
+            .expect("read failed");
+        match message {
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                last = text.parse::<u64>().unwrap()
+            }
+            tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                break frame.map_or(1005, |frame| frame.code.into());
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(code, 1001);
+    let handed = old
+        .wait_for_log("the old process to hand its positions over", |event| {
+            event["message"] == "handed the streams over"
+        })
+        .await;
+    // Position p of the odd stream is the integer 2p - 1.
+    assert_eq!(
+        handed["odd_position"].as_u64().unwrap() * 2 - 1,
+        last,
+        "the position handed over is not the last integer the connected client got"
+    );
+    new.wait_for_log("the new process to receive the positions", |event| {
+        event["message"] == "the running process handed its streams over"
+            && event["odd_position"] == handed["odd_position"]
+    })
+    .await;
+    let exit = old.exited().await;
+    assert!(exit.success(), "the old process exited with {exit:?}");
+
+    // The stream goes on from the old process's last integer: a new client's first is the
+    // next one, neither skipped ahead nor repeated.
+    let mut fresh = new.raw("/_ws/").await;
+    assert_eq!(next_integers(&mut fresh, 1).await, [last + 2]);
+    let (answered, failures) = prober.stop().await;
+    assert!(failures.is_empty(), "probes failed: {failures:?}");
+    assert!(answered > 0, "the prober made no probe");
+}
+
+/// The control socket is the user's alone; opened to everyone, a process of another user
+/// still cannot take over, because each side checks the other's credentials. The old process
+/// logs the refusal and serves on.
+// Promise: hand-over-same-user
+#[tokio::test]
+async fn a_process_of_another_user_cannot_take_over() {
+    let (dir, control, state) = paths("hand-over-user");
+    let old = Process::start(0, &flags(&control, Some(&state))).await;
+    let mut raw = old.raw("/_ws/").await;
+    next_integers(&mut raw, 1).await;
+    std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let other_state = dir.join("other.json");
+    let mut other = Process::command_under(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        old.addr.port(),
+        &flags(&control, Some(&other_state)),
+    );
+    other.stderr(std::process::Stdio::null());
+    let exit = tokio::time::timeout(PATIENCE, other.status())
+        .await
+        .expect("the other user's process did not exit in time")
+        .unwrap();
+    assert!(!exit.success(), "the other user's process started");
+    let refused = old
+        .wait_for_log("the old process to refuse the other user", |event| {
+            event["message"] == "hand-over refused"
+        })
+        .await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("runs as user 65534")),
+        "refused for another reason: {refused}"
+    );
+    assert_serving_on(&old, &mut raw).await;
+}
+
+/// A successor speaking another format version is answered with this binary's version, and
+/// the old process drains as on SIGTERM, refusing connections and holding the control
+/// connection open until it exits; a new process then binds the port.
+// Promise: hand-over-version
+#[tokio::test]
+async fn a_successor_of_another_version_gets_a_plain_restart() {
+    let (_, control, state) = paths("hand-over-version");
+    let mut old = Process::start(0, &flags(&control, Some(&state))).await;
+    let mut raw = old.raw("/_ws/").await;
+    let seen = next_integers(&mut raw, 2).await;
+
+    let mut successor = UnixStream::connect(&control).unwrap();
+    successor.set_read_timeout(Some(PATIENCE)).unwrap();
+    successor.write_all(b"integers-hand-over 999\n").unwrap();
+    let mut answer = [0u8; 21];
+    successor.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"integers-hand-over 1\n");
+    old.wait_for_log("the old process to stop accepting for good", |event| {
+        event["message"] == "stopped accepting connections" && event["socket_kept_open"] == false
+    })
+    .await;
+    let exit = old.exited().await;
+    assert!(exit.success(), "the old process exited with {exit:?}");
+    let mut rest = Vec::new();
+    successor.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "the old process sent more: {rest:?}");
+
+    let last = *seen.last().unwrap();
+    let new = Process::start(old.addr.port(), &flags(&control, Some(&state))).await;
+    let mut resumed = new.raw(&format!("/_ws/?after={last}")).await;
+    assert_eq!(next_integers(&mut resumed, 1).await, [last + 2]);
+}
+
+/// The new binary's side of a version mismatch: told another version by the process at the
+/// control path, it waits for that process to go, then binds the port itself.
+// Promise: hand-over-version
+#[tokio::test]
+async fn a_new_process_told_another_version_binds_once_the_old_one_has_gone() {
+    let (_, control, state) = paths("hand-over-old-version");
+    let old_control = UnixListener::bind(&control).unwrap();
+    // The port, held as the old process would hold it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port.local_addr().unwrap();
+    let mut new = Process::command(addr.port(), &flags(&control, Some(&state)))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let (mut talk, _) = old_control.accept().unwrap();
+    talk.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut hello = [0u8; 21];
+    talk.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"integers-hand-over 1\n");
+    talk.write_all(b"integers-hand-over 0\n").unwrap();
+
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(new.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut read_until = async |what: &str, wanted: &str| {
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(wanted) {
+                    return;
+                }
+            }
+            panic!("the new process ended before {what}:\n{log}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the new process did not log {what} in time"));
+    };
+    read_until("the fallback", "speaks another hand-over version").await;
+    // The old process drains meanwhile; the new one waits for it.
+    assert!(new.try_wait().unwrap().is_none(), "the new process gave up");
+    // Its drain: the port closes, and it exits.
+    drop(port);
+    drop(talk);
+    read_until("a listening line", "\"listening\"").await;
+    assert!(
+        log.contains(&format!("\"addr\":\"{addr}\"")) && log.contains("\"inherited\":false"),
+        "the new process did not bind the port itself:\n{log}"
+    );
+}
+
+/// A successor that takes the listening socket and goes before it is ready takes nothing:
+/// the old process logs it and serves on, its clients' integers uninterrupted.
+// Promise: hand-over-successor-fails
+#[tokio::test]
+async fn a_successor_that_goes_before_it_is_ready_leaves_the_old_process_serving() {
+    let (_, control, state) = paths("hand-over-gone");
+    let old = Process::start(0, &flags(&control, Some(&state))).await;
+    let mut raw = old.raw("/_ws/").await;
+    next_integers(&mut raw, 1).await;
+
+    let mut successor = UnixStream::connect(&control).unwrap();
+    successor.set_read_timeout(Some(PATIENCE)).unwrap();
+    successor.write_all(b"integers-hand-over 1\n").unwrap();
+    // The socket comes with the line; reading it without taking the descriptor closes it.
+    let mut answer = [0u8; 9];
+    successor.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"listener\n");
+    drop(successor);
+
+    old.wait_for_log("the old process to log the failed hand-over", |event| {
+        event["message"] == "hand-over refused"
+    })
+    .await;
+    assert_serving_on(&old, &mut raw).await;
+    let fresh = status_request(old.addr).await;
+    assert_status_ok(fresh, "a connection after the failed hand-over").await;
+}
+
+/// `--hand-over` refuses what would close the socket under the successor: a shared port
+/// (`--reuse-port` leaves it by closing its listener), and it replaces only a socket at its
+/// path, never another file.
+// Promise: hand-over-refuse
+#[tokio::test]
+async fn a_hand_over_that_cannot_work_is_refused_at_start() {
+    let dir = state_dir("hand-over-refused");
+    let control = dir.join("control.sock");
+    let file = dir.join("not-a-socket");
+    std::fs::write(&file, "kept").unwrap();
+    let cases: [(&Path, &[&str], &str); 2] = [
+        (
+            &control,
+            &["--reuse-port"],
+            "--reuse-port shares a port this process binds alone, and does not apply to a \
+             socket passed by systemd or handed over (--hand-over)",
+        ),
+        (&file, &[], "the path exists and is not a socket"),
+    ];
+    for (path, extra, reason) in cases {
+        let mut args = flags(path, None);
+        args.extend(extra);
+        refused_at_start(Process::command(0, &args), reason).await;
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+}
+
+/// Asserts that `old` serves on after a hand-over that did not happen: its client `raw` goes
+/// on without a gap, and it has not begun a drain.
+async fn assert_serving_on(old: &Process, raw: &mut crate::common::Ws) {
+    let seen = next_integers(raw, 3).await;
+    crate::common::assert_consecutive(&seen);
+    assert!(
+        !old.log.lock().unwrap().contains("shutting down"),
+        "the old process drained"
+    );
+}
+
+/// A directory of the test's own, and the control socket's and the state file's paths in it.
+fn paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = state_dir(name);
+    let control = dir.join("control.sock");
+    let state = dir.join("state.json");
+    (dir, control, state)
+}
