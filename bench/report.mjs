@@ -4,7 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
-import { activationSection } from "./activations.mjs";
+import { activationSection, handOverSection } from "./restarts.mjs";
 import { attackSection } from "./attack.mjs";
 import { connectSection } from "./connects.mjs";
 import { readJsonLines } from "./jsonl.mjs";
@@ -800,7 +800,7 @@ if (storms.length) {
 lines.push("", ...attackSection(readJsonLines(`${dir}/attacks.jsonl`)));
 lines.push("", ...replaySection(readJsonLines(`${dir}/replays.jsonl`)));
 lines.push("", ...connectSection(readJsonLines(`${dir}/connects.jsonl`)));
-lines.push("", ...activationSection(storms));
+lines.push("", ...activationSection(storms), ...handOverSection(storms));
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 

@@ -11,6 +11,10 @@
 #                               the SIGTERM storm of this server binding its port, and under
 #                               socket activation (bench/src/bin/activate.rs holding the
 #                               port), twice each, alternated, printing their results
+#   bash bench/run.sh --hand-over
+#                               the same SIGTERM storm of this server binding its port, and
+#                               the restart by hand-over (the new process started with the
+#                               old one's --hand-over path), twice each, alternated
 #   bash bench/run.sh --hot-path SERVER...
 #                               the 19,000-client capacity and 5,000-client fan-out scenarios
 #                               of this server alone, on each binary given, twice, alternated,
@@ -45,6 +49,8 @@ connect_only=0
 [ "${1:-}" = "--connect" ] && connect_only=1
 activation_only=0
 [ "${1:-}" = "--activation" ] && activation_only=1
+hand_over_only=0
+[ "${1:-}" = "--hand-over" ] && hand_over_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
@@ -261,12 +267,14 @@ activated_starts=0
 # once it listens, and appends it to PIDS. KIND `activated` is this server under socket
 # activation: `activate` holds the port, as a socket unit does, and starts this server on it
 # twice (the second time when the first has exited), appending each one's pid itself, and
-# its log is the first call's LOG; called for the second server, it waits for it.
+# its log is the first call's LOG; called for the second server, it waits for it. KIND
+# `handover` is this server with a --hand-over path: the second one takes over from the first.
 storm_server() {
   local ours=("$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000
     --state-file "$out/storm-state.json" --log-format json)
   case "$1" in
     ours) "${ours[@]}" 2>"$3" & ;;
+    handover) "${ours[@]}" --hand-over "$out/storm-control.sock" 2>"$3" & ;;
     ws) PORT="$2" INTERVAL_MS=1000 node bench/peers/ws-peer.mjs 2>"$3" & ;;
     socketio) PORT="$2" INTERVAL_MS=1000 node bench/peers/socketio-peer.mjs 2>"$3" & ;;
     activated)
@@ -301,13 +309,15 @@ storm_server() {
 # storm_scenario NAME SIGNAL CLIENTS HOLD_SECONDS KIND...: a restart under load. CLIENTS
 # clients, half raw and half socket.io (a tenth of those on long-polling), reconnecting as the
 # official client does (`loadgen --reconnect`). Three seconds into the hold every server gets
-# SIGNAL, and once it has exited a new one starts on the same port. With one KIND it serves
+# SIGNAL, and once it has exited a new one starts on the same port. KIND `handover` gets no
+# signal (SIGNAL is then `none`): the new process starts at once and takes over, and the old
+# one exits by itself. With one KIND it serves
 # both halves; with two (the Node peers), the first serves raw and the second socket.io.
 storm_scenario() {
   local name=$1 signal=$2 clients=$3 hold=$4
   shift 4
   local kinds=("$@") ports=() pids=() loads=() i step=0
-  rm -f "$out/storm-state.json" "$out"/storm-*.pids "$out"/ready-*
+  rm -f "$out/storm-state.json" "$out/storm-control.sock" "$out"/storm-*.pids "$out"/ready-*
   activator_pid=""
   activated_starts=0
   for i in "${!kinds[@]}"; do
@@ -330,16 +340,23 @@ storm_scenario() {
   wait_for_file "$out/ready-socketio" 60 "the socket.io clients up"
   # Steady ticks first, so every client has a place to resume from.
   sleep 3
-  for i in "${!kinds[@]}"; do kill -"$signal" "${pids[i]}"; done
-  for i in "${!kinds[@]}"; do
-    # The activator's server is not this shell's child: its successor's start is the wait.
-    [ "${kinds[i]}" = activated ] || wait "${pids[i]}" 2>/dev/null || true
-  done
   step=1
-  for i in "${!kinds[@]}"; do
-    storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log" "$out/storm-$i.pids"
-    pids[i]=$storm_pid
-  done
+  if [ "${kinds[0]}" = handover ]; then
+    local old=${pids[0]}
+    storm_server handover "${ports[0]}" "$out/storm-0-$step.log" "$out/storm-0.pids"
+    pids[0]=$storm_pid
+    wait "$old" 2>/dev/null || true
+  else
+    for i in "${!kinds[@]}"; do kill -"$signal" "${pids[i]}"; done
+    for i in "${!kinds[@]}"; do
+      # The activator's server is not this shell's child: its successor's start is the wait.
+      [ "${kinds[i]}" = activated ] || wait "${pids[i]}" 2>/dev/null || true
+    done
+    for i in "${!kinds[@]}"; do
+      storm_server "${kinds[i]}" "${ports[i]}" "$out/storm-$i-$step.log" "$out/storm-$i.pids"
+      pids[i]=$storm_pid
+    done
+  fi
   # Each load generator is waited for on its own: a plain `wait` on several reports only the
   # last one's status.
   for i in "${!loads[@]}"; do
@@ -477,19 +494,20 @@ if [ "$smoke" = 1 ]; then
         `${run.sequence_repeats} repeats`);
       if (!clean) process.exit(1);
     }' "$runs"
-  # The deploy storm, small: every client back through a SIGTERM, a kill -9 and a SIGTERM under
-  # socket activation, nothing missed. (At this size the new process is up before the first
+  # The deploy storm, small: every client back through a SIGTERM, a kill -9, a SIGTERM under
+  # socket activation and a hand-over, nothing missed. (At this size the new process is up before the first
   # client's back-off is over, so whether a reconnection would be refused shows only in the
   # full storm, and in tests/it/shutdown.rs.)
   # Promise: storm-all-back, durable-crash-no-repeat
   storm_scenario storm-smoke SIGTERM 200 12 ours
   storm_scenario storm-smoke SIGKILL 200 12 ours
   storm_scenario storm-smoke SIGTERM 200 12 activated
+  storm_scenario storm-smoke none 200 12 handover
   node -e '
     const text = require("fs").readFileSync(process.argv[1], "utf8");
     const runs = text.trim().split("\n").filter(Boolean).map(JSON.parse);
-    if (runs.length !== 6) {
-      console.log(`${runs.length} storm runs reported, of 6 (raw and socket.io, three restarts)`);
+    if (runs.length !== 8) {
+      console.log(`${runs.length} storm runs reported, of 8 (raw and socket.io, four restarts)`);
       process.exit(1);
     }
     for (const run of runs) {
@@ -514,6 +532,7 @@ fi
 run_storms() {
   storm_scenario storm-18900 SIGTERM 18900 25 ours
   storm_scenario storm-18900 SIGTERM 18900 25 activated
+  storm_scenario storm-18900 none 18900 25 handover
   storm_scenario storm-18900 SIGKILL 18900 25 ours
   storm_scenario storm-18900 SIGTERM 18900 25 ws socketio
   rolling_scenario rolling-50000 50000 40
@@ -568,7 +587,15 @@ if [ "$activation_only" = 1 ]; then
     storm_scenario storm-18900 SIGTERM 18900 25 ours
     storm_scenario storm-18900 SIGTERM 18900 25 activated
   done
-  node bench/activations.mjs "$storms"
+  node bench/restarts.mjs "$storms"
+  exit 0
+fi
+if [ "$hand_over_only" = 1 ]; then
+  for _ in 1 2; do
+    storm_scenario storm-18900 SIGTERM 18900 25 ours
+    storm_scenario storm-18900 none 18900 25 handover
+  done
+  node bench/restarts.mjs "$storms"
   exit 0
 fi
 if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then

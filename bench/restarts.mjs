@@ -1,0 +1,80 @@
+// The "Restart under socket activation" and "Restart by hand-over" sections of
+// bench/RESULTS.md, from the storms of this server binding its own port beside the same
+// restart under socket activation or by hand-over (storms.jsonl, the load generator's
+// reports). Used by report.mjs; run alone, it prints the sections its input has:
+//   node bench/restarts.mjs RESULTS_DIR/storms.jsonl
+import { fileURLToPath } from "node:url";
+import { readJsonLines } from "./jsonl.mjs";
+
+const fmt = (value, digits = 1) =>
+  value == null || Number.isNaN(value) ? "–" : value.toFixed(digits);
+const seconds = (ms) => fmt(ms == null ? null : ms / 1000);
+const HOW = { ours: "binds its port", activated: "socket-activated", handover: "hand-over" };
+
+// The section comparing the SIGTERM restart of this server binding its port with KIND's,
+// once KIND's storms are in `storms`.
+function restartSection(storms, kind, title, intro) {
+  const restarts = storms.filter((r) => {
+    const [scenario, server, signal] = r.label.split(" ");
+    const binding = server === "ours" && signal === "SIGTERM";
+    return scenario === "storm-18900" && (binding || server === kind);
+  });
+  if (!restarts.some((r) => r.label.split(" ")[1] === kind)) return [];
+  const lines = [
+    `## ${title}`,
+    "",
+    intro,
+    "",
+    "| server | protocol | attempts refused | back p50 / 100% s | reconnect connect p50 / p99 ms " +
+      "| stall max ms | health p99 ms (failed) | gaps / repeats |",
+    "|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of restarts) {
+    const s = r.storm;
+    lines.push(
+      `| ${HOW[r.label.split(" ")[1]]} | ${r.protocol} | ${s.failures.refused ?? 0} ` +
+        `| ${seconds(s.back_ms_p50)} / ${seconds(s.back_ms_p100)} ` +
+        `| ${fmt(s.reconnect_ms_p50)} / ${fmt(s.reconnect_ms_p99)} ` +
+        `| ${fmt(s.stall_ms_max, 0)} | ${fmt(s.healthcheck_ms_p99)} (${s.healthcheck_failures}) ` +
+        `| ${r.sequence_gaps} / ${r.sequence_repeats} |`,
+    );
+  }
+  lines.push("");
+  return lines;
+}
+
+const STORM =
+  "The SIGTERM restart of the deploy storm (18,900 clients, half raw and half socket.io, " +
+  "reconnecting with the official client's back-off)";
+
+export function activationSection(storms) {
+  return restartSection(
+    storms,
+    "activated",
+    "Restart under socket activation",
+    `${STORM}, once with the server binding its port and once with the port held by ` +
+      "`target/release/activate`, as the systemd socket unit in docs/deploying.md holds it. " +
+      "Either way the new process starts once the old one has exited. Command: " +
+      "`bash bench/run.sh --activation` (this section alone, both kinds twice, alternated) " +
+      "or `bash bench/run.sh`.",
+  );
+}
+
+export function handOverSection(storms) {
+  return restartSection(
+    storms,
+    "handover",
+    "Restart by hand-over",
+    `${STORM}, once with the server binding its port (SIGTERM, then the new process once the ` +
+      "old one has exited) and once by hand-over: the new process is started beside the old " +
+      "one with the same `--hand-over` path, takes its listening socket and, once the old " +
+      "one's source has stopped, its positions; the old one drains and exits by itself. " +
+      "Command: `bash bench/run.sh --hand-over` (this section alone, both kinds twice, " +
+      "alternated) or `bash bench/run.sh`.",
+  );
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const storms = readJsonLines(process.argv[2]);
+  console.log([...activationSection(storms), ...handOverSection(storms)].join("\n"));
+}
