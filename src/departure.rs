@@ -32,6 +32,13 @@ pub(crate) enum Departure {
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
+    /// The connection passed, live, to the process that took this one's place.
+    #[error("handed over to the next process")]
+    HandedOver,
+    /// The server is handing over to the next process, and this connection cannot pass: it
+    /// closes with 1012, and its client resumes with `after`.
+    #[error("server restarting; the connection cannot move: {0}")]
+    CannotMove(&'static str),
 }
 
 impl Departure {
@@ -44,7 +51,8 @@ impl Departure {
             }
             Departure::TooSlow(_) => "slow_client",
             Departure::NoHeartbeat(_) => "dead_peer",
-            Departure::Shutdown => "shutdown",
+            Departure::Shutdown | Departure::CannotMove(_) => "shutdown",
+            Departure::HandedOver => "handed_over",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The server's edge: where TCP connections and HTTP requests come in, and are sent on to a
 //! protocol or answered here.
 //! - `listener`: accepting, socket options, counting live connections, serving HTTP;
+//! - `adopted`: the live raw connections a predecessor hands over, served here;
 //! - `health`: the health check's answer, given by the accepting thread while the serving
 //!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
@@ -11,6 +12,7 @@
 //! - `demo_assets`: the demo page and the client bundle, embedded (feature `demo`).
 
 pub(crate) mod admission;
+pub(crate) mod adopted;
 #[cfg(feature = "demo")]
 pub(crate) mod demo_assets;
 pub(crate) mod give_back;

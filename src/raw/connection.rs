@@ -29,6 +29,7 @@ use crate::departure::Departure;
 use crate::fanout::Membership;
 use crate::raw::heartbeat::HeartbeatTimes;
 use crate::raw::io::{ClientFrames, ConnectionIo};
+use crate::raw::leaving::{Leaving, Parting, ReadBytes, client_frame_len};
 use crate::raw::writer::{Flushed, RawConn};
 use crate::status::Protocol;
 use crate::stream::parity::Parity;
@@ -68,7 +69,12 @@ pub(super) struct Connection {
 /// Serves one connection, from its first frame to the close handshake, and reports its
 /// departure. Every connection holds this future for its whole life, so it keeps what it is
 /// given in place rather than copying it into locals.
-pub(super) async fn run(connection: Connection, limits: &RawLimits, shutdown: &CancellationToken) {
+pub(super) async fn run(
+    connection: Connection,
+    limits: &RawLimits,
+    shutdown: &CancellationToken,
+    leaving: &Leaving,
+) {
     // The connect and disconnect events carry the client's stream and address as fields, not
     // in a span: an info span living as long as the connection keeps the log subscriber's
     // record of it for every idle client. The connection's own debug events get a span that
@@ -83,6 +89,7 @@ pub(super) async fn run(connection: Connection, limits: &RawLimits, shutdown: &C
     let io = ConnectionIo {
         read: connection.read,
         conn: connection.conn.clone(),
+        bytes: ReadBytes::default(),
     };
     let (parity, peer) = (connection.parity, &connection.peer);
     let conn = &connection.conn;
@@ -92,6 +99,26 @@ pub(super) async fn run(connection: Connection, limits: &RawLimits, shutdown: &C
         .await;
     // Stop counting as a subscriber before spending any more time on this client.
     drop(connection.membership);
+    // At a hand-over the connection moves, live, unless it cannot.
+    let ended = match ended {
+        Departure::Shutdown if leaving.moving() => {
+            let parting = Parting {
+                conn,
+                bytes: socket.get_ref().bytes,
+                tunnel: tunnel.is_some(),
+                parity,
+                peer,
+            };
+            match leaving.take(parting) {
+                Ok(()) => {
+                    telemetry::departed(Protocol::Raw, &Departure::HandedOver);
+                    return debug!(%parity, %peer, "handed over");
+                }
+                Err(why) => Departure::CannotMove(why),
+            }
+        }
+        ended => ended,
+    };
     // Said when it happens, as for socket.io: the close below may wait a while for a slow
     // client to read its way to the close frame.
     if let Departure::TooSlow(why) = &ended {
@@ -126,8 +153,15 @@ fn close_frame(ended: &Departure) -> Option<(u16, String)> {
             format!("too many messages: more than {limit} a second"),
         )),
         Departure::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
+        Departure::CannotMove(_) => Some((
+            close_code::RESTART,
+            "server restarting, reconnect with after".into(),
+        )),
         // A malformed packet is socket.io's; a raw client breaks the protocol with a frame.
-        Departure::ClientClosed | Departure::Lost(_) | Departure::BadPacket => None,
+        Departure::ClientClosed
+        | Departure::Lost(_)
+        | Departure::BadPacket
+        | Departure::HandedOver => None,
     }
 }
 
@@ -174,6 +208,11 @@ async fn serve(
                 deadlines.heartbeat = conn.answered(now, times);
                 if !flood.allow(now) {
                     break Departure::Flooding { limit: MAX_CLIENT_FRAMES_PER_SECOND };
+                }
+                if let Some(Ok(message)) = &incoming
+                    && let Some(framed) = client_frame_len(message)
+                {
+                    socket.get_mut().bytes.framed += framed;
                 }
                 match incoming {
                     None | Some(Ok(Message::Close(_))) => break Departure::ClientClosed,

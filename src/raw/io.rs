@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::raw::leaving::ReadBytes;
 use crate::raw::writer::RawConn;
 
 /// Where a connection's client frames come from: its TCP stream (behind whatever the HTTP
@@ -20,6 +21,9 @@ pub(super) type ClientFrames = Pin<Box<dyn AsyncRead + Send>>;
 pub(super) struct ConnectionIo {
     pub(super) read: ClientFrames,
     pub(super) conn: Arc<RawConn>,
+    /// What was read, and how much of it made whole frames: whether the connection is at a
+    /// frame boundary, and so can move to another process.
+    pub(super) bytes: ReadBytes,
 }
 
 impl AsyncRead for ConnectionIo {
@@ -28,7 +32,11 @@ impl AsyncRead for ConnectionIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().read.as_mut().poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = this.read.as_mut().poll_read(cx, buf);
+        this.bytes.read += (buf.filled().len() - before) as u64;
+        read
     }
 }
 

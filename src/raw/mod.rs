@@ -7,11 +7,13 @@
 //! - [`writer`]: the client as the fan-out sees it, writing frames straight to its socket;
 //! - [`io`]: the connection as tungstenite sees it, its own frames going out through the writer;
 //! - [`heartbeat`]: pings riding on the ticks;
+//! - [`leaving`]: connections moving, live, to the next process at a hand-over;
 //! - [`frames`]: the bytes of integer and ping frames.
 
 pub(crate) mod connection;
 pub(crate) mod frames;
 pub(crate) mod heartbeat;
 pub(crate) mod io;
+pub(crate) mod leaving;
 pub(crate) mod upgrade;
 pub(crate) mod writer;

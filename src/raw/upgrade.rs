@@ -25,11 +25,13 @@ use crate::fanout::{Fanout, Started};
 use crate::raw::connection::{self, Connection, RawLimits};
 use crate::raw::frames::render_frames;
 use crate::raw::io::ClientFrames;
+use crate::raw::leaving::Leaving;
 use crate::raw::writer::RawConn;
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
 use crate::stream::resume::Resume;
+use crate::succession::Carried;
 use crate::telemetry;
 
 /// A client connection whose TCP socket the fan-out may write to directly. The listener's
@@ -51,6 +53,8 @@ pub(crate) struct RawWs {
     pub limits: RawLimits,
     /// Writes the ticks; its shard tasks hold the connections weakly, each task strongly.
     pub fanout: Fanout<RawConn>,
+    /// Whether the connections move to a successor at the drain, and where they go.
+    pub leaving: Leaving,
 }
 
 /// A request for a raw stream, as the HTTP layer read it.
@@ -93,25 +97,50 @@ impl RawWs {
                     return debug!(%parity, %peer, %error, "upgrade failed");
                 }
             };
-            let connection = this.join::<S>(upgraded, request);
-            connection::run(connection, &this.limits, &this.shutdown).await;
+            let connection = this.join(take_apart::<S>(upgraded), request, Vec::new());
+            connection::run(connection, &this.limits, &this.shutdown, &this.leaving).await;
         });
         response
     }
 
-    /// Joins an upgraded connection to its stream.
-    fn join<S: DirectSocket>(&self, upgraded: Upgraded, request: RawRequest) -> Connection {
+    /// Serves a connection the process this one took over from handed over, live: `stream`
+    /// is its socket, and the client is owed what `carried` says, its parked bytes first.
+    pub(crate) fn adopt<S: DirectSocket>(self: &Arc<Self>, stream: S, carried: Carried) {
+        let Carried {
+            parity,
+            next,
+            parked,
+            peer,
+        } = carried;
+        let resume = resume_before(parity, next);
+        let socket = stream.socket();
+        let parts: ClientParts = (Box::pin(stream), Some(socket), None);
+        let request = RawRequest {
+            parity,
+            resume,
+            peer,
+        };
+        let this = self.clone();
+        self.connections.spawn(async move {
+            let connection = this.join(parts, request, parked);
+            connection::run(connection, &this.limits, &this.shutdown, &this.leaving).await;
+        });
+    }
+
+    /// Joins a connection to its stream; `parked` goes out before anything it is owed.
+    fn join(&self, parts: ClientParts, request: RawRequest, parked: Vec<u8>) -> Connection {
         let RawRequest {
             parity,
             resume,
             peer,
         } = request;
-        let (read, socket, tunnel) = take_apart::<S>(upgraded);
+        let (read, socket, tunnel) = parts;
         let first_ping = Instant::now() + self.limits.heartbeat.interval;
         let joining = self.fanout.subscribe(&self.feed, parity, resume);
         let owing = joining.owing();
         let mut replayed = 0;
-        let replay = render_frames(owing.replay().inspect(|_| replayed += 1));
+        let mut replay = parked;
+        replay.extend(render_frames(owing.replay().inspect(|_| replayed += 1)));
         let client = RawConn::new(socket, owing.next, replay, first_ping);
         let subscription = joining.adopt(Started {
             client,
@@ -138,16 +167,28 @@ impl RawWs {
     }
 }
 
-/// Finds the client's TCP socket under an upgraded HTTP/1 connection, for the fan-out to
-/// write to. Over HTTP/2 the socket carries other streams too, so there is none: the stream's
-/// own write half (the tunnel) is written instead.
-fn take_apart<S: DirectSocket>(
-    upgraded: Upgraded,
-) -> (
+/// Where a connection handed over resumes: after the integer before `next`, every one up to
+/// which was sent or is parked. A client owed its stream's first integer has been sent none,
+/// and is owed from wherever the stream stands.
+fn resume_before(parity: Parity, next: u64) -> Resume {
+    let last = parity
+        .position_of(next)
+        .and_then(|position| parity.integer_at(position.saturating_sub(1)));
+    last.map_or_else(Resume::default, Resume::since)
+}
+
+/// Where a connection's client frames come from, the socket the fan-out writes to directly
+/// if there is one, and the tunnel it writes through otherwise.
+type ClientParts = (
     ClientFrames,
     Option<Arc<TcpStream>>,
     Option<connection::Tunnel>,
-) {
+);
+
+/// Finds the client's TCP socket under an upgraded HTTP/1 connection, for the fan-out to
+/// write to. Over HTTP/2 the socket carries other streams too, so there is none: the stream's
+/// own write half (the tunnel) is written instead.
+fn take_apart<S: DirectSocket>(upgraded: Upgraded) -> ClientParts {
     match downcast::<TokioIo<S>>(upgraded) {
         Ok(parts) => {
             let stream = parts.io.into_inner();
@@ -183,5 +224,18 @@ fn switching_protocols(parts: &Parts) -> Response {
             .into_response(),
         // HTTP/2's extended CONNECT (RFC 8441) answers 200 with no key.
         _ => StatusCode::OK.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_handed_over_resumes_after_the_integer_before_its_next() {
+        assert_eq!(resume_before(Parity::Odd, 7), Resume::since(5));
+        assert_eq!(resume_before(Parity::Even, 8), Resume::since(6));
+        assert_eq!(resume_before(Parity::Odd, 1), Resume::default());
+        assert_eq!(resume_before(Parity::Even, 2), Resume::default());
     }
 }

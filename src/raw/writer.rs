@@ -165,6 +165,14 @@ impl RawConn {
         }
     }
 
+    /// Takes no more ticks, and gives up what the client is owed: the next integer, and the
+    /// bytes parked for it. The connection is moving to another process.
+    pub(super) fn take_for_move(&self) -> (u64, Vec<u8>) {
+        let mut state = lock(&self.state);
+        state.ending = true;
+        (state.next, std::mem::take(&mut state.parked))
+    }
+
     /// Takes no more ticks; frames of its own can still be written.
     pub(super) fn end_ticks(&self) {
         lock(&self.state).ending = true;

@@ -15,19 +15,24 @@
 //!    the socket keeps it listening, and connections wait in its queue), then stops its
 //!    source, which saves the positions or releases the cluster's lease;
 //! 4. predecessor: `stopped ODD EVEN`, the streams' final positions. Only then does the
-//!    successor run its source, so two sources never run at once. The predecessor then lets
-//!    its clients go, and they reconnect to the successor.
+//!    successor run its source, so two sources never run at once.
+//! 5. predecessor: its live raw WebSocket connections (HTTP/1.1), in batches, each socket
+//!    with what its client is owed (see `connections`), then `done TOTAL`. The successor goes
+//!    on writing on them. Its other clients it lets go, and they reconnect to the successor.
 //!
 //! Each side checks that the other runs as the same user (`SO_PEERCRED`), and the socket
 //! file is the user's alone (mode 0600).
 //!
-//! - `wire`: the lines, the descriptor one of them carries, the peer's credentials.
+//! - `wire`: the lines, the descriptors they carry, the peer's credentials.
+//! - `connections`: the raw connections' batches.
 //! - `predecessor`: the running process's side.
 //! - `successor`: the new process's side.
 
+mod connections;
 mod predecessor;
 mod successor;
 mod wire;
 
+pub(crate) use connections::{BATCH, Carried, Moving};
 pub(crate) use predecessor::{Offer, Successor};
-pub(crate) use successor::{Predecessor, Taken, take};
+pub(crate) use successor::{Arrivals, Handed, Predecessor, Taken, take};

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::connections::{self, Moving};
 use super::wire::{self, Control};
 use crate::stream::parity::ByParity;
 
@@ -34,7 +36,10 @@ pub(crate) struct Offer {
 pub(crate) enum Successor {
     /// It holds the listening socket and waits for the final positions before it runs its
     /// source.
-    Ready { control: Control, since: Instant },
+    Ready {
+        control: Arc<Control>,
+        since: Instant,
+    },
     /// It speaks another format version, and binds the port once this process has gone: the
     /// connection is held open until then, its end the sign.
     PlainRestart { _control: Control },
@@ -72,19 +77,17 @@ impl Successor {
     }
 
     /// Sends the streams' final positions, which lets the successor run its source. Called
-    /// once this process's source has stopped: two sources never run at once.
-    pub(crate) async fn hand_positions(self, positions: ByParity<u64>) -> Option<Successor> {
+    /// once this process's source has stopped: two sources never run at once. Returns whether
+    /// the successor has them, and so takes raw connections too.
+    pub(crate) async fn hand_positions(&self, positions: ByParity<u64>) -> bool {
         let Successor::Ready { control, since } = self else {
-            return Some(self);
+            return false;
         };
-        let line = format!("stopped {} {}", positions.odd, positions.even);
-        let sent = tokio::task::spawn_blocking(move || {
-            let sent = control.send(&line, None, PATIENCE);
-            (control, sent)
-        })
-        .await;
+        let line = format!("{} {} {}", wire::STOPPED, positions.odd, positions.even);
+        let sending = control.clone();
+        let sent = blocking(move || sending.send(&line, None, PATIENCE)).await;
         match sent {
-            Ok((control, Ok(()))) => {
+            Ok(()) => {
                 info!(
                     successor_pid = control.peer_pid,
                     odd_position = positions.odd,
@@ -92,19 +95,67 @@ impl Successor {
                     took_ms = since.elapsed().as_millis() as u64,
                     "handed the streams over"
                 );
-                None
+                true
             }
-            Ok((control, Err(error))) => {
+            Err(error) => {
                 warn!(
                     successor_pid = control.peer_pid,
                     %error,
                     "cannot send the final positions; the successor starts as after a crash"
                 );
-                None
+                false
             }
-            Err(_) => None,
         }
     }
+
+    /// Sends a batch of live raw connections; gives them back if the successor cannot take
+    /// them, for this process to close.
+    pub(crate) async fn hand_connections(&self, batch: Vec<Moving>) -> Result<(), Vec<Moving>> {
+        let Successor::Ready { control, .. } = self else {
+            return Err(batch);
+        };
+        let sending = control.clone();
+        let (batch, sent) = tokio::task::spawn_blocking(move || {
+            let sent = connections::send_batch(&sending, &batch, PATIENCE);
+            (batch, sent)
+        })
+        .await
+        .map_err(|_| Vec::new())?;
+        sent.map_err(|error| {
+            warn!(
+                successor_pid = control.peer_pid,
+                %error,
+                "cannot hand raw connections over; closing them here"
+            );
+            batch
+        })
+    }
+
+    /// Tells the successor that `total` connections were handed over, and no more come.
+    pub(crate) async fn finish(self, total: usize) {
+        let Successor::Ready { control, since } = self else {
+            return;
+        };
+        let sending = control.clone();
+        match blocking(move || connections::send_done(&sending, total, PATIENCE)).await {
+            Ok(()) => info!(
+                successor_pid = control.peer_pid,
+                connections = total,
+                took_ms = since.elapsed().as_millis() as u64,
+                "handed the raw connections over"
+            ),
+            Err(error) => {
+                warn!(successor_pid = control.peer_pid, %error, "cannot end the hand-over")
+            }
+        }
+    }
+}
+
+/// Runs a blocking exchange on the control connection off the runtime's workers.
+async fn blocking(exchange: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<()> {
+    tokio::task::spawn_blocking(exchange)
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// Binds the control socket at `path`: a socket left there by an earlier process is replaced,
@@ -137,7 +188,7 @@ async fn wait_for_successor(
     path: PathBuf,
     shutdown: CancellationToken,
 ) -> Option<Successor> {
-    let listener = std::sync::Arc::new(listener);
+    let listener = Arc::new(listener);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -207,7 +258,10 @@ fn exchange(
                     format!("the successor answered {:?}, not ready", ready.text),
                 ));
             }
-            Ok(Successor::Ready { control, since })
+            Ok(Successor::Ready {
+                control: Arc::new(control),
+                since,
+            })
         }
     }
 }

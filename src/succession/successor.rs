@@ -4,11 +4,13 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, Socket};
 use tracing::{info, warn};
 
+use super::connections::{self, Moving};
 use super::wire::{self, Control};
 use crate::stream::parity::ByParity;
 
@@ -99,7 +101,9 @@ pub(crate) fn take(path: &Path, drain: Duration) -> io::Result<Taken> {
             }
         }
     }
-    let (wire::LISTENER, Some(passed)) = (answer.text.as_str(), answer.passed) else {
+    let mut passed = answer.passed.into_iter();
+    let (wire::LISTENER, Some(passed), None) = (answer.text.as_str(), passed.next(), passed.next())
+    else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -137,8 +141,8 @@ impl Predecessor {
     /// source has stopped, and this process's may run. `None` when it ended without sending
     /// them (it crashed): the source then starts as after a crash. An error when it is still
     /// running without having sent them: running a source beside its own could repeat
-    /// integers.
-    pub(crate) async fn stopped(self, drain: Duration) -> io::Result<Option<ByParity<u64>>> {
+    /// integers. With the positions come the raw connections it hands over next.
+    pub(crate) async fn stopped(self, drain: Duration) -> io::Result<Handed> {
         let Predecessor { control, since } = self;
         let (control, line) = tokio::task::spawn_blocking(move || {
             let line = control.receive(drain + EXIT_SLACK);
@@ -155,7 +159,7 @@ impl Predecessor {
                     "the running process ended without its final positions; starting as \
                      after a crash"
                 );
-                return Ok(None);
+                return Ok(Handed::default());
             }
             Err(error) => {
                 return Err(io::Error::other(format!(
@@ -177,7 +181,54 @@ impl Predecessor {
             waited_ms = since.elapsed().as_millis() as u64,
             "the running process handed its streams over"
         );
-        Ok(Some(positions))
+        Ok(Handed {
+            positions: Some(positions),
+            arrivals: Some(Arrivals {
+                control: Arc::new(control),
+                patience: drain + EXIT_SLACK,
+            }),
+        })
+    }
+}
+
+/// What the predecessor handed over once its source had stopped.
+#[derive(Debug, Default)]
+pub(crate) struct Handed {
+    /// The streams' final positions; `None` when it ended without sending them.
+    pub(crate) positions: Option<ByParity<u64>>,
+    /// Its raw connections, still to come.
+    pub(crate) arrivals: Option<Arrivals>,
+}
+
+/// The predecessor's live raw connections, arriving in batches.
+#[derive(Debug)]
+pub(crate) struct Arrivals {
+    control: Arc<Control>,
+    /// How long the predecessor may take between two batches: its drain, and a margin.
+    patience: Duration,
+}
+
+impl Arrivals {
+    /// The next batch of connections; `None` once the predecessor has sent them all, or has
+    /// gone (the connections it had not sent close with it, and their clients resume).
+    pub(crate) async fn next_batch(&self) -> Option<Vec<Moving>> {
+        let control = self.control.clone();
+        let patience = self.patience;
+        let received =
+            tokio::task::spawn_blocking(move || connections::receive_batch(&control, patience))
+                .await;
+        match received {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(error)) => {
+                warn!(
+                    predecessor_pid = self.control.peer_pid,
+                    %error,
+                    "raw connections stopped arriving"
+                );
+                None
+            }
+            Err(_) => None,
+        }
     }
 }
 

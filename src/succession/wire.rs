@@ -1,7 +1,7 @@
 //! The control connection's lines, the descriptor one of them carries, and the check that the
 //! peer runs as this process's user.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -35,12 +35,15 @@ pub(crate) struct Control {
     pub(super) peer_pid: i32,
 }
 
-/// A line read, and the descriptor that came with it, if one did.
+/// A line read, and the descriptors that came with it.
 #[derive(Debug)]
 pub(super) struct Line {
     pub(super) text: String,
-    pub(super) passed: Option<OwnedFd>,
+    pub(super) passed: Vec<OwnedFd>,
 }
+
+/// The most descriptors one line may carry (the kernel's own bound is 253).
+const MOST_PASSED: usize = 253;
 
 impl Control {
     /// `stream`, once the kernel confirms that its peer runs as this process's user: only
@@ -71,32 +74,48 @@ impl Control {
         fd: Option<BorrowedFd<'_>>,
         patience: Duration,
     ) -> io::Result<()> {
+        self.send_with(text, fd.as_slice(), patience)
+    }
+
+    /// Sends `text` as one line, with `fds` attached, within `patience`.
+    pub(super) fn send_with(
+        &self,
+        text: &str,
+        fds: &[BorrowedFd<'_>],
+        patience: Duration,
+    ) -> io::Result<()> {
         self.stream.set_write_timeout(Some(patience))?;
         let line = format!("{text}\n");
-        let fds = fd.map(|fd| [fd.as_raw_fd()]);
-        let attached: Vec<ControlMessage<'_>> = fds
-            .iter()
-            .map(|fds| ControlMessage::ScmRights(fds))
-            .collect();
+        let raw_fds: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let attached = if raw_fds.is_empty() {
+            Vec::new()
+        } else {
+            vec![ControlMessage::ScmRights(&raw_fds)]
+        };
         let raw = self.stream.as_raw_fd();
-        let mut sent = socket::sendmsg::<UnixAddr>(
+        let sent = socket::sendmsg::<UnixAddr>(
             raw,
             &[io::IoSlice::new(line.as_bytes())],
             &attached,
             MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
-        // The descriptor went with the first bytes; a short write sends the rest plainly.
-        while sent < line.len() {
-            sent += socket::sendmsg::<UnixAddr>(
-                raw,
-                &[io::IoSlice::new(&line.as_bytes()[sent..])],
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )?;
-        }
-        Ok(())
+        // The descriptors went with the first bytes; a short write sends the rest plainly.
+        self.write_all(&line.as_bytes()[sent..], patience)
+    }
+
+    /// Writes `bytes` whole, within `patience` for each write.
+    pub(super) fn write_all(&self, bytes: &[u8], patience: Duration) -> io::Result<()> {
+        self.stream.set_write_timeout(Some(patience))?;
+        (&self.stream).write_all(bytes)
+    }
+
+    /// Reads exactly `length` bytes, within `patience` for each read.
+    pub(super) fn read_exact(&self, length: usize, patience: Duration) -> io::Result<Vec<u8>> {
+        self.stream.set_read_timeout(Some(patience))?;
+        let mut bytes = vec![0; length];
+        (&self.stream).read_exact(&mut bytes)?;
+        Ok(bytes)
     }
 
     /// Reads one line within `patience`, and the descriptor that came with it. Read a byte at
@@ -104,7 +123,7 @@ impl Control {
     pub(super) fn receive(&self, patience: Duration) -> io::Result<Line> {
         let deadline = Instant::now() + patience;
         let mut text = Vec::new();
-        let mut passed = None;
+        let mut passed = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -115,7 +134,7 @@ impl Control {
             }
             self.stream.set_read_timeout(Some(left))?;
             let mut byte = [0u8; 1];
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; MOST_PASSED]);
             let mut iov = [io::IoSliceMut::new(&mut byte)];
             let read = socket::recvmsg::<UnixAddr>(
                 self.stream.as_raw_fd(),
@@ -128,9 +147,7 @@ impl Control {
                     for fd in fds {
                         // SAFETY: the kernel has just installed `fd` in this process for this
                         // message, and nothing else refers to it: it is owned here, once.
-                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                        // One descriptor is kept; any more are closed as they drop.
-                        passed.get_or_insert(owned);
+                        passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
                     }
                 }
             }

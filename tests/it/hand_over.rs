@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{
     PATIENCE, Process, assert_status_ok, next_integers, refused_at_start, request_during_drain,
@@ -78,7 +78,6 @@ impl Prober {
 }
 
 async fn probe(addr: std::net::SocketAddr) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -105,8 +104,10 @@ async fn probe(addr: std::net::SocketAddr) -> Result<(), String> {
 
 /// A new process started while the old one serves takes its listening socket: a prober
 /// connecting all along is never refused, a connection made while the old process provably
-/// drains is answered, and the stream goes on from exactly the old process's last integer.
-// Promise: hand-over-listener, hand-over-streams, hand-over-raw-resume, flag-hand-over
+/// drains is answered, and the streams go on from the old process's positions. A raw client
+/// moves, live, with no close and no gap; one that sent half a frame gets 1012.
+// Promise: hand-over-listener, hand-over-streams, hand-over-raw-live, hand-over-raw-1012
+// Promise: flag-hand-over
 #[tokio::test]
 async fn a_new_process_takes_over_the_port_and_the_saved_streams_refusing_nobody() {
     let dir = state_dir("hand-over");
@@ -130,9 +131,12 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
     assert_eq!(mode & 0o777, 0o600, "the control socket is open to others");
 
     let mut raw = old.raw("/_ws/").await;
-    let mut last = *next_integers(&mut raw, 3).await.last().unwrap();
-    // Holds the old process in its drain until `--drain-ms` is up.
-    let stubborn = stubborn_client(&old).await;
+    let mut seen = next_integers(&mut raw, 3).await;
+    let before = *seen.last().unwrap();
+    // Half a frame (a masked text frame's first two bytes): this connection cannot move. It
+    // holds the old process in its drain until `--drain-ms` is up, and gets 1012.
+    let mut half = stubborn_client(&old).await;
+    half.write_all(&[0x81, 0x85]).await.unwrap();
     let prober = Prober::start(addr);
 
     let new = Process::start(0, &args).await;
@@ -142,55 +146,65 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
         |e| e["message"] == "listening" && e["inherited"] == true,
     )
     .await;
-    let during_drain = request_during_drain(&mut old, &stubborn).await;
+    let mut rest = Vec::new();
+    let during_drain = request_during_drain(&mut old, &half, &mut rest).await;
     assert_status_ok(
         during_drain,
         "the connection made during the old process's drain",
     )
     .await;
 
-    // The raw client has every integer up to the old process's last, then 1001.
-    let code: u16 = loop {
-        use futures_util::StreamExt;
-        let message = tokio::time::timeout(PATIENCE, raw.next())
-            .await
-            .expect("no close from the old process in time")
-            .expect("the stream ended without a close frame")
-            .expect("read failed");
-        match message {
-            tokio_tungstenite::tungstenite::Message::Text(text) => {
-                last = text.parse::<u64>().unwrap()
-            }
-            tokio_tungstenite::tungstenite::Message::Close(frame) => {
-                break frame.map_or(1005, |frame| frame.code.into());
-            }
-            _ => {}
+    // The raw client moves, live: it reads on through the old process's exit, and gets
+    // nothing but the next integers (a close frame fails `next_integers`).
+    for _ in 0..2_000 {
+        seen.extend(next_integers(&mut raw, 1).await);
+        if old.child.try_wait().unwrap().is_some() {
+            break;
         }
-    };
-    assert_eq!(code, 1001);
+    }
+    let exit = old.exited().await;
+    assert!(exit.success(), "the old process exited with {exit:?}");
+    seen.extend(next_integers(&mut raw, 5).await);
+    crate::common::assert_consecutive(&seen);
+
     let handed = old
         .wait_for_log("the old process to hand its positions over", |event| {
             event["message"] == "handed the streams over"
         })
         .await;
-    // Position p of the odd stream is the integer 2p - 1.
-    assert_eq!(
-        handed["odd_position"].as_u64().unwrap() * 2 - 1,
-        last,
-        "the position handed over is not the last integer the connected client got"
-    );
     new.wait_for_log("the new process to receive the positions", |event| {
         event["message"] == "the running process handed its streams over"
             && event["odd_position"] == handed["odd_position"]
     })
     .await;
-    let exit = old.exited().await;
-    assert!(exit.success(), "the old process exited with {exit:?}");
+    old.wait_for_log("the old process to hand one raw connection over", |event| {
+        event["message"] == "handed the raw connections over" && event["connections"] == 1
+    })
+    .await;
+    new.wait_for_log("the new process to take one raw connection over", |event| {
+        event["message"] == "took the raw connections over" && event["connections"] == 1
+    })
+    .await;
 
-    // The stream goes on from the old process's last integer: a new client's first is the
-    // next one, neither skipped ahead nor repeated.
+    // The connection that could not move was closed with 1012 (0x03f4) after its integers.
+    tokio::time::timeout(PATIENCE, half.read_to_end(&mut rest))
+        .await
+        .expect("the half-read connection was not closed in time")
+        .unwrap();
+    assert!(
+        rest.windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xf4]),
+        "no close 1012 for the connection that could not move: {:?}",
+        &rest[rest.len().saturating_sub(60)..]
+    );
+
+    // The stream went on from the old process's positions, not from its start.
     let mut fresh = new.raw("/_ws/").await;
-    assert_eq!(next_integers(&mut fresh, 1).await, [last + 2]);
+    let first = next_integers(&mut fresh, 1).await[0];
+    assert!(
+        first > before,
+        "the new process's stream restarted: {first}"
+    );
     let (answered, failures) = prober.stop().await;
     assert!(failures.is_empty(), "probes failed: {failures:?}");
     assert!(answered > 0, "the prober made no probe");

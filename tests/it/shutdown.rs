@@ -291,7 +291,7 @@ async fn under_socket_activation_a_restart_refuses_nobody() {
     let pid = old.child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let during_drain = request_during_drain(&mut old, &stubborn).await;
+    let during_drain = request_during_drain(&mut old, &stubborn, &mut Vec::new()).await;
     let exit = tokio::time::timeout(PATIENCE, old.child.wait())
         .await
         .expect("the old process did not exit in time")

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,6 +65,16 @@ impl CountedStream {
             stream: Arc::new(stream),
             _counted: counted,
         }
+    }
+
+    /// A connection another process handed over, counted from here on.
+    pub(crate) fn adopted(socket: OwnedFd, live: &LiveConnections) -> io::Result<CountedStream> {
+        let stream = std::net::TcpStream::from(socket);
+        stream.set_nonblocking(true)?;
+        Ok(CountedStream::new(
+            TcpStream::from_std(stream)?,
+            live.count(),
+        ))
     }
 }
 

@@ -201,11 +201,16 @@ pub(crate) async fn stubborn_client(server: &Process) -> tokio::net::TcpStream {
 
 /// Whether the server has not closed `stream`: whatever it sent is read, and no end follows.
 pub(crate) fn still_open(stream: &tokio::net::TcpStream) -> bool {
+    still_open_keeping(stream, &mut Vec::new())
+}
+
+/// Like [`still_open`], keeping what was read in `read`.
+pub(crate) fn still_open_keeping(stream: &tokio::net::TcpStream, read: &mut Vec<u8>) -> bool {
     let mut buffer = [0u8; 4096];
     loop {
         match stream.try_read(&mut buffer) {
             Ok(0) => return false,
-            Ok(_) => continue,
+            Ok(count) => read.extend_from_slice(&buffer[..count]),
             Err(error) => return error.kind() == std::io::ErrorKind::WouldBlock,
         }
     }
@@ -256,10 +261,11 @@ pub(crate) async fn refused_at_start(mut command: tokio::process::Command, reaso
 
 /// Waits for `old` to stop accepting on a socket another process holds too, and makes a
 /// [`status_request`] while it provably still drains: `stubborn`, a client that never lets
-/// go, still holds it open.
+/// go, still holds it open. What `stubborn` was sent meanwhile is added to `read`.
 pub(crate) async fn request_during_drain(
     old: &mut Process,
     stubborn: &tokio::net::TcpStream,
+    read: &mut Vec<u8>,
 ) -> tokio::net::TcpStream {
     old.wait_for_log("the old process to stop accepting", |event| {
         event["message"] == "stopped accepting connections" && event["socket_kept_open"] == true
@@ -267,7 +273,7 @@ pub(crate) async fn request_during_drain(
     .await;
     let request = status_request(old.addr).await;
     assert!(
-        old.child.try_wait().unwrap().is_none() && still_open(stubborn),
+        old.child.try_wait().unwrap().is_none() && still_open_keeping(stubborn, read),
         "the old process had finished its drain before the connection was made"
     );
     request

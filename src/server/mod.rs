@@ -1,0 +1,160 @@
+//! The server as a table of its parts, built from the source outward, and drained in order.
+//!
+//! Each part is built from the ones before it: the `Supply` (the source and the feed it
+//! publishes into), the `Delivery` (the fan-outs that hand each client what it is owed), the
+//! `Protocols` (socket.io and raw WebSocket) and the `Edge` (the listener and the HTTP routes).
+//! `Server::drain` takes them down in the order that loses no integer. One file per part:
+//! `supply`, `delivery`, `protocols`, `edge`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::edge::adopted;
+use crate::edge::listener::{self, Listen};
+use crate::source::chosen::OpenError;
+use crate::stream::parity::ByParity;
+use crate::succession::Handed;
+use crate::telemetry;
+
+pub use crate::edge::listener::Listener;
+
+mod delivery;
+mod edge;
+mod protocols;
+mod supply;
+
+use delivery::Delivery;
+use edge::Edge;
+use protocols::Protocols;
+use supply::Supply;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Source(#[from] OpenError),
+    #[error("cannot serve: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The socket systemd passed to this process (socket activation), if it passed one; else the
+/// one the process running at the `--hand-over` path hands over; otherwise the configured
+/// address, bound here and shared with other instances when `--reuse-port` is set (the kernel
+/// then spreads new connections over them).
+pub fn bind(config: &Config) -> io::Result<Listener> {
+    listener::listen(Listen {
+        addr: SocketAddr::new(config.host, config.port),
+        reuse_port: config.reuse_port,
+        hand_over: config
+            .hand_over
+            .as_deref()
+            .map(|path| (path, config.drain())),
+    })
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then closes every client and returns.
+pub async fn serve(
+    mut listener: Listener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    telemetry::install();
+    let handed = match listener.predecessor.take() {
+        Some(predecessor) => predecessor.stopped(config.drain()).await?,
+        None => Handed::default(),
+    };
+    // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's
+    // and socketioxide's), and laid out inline they take this one past the compiler's depth
+    // limit.
+    let supply = Box::pin(Supply::open(&config, handed.positions, &shutdown)).await?;
+    let delivery = Delivery::start(&supply.feed, &config);
+    let protocols = Protocols::start(&supply.feed, &delivery, &config);
+    let edge = Edge::start(listener, &config, &supply, &delivery, &protocols, &shutdown)?;
+    if let Some(arrivals) = handed.arrivals {
+        tokio::spawn(adopted::serve_arrivals(
+            arrivals,
+            protocols.raw.clone(),
+            edge.live.clone(),
+        ));
+    }
+    let server = Server {
+        supply,
+        delivery,
+        protocols,
+        edge,
+    };
+    shutdown.cancelled().await;
+    Box::pin(server.drain(&config)).await;
+    Ok(())
+}
+
+/// A running server: its parts, each built from the ones above it.
+struct Server {
+    /// Where the integers come from; every other part holds a clone of its feed.
+    supply: Supply,
+    /// Who hands them to the clients; the protocols subscribe their clients through it.
+    delivery: Delivery,
+    /// The clients; the edge's routes reach them.
+    protocols: Protocols,
+    /// Where connections come in.
+    edge: Edge,
+}
+
+impl Server {
+    /// Takes the server down once the shutdown token is cancelled, within `--drain-ms`, after
+    /// which the process exits anyway.
+    async fn drain(self, config: &Config) {
+        info!(drain_ms = config.drain_ms, "shutting down");
+        let Server {
+            supply,
+            delivery,
+            mut protocols,
+            edge,
+        } = self;
+        let drained = tokio::time::timeout(config.drain(), async {
+            let (connections, successor) = edge.stop_accepting().await;
+            // The source stops while the runtime is quiet: closing thousands of clients at
+            // once keeps it busy for a while, and in a cluster the lease must be handed over
+            // within Redis's answer time, or the next leader waits out the lease and the
+            // stream stalls. Once it has stopped, the positions are saved (alone), and the
+            // feed is closed behind it.
+            supply.source.stopped().await;
+            let closed = supply.feed.close();
+            // A successor runs its source only once it has the final positions, so the two
+            // sources never run at once. A plain restart's successor is held until the end.
+            let positions = ByParity::from_fn(|parity| supply.feed.position(parity));
+            let takes = match &successor {
+                Some(successor) => successor.hand_positions(positions).await,
+                None => false,
+            };
+            let (taker, _held) = match successor {
+                Some(successor) if takes => (Some(successor), None),
+                other => (None, other),
+            };
+            // Ordering rule: every client gets its stream's last integer before any is let
+            // go, so the saved position is the last integer each connected client got, and a
+            // client resuming from it misses nothing. The types hold the order: the shards
+            // stop only with the closed feed's proof, the clients go only with the shards'.
+            let delivered = delivery.shards.stop(closed).await;
+            protocols.let_go(delivered, taker).await;
+            // The HTTP requests still open (long polls end once socket.io closes), then the
+            // raw connections' close frames.
+            if let Some(connections) = connections {
+                connections.shutdown().await;
+            }
+            protocols.raw_closed().await;
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                drain_ms = config.drain_ms,
+                "drain time is up; exiting with clients still open"
+            );
+        }
+        info!("stopped");
+    }
+}

@@ -1,0 +1,41 @@
+//! Where the integers come from: the source and the feed it publishes into.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::source::chosen::{ChosenSource, Running};
+use crate::source::redis::ClusterState;
+use crate::stream::feed::Feed;
+use crate::stream::parity::ByParity;
+
+use super::ServeError;
+
+/// Where the integers come from.
+pub(super) struct Supply {
+    /// The streams' positions and demand: the source publishes into it, and every part after
+    /// this one holds a clone.
+    pub(super) feed: Feed,
+    /// The source's task, which runs until the shutdown token is cancelled.
+    pub(super) source: Running,
+    /// This instance's place in its cluster (cluster mode only), kept current by the source
+    /// and read by `/status`.
+    pub(super) cluster: Option<ClusterState>,
+}
+
+impl Supply {
+    /// Opens the source, from the positions `handed` over by the process this one took over
+    /// from, once its source has stopped, if there is one and it sent them.
+    pub(super) async fn open(
+        config: &Config,
+        handed: Option<ByParity<u64>>,
+        shutdown: &CancellationToken,
+    ) -> Result<Supply, ServeError> {
+        let (source, feed) = ChosenSource::open(config, handed).await?;
+        let cluster = source.cluster();
+        Ok(Supply {
+            source: source.spawn(feed.clone(), shutdown.clone()),
+            feed,
+            cluster,
+        })
+    }
+}
