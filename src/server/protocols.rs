@@ -68,23 +68,17 @@ impl Protocols {
     /// Resolves once socketioxide has closed and the raw connections have moved; `raw_closed`
     /// waits for the rest.
     pub(super) async fn let_go(&mut self, _delivered: LastHandedOut, taker: Option<Successor>) {
-        if taker.is_some() {
+        if let Some(taker) = taker {
             self.raw.leaving.to_successor();
+            self.departing.cancel();
+            // Ordering rule: the raw connections move before the socket.io sessions close.
+            // Closing thousands of sessions keeps this runtime busy, and their clients'
+            // reconnections keep the successor's busy; each moving connection waits for both.
+            leaving::hand_over(taker, &mut self.moved, &self.raw_connections).await;
         }
         self.departing.cancel();
         depart_all(&self.io);
-        let Protocols {
-            io,
-            moved,
-            raw_connections,
-            ..
-        } = self;
-        let moving = async {
-            if let Some(taker) = taker {
-                leaving::hand_over(taker, moved, raw_connections).await;
-            }
-        };
-        tokio::join!(io.close(), moving);
+        self.io.close().await;
     }
 
     /// Waits for every raw connection's close handshake.
