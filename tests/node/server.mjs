@@ -95,6 +95,24 @@ export async function startServer({
         await sleep(10);
       }
     },
+    // Resolves with the exit code once the process exits by itself (a hand-over's old one).
+    async exited(timeoutMs = 30000) {
+      if (child.exitCode !== null || child.signalCode !== null)
+        return child.exitCode ?? child.signalCode;
+      let timer;
+      const deadline = new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`server did not exit by itself within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      });
+      try {
+        const [code, killedBy] = await Promise.race([once(child, "close"), deadline]);
+        return code ?? killedBy;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     // Sends `signal` (SIGTERM by default) and resolves with the exit code, or the signal's
     // name when the signal killed it.
     async stop(signal = "SIGTERM") {
@@ -213,4 +231,13 @@ export function eventWithin(emitter, name, what, timeoutMs = 10000) {
         : error;
     },
   );
+}
+
+// Polls until `done()` holds, failing after `timeoutMs` with what it waited for.
+export async function waitUntil(what, done, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
 }
