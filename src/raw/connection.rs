@@ -11,7 +11,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::close_code;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -22,14 +21,15 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, info, warn};
 use tungstenite::Message;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::departure::Departure;
 use crate::fanout::Membership;
+use crate::raw::close::{close, close_for_read_error};
 use crate::raw::heartbeat::HeartbeatTimes;
+use crate::raw::io::ReadBytes;
 use crate::raw::io::{ClientFrames, ConnectionIo};
-use crate::raw::leaving::{Leaving, Parting, ReadBytes, client_frame_len};
+use crate::raw::leaving::{Leaving, Parting};
 use crate::raw::writer::{Flushed, RawConn};
 use crate::status::Protocol;
 use crate::stream::parity::Parity;
@@ -54,6 +54,8 @@ const MAX_CLIENT_FRAMES_PER_SECOND: u32 = 100;
 pub(super) struct Connection {
     /// Where the client's frames are read from.
     pub(super) read: ClientFrames,
+    /// How many bytes the HTTP layer read past the request, which `read` gives first.
+    pub(super) early: usize,
     /// The write side of a WebSocket inside an HTTP/2 stream; `None` when the fan-out writes to
     /// the TCP socket directly.
     pub(super) tunnel: Option<Tunnel>,
@@ -86,15 +88,18 @@ pub(super) async fn run(
         .max_frame_size(Some(max_message))
         // Every write is taken at once (see `ConnectionIo`).
         .write_buffer_size(0);
+    // Counted in from the start: a hand-over waits for every connection task to say whether
+    // it moves.
+    let undecided = leaving.count_in();
     let io = ConnectionIo {
         read: connection.read,
         conn: connection.conn.clone(),
-        bytes: ReadBytes::default(),
+        bytes: ReadBytes::after(connection.early),
     };
     let (parity, peer) = (connection.parity, &connection.peer);
     let conn = &connection.conn;
     let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (ended, socket, tunnel) = serve(websocket, conn, connection.tunnel, limits, shutdown)
+    let (ended, mut socket, tunnel) = serve(websocket, conn, connection.tunnel, limits, shutdown)
         .instrument(debug_span!("raw", %parity, %peer))
         .await;
     // Stop counting as a subscriber before spending any more time on this client.
@@ -102,6 +107,8 @@ pub(super) async fn run(
     // At a hand-over the connection moves, live, unless it cannot.
     let ended = match ended {
         Departure::Shutdown if leaving.moving() => {
+            // A pong tungstenite owes the client goes out (or is parked) first.
+            let _ = SinkExt::flush(&mut socket).await;
             let parting = Parting {
                 conn,
                 bytes: socket.get_ref().bytes,
@@ -109,7 +116,7 @@ pub(super) async fn run(
                 parity,
                 peer,
             };
-            match leaving.take(parting) {
+            match leaving.take(parting, undecided) {
                 Ok(()) => {
                     telemetry::departed(Protocol::Raw, &Departure::HandedOver);
                     return debug!(%parity, %peer, "handed over");
@@ -117,7 +124,10 @@ pub(super) async fn run(
                 Err(why) => Departure::CannotMove(why),
             }
         }
-        ended => ended,
+        ended => {
+            drop(undecided);
+            ended
+        }
     };
     // Said when it happens, as for socket.io: the close below may wait a while for a slow
     // client to read its way to the close frame.
@@ -134,37 +144,6 @@ pub(super) async fn run(
     info!(%parity, %peer, reason = %ended, "disconnected");
 }
 
-/// The close frame owed to a client for why its connection ended, if any.
-fn close_frame(ended: &Departure) -> Option<(u16, String)> {
-    match ended {
-        Departure::BadFrame { code, reason } => Some((*code, reason.clone())),
-        Departure::TooSlow(why) => Some((
-            close_code::AGAIN,
-            format!("too slow: {why}; reconnect with after"),
-        )),
-        // The peer may be gone, or its ping may be stuck behind integers it reads too slowly;
-        // in the second case this reason reaches it, after them.
-        Departure::NoHeartbeat(patience) => Some((
-            close_code::AGAIN,
-            format!("no answer to a heartbeat within {patience:?}; reconnect with after"),
-        )),
-        Departure::Flooding { limit } => Some((
-            close_code::POLICY,
-            format!("too many messages: more than {limit} a second"),
-        )),
-        Departure::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
-        Departure::CannotMove(_) => Some((
-            close_code::RESTART,
-            "server restarting, reconnect with after".into(),
-        )),
-        // A malformed packet is socket.io's; a raw client breaks the protocol with a frame.
-        Departure::ClientClosed
-        | Departure::Lost(_)
-        | Departure::BadPacket
-        | Departure::HandedOver => None,
-    }
-}
-
 /// A client that left bytes unread for `patience`.
 fn stalled(patience: Duration) -> Departure {
     Departure::TooSlow(format!(
@@ -172,7 +151,7 @@ fn stalled(patience: Duration) -> Departure {
     ))
 }
 
-type Socket = WebSocketStream<ConnectionIo>;
+pub(super) type Socket = WebSocketStream<ConnectionIo>;
 /// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
 pub(super) type Tunnel = WriteHalf<TokioIo<Upgraded>>;
 /// Serves a connection until it ends, and hands back what its close needs. Every connection
@@ -209,10 +188,8 @@ async fn serve(
                 if !flood.allow(now) {
                     break Departure::Flooding { limit: MAX_CLIENT_FRAMES_PER_SECOND };
                 }
-                if let Some(Ok(message)) = &incoming
-                    && let Some(framed) = client_frame_len(message)
-                {
-                    socket.get_mut().bytes.framed += framed;
+                if let Some(Ok(message)) = &incoming {
+                    socket.get_mut().bytes.framed(message);
                 }
                 match incoming {
                     None | Some(Ok(Message::Close(_))) => break Departure::ClientClosed,
@@ -292,46 +269,9 @@ impl Deadlines {
     }
 }
 
-/// Sends the close frame `ended` calls for, answers the client's, and waits for its answer.
-async fn close(
-    mut socket: Socket,
-    conn: &RawConn,
-    mut tunnel: Option<Tunnel>,
-    ended: &Departure,
-    patience: Duration,
-) {
-    if let Some((code, reason)) = close_frame(ended) {
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        };
-        // Best effort: the peer may be gone or stalled, and nothing more is owed to it.
-        let _ = socket.send(Message::Close(Some(frame))).await;
-    }
-    if !matches!(ended, Departure::Lost(_)) {
-        // Answers a client's close frame, if that is how it ended. (The sink's close flushes;
-        // the stream's own `close` would send one more close frame.)
-        let _ = SinkExt::close(&mut socket).await;
-        let _ = tokio::time::timeout(patience, drain(conn, tunnel.as_mut())).await;
-    }
-    if close_frame(ended).is_some() {
-        // Wait for the client's answering close before dropping the socket: closing with its
-        // frames unread would make the kernel reset the connection, and a reset discards
-        // whatever the client has not read yet, our close frame included.
-        let _ = tokio::time::timeout(patience, async {
-            while let Some(Ok(message)) = socket.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-}
-
 /// Resolves when the socket may take more bytes; never for a tunnel, whose writes wait
 /// instead.
-async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
+pub(super) async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
     match socket {
         // The poll form keeps no waiter of its own in this future, which every connection holds.
         Some(socket) => std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await,
@@ -340,7 +280,7 @@ async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
 }
 
 /// Writes every parked byte through a tunnel, within `patience`.
-async fn flush_tunnel(
+pub(super) async fn flush_tunnel(
     conn: &RawConn,
     tunnel: &mut Tunnel,
     patience: Duration,
@@ -357,20 +297,6 @@ async fn flush_tunnel(
         left: false,
         progress: !parked.is_empty(),
     })
-}
-
-/// Writes every parked byte, waiting for the client to read.
-async fn drain(conn: &RawConn, tunnel: Option<&mut Tunnel>) -> io::Result<()> {
-    if let Some(tunnel) = tunnel {
-        return flush_tunnel(conn, tunnel, Duration::MAX)
-            .await
-            .map(drop)
-            .map_err(|ended| io::Error::other(ended.to_string()));
-    }
-    while conn.flush_to_socket()?.left {
-        writable(conn.socket()).await?;
-    }
-    Ok(())
 }
 
 /// Counts client frames per one-second window.
@@ -402,22 +328,5 @@ async fn within<T>(
         Ok(Ok(done)) => Ok(done),
         Ok(Err(error)) => Err(Departure::Lost(error.to_string())),
         Err(_) => Err(stalled(patience)),
-    }
-}
-
-/// The close frame owed to a client whose frame could not be read, or `None` when the
-/// connection itself failed and nothing can be sent.
-fn close_for_read_error(error: tungstenite::Error) -> Option<(u16, String)> {
-    use tungstenite::Error as WsError;
-    match error {
-        WsError::Capacity(capacity) => {
-            Some((close_code::SIZE, format!("message too big: {capacity}")))
-        }
-        WsError::Utf8(_) => Some((close_code::INVALID, "text frame is not valid UTF-8".into())),
-        WsError::Protocol(protocol) => match protocol {
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake => None,
-            other => Some((close_code::PROTOCOL, other.to_string())),
-        },
-        _ => None,
     }
 }

@@ -4,46 +4,64 @@
 //!
 //! A connection moves only at a frame boundary on both sides. Going out, every byte owed is
 //! either written or parked, and the parked bytes move with it. Coming in, the connection
-//! moves only if every byte read from the client belongs to a frame already read whole: a
-//! frame half read, or one in tungstenite's buffer, cannot be resumed by the next process, so
-//! that connection closes with 1012 instead, as does one inside an HTTP/2 stream.
+//! moves only if every byte read from the client belongs to a frame already read whole (see
+//! [`ReadBytes`]): a frame half read cannot be resumed by the next process, so that connection
+//! closes with 1012 instead, as does one inside an HTTP/2 stream.
+//!
+//! Each connection belongs to one process at every moment: its task stops writing before it
+//! gives its socket up, and once the sockets of a batch have reached the successor this
+//! process never writes to them again, even if the rest of the batch fails.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
-use tungstenite::Message;
+use tracing::warn;
 
+use crate::raw::io::ReadBytes;
 use crate::raw::writer::RawConn;
 use crate::stream::parity::Parity;
-use crate::succession::{BATCH, Carried, Moving, Successor};
+use crate::succession::{BATCH, BATCH_BYTES, Carried, Moving, Refused, Successor};
 
 /// Whether the raw connections move at the drain, and where each one's task sends itself.
 #[derive(Debug)]
 pub(crate) struct Leaving {
-    /// Set by the drain, before it lets the connections go, when a successor takes them.
-    moving: AtomicBool,
-    /// Each connection's task let go at a hand-over says here whether it moves; the drain
-    /// holds the other end.
-    moves: mpsc::UnboundedSender<Leave>,
+    /// [`CLOSE`] until the drain finds a successor, [`MOVE`] while it takes connections,
+    /// [`OVER`] once it has taken the last: a connection let go later closes here.
+    state: AtomicU8,
+    /// Connection tasks running that have not yet moved or decided to close here; each
+    /// counts itself while it runs (see [`Undecided`]).
+    undecided: AtomicUsize,
+    /// Each moving connection's task sends itself here; the drain holds the other end.
+    moves: mpsc::UnboundedSender<Moving>,
 }
 
-/// A connection's task, let go at a hand-over.
+const CLOSE: u8 = 0;
+const MOVE: u8 = 1;
+const OVER: u8 = 2;
+
+/// The drain's end of the moving connections.
+pub(crate) type Moves = mpsc::UnboundedReceiver<Moving>;
+
+/// How often the drain looks whether every connection task has decided.
+const LOOK_AGAIN: Duration = Duration::from_millis(10);
+
+/// The most bytes parked for one client that move with it; a client further behind closes
+/// with 1012 and resumes with `after`.
+const MOST_PARKED: usize = BATCH_BYTES / 2;
+
+/// A running connection task that has not yet moved or decided to close here: counted in
+/// [`Leaving::undecided`] until it drops.
 #[derive(Debug)]
-pub(crate) enum Leave {
-    /// Its connection, on its way to the successor.
-    Moved(Moving),
-    /// It cannot move, and closes here.
-    Closing,
+pub(super) struct Undecided<'a>(&'a Leaving);
+
+impl Drop for Undecided<'_> {
+    fn drop(&mut self) {
+        self.0.undecided.fetch_sub(1, Ordering::SeqCst);
+    }
 }
-
-/// The drain's end of the connections let go at a hand-over.
-pub(crate) type Moves = mpsc::UnboundedReceiver<Leave>;
-
-/// How often the drain looks whether every connection still open here closes here.
-const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Leaving {
     /// Connections that close at the drain until [`Leaving::to_successor`] says otherwise.
@@ -52,7 +70,8 @@ impl Leaving {
     pub(crate) fn new() -> (Leaving, Moves) {
         let (moves, moved) = mpsc::unbounded_channel();
         let leaving = Leaving {
-            moving: AtomicBool::new(false),
+            state: AtomicU8::new(CLOSE),
+            undecided: AtomicUsize::new(0),
             moves,
         };
         (leaving, moved)
@@ -60,36 +79,50 @@ impl Leaving {
 
     /// From now on, connections let go move to the successor instead of closing.
     pub(crate) fn to_successor(&self) {
-        self.moving.store(true, Ordering::SeqCst);
+        self.state.store(MOVE, Ordering::SeqCst);
+    }
+
+    /// Counts a connection task in, until it moves or decides to close here.
+    pub(super) fn count_in(&self) -> Undecided<'_> {
+        self.undecided.fetch_add(1, Ordering::SeqCst);
+        Undecided(self)
     }
 
     pub(super) fn moving(&self) -> bool {
-        self.moving.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) == MOVE
     }
 
     /// Takes a connection out of this process, with what its client is owed, or says why it
-    /// cannot move. Either way the drain hears of it.
-    pub(super) fn take(&self, parting: Parting<'_>) -> Result<(), &'static str> {
-        let moving = match parting.moving() {
-            Ok(moving) => moving,
-            Err(why) => {
-                let _ = self.moves.send(Leave::Closing);
-                return Err(why);
-            }
-        };
-        self.moves
-            .send(Leave::Moved(moving))
-            .map_err(|_| "the drain no longer takes connections")
+    /// cannot move. `undecided` is the task's count, dropped once the connection is sent
+    /// (so the drain finds it) or refused.
+    pub(super) fn take(
+        &self,
+        parting: Parting<'_>,
+        undecided: Undecided<'_>,
+    ) -> Result<(), &'static str> {
+        if !self.moving() {
+            return Err("the hand-over is over");
+        }
+        let moving = parting.moving()?;
+        let sent = self
+            .moves
+            .send(moving)
+            .map_err(|_| "the drain no longer takes connections");
+        drop(undecided);
+        sent
     }
 }
 
 /// A connection let go at a hand-over, as its task sees it.
 pub(super) struct Parting<'a> {
+    /// What the fan-out wrote to; the task's own, released here.
     pub(super) conn: &'a RawConn,
+    /// What was read from the client, and how much of it made whole frames.
     pub(super) bytes: ReadBytes,
     /// Whether it runs inside an HTTP/2 stream.
     pub(super) tunnel: bool,
     pub(super) parity: Parity,
+    /// The client's address, for the successor's logs.
     pub(super) peer: &'a str,
 }
 
@@ -99,10 +132,13 @@ impl Parting<'_> {
         if self.tunnel {
             return Err("it runs inside an HTTP/2 stream");
         }
-        if self.bytes.read != self.bytes.framed {
+        if !self.bytes.at_frame_boundary() {
             return Err("a frame from the client is half read");
         }
         let socket = self.conn.socket().ok_or("it has no socket of its own")?;
+        if self.conn.parked_len() > MOST_PARKED {
+            return Err("too many bytes are parked for it");
+        }
         let copy = socket
             .as_fd()
             .try_clone_to_owned()
@@ -120,91 +156,89 @@ impl Parting<'_> {
     }
 }
 
-/// Bytes read from a client, and the part of them that made whole frames.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct ReadBytes {
-    pub(super) read: u64,
-    pub(super) framed: u64,
-}
-
-/// The bytes `message` took on the wire from a client, whose frames are masked; `None` for
-/// what may have taken several frames or is not counted here.
-pub(super) fn client_frame_len(message: &Message) -> Option<u64> {
-    let payload = match message {
-        Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_) => {
-            message.len() as u64
-        }
-        Message::Close(_) | Message::Frame(_) => return None,
-    };
-    let extended = match payload {
-        0..=125 => 0,
-        126..=65535 => 2,
-        _ => 8,
-    };
-    // Two header bytes, the length's extension, the four-byte mask, then the payload.
-    Some(2 + extended + 4 + payload)
-}
-
 /// Sends the connections that move to `successor` as their tasks give them up, until every
-/// raw connection still open here is one that closes here (`connections` is closed here).
-/// Connections the successor cannot take are closed with 1012. Returns how many were handed
-/// over.
-pub(crate) async fn hand_over(
-    successor: Successor,
-    moved: &mut Moves,
-    connections: &TaskTracker,
-) -> usize {
-    connections.close();
+/// connection task has moved or decided to close here. If the successor cannot take a batch,
+/// the connections of it that it did not get, and every later one, close here with 1012.
+/// Returns how many were handed over.
+pub(crate) async fn hand_over(successor: Successor, moved: &mut Moves, leaving: &Leaving) -> usize {
     let mut handed = 0;
-    let mut closing = 0;
-    let mut refused = false;
-    let mut reports = Vec::with_capacity(BATCH);
+    let mut failed = false;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut bytes = 0;
     loop {
-        let all_gone = tokio::select! {
-            _ = moved.recv_many(&mut reports, BATCH) => false,
-            _ = connections.wait() => true,
-            _ = tokio::time::sleep(LOOK_AGAIN) => false,
-        };
-        let mut batch = Vec::with_capacity(reports.len());
-        for report in reports.drain(..) {
-            match report {
-                Leave::Moved(moving) => batch.push(moving),
-                Leave::Closing => closing += 1,
-            }
+        let mut arrived = Vec::new();
+        tokio::select! {
+            _ = moved.recv_many(&mut arrived, BATCH) => {}
+            _ = tokio::time::sleep(LOOK_AGAIN) => {}
         }
-        let count = batch.len();
-        if count > 0 {
-            let sent = if refused {
-                Err(batch)
-            } else {
-                successor.hand_connections(batch).await
-            };
-            match sent {
-                Ok(()) => handed += count,
-                Err(unsent) => {
-                    refused = true;
-                    unsent.into_iter().for_each(close_unsent);
-                }
-            }
+        // Ordering rule: the count is read before the channel, and a task sends itself before
+        // it leaves the count, so a count of none means every moving connection is in the
+        // channel. The state turns over before the last look, so a task counted in after it
+        // finds the hand-over over and closes here.
+        let mut done = leaving.undecided.load(Ordering::SeqCst) == 0 && moved.is_empty();
+        if done {
+            leaving.state.store(OVER, Ordering::SeqCst);
+            done = leaving.undecided.load(Ordering::SeqCst) == 0 && moved.is_empty();
         }
-        // Every task still running has said it closes here: nothing more moves.
-        if (all_gone || connections.len() <= closing) && moved.is_empty() {
+        for moving in arrived {
+            let size = moving.carried.parked.len();
+            if !failed && (batch.len() == BATCH || bytes + size > BATCH_BYTES) {
+                failed = !send(&successor, &mut batch, &mut handed).await;
+                bytes = 0;
+            }
+            if failed {
+                close_here(moving);
+                continue;
+            }
+            bytes += size;
+            batch.push(moving);
+        }
+        if done {
             break;
         }
     }
-    successor.finish(handed).await;
+    if !failed && send(&successor, &mut batch, &mut handed).await {
+        successor.finish(handed).await;
+    }
     handed
 }
 
-/// Closes a connection the successor could not take: its parked bytes, then close 1012, as
-/// far as its socket takes them at once. Its client resumes with `after`.
-fn close_unsent(moving: Moving) {
+/// Sends `batch`, emptying it. Returns whether the successor took it.
+async fn send(successor: &Successor, batch: &mut Vec<Moving>, handed: &mut usize) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let count = batch.len();
+    match successor.hand_connections(std::mem::take(batch)).await {
+        Ok(()) => {
+            *handed += count;
+            true
+        }
+        Err(Refused::Unsent(unsent)) => {
+            unsent.into_iter().for_each(close_here);
+            false
+        }
+        // The successor holds the sockets already: they are its own to serve or close.
+        Err(Refused::Delivered) => false,
+    }
+}
+
+/// Closes a connection the successor did not get: its parked bytes, then close 1012, as far as
+/// its socket takes them at once. A close frame only follows parked bytes sent whole, so it
+/// never lands inside a frame. Its client resumes with `after`.
+fn close_here(moving: Moving) {
     let mut socket = std::net::TcpStream::from(moving.socket);
     let reason = b"server restarting, reconnect with after";
     let mut close = vec![0x88, (2 + reason.len()) as u8];
     close.extend_from_slice(&1012u16.to_be_bytes());
     close.extend_from_slice(reason);
-    let _ = socket.set_nonblocking(true);
-    let _ = socket.write_all(&moving.carried.parked);
-    let _ = socket.write_all(&close);
+    let sent = socket
+        .set_nonblocking(true)
+        .and_then(|()| socket.write_all(&moving.carried.parked))
+        .and_then(|()| socket.write_all(&close));
+    if let Err(error) = sent
+        && error.kind() != io::ErrorKind::WouldBlock
+    {
+        warn!(peer = moving.carried.peer, %error, "cannot close a connection not handed over");
+    }
 }

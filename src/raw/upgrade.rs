@@ -114,7 +114,12 @@ impl RawWs {
         } = carried;
         let resume = resume_before(parity, next);
         let socket = stream.socket();
-        let parts: ClientParts = (Box::pin(stream), Some(socket), None);
+        let parts = ClientParts {
+            read: Box::pin(stream),
+            early: 0,
+            socket: Some(socket),
+            tunnel: None,
+        };
         let request = RawRequest {
             parity,
             resume,
@@ -134,7 +139,12 @@ impl RawWs {
             resume,
             peer,
         } = request;
-        let (read, socket, tunnel) = parts;
+        let ClientParts {
+            read,
+            early,
+            socket,
+            tunnel,
+        } = parts;
         let first_ping = Instant::now() + self.limits.heartbeat.interval;
         let joining = self.fanout.subscribe(&self.feed, parity, resume);
         let owing = joining.owing();
@@ -158,6 +168,7 @@ impl RawWs {
         telemetry::connected(Protocol::Raw);
         Connection {
             read,
+            early,
             tunnel,
             parity,
             peer,
@@ -177,13 +188,17 @@ fn resume_before(parity: Parity, next: u64) -> Resume {
     last.map_or_else(Resume::default, Resume::since)
 }
 
-/// Where a connection's client frames come from, the socket the fan-out writes to directly
-/// if there is one, and the tunnel it writes through otherwise.
-type ClientParts = (
-    ClientFrames,
-    Option<Arc<TcpStream>>,
-    Option<connection::Tunnel>,
-);
+/// A connection taken apart for its task and the fan-out.
+struct ClientParts {
+    /// Where the client's frames come from.
+    read: ClientFrames,
+    /// How many bytes the HTTP layer read past the request, which `read` gives first.
+    early: usize,
+    /// The socket the fan-out writes to directly, if there is one.
+    socket: Option<Arc<TcpStream>>,
+    /// The tunnel the task writes through otherwise.
+    tunnel: Option<connection::Tunnel>,
+}
 
 /// Finds the client's TCP socket under an upgraded HTTP/1 connection, for the fan-out to
 /// write to. Over HTTP/2 the socket carries other streams too, so there is none: the stream's
@@ -197,12 +212,23 @@ fn take_apart<S: DirectSocket>(upgraded: Upgraded) -> ClientParts {
             // buffer it lies in is the HTTP layer's whole read buffer, which every connection
             // would otherwise keep for its life.
             let early = Bytes::copy_from_slice(&parts.read_buf);
+            let early_len = early.len();
             let read = Cursor::new(early).chain(stream);
-            (Box::pin(read), Some(socket), None)
+            ClientParts {
+                read: Box::pin(read),
+                early: early_len,
+                socket: Some(socket),
+                tunnel: None,
+            }
         }
         Err(upgraded) => {
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            (Box::pin(read), None, Some(write))
+            ClientParts {
+                read: Box::pin(read),
+                early: 0,
+                socket: None,
+                tunnel: Some(write),
+            }
         }
     }
 }

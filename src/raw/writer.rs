@@ -165,6 +165,11 @@ impl RawConn {
         }
     }
 
+    /// How many bytes are parked for the client.
+    pub(super) fn parked_len(&self) -> usize {
+        lock(&self.state).parked.len()
+    }
+
     /// Takes no more ticks, and gives up what the client is owed: the next integer, and the
     /// bytes parked for it. The connection is moving to another process.
     pub(super) fn take_for_move(&self) -> (u64, Vec<u8>) {

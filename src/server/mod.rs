@@ -9,13 +9,15 @@
 use std::io;
 use std::net::SocketAddr;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::edge::adopted;
 use crate::edge::listener::{self, Listen};
-use crate::source::chosen::OpenError;
+use crate::source::NextBeat;
+use crate::source::chosen::{OpenError, TakenOver};
 use crate::stream::parity::ByParity;
 use crate::succession::Handed;
 use crate::telemetry;
@@ -70,7 +72,14 @@ pub async fn serve(
     // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's
     // and socketioxide's), and laid out inline they take this one past the compiler's depth
     // limit.
-    let supply = Box::pin(Supply::open(&config, handed.positions, &shutdown)).await?;
+    let taken = TakenOver {
+        positions: handed.positions,
+        next_beat: handed.next_beat.map(|(parity, due)| NextBeat {
+            parity,
+            at: Instant::now() + due,
+        }),
+    };
+    let supply = Box::pin(Supply::open(&config, taken, &shutdown)).await?;
     let delivery = Delivery::start(&supply.feed, &config);
     let protocols = Protocols::start(&supply.feed, &delivery, &config);
     let edge = Edge::start(listener, &config, &supply, &delivery, &protocols, &shutdown)?;
@@ -122,13 +131,18 @@ impl Server {
             // within Redis's answer time, or the next leader waits out the lease and the
             // stream stalls. Once it has stopped, the positions are saved (alone), and the
             // feed is closed behind it.
-            supply.source.stopped().await;
+            let next_beat = supply.source.stopped().await.map(|beat| {
+                (
+                    beat.parity,
+                    beat.at.saturating_duration_since(Instant::now()),
+                )
+            });
             let closed = supply.feed.close();
             // A successor runs its source only once it has the final positions, so the two
             // sources never run at once. A plain restart's successor is held until the end.
             let positions = ByParity::from_fn(|parity| supply.feed.position(parity));
             let takes = match &successor {
-                Some(successor) => successor.hand_positions(positions).await,
+                Some(successor) => successor.hand_positions(positions, next_beat).await,
                 None => false,
             };
             let (taker, _held) = match successor {

@@ -74,7 +74,7 @@ impl Protocols {
             // Ordering rule: the raw connections move before the socket.io sessions close.
             // Closing thousands of sessions keeps this runtime busy, and their clients'
             // reconnections keep the successor's busy; each moving connection waits for both.
-            leaving::hand_over(taker, &mut self.moved, &self.raw_connections).await;
+            leaving::hand_over(taker, &mut self.moved, &self.raw.leaving).await;
         }
         self.departing.cancel();
         depart_all(&self.io);

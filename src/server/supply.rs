@@ -3,10 +3,9 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::source::chosen::{ChosenSource, Running};
+use crate::source::chosen::{ChosenSource, Running, TakenOver};
 use crate::source::redis::ClusterState;
 use crate::stream::feed::Feed;
-use crate::stream::parity::ByParity;
 
 use super::ServeError;
 
@@ -23,14 +22,14 @@ pub(super) struct Supply {
 }
 
 impl Supply {
-    /// Opens the source, from the positions `handed` over by the process this one took over
-    /// from, once its source has stopped, if there is one and it sent them.
+    /// Opens the source, going on from what the process this one took over from handed over
+    /// once its source had stopped, if there is one.
     pub(super) async fn open(
         config: &Config,
-        handed: Option<ByParity<u64>>,
+        taken: TakenOver,
         shutdown: &CancellationToken,
     ) -> Result<Supply, ServeError> {
-        let (source, feed) = ChosenSource::open(config, handed).await?;
+        let (source, feed) = ChosenSource::open(config, taken).await?;
         let cluster = source.cluster();
         Ok(Supply {
             source: source.spawn(feed.clone(), shutdown.clone()),

@@ -5,10 +5,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::IntegerSource;
 use super::local::LocalTicker;
 use super::redis::{ClusterError, ClusterState, Endpoint, RedisSource, TlsFiles};
 use super::state_file::{CounterStore, StoreError};
+use super::{Cadence, IntegerSource, NextBeat};
 use crate::config::Config;
 use crate::stream::feed::Feed;
 use crate::stream::parity::ByParity;
@@ -31,17 +31,18 @@ pub(crate) enum ChosenSource {
 
 impl ChosenSource {
     /// Opens the source `config` names, and the feed it starts from: the saved positions, the
-    /// cluster's, the positions `handed` over by the process this one replaced (without
-    /// state, where nothing else holds them), or the streams' starts.
+    /// cluster's, the positions the process this one took over from handed over (without
+    /// state, where nothing else holds them), or the streams' starts. A local ticker keeps
+    /// that process's cadence.
     pub(crate) async fn open(
         config: &Config,
-        handed: Option<ByParity<u64>>,
+        taken: TakenOver,
     ) -> Result<(ChosenSource, Feed), OpenError> {
         let backlog = config.client_backlog as usize;
         let Some(endpoint) = redis_endpoint(config) else {
             let Some(path) = config.state_path() else {
-                let ticker = LocalTicker::new(config.interval());
-                let Some(positions) = handed else {
+                let ticker = LocalTicker::new(config.interval()).continuing(taken.next_beat);
+                let Some(positions) = taken.positions else {
                     info!("running without state: streams start at 1 and 2");
                     return Ok((
                         ChosenSource::Local(ticker),
@@ -62,7 +63,8 @@ impl ChosenSource {
                 even_position = positions.even,
                 "state loaded"
             );
-            let ticker = LocalTicker::durable(config.interval(), store, positions);
+            let ticker = LocalTicker::durable(config.interval(), store, positions)
+                .continuing(taken.next_beat);
             return Ok((ChosenSource::Local(ticker), Feed::new(positions, backlog)));
         };
         // Cluster mode: the counters live in Redis, so there is no state file.
@@ -95,7 +97,14 @@ impl ChosenSource {
 
     /// Runs the source on its own task until `shutdown` is cancelled.
     pub(crate) fn spawn(self, feed: Feed, shutdown: CancellationToken) -> Running {
-        Running(tokio::spawn(self.run(feed, shutdown)))
+        let cadence = match &self {
+            ChosenSource::Local(ticker) => Some(ticker.cadence()),
+            ChosenSource::Cluster(_) => None,
+        };
+        Running {
+            task: tokio::spawn(self.run(feed, shutdown)),
+            cadence,
+        }
     }
 }
 
@@ -121,15 +130,30 @@ fn redis_endpoint(config: &Config) -> Option<Endpoint> {
     })
 }
 
+/// What the process this one took over from handed over for the streams.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TakenOver {
+    /// Its final positions, if it sent them.
+    pub(crate) positions: Option<ByParity<u64>>,
+    /// Its clock's next beat, if it was ticking.
+    pub(crate) next_beat: Option<NextBeat>,
+}
+
 /// The source's task.
 #[derive(Debug)]
-pub(crate) struct Running(JoinHandle<()>);
+pub(crate) struct Running {
+    task: JoinHandle<()>,
+    /// Where a local ticker leaves its next beat; `None` in a cluster, whose leader keeps the
+    /// clock.
+    cadence: Option<Cadence>,
+}
 
 impl Running {
     /// Waits for the source to stop (once the shutdown token is cancelled): alone, it has
     /// saved the exact positions; in a cluster, it has handed the lease over. A source that
-    /// panicked has stopped too.
-    pub(crate) async fn stopped(self) {
-        let _ = self.0.await;
+    /// panicked has stopped too. Gives a local ticker's next beat, if it was ticking.
+    pub(crate) async fn stopped(self) -> Option<NextBeat> {
+        let _ = self.task.await;
+        self.cadence.and_then(|cadence| cadence.left())
     }
 }

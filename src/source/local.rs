@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::source::state_file::CounterStore;
-use crate::source::{HalfBeats, IntegerSource};
+use crate::source::{Cadence, HalfBeats, IntegerSource, NextBeat};
 use crate::stream::feed::{Demand, Feed};
 use crate::stream::parity::{ByParity, Parity};
 use crate::telemetry;
@@ -22,6 +22,12 @@ const RESERVE_AHEAD: Duration = Duration::from_secs(10);
 pub(crate) struct LocalTicker {
     interval: Duration,
     durable: Option<Durable>,
+    /// The first beat, when the process this one took over from left its clock's next one:
+    /// the cadence goes on across the hand-over. Otherwise the first beat comes half an
+    /// interval after demand appears.
+    first_beat: Option<NextBeat>,
+    /// Where the ticker leaves its next beat when it stops; the source's task holds a clone.
+    cadence: Cadence,
 }
 
 /// The ticker's side of the state file: what it has reserved so far.
@@ -38,6 +44,8 @@ impl LocalTicker {
         LocalTicker {
             interval,
             durable: None,
+            first_beat: None,
+            cadence: Cadence::default(),
         }
     }
 
@@ -59,7 +67,21 @@ impl LocalTicker {
                 reserved: positions,
                 block,
             }),
+            first_beat: None,
+            cadence: Cadence::default(),
         }
+    }
+
+    /// The same ticker, its first beat at `first` when one is given and not over an interval
+    /// past: it keeps the cadence of the process it took over from.
+    pub(crate) fn continuing(mut self, first: Option<NextBeat>) -> LocalTicker {
+        self.first_beat = first;
+        self
+    }
+
+    /// Where it leaves its next beat when it stops.
+    pub(crate) fn cadence(&self) -> Cadence {
+        self.cadence.clone()
     }
 
     /// Publishes the next integer of `parity` if it has subscribers, reserving it first.
@@ -140,13 +162,24 @@ impl IntegerSource for LocalTicker {
                     }
                 }
             }
-            let mut beats =
-                HalfBeats::starting_at(Instant::now() + self.interval / 2, self.interval);
+            let now = Instant::now();
+            let first = self
+                .first_beat
+                .take()
+                .filter(|beat| beat.at + self.interval > now)
+                .unwrap_or(NextBeat {
+                    parity: Parity::Odd,
+                    at: now + self.interval / 2,
+                });
+            let mut beats = HalfBeats::starting_with(first, self.interval);
             report_running(&feed, &mut running, *demand.borrow_and_update());
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => break 'serving,
+                    _ = shutdown.cancelled() => {
+                        self.cadence.leave(beats.upcoming());
+                        break 'serving;
+                    }
                     changed = demand.changed() => {
                         if changed.is_err() {
                             break 'serving;
@@ -193,6 +226,20 @@ mod tests {
 
     fn member(feed: &Feed, parity: Parity) -> Membership {
         feed.join(parity).0
+    }
+
+    /// Both streams' last integers, watched, and a member of each, so that both tick.
+    fn both_watched(
+        feed: &Feed,
+    ) -> (
+        tokio::sync::watch::Receiver<u64>,
+        tokio::sync::watch::Receiver<u64>,
+        [Membership; 2],
+    ) {
+        let odd = feed.last_sent(Parity::Odd);
+        let even = feed.last_sent(Parity::Even);
+        let members = [member(feed, Parity::Odd), member(feed, Parity::Even)];
+        (odd, even, members)
     }
 
     /// The next integer `parity` sends, within a minute of the paused clock (which passes at
@@ -271,15 +318,40 @@ mod tests {
         assert_eq!(saved_odd(), 9, "the exact position is saved at shutdown");
     }
 
+    // Promise: hand-over-cadence
+    #[tokio::test(start_paused = true)]
+    async fn a_ticker_taking_over_keeps_the_cadence_it_was_handed_and_leaves_its_own() {
+        let ms = |millis| Duration::from_millis(millis);
+        let feed = Feed::new(ByParity { odd: 3, even: 3 }, 16);
+        let shutdown = CancellationToken::new();
+        let (mut odd, mut even, _members) = both_watched(&feed);
+        let start = Instant::now();
+        let handed = NextBeat {
+            parity: Parity::Even,
+            at: start + ms(30),
+        };
+        let ticker = LocalTicker::new(ms(100)).continuing(Some(handed));
+        let cadence = ticker.cadence();
+        let task = tokio::spawn(ticker.run(feed.clone(), shutdown.clone()));
+        assert_eq!((next_sent(&mut even).await, start.elapsed()), (8, ms(30)));
+        assert_eq!((next_sent(&mut odd).await, start.elapsed()), (7, ms(80)));
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(
+            cadence.left(),
+            Some(NextBeat {
+                parity: Parity::Even,
+                at: start + ms(130)
+            })
+        );
+    }
+
     // Promise: flag-interval-ms
     #[tokio::test(start_paused = true)]
     async fn the_two_streams_tick_half_an_interval_apart() {
         let feed = Feed::new(ByParity::default(), 16);
         let shutdown = CancellationToken::new();
-        let mut odd = feed.last_sent(Parity::Odd);
-        let mut even = feed.last_sent(Parity::Even);
-        let _odd = member(&feed, Parity::Odd);
-        let _even = member(&feed, Parity::Even);
+        let (mut odd, mut even, _members) = both_watched(&feed);
         let start = Instant::now();
         let task = tokio::spawn(
             LocalTicker::new(Duration::from_millis(100)).run(feed.clone(), shutdown.clone()),

@@ -6,6 +6,7 @@
 //! client handler as they are; [`chosen::ChosenSource`] is the one the flags pick.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
+use crate::sync::lock;
 
 pub(crate) mod chosen;
 pub(crate) mod local;
@@ -30,18 +32,56 @@ pub(crate) trait IntegerSource: Send + 'static {
 pub(crate) struct HalfBeats {
     clock: Interval,
     next: Parity,
+    /// When the next beat is due, as far as this clock can tell: a late beat moves it on.
+    due: Instant,
+}
+
+/// Where a ticker leaves its clock's next beat when it stops; read once it has.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cadence(Arc<Mutex<Option<NextBeat>>>);
+
+impl Cadence {
+    pub(crate) fn leave(&self, beat: NextBeat) {
+        *lock(&self.0) = Some(beat);
+    }
+
+    /// The beat left, if the ticker was running when it stopped.
+    pub(crate) fn left(&self) -> Option<NextBeat> {
+        *lock(&self.0)
+    }
+}
+
+/// A clock's next beat: whose it is, and when it is due. A ticker leaves it when it stops, so
+/// that the process taking over keeps the cadence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NextBeat {
+    pub(crate) parity: Parity,
+    pub(crate) at: Instant,
 }
 
 impl HalfBeats {
     /// Beats every half `interval` from `first` on; the first is odd's.
     pub(crate) fn starting_at(first: Instant, interval: Duration) -> HalfBeats {
-        let mut clock = tokio::time::interval_at(first, interval / 2);
+        HalfBeats::starting_with(
+            NextBeat {
+                parity: Parity::Odd,
+                at: first,
+            },
+            interval,
+        )
+    }
+
+    /// Beats every half `interval` from `first` on, `first.parity`'s first; one due already
+    /// comes at once.
+    pub(crate) fn starting_with(first: NextBeat, interval: Duration) -> HalfBeats {
+        let mut clock = tokio::time::interval_at(first.at, interval / 2);
         // After a stall (a suspended VM, a busy runtime) keep the spacing between integers
         // rather than bursting the missed ones out back to back.
         clock.set_missed_tick_behavior(MissedTickBehavior::Delay);
         HalfBeats {
             clock,
-            next: Parity::Odd,
+            next: first.parity,
+            due: first.at,
         }
     }
 
@@ -49,14 +89,28 @@ impl HalfBeats {
     /// this resolves.
     pub(crate) async fn next(&mut self) -> Parity {
         self.clock.tick().await;
+        // A late beat delays the ones after it (see above); on time, the next one is due a
+        // period after this one was.
+        let now = Instant::now();
+        let late = now > self.due + Duration::from_millis(5);
+        self.due = if late { now } else { self.due } + self.clock.period();
         let parity = self.next;
         self.next = parity.other();
         parity
     }
 
+    /// The beat this clock would give next.
+    pub(crate) fn upcoming(&self) -> NextBeat {
+        NextBeat {
+            parity: self.next,
+            at: self.due,
+        }
+    }
+
     /// Makes the next beat come at once.
     pub(crate) fn reset_immediately(&mut self) {
         self.clock.reset_immediately();
+        self.due = Instant::now();
     }
 }
 

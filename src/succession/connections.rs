@@ -14,6 +14,22 @@ use crate::stream::parity::Parity;
 /// Sockets in one batch: the kernel passes at most 253 descriptors in one message.
 pub(crate) const BATCH: usize = 200;
 
+/// The most parked bytes one batch carries; the successor refuses a batch of more.
+pub(crate) const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// What one connection's line may take beside its parked bytes.
+const MOST_LINE: usize = 160;
+
+/// Why a batch did not reach the successor whole.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Its sockets did not reach the successor: they are still this process's to close.
+    Unsent(Vec<Moving>),
+    /// Its sockets reached the successor, the rest did not: they are the successor's now, and
+    /// this process must not write to them.
+    Delivered,
+}
+
 /// The first word of a batch's line.
 const RAW: &str = "raw";
 
@@ -26,12 +42,14 @@ const DONE: &str = "done";
 pub(crate) struct Moving {
     /// A copy of the connection's socket; the connection's own is closed once this is.
     pub(crate) socket: OwnedFd,
+    /// What goes with it.
     pub(crate) carried: Carried,
 }
 
 /// What a moving connection's client is owed, and who it is.
 #[derive(Debug)]
 pub(crate) struct Carried {
+    /// The stream the client follows.
     pub(crate) parity: Parity,
     /// The next integer the client is owed: every one before it was written to the socket or
     /// is in `parked`.
@@ -43,12 +61,13 @@ pub(crate) struct Carried {
     pub(crate) peer: String,
 }
 
-/// Sends one batch of at most [`BATCH`] connections.
+/// Sends one batch of at most [`BATCH`] connections. Says, when it fails, whether the
+/// sockets reached the successor.
 pub(super) fn send_batch(
     control: &Control,
     batch: &[Moving],
     patience: Duration,
-) -> io::Result<()> {
+) -> Result<(), (io::Error, bool)> {
     let mut payload = Vec::new();
     for Moving { carried, .. } in batch {
         let parity = carried.parity.as_str();
@@ -65,8 +84,15 @@ pub(super) fn send_batch(
     }
     let sockets: Vec<BorrowedFd<'_>> = batch.iter().map(|moving| moving.socket.as_fd()).collect();
     let line = format!("{RAW} {} {}", batch.len(), payload.len());
-    control.send_with(&line, &sockets, patience)?;
-    control.write_all(&payload, patience)
+    // The sockets go with the line's first bytes: once that write is done, they are there.
+    let delivered = control
+        .send_first(&line, &sockets, patience)
+        .map_err(|error| (error, false))?;
+    control
+        .write_all(&line.as_bytes()[delivered..], patience)
+        .and_then(|()| control.write_all(b"\n", patience))
+        .and_then(|()| control.write_all(&payload, patience))
+        .map_err(|error| (error, true))
 }
 
 /// Ends the batches: `total` connections were sent.
@@ -88,13 +114,17 @@ pub(super) fn receive_batch(
     }
     let count: usize = number(words.next())?;
     let length: usize = number(words.next())?;
-    if count != passed.len() || count > BATCH || length > count * (PAYLOAD_PER_CONNECTION) {
+    if words.next().is_some() {
+        return Err(invalid(format!("not a batch of connections: {text:?}")));
+    }
+    if count != passed.len() || count > BATCH || length > BATCH_BYTES + count * MOST_LINE {
         return Err(invalid(format!(
             "a batch of {count} connections came with {} sockets and {length} bytes",
             passed.len()
         )));
     }
     let payload = control.read_exact(length, patience)?;
+    // Every byte belongs to a connection: anything left over means the two sides disagree.
     let mut rest = payload.as_slice();
     let mut batch = Vec::with_capacity(count);
     for socket in passed {
@@ -129,12 +159,14 @@ pub(super) fn receive_batch(
             },
         });
     }
+    if !rest.is_empty() {
+        return Err(invalid(format!(
+            "{} bytes past the batch's connections",
+            rest.len()
+        )));
+    }
     Ok(Some(batch))
 }
-
-/// The most bytes one connection's entry may take: its line, and parked bytes up to the
-/// writer's bound.
-const PAYLOAD_PER_CONNECTION: usize = 256 * 1024;
 
 fn number<T: std::str::FromStr>(word: Option<&str>) -> io::Result<T> {
     word.and_then(|word| word.parse().ok())

@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::connections::{self, Moving};
-use super::wire::{self, Control};
-use crate::stream::parity::ByParity;
+use super::connections::{self, Moving, Refused};
+use super::wire::{self, Control, Stopped};
+use crate::stream::parity::{ByParity, Parity};
 
 /// How long a successor has for each of its lines. Both come at once from a process that has
 /// just started; a peer slower than this is not taking over.
@@ -37,7 +37,9 @@ pub(crate) enum Successor {
     /// It holds the listening socket and waits for the final positions before it runs its
     /// source.
     Ready {
+        /// The connection to it; the drain's sends share it.
         control: Arc<Control>,
+        /// When it asked, for the logs' timings.
         since: Instant,
     },
     /// It speaks another format version, and binds the port once this process has gone: the
@@ -79,11 +81,21 @@ impl Successor {
     /// Sends the streams' final positions, which lets the successor run its source. Called
     /// once this process's source has stopped: two sources never run at once. Returns whether
     /// the successor has them, and so takes raw connections too.
-    pub(crate) async fn hand_positions(&self, positions: ByParity<u64>) -> bool {
+    /// `next_beat` is its clock's next beat and how soon it is due, when it was ticking: the
+    /// successor keeps the cadence.
+    pub(crate) async fn hand_positions(
+        &self,
+        positions: ByParity<u64>,
+        next_beat: Option<(Parity, Duration)>,
+    ) -> bool {
         let Successor::Ready { control, since } = self else {
             return false;
         };
-        let line = format!("{} {} {}", wire::STOPPED, positions.odd, positions.even);
+        let line = Stopped {
+            positions,
+            next_beat,
+        }
+        .line();
         let sending = control.clone();
         let sent = blocking(move || sending.send(&line, None, PATIENCE)).await;
         match sent {
@@ -108,11 +120,11 @@ impl Successor {
         }
     }
 
-    /// Sends a batch of live raw connections; gives them back if the successor cannot take
-    /// them, for this process to close.
-    pub(crate) async fn hand_connections(&self, batch: Vec<Moving>) -> Result<(), Vec<Moving>> {
+    /// Sends a batch of live raw connections. When the successor does not take it whole, says
+    /// whether their sockets reached it (see [`Refused`]); this process then sends no more.
+    pub(crate) async fn hand_connections(&self, batch: Vec<Moving>) -> Result<(), Refused> {
         let Successor::Ready { control, .. } = self else {
-            return Err(batch);
+            return Err(Refused::Unsent(batch));
         };
         let sending = control.clone();
         let (batch, sent) = tokio::task::spawn_blocking(move || {
@@ -120,14 +132,21 @@ impl Successor {
             (batch, sent)
         })
         .await
-        .map_err(|_| Vec::new())?;
-        sent.map_err(|error| {
+        .map_err(|_| Refused::Delivered)?;
+        sent.map_err(|(error, delivered)| {
             warn!(
                 successor_pid = control.peer_pid,
                 %error,
-                "cannot hand raw connections over; closing them here"
+                delivered,
+                "cannot hand raw connections over; the rest close here"
             );
-            batch
+            // The connection is out of step from here: nothing more goes over it.
+            control.shut_down();
+            if delivered {
+                Refused::Delivered
+            } else {
+                Refused::Unsent(batch)
+            }
         })
     }
 

@@ -11,8 +11,8 @@ use socket2::{SockRef, Socket};
 use tracing::{info, warn};
 
 use super::connections::{self, Moving};
-use super::wire::{self, Control};
-use crate::stream::parity::ByParity;
+use super::wire::{self, Control, Stopped};
+use crate::stream::parity::{ByParity, Parity};
 
 /// How long the running process has to answer the first line. It answers from a task that
 /// only waits for this, so only a stuck process is slower.
@@ -24,7 +24,9 @@ const EXIT_SLACK: Duration = Duration::from_secs(10);
 /// The process this one takes over from, until it has sent its final positions.
 #[derive(Debug)]
 pub(crate) struct Predecessor {
+    /// The connection to it, held until it has sent its final positions.
     control: Control,
+    /// When this process asked, for the logs' timings.
     since: Instant,
 }
 
@@ -152,7 +154,17 @@ impl Predecessor {
         .map_err(io::Error::other)?;
         let line = match line {
             Ok(line) => line,
-            Err(error) if !running(control.peer_pid) => {
+            // It ended the connection without its positions. Its source may still be running
+            // (its drain ran out of time, say): it is given the time its exit takes, and only
+            // once it has gone does this one start, as after a crash.
+            Err(error) => {
+                if control.peer_pid <= 0 || !exits_within(control.peer_pid, EXIT_SLACK).await {
+                    return Err(io::Error::other(format!(
+                        "the running process (pid {}) did not send its final positions and \
+                         is still running: {error}",
+                        control.peer_pid
+                    )));
+                }
                 warn!(
                     predecessor_pid = control.peer_pid,
                     %error,
@@ -161,14 +173,11 @@ impl Predecessor {
                 );
                 return Ok(Handed::default());
             }
-            Err(error) => {
-                return Err(io::Error::other(format!(
-                    "the running process (pid {}) did not send its final positions: {error}",
-                    control.peer_pid
-                )));
-            }
         };
-        let positions = stopped_positions(&line.text).ok_or_else(|| {
+        let Stopped {
+            positions,
+            next_beat,
+        } = Stopped::parse(&line.text).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("not the final positions: {:?}", line.text),
@@ -183,6 +192,7 @@ impl Predecessor {
         );
         Ok(Handed {
             positions: Some(positions),
+            next_beat,
             arrivals: Some(Arrivals {
                 control: Arc::new(control),
                 patience: drain + EXIT_SLACK,
@@ -196,6 +206,8 @@ impl Predecessor {
 pub(crate) struct Handed {
     /// The streams' final positions; `None` when it ended without sending them.
     pub(crate) positions: Option<ByParity<u64>>,
+    /// Its clock's next beat, and how soon it was due, when it was ticking.
+    pub(crate) next_beat: Option<(Parity, Duration)>,
     /// Its raw connections, still to come.
     pub(crate) arrivals: Option<Arrivals>,
 }
@@ -203,6 +215,8 @@ pub(crate) struct Handed {
 /// The predecessor's live raw connections, arriving in batches.
 #[derive(Debug)]
 pub(crate) struct Arrivals {
+    /// The connection to the predecessor; each batch is read on a blocking thread with a
+    /// clone.
     control: Arc<Control>,
     /// How long the predecessor may take between two batches: its drain, and a margin.
     patience: Duration,
@@ -232,15 +246,16 @@ impl Arrivals {
     }
 }
 
-/// The positions a `stopped ODD EVEN` line gives.
-fn stopped_positions(line: &str) -> Option<ByParity<u64>> {
-    let mut words = line.split(' ');
-    if words.next()? != wire::STOPPED {
-        return None;
+/// Whether process `pid` has ended within `patience`, looked at every few milliseconds.
+async fn exits_within(pid: i32, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    while running(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let odd = words.next()?.parse().ok()?;
-    let even = words.next()?.parse().ok()?;
-    words.next().is_none().then_some(ByParity { odd, even })
+    true
 }
 
 /// Whether process `pid` still runs (a zombie has ended).
@@ -258,17 +273,6 @@ fn running(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_last_line_gives_both_positions() {
-        assert_eq!(
-            stopped_positions("stopped 12 7"),
-            Some(ByParity { odd: 12, even: 7 })
-        );
-        assert_eq!(stopped_positions("stopped 12"), None);
-        assert_eq!(stopped_positions("stopped 12 7 1"), None);
-        assert_eq!(stopped_positions("started 12 7"), None);
-    }
 
     #[test]
     fn this_process_runs_and_an_unused_pid_does_not() {

@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::stream::parity::{ByParity, Parity};
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, sockopt};
 
 /// The format version this binary speaks. A successor that speaks another gets this
@@ -30,6 +31,7 @@ const MAX_LINE: usize = 80;
 /// A connection to the other process, whose user has been checked.
 #[derive(Debug)]
 pub(crate) struct Control {
+    /// The connection; the other process holds the other end.
     stream: UnixStream,
     /// The other process's id, as the kernel reports it.
     pub(super) peer_pid: i32,
@@ -84,24 +86,39 @@ impl Control {
         fds: &[BorrowedFd<'_>],
         patience: Duration,
     ) -> io::Result<()> {
+        let sent = self.send_first(text, fds, patience)?;
+        self.write_all(&text.as_bytes()[sent..], patience)?;
+        self.write_all(b"\n", patience)
+    }
+
+    /// Sends the first bytes of `text` with `fds` attached, within `patience`; gives how many
+    /// it sent (at least one). The descriptors are the other process's once this returns.
+    pub(super) fn send_first(
+        &self,
+        text: &str,
+        fds: &[BorrowedFd<'_>],
+        patience: Duration,
+    ) -> io::Result<usize> {
         self.stream.set_write_timeout(Some(patience))?;
-        let line = format!("{text}\n");
         let raw_fds: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let attached = if raw_fds.is_empty() {
             Vec::new()
         } else {
             vec![ControlMessage::ScmRights(&raw_fds)]
         };
-        let raw = self.stream.as_raw_fd();
         let sent = socket::sendmsg::<UnixAddr>(
-            raw,
-            &[io::IoSlice::new(line.as_bytes())],
+            self.stream.as_raw_fd(),
+            &[io::IoSlice::new(text.as_bytes())],
             &attached,
             MsgFlags::MSG_NOSIGNAL,
             None,
         )?;
-        // The descriptors went with the first bytes; a short write sends the rest plainly.
-        self.write_all(&line.as_bytes()[sent..], patience)
+        Ok(sent)
+    }
+
+    /// Ends the connection both ways: after a failed exchange the two sides are out of step.
+    pub(super) fn shut_down(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
     /// Writes `bytes` whole, within `patience` for each write.
@@ -110,11 +127,18 @@ impl Control {
         (&self.stream).write_all(bytes)
     }
 
-    /// Reads exactly `length` bytes, within `patience` for each read.
+    /// Reads exactly `length` bytes, within `patience` for each read. The buffer grows as the
+    /// bytes come, so a length the peer never sends costs nothing.
     pub(super) fn read_exact(&self, length: usize, patience: Duration) -> io::Result<Vec<u8>> {
         self.stream.set_read_timeout(Some(patience))?;
-        let mut bytes = vec![0; length];
-        (&self.stream).read_exact(&mut bytes)?;
+        let mut bytes = Vec::new();
+        (&self.stream).take(length as u64).read_to_end(&mut bytes)?;
+        if bytes.len() < length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the other process closed the connection mid-batch",
+            ));
+        }
         Ok(bytes)
     }
 
@@ -142,12 +166,26 @@ impl Control {
                 Some(&mut space),
                 MsgFlags::MSG_CMSG_CLOEXEC,
             )?;
+            if read.flags.contains(MsgFlags::MSG_CTRUNC) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "more descriptors than a line carries",
+                ));
+            }
             for message in read.cmsgs()? {
                 if let ControlMessageOwned::ScmRights(fds) = message {
+                    // Descriptors come with a line's first byte only.
+                    let misplaced = !text.is_empty() || !passed.is_empty();
                     for fd in fds {
                         // SAFETY: the kernel has just installed `fd` in this process for this
                         // message, and nothing else refers to it: it is owned here, once.
                         passed.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                    if misplaced {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "descriptors past a line's first byte",
+                        ));
                     }
                 }
             }
@@ -174,6 +212,53 @@ impl Control {
     }
 }
 
+/// The predecessor's line once its source has stopped: `stopped ODD EVEN`, the final
+/// positions, then `PARITY MS` when its clock was ticking: whose beat was next, and in how
+/// many milliseconds it was due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stopped {
+    pub(super) positions: ByParity<u64>,
+    pub(super) next_beat: Option<(Parity, Duration)>,
+}
+
+impl Stopped {
+    pub(super) fn line(&self) -> String {
+        let ByParity { odd, even } = self.positions;
+        match self.next_beat {
+            Some((parity, due)) => {
+                let parity = parity.as_str();
+                format!("{STOPPED} {odd} {even} {parity} {}", due.as_millis())
+            }
+            None => format!("{STOPPED} {odd} {even}"),
+        }
+    }
+
+    pub(super) fn parse(line: &str) -> Option<Stopped> {
+        let mut words = line.split(' ');
+        if words.next()? != STOPPED {
+            return None;
+        }
+        let odd = words.next()?.parse().ok()?;
+        let even = words.next()?.parse().ok()?;
+        let next_beat = match (words.next(), words.next()) {
+            (None, _) => None,
+            (Some(parity), Some(due)) => {
+                let parity = match parity {
+                    "odd" => Parity::Odd,
+                    "even" => Parity::Even,
+                    _ => return None,
+                };
+                Some((parity, Duration::from_millis(due.parse().ok()?)))
+            }
+            (Some(_), None) => return None,
+        };
+        words.next().is_none().then_some(Stopped {
+            positions: ByParity { odd, even },
+            next_beat,
+        })
+    }
+}
+
 /// The version a successor's first line names, if it is this protocol's line at all.
 pub(super) fn hello_version(line: &str) -> Option<u32> {
     let (word, version) = line.split_once(' ')?;
@@ -188,6 +273,34 @@ pub(super) fn hello(version: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_line_gives_both_positions_and_the_next_beat() {
+        let positions = ByParity { odd: 12, even: 7 };
+        let beat = Some((Parity::Even, Duration::from_millis(340)));
+        for next_beat in [None, beat] {
+            let stopped = Stopped {
+                positions,
+                next_beat,
+            };
+            assert_eq!(Stopped::parse(&stopped.line()), Some(stopped));
+        }
+        assert_eq!(
+            Stopped::parse("stopped 12 7 even 340"),
+            Some(Stopped {
+                positions,
+                next_beat: beat
+            })
+        );
+        for bad in [
+            "stopped 12",
+            "stopped 12 7 1",
+            "started 12 7",
+            "stopped 12 7 up 3",
+        ] {
+            assert_eq!(Stopped::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_hello_names_its_version() {

@@ -177,6 +177,18 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
             && event["odd_position"] == handed["odd_position"]
     })
     .await;
+    // It opened its streams at exactly those positions: from the state file the old process
+    // saved, or, without one, from what it was sent.
+    new.wait_for_log("the new process to open its streams there", |event| {
+        let opened = [
+            "state loaded",
+            "running without state, from the positions handed over",
+        ];
+        opened.contains(&event["message"].as_str().unwrap_or_default())
+            && event["odd_position"] == handed["odd_position"]
+            && event["even_position"] == handed["even_position"]
+    })
+    .await;
     old.wait_for_log("the old process to hand one raw connection over", |event| {
         event["message"] == "handed the raw connections over" && event["connections"] == 1
     })
