@@ -64,6 +64,17 @@ pub(crate) fn departed(protocol: Protocol, why: &Departure) {
     .increment(1);
 }
 
+/// This process took over from a running one at its start (`--hand-over`): `taken` with its
+/// final positions, `predecessor_gone` after it ended without them.
+pub(crate) fn took_over(outcome: &'static str) {
+    counter!("integers_hand_overs_total", "outcome" => outcome).increment(1);
+}
+
+/// A raw connection the process this one took over from handed over, live.
+pub(crate) fn connection_taken_over() {
+    counter!("integers_connections_taken_over_total").increment(1);
+}
+
 pub(crate) fn refused(why: Refused) {
     counter!("integers_refused_total", "reason" => why.label()).increment(1);
 }

@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use crate::edge::listener::{CountedStream, LiveConnections};
 use crate::raw::upgrade::RawWs;
 use crate::succession::{Arrivals, Moving};
+use crate::telemetry;
 
 /// Serves every connection that arrives, until the predecessor has sent them all or gone.
 pub(crate) async fn serve_arrivals(arrivals: Arrivals, raw: Arc<RawWs>, live: LiveConnections) {
@@ -17,6 +18,7 @@ pub(crate) async fn serve_arrivals(arrivals: Arrivals, raw: Arc<RawWs>, live: Li
             match CountedStream::adopted(socket, &live) {
                 Ok(stream) => {
                     raw.adopt(stream, carried);
+                    telemetry::connection_taken_over();
                     adopted += 1;
                 }
                 Err(error) => {

@@ -66,7 +66,15 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     telemetry::install();
     let handed = match listener.predecessor.take() {
-        Some(predecessor) => predecessor.stopped(config.drain()).await?,
+        Some(predecessor) => {
+            let handed = predecessor.stopped(config.drain()).await?;
+            let how = match handed.positions {
+                Some(_) => "taken",
+                None => "predecessor_gone",
+            };
+            telemetry::took_over(how);
+            handed
+        }
         None => Handed::default(),
     };
     // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's

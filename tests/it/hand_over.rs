@@ -107,7 +107,7 @@ async fn probe(addr: std::net::SocketAddr) -> Result<(), String> {
 /// drains is answered, and the streams go on from the old process's positions. A raw client
 /// moves, live, with no close and no gap; one that sent half a frame gets 1012.
 // Promise: hand-over-listener, hand-over-streams, hand-over-raw-live, hand-over-raw-1012
-// Promise: flag-hand-over
+// Promise: flag-hand-over, metric-hand-overs, metric-taken-over
 #[tokio::test]
 async fn a_new_process_takes_over_the_port_and_the_saved_streams_refusing_nobody() {
     let dir = state_dir("hand-over");
@@ -197,6 +197,17 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
         event["message"] == "took the raw connections over" && event["connections"] == 1
     })
     .await;
+    // Its metrics say so once.
+    let samples = crate::operability::metrics(&new).await;
+    crate::operability::assert_samples_match_the_table(&samples);
+    assert_eq!(
+        samples.get("integers_hand_overs_total{outcome=\"taken\"}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        samples.get("integers_connections_taken_over_total"),
+        Some(&1.0)
+    );
 
     // The connection that could not move was closed with 1012 (0x03f4) after its integers.
     tokio::time::timeout(PATIENCE, half.read_to_end(&mut rest))

@@ -21,7 +21,7 @@ fn samples(page: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn metrics(server: &Process) -> HashMap<String, f64> {
+pub(crate) async fn metrics(server: &Process) -> HashMap<String, f64> {
     let response = http(server.addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert_eq!(response.status, 200);
     assert!(
@@ -66,7 +66,7 @@ fn metrics_table() -> (HashMap<String, Vec<String>>, HashMap<String, Vec<String>
 }
 
 /// Every sample on the page is a metric of the table, with the table's labels and values.
-fn assert_samples_match_the_table(samples: &HashMap<String, f64>) {
+pub(crate) fn assert_samples_match_the_table(samples: &HashMap<String, f64>) {
     let (labels, values) = metrics_table();
     assert!(
         labels.len() >= 10 && values.len() >= 4,
