@@ -800,7 +800,11 @@ if (storms.length) {
 lines.push("", ...attackSection(readJsonLines(`${dir}/attacks.jsonl`)));
 lines.push("", ...replaySection(readJsonLines(`${dir}/replays.jsonl`)));
 lines.push("", ...connectSection(readJsonLines(`${dir}/connects.jsonl`)));
-lines.push("", ...activationSection(storms), ...handOverSection(storms));
+lines.push(
+  "",
+  ...activationSection(storms),
+  ...handOverSection(storms, readJsonLines(`${dir}/handovers.jsonl`)),
+);
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));
 

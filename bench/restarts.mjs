@@ -2,7 +2,7 @@
 // bench/RESULTS.md, from the storms of this server binding its own port beside the same
 // restart under socket activation or by hand-over (storms.jsonl, the load generator's
 // reports). Used by report.mjs; run alone, it prints the sections its input has:
-//   node bench/restarts.mjs RESULTS_DIR/storms.jsonl
+//   node bench/restarts.mjs RESULTS_DIR/storms.jsonl [RESULTS_DIR/handovers.jsonl]
 import { fileURLToPath } from "node:url";
 import { readJsonLines } from "./jsonl.mjs";
 
@@ -13,7 +13,7 @@ const HOW = { ours: "binds its port", activated: "socket-activated", handover: "
 
 // The section comparing the SIGTERM restart of this server binding its port with KIND's,
 // once KIND's storms are in `storms`.
-function restartSection(storms, kind, title, intro) {
+function restartSection(storms, kind, title, intro, notes = []) {
   const restarts = storms.filter((r) => {
     const [scenario, server, signal] = r.label.split(" ");
     const binding = server === "ours" && signal === "SIGTERM";
@@ -25,21 +25,22 @@ function restartSection(storms, kind, title, intro) {
     "",
     intro,
     "",
-    "| server | protocol | attempts refused | back p50 / 100% s | reconnect connect p50 / p99 ms " +
-      "| stall max ms | health p99 ms (failed) | gaps / repeats |",
-    "|---|---|---|---|---|---|---|---|",
+    "| server | protocol | clients dropped | attempts refused | back p50 / 100% s " +
+      "| reconnect connect p50 / p99 ms | stall max ms | health p99 ms (failed) | gaps / repeats |",
+    "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of restarts) {
     const s = r.storm;
     lines.push(
-      `| ${HOW[r.label.split(" ")[1]]} | ${r.protocol} | ${s.failures.refused ?? 0} ` +
+      `| ${HOW[r.label.split(" ")[1]]} | ${r.protocol} | ${s.dropped_clients} ` +
+        `| ${s.failures.refused ?? 0} ` +
         `| ${seconds(s.back_ms_p50)} / ${seconds(s.back_ms_p100)} ` +
         `| ${fmt(s.reconnect_ms_p50)} / ${fmt(s.reconnect_ms_p99)} ` +
         `| ${fmt(s.stall_ms_max, 0)} | ${fmt(s.healthcheck_ms_p99)} (${s.healthcheck_failures}) ` +
         `| ${r.sequence_gaps} / ${r.sequence_repeats} |`,
     );
   }
-  lines.push("");
+  lines.push("", ...notes);
   return lines;
 }
 
@@ -60,7 +61,16 @@ export function activationSection(storms) {
   );
 }
 
-export function handOverSection(storms) {
+// `handovers`: the old process's log line for each hand-over's raw connections.
+export function handOverSection(storms, handovers = []) {
+  const notes = handovers
+    .filter((h) => h.label === "storm-18900")
+    .map(
+      (h) =>
+        `- The old process handed ${h.moved.connections} raw connections over in ` +
+        `${h.moved.took_ms} ms, from the successor's request to the last batch.`,
+    );
+  if (notes.length) notes.push("");
   return restartSection(
     storms,
     "handover",
@@ -71,10 +81,12 @@ export function handOverSection(storms) {
       "one's source has stopped, its positions; the old one drains and exits by itself. " +
       "Command: `bash bench/run.sh --hand-over` (this section alone, both kinds twice, " +
       "alternated) or `bash bench/run.sh`.",
+    notes,
   );
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const storms = readJsonLines(process.argv[2]);
-  console.log([...activationSection(storms), ...handOverSection(storms)].join("\n"));
+  const handovers = process.argv[3] ? readJsonLines(process.argv[3]) : [];
+  console.log([...activationSection(storms), ...handOverSection(storms, handovers)].join("\n"));
 }

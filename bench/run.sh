@@ -346,6 +346,10 @@ storm_scenario() {
     storm_server handover "${ports[0]}" "$out/storm-0-$step.log" "$out/storm-0.pids"
     pids[0]=$storm_pid
     wait "$old" 2>/dev/null || true
+    # The old process's own account of the raw connections it handed over, and how long that
+    # took, for RESULTS.md.
+    grep -h '"handed the raw connections over"' "$out/storm-0-0.log" \
+      | sed "s/^/{\"label\":\"$name\",\"moved\":/; s/\$/}/" >> "$out/handovers.jsonl" || true
   else
     for i in "${!kinds[@]}"; do kill -"$signal" "${pids[i]}"; done
     for i in "${!kinds[@]}"; do
@@ -602,7 +606,7 @@ if [ "$hand_over_only" = 1 ]; then
     storm_scenario storm-18900 SIGTERM 18900 25 ours
     storm_scenario storm-18900 none 18900 25 handover
   done
-  node bench/restarts.mjs "$storms"
+  node bench/restarts.mjs "$storms" "$out/handovers.jsonl"
   exit 0
 fi
 if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then
