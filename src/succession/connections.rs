@@ -100,15 +100,27 @@ pub(super) fn send_done(control: &Control, total: usize, patience: Duration) -> 
     control.send_with(&format!("{DONE} {total}"), &[], patience)
 }
 
-/// The next batch, or `None` once the batches have ended.
-pub(super) fn receive_batch(
-    control: &Control,
-    patience: Duration,
-) -> io::Result<Option<Vec<Moving>>> {
+/// What the predecessor sent next.
+#[derive(Debug)]
+pub(crate) enum Arrival {
+    /// A batch of connections.
+    Batch(Vec<Moving>),
+    /// The end of the batches: this many connections were sent in all.
+    Done(usize),
+}
+
+/// The next batch, or the end of them.
+pub(super) fn receive_batch(control: &Control, patience: Duration) -> io::Result<Arrival> {
     let Line { text, passed } = control.receive(patience)?;
     let mut words = text.split(' ');
     match words.next() {
-        Some(DONE) => return Ok(None),
+        Some(DONE) if passed.is_empty() => {
+            let total = number(words.next())?;
+            return match words.next() {
+                None => Ok(Arrival::Done(total)),
+                Some(_) => Err(invalid(format!("not the end of the batches: {text:?}"))),
+            };
+        }
         Some(RAW) => {}
         _ => return Err(invalid(format!("not a batch of connections: {text:?}"))),
     }
@@ -165,7 +177,7 @@ pub(super) fn receive_batch(
             rest.len()
         )));
     }
-    Ok(Some(batch))
+    Ok(Arrival::Batch(batch))
 }
 
 fn number<T: std::str::FromStr>(word: Option<&str>) -> io::Result<T> {

@@ -33,6 +33,6 @@ mod predecessor;
 mod successor;
 mod wire;
 
-pub(crate) use connections::{BATCH, BATCH_BYTES, Carried, Moving, Refused};
+pub(crate) use connections::{Arrival, BATCH, BATCH_BYTES, Carried, Moving, Refused};
 pub(crate) use predecessor::{Offer, Successor};
 pub(crate) use successor::{Arrivals, Handed, Predecessor, Taken, take};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockRef, Socket};
 use tracing::{info, warn};
 
-use super::connections::{self, Moving};
+use super::connections::{self, Arrival};
 use super::wire::{self, Control, Stopped};
 use crate::stream::parity::{ByParity, Parity};
 
@@ -223,16 +223,17 @@ pub(crate) struct Arrivals {
 }
 
 impl Arrivals {
-    /// The next batch of connections; `None` once the predecessor has sent them all, or has
-    /// gone (the connections it had not sent close with it, and their clients resume).
-    pub(crate) async fn next_batch(&self) -> Option<Vec<Moving>> {
+    /// What the predecessor sends next: a batch of connections, or the end of them. `None`
+    /// when it has gone or broken the exchange: the connections it had not sent close with
+    /// it, and their clients resume.
+    pub(crate) async fn next(&self) -> Option<Arrival> {
         let control = self.control.clone();
         let patience = self.patience;
         let received =
             tokio::task::spawn_blocking(move || connections::receive_batch(&control, patience))
                 .await;
         match received {
-            Ok(Ok(batch)) => batch,
+            Ok(Ok(arrival)) => Some(arrival),
             Ok(Err(error)) => {
                 warn!(
                     predecessor_pid = self.control.peer_pid,

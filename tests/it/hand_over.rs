@@ -17,6 +17,9 @@ use crate::common::{
     state_dir, status_request, stubborn_client,
 };
 
+/// Raw clients beside the one read all along: more than one batch of the hand-over holds.
+const CROWD: usize = 250;
+
 /// The old process's flags, and the new one's: the same binary started the same way, with
 /// the positions in `state`, or in memory alone.
 fn flags<'a>(control: &'a Path, state: Option<&'a Path>) -> Vec<&'a str> {
@@ -133,6 +136,11 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
     let mut raw = old.raw("/_ws/").await;
     let mut seen = next_integers(&mut raw, 3).await;
     let before = *seen.last().unwrap();
+    // More clients than one batch carries, reading nothing until the end.
+    let mut crowd = Vec::with_capacity(CROWD);
+    for _ in 0..CROWD {
+        crowd.push(old.raw("/_ws/?even").await);
+    }
     // Half a frame (a masked text frame's first two bytes): this connection cannot move. It
     // holds the old process in its drain until `--drain-ms` is up, and gets 1012.
     let mut half = stubborn_client(&old).await;
@@ -189,14 +197,30 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
             && event["even_position"] == handed["even_position"]
     })
     .await;
-    old.wait_for_log("the old process to hand one raw connection over", |event| {
-        event["message"] == "handed the raw connections over" && event["connections"] == 1
-    })
+    let moved = 1 + CROWD;
+    old.wait_for_log(
+        "the old process to hand every raw connection over",
+        |event| {
+            event["message"] == "handed the raw connections over" && event["connections"] == moved
+        },
+    )
     .await;
-    new.wait_for_log("the new process to take one raw connection over", |event| {
-        event["message"] == "took the raw connections over" && event["connections"] == 1
-    })
+    new.wait_for_log(
+        "the new process to take every raw connection over",
+        |event| {
+            event["message"] == "took the raw connections over" && event["connections"] == moved
+        },
+    )
     .await;
+    // Each of the crowd goes on past the old process's last even integer, with no close.
+    let last_even = handed["even_position"].as_u64().unwrap() * 2;
+    for ws in &mut crowd {
+        let mut integers = next_integers(ws, 1).await;
+        while *integers.last().unwrap() <= last_even {
+            integers.extend(next_integers(ws, 1).await);
+        }
+        crate::common::assert_consecutive(&integers);
+    }
     // Its metrics say so once.
     let samples = crate::operability::metrics(&new).await;
     crate::operability::assert_samples_match_the_table(&samples);
@@ -206,7 +230,7 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
     );
     assert_eq!(
         samples.get("integers_connections_taken_over_total"),
-        Some(&1.0)
+        Some(&(moved as f64))
     );
 
     // The connection that could not move was closed with 1012 (0x03f4) after its integers.
