@@ -459,3 +459,94 @@ fn paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let state = dir.join("state.json");
     (dir, control, state)
 }
+
+/// Marks the child process of [`an_old_process_gone_mid_way_leaves_the_new_one_serving`],
+/// which plays the old process, and names its control socket.
+const GONE_PREDECESSOR: &str = "INTEGERS_GONE_PREDECESSOR";
+
+/// The old process ends after passing its listening socket and before its final positions
+/// (as under `kill -9`): the new process waits for it to be gone, then serves the socket it
+/// received, its streams going on as after a crash. The old process is this test binary run
+/// again, which speaks the exchange's first three lines and exits.
+// Promise: hand-over-predecessor-gone
+#[tokio::test]
+async fn an_old_process_gone_mid_way_leaves_the_new_one_serving() {
+    if let Some(control) = std::env::var_os(GONE_PREDECESSOR) {
+        return play_an_old_process_that_goes(Path::new(&control));
+    }
+    let (dir, control, state) = paths("hand-over-gone-mid-way");
+    let port_file = dir.join("port");
+    let test = "hand_over::an_old_process_gone_mid_way_leaves_the_new_one_serving";
+    let mut old = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--quiet"])
+        .env(GONE_PREDECESSOR, &control)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let port: u16 = loop {
+        if let Ok(port) = std::fs::read_to_string(&port_file)
+            && let Ok(port) = port.trim().parse()
+        {
+            break port;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stand-in old process did not listen in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let new = Process::start(0, &flags(&control, Some(&state))).await;
+    assert_eq!(
+        new.addr.port(),
+        port,
+        "the new process did not serve the socket it got"
+    );
+    let exit = tokio::time::timeout(PATIENCE, old.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "the stand-in old process failed: {exit:?}");
+    new.wait_for_log("the new process to start as after a crash", |event| {
+        event["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("the running process ended without"))
+    })
+    .await;
+    let mut raw = new.raw("/_ws/").await;
+    crate::common::assert_consecutive(&next_integers(&mut raw, 3).await);
+    let samples = crate::operability::metrics(&new).await;
+    assert_eq!(
+        samples.get("integers_hand_overs_total{outcome=\"predecessor_gone\"}"),
+        Some(&1.0)
+    );
+}
+
+/// The stand-in old process: listens on a port and at `control`, passes its listening socket
+/// to the first process that asks, waits for `ready`, and exits without its positions.
+fn play_an_old_process_that_goes(control: &Path) {
+    use std::os::fd::AsRawFd;
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let asked = UnixListener::bind(control).unwrap();
+    let port = listening.local_addr().unwrap().port();
+    std::fs::write(control.with_file_name("port"), port.to_string()).unwrap();
+    let (mut successor, _) = asked.accept().unwrap();
+    successor.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut hello = [0u8; 21];
+    successor.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"integers-hand-over 1\n");
+    let fds = [listening.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        successor.as_raw_fd(),
+        &[std::io::IoSlice::new(b"listener\n")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let mut ready = [0u8; 6];
+    successor.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    std::process::exit(0);
+}
