@@ -14,6 +14,9 @@ use crate::departure::Departure;
 use crate::raw::connection::{Socket, Tunnel, flush_tunnel, writable};
 use crate::raw::writer::RawConn;
 
+/// The reason of close 1012, for a connection that cannot move at a hand-over.
+pub(super) const RESTARTING: &str = "server restarting, reconnect with after";
+
 /// The close frame owed to a client for why its connection ended, if any.
 pub(super) fn close_frame(ended: &Departure) -> Option<(u16, String)> {
     match ended {
@@ -33,10 +36,7 @@ pub(super) fn close_frame(ended: &Departure) -> Option<(u16, String)> {
             format!("too many messages: more than {limit} a second"),
         )),
         Departure::Shutdown => Some((close_code::AWAY, "server shutting down, reconnect".into())),
-        Departure::CannotMove(_) => Some((
-            close_code::RESTART,
-            "server restarting, reconnect with after".into(),
-        )),
+        Departure::CannotMove(_) => Some((close_code::RESTART, RESTARTING.into())),
         // A malformed packet is socket.io's; a raw client breaks the protocol with a frame.
         Departure::ClientClosed
         | Departure::Lost(_)

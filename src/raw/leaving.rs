@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::raw::close::RESTARTING;
 use crate::raw::io::ReadBytes;
 use crate::raw::writer::RawConn;
 use crate::stream::parity::Parity;
@@ -228,7 +229,7 @@ async fn send(successor: &Successor, batch: &mut Vec<Moving>, handed: &mut usize
 /// never lands inside a frame. Its client resumes with `after`.
 fn close_here(moving: Moving) {
     let mut socket = std::net::TcpStream::from(moving.socket);
-    let reason = b"server restarting, reconnect with after";
+    let reason = RESTARTING.as_bytes();
     let mut close = vec![0x88, (2 + reason.len()) as u8];
     close.extend_from_slice(&1012u16.to_be_bytes());
     close.extend_from_slice(reason);

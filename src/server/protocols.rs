@@ -68,15 +68,16 @@ impl Protocols {
     /// Resolves once socketioxide has closed and the raw connections have moved; `raw_closed`
     /// waits for the rest.
     pub(super) async fn let_go(&mut self, _delivered: LastHandedOut, taker: Option<Successor>) {
-        if let Some(taker) = taker {
+        if taker.is_some() {
             self.raw.leaving.to_successor();
-            self.departing.cancel();
+        }
+        self.departing.cancel();
+        if let Some(taker) = taker {
             // Ordering rule: the raw connections move before the socket.io sessions close.
             // Closing thousands of sessions keeps this runtime busy, and their clients'
             // reconnections keep the successor's busy; each moving connection waits for both.
             leaving::hand_over(taker, &mut self.moved, &self.raw.leaving).await;
         }
-        self.departing.cancel();
         depart_all(&self.io);
         self.io.close().await;
     }

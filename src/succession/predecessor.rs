@@ -97,7 +97,7 @@ impl Successor {
         }
         .line();
         let sending = control.clone();
-        let sent = blocking(move || sending.send(&line, None, PATIENCE)).await;
+        let sent = blocking(move || sending.send_with(&line, &[], PATIENCE)).await;
         match sent {
             Ok(()) => {
                 info!(
@@ -265,11 +265,11 @@ fn exchange(
             format!("the first line is not a hand-over's: {:?}", hello.text),
         )),
         Some(version) if version != wire::VERSION => {
-            control.send(&wire::hello(wire::VERSION), None, PATIENCE)?;
+            control.send_with(&wire::hello(wire::VERSION), &[], PATIENCE)?;
             Ok(Successor::PlainRestart { _control: control })
         }
         Some(_) => {
-            control.send(wire::LISTENER, Some(listener), PATIENCE)?;
+            control.send_with(wire::LISTENER, &[listener], PATIENCE)?;
             let ready = control.receive(PATIENCE)?;
             if ready.text != wire::READY {
                 return Err(io::Error::new(

@@ -59,7 +59,7 @@ pub(crate) fn take(path: &Path, drain: Duration) -> io::Result<Taken> {
     };
     let control = Control::checked(stream)?;
     let since = Instant::now();
-    let asked = control.send(&wire::hello(wire::VERSION), None, PATIENCE);
+    let asked = control.send_with(&wire::hello(wire::VERSION), &[], PATIENCE);
     let answer = match asked.and_then(|()| control.receive(PATIENCE)) {
         Ok(answer) => answer,
         // It went before it answered: it was stopping already, or crashed, and its listener
@@ -127,7 +127,7 @@ pub(crate) fn take(path: &Path, drain: Duration) -> io::Result<Taken> {
     }
     let socket = Socket::from(passed);
     socket.set_nonblocking(true)?;
-    control.send(wire::READY, None, PATIENCE)?;
+    control.send_with(wire::READY, &[], PATIENCE)?;
     info!(
         predecessor_pid = control.peer_pid,
         "took the listening socket over"

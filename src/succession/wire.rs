@@ -69,16 +69,6 @@ impl Control {
         })
     }
 
-    /// Sends `text` as one line, with `fd` attached when given, within `patience`.
-    pub(super) fn send(
-        &self,
-        text: &str,
-        fd: Option<BorrowedFd<'_>>,
-        patience: Duration,
-    ) -> io::Result<()> {
-        self.send_with(text, fd.as_slice(), patience)
-    }
-
     /// Sends `text` as one line, with `fds` attached, within `patience`.
     pub(super) fn send_with(
         &self,
