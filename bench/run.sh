@@ -593,22 +593,18 @@ if [ "$hot_path_only" = 1 ]; then
   cat "$runs"
   exit 0
 fi
-if [ "$activation_only" = 1 ]; then
+# compare_restarts SIGNAL KIND: the SIGTERM storm of this server binding its port beside the
+# same restart as KIND does it (SIGNAL its signal), twice each, alternated; prints the section.
+compare_restarts() {
   for _ in 1 2; do
     storm_scenario storm-18900 SIGTERM 18900 25 ours
-    storm_scenario storm-18900 SIGTERM 18900 25 activated
-  done
-  node bench/restarts.mjs "$storms"
-  exit 0
-fi
-if [ "$hand_over_only" = 1 ]; then
-  for _ in 1 2; do
-    storm_scenario storm-18900 SIGTERM 18900 25 ours
-    storm_scenario storm-18900 none 18900 25 handover
+    storm_scenario storm-18900 "$1" 18900 25 "$2"
   done
   node bench/restarts.mjs "$storms" "$out/handovers.jsonl"
   exit 0
-fi
+}
+[ "$activation_only" = 0 ] || compare_restarts SIGTERM activated
+[ "$hand_over_only" = 0 ] || compare_restarts none handover
 if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then
   shift
   alternate sigterm_storm "$@"

@@ -264,9 +264,7 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
 #[tokio::test]
 async fn a_process_of_another_user_cannot_take_over() {
     let (dir, control, state) = paths("hand-over-user");
-    let old = Process::start(0, &flags(&control, Some(&state))).await;
-    let mut raw = old.raw("/_ws/").await;
-    next_integers(&mut raw, 1).await;
+    let (old, mut raw) = serving(&control, &state).await;
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
 
@@ -392,9 +390,7 @@ async fn a_new_process_told_another_version_binds_once_the_old_one_has_gone() {
 #[tokio::test]
 async fn a_successor_that_goes_before_it_is_ready_leaves_the_old_process_serving() {
     let (_, control, state) = paths("hand-over-gone");
-    let old = Process::start(0, &flags(&control, Some(&state))).await;
-    let mut raw = old.raw("/_ws/").await;
-    next_integers(&mut raw, 1).await;
+    let (old, mut raw) = serving(&control, &state).await;
 
     let mut successor = UnixStream::connect(&control).unwrap();
     successor.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -439,6 +435,14 @@ async fn a_hand_over_that_cannot_work_is_refused_at_start() {
         refused_at_start(Process::command(0, &args), reason).await;
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
+}
+
+/// An old process with a state file, and a raw client of it that has had its first integer.
+async fn serving(control: &Path, state: &Path) -> (Process, crate::common::Ws) {
+    let old = Process::start(0, &flags(control, Some(state))).await;
+    let mut raw = old.raw("/_ws/").await;
+    next_integers(&mut raw, 1).await;
+    (old, raw)
 }
 
 /// Asserts that `old` serves on after a hand-over that did not happen: its client `raw` goes
