@@ -132,6 +132,13 @@ pub struct Config {
     #[arg(long, env = "DRAIN_MS", default_value_t = 5000)]
     pub drain_ms: u64,
 
+    /// Milliseconds over which a graceful shutdown lets its clients go one at a time, evenly,
+    /// rather than all at once (0, the default). Behind a load balancer their reconnections
+    /// then reach the other instances spread over this window. At most half of `--drain-ms`:
+    /// the rest is kept for the streams' last integers and the saved positions.
+    #[arg(long, env = "DRAIN_PACE_MS", default_value_t = 0)]
+    pub drain_pace_ms: u64,
+
     /// Redis URL (e.g. `redis://10.0.0.5:6379/0`, `rediss://` for TLS): run as one instance
     /// of a cluster that shares its streams through this Redis. Without it (or
     /// `--redis-sentinels`) the instance runs on its own.
@@ -248,6 +255,21 @@ impl Config {
 
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
+    }
+
+    pub fn drain_pace(&self) -> Duration {
+        Duration::from_millis(self.drain_pace_ms)
+    }
+
+    /// What no single flag's own check can see: a combination that cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        if self.drain_pace_ms > self.drain_ms / 2 {
+            return Err(format!(
+                "--drain-pace-ms ({}) must be at most half of --drain-ms ({})",
+                self.drain_pace_ms, self.drain_ms
+            ));
+        }
+        Ok(())
     }
 
     /// Where the stream positions are kept, unless running without state.

@@ -27,6 +27,7 @@
 //! Around them:
 //! - [`server`]: the server as a table of its parts (supply, delivery, protocols, edge), and
 //!   the drain that takes them down in order.
+//! - `pace`: a paced drain's window, cut into one place per client.
 //! - `succession`: the hand-over to the next process: the listening socket, then the
 //!   streams' final positions.
 //! - [`config`]: the flags.
@@ -43,6 +44,7 @@ pub mod config;
 mod departure;
 pub mod edge;
 mod fanout;
+mod pace;
 mod raw;
 pub mod server;
 mod socketio;

@@ -14,6 +14,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(config.log_format);
+    if let Err(why) = config.check() {
+        error!(why, "cannot start");
+        return ExitCode::FAILURE;
+    }
 
     let listener = match server::bind(&config) {
         Ok(listener) => listener,

@@ -33,7 +33,7 @@ use crate::edge::admission::Admission;
 #[cfg(feature = "demo")]
 use crate::edge::demo_assets;
 use crate::edge::health;
-use crate::edge::listener::{ClientAddr, CountedStream};
+use crate::edge::listener::{Carrier, ClientAddr, CountedStream};
 use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label, value,
 };
@@ -243,6 +243,10 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
                 came_back(&state.io, query);
             }
         }
+    }
+    // A paced drain closes the connections socket.io runs on (see `Carriers`).
+    if let Some(carrier) = request.extensions().get::<Carrier>() {
+        carrier.carries_socketio();
     }
     match state.socketio.oneshot(request).await {
         Ok(response) => response.map(Body::new),

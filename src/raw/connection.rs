@@ -99,7 +99,8 @@ pub(super) async fn run(
     let (parity, peer) = (connection.parity, &connection.peer);
     let conn = &connection.conn;
     let websocket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let (ended, mut socket, tunnel) = serve(websocket, conn, connection.tunnel, limits, shutdown)
+    let let_go = LetGo { shutdown, leaving };
+    let (ended, mut socket, tunnel) = serve(websocket, conn, connection.tunnel, limits, let_go)
         .instrument(debug_span!("raw", %parity, %peer))
         .await;
     // Stop counting as a subscriber before spending any more time on this client.
@@ -163,25 +164,30 @@ async fn serve(
     conn: &RawConn,
     mut tunnel: Option<Tunnel>,
     limits: &RawLimits,
-    shutdown: &CancellationToken,
+    let_go: LetGo<'_>,
 ) -> (Departure, Socket, Option<Tunnel>) {
     let times = limits.heartbeat;
     let patience = times.timeout;
     let mut deadlines = Deadlines {
         heartbeat: times.check_after_answer(Instant::now()),
         stall: None,
+        leave: None,
     };
     let timer = tokio::time::sleep_until(deadlines.next());
     tokio::pin!(timer);
     // Made once, not at every wake-up: each `cancelled()` registers a waiter under the token's
     // lock.
-    let shutdown = shutdown.cancelled();
+    let shutdown = let_go.shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut flood = FrameRate::default();
     let ended = loop {
         tokio::select! {
             biased;
-            _ = &mut shutdown => break Departure::Shutdown,
+            _ = &mut shutdown, if deadlines.leave.is_none() => match let_go.leaving.leaves_at() {
+                // A paced drain: the client is served on until its place in the window.
+                Some(at) if at > Instant::now() => deadlines.leave = Some(at),
+                _ => break Departure::Shutdown,
+            },
             incoming = socket.next() => {
                 let now = Instant::now();
                 deadlines.heartbeat = conn.answered(now, times);
@@ -207,6 +213,9 @@ async fn serve(
                 let now = Instant::now();
                 if deadlines.stall.is_some_and(|due| due <= now) {
                     break stalled(patience);
+                }
+                if deadlines.leave.is_some_and(|due| due <= now) {
+                    break Departure::Shutdown;
                 }
                 if deadlines.heartbeat <= now {
                     match conn.check_heartbeat(now, times) {
@@ -260,13 +269,25 @@ struct Deadlines {
     heartbeat: Instant,
     /// When parked bytes that the client has not read make it too slow.
     stall: Option<Instant>,
+    /// When a paced drain lets the client go.
+    leave: Option<Instant>,
 }
 
 impl Deadlines {
     fn next(&self) -> Instant {
-        self.stall
-            .map_or(self.heartbeat, |stall| stall.min(self.heartbeat))
+        [self.stall, self.leave]
+            .into_iter()
+            .flatten()
+            .fold(self.heartbeat, Instant::min)
     }
+}
+
+/// What lets a connection go: the server's drain, at once or at the connection's place in a
+/// paced one.
+#[derive(Clone, Copy)]
+struct LetGo<'a> {
+    shutdown: &'a CancellationToken,
+    leaving: &'a Leaving,
 }
 
 /// Resolves when the socket may take more bytes; never for a tunnel, whose writes wait

@@ -14,12 +14,15 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
+use crate::pace::Pace;
 use crate::raw::close::RESTARTING;
 use crate::raw::io::ReadBytes;
 use crate::raw::writer::RawConn;
@@ -37,6 +40,8 @@ pub(crate) struct Leaving {
     undecided: AtomicUsize,
     /// Each moving connection's task sends itself here; the drain holds the other end.
     moves: mpsc::UnboundedSender<Moving>,
+    /// Set by a paced drain: when each connection that closes here leaves.
+    pace: OnceLock<Pace>,
 }
 
 const CLOSE: u8 = 0;
@@ -74,6 +79,7 @@ impl Leaving {
             state: AtomicU8::new(CLOSE),
             undecided: AtomicUsize::new(0),
             moves,
+            pace: OnceLock::new(),
         };
         (leaving, moved)
     }
@@ -81,6 +87,22 @@ impl Leaving {
     /// From now on, connections let go move to the successor instead of closing.
     pub(crate) fn to_successor(&self) {
         self.state.store(MOVE, Ordering::SeqCst);
+    }
+
+    /// From now on, connections let go that close here leave one at a time, evenly over
+    /// `window`, in the order they are let go. Returns how many connections there are.
+    pub(crate) fn pace(&self, window: Duration) -> usize {
+        let clients = self.undecided.load(Ordering::SeqCst);
+        let _ = self.pace.set(Pace::new(window, clients));
+        clients
+    }
+
+    /// When a connection let go leaves: its place in a paced drain, or now (`None`).
+    pub(super) fn leaves_at(&self) -> Option<Instant> {
+        if self.moving() {
+            return None;
+        }
+        self.pace.get().map(Pace::next)
     }
 
     /// Counts a connection task in, until it moves or decides to close here.

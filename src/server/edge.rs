@@ -13,7 +13,7 @@ use crate::edge::admission::{Admission, SessionLimits};
 use crate::edge::give_back;
 use crate::edge::http::{AppState, Clients, router};
 use crate::edge::listener::{
-    Accepting, LiveConnections, SharedPort, connection_capacity, serve_connections,
+    Accepting, Carriers, LiveConnections, SharedPort, connection_capacity, serve_connections,
 };
 use crate::succession::{Offer, Successor};
 
@@ -33,6 +33,9 @@ pub(super) struct Edge {
     /// The connections open, counted against the limit; connections handed over by a
     /// predecessor join the count.
     pub(super) live: LiveConnections,
+    /// The connections socket.io runs on, noted by the routes; the drain closes them one at
+    /// a time when it is paced.
+    pub(super) carriers: Carriers,
 }
 
 impl Edge {
@@ -97,12 +100,21 @@ impl Edge {
             addr,
             max_connections,
         });
-        let accepting = serve_connections(listener.socket, live, shared, app, shutdown.clone())?;
+        let carriers = Carriers::default();
+        let accepting = serve_connections(
+            listener.socket,
+            live,
+            shared,
+            app,
+            carriers.clone(),
+            shutdown.clone(),
+        )?;
         Ok(Edge {
             accepting,
             inherited: listener.inherited,
             offer,
             live: counted,
+            carriers,
         })
     }
 

@@ -19,7 +19,7 @@ use crate::edge::listener::{self, Listen};
 use crate::source::NextBeat;
 use crate::source::chosen::{OpenError, TakenOver};
 use crate::stream::parity::ByParity;
-use crate::succession::Handed;
+use crate::succession::{Handed, Successor};
 use crate::telemetry;
 
 pub use crate::edge::listener::Listener;
@@ -133,7 +133,16 @@ impl Server {
             edge,
         } = self;
         let drained = tokio::time::timeout(config.drain(), async {
+            let carriers = edge.carriers.clone();
             let (connections, successor) = edge.stop_accepting().await;
+            // A paced drain lets clients go while the streams still run, so each gets every
+            // integer until its place in the window; but a successor holding the listener
+            // takes the streams first, and the clients reconnecting to it find them running.
+            let pace = config.drain_pace();
+            let handing = successor.as_ref().is_some_and(Successor::holds_listener);
+            if !pace.is_zero() && !handing {
+                protocols.pace(pace, carriers.take()).await;
+            }
             // The source stops while the runtime is quiet: closing thousands of clients at
             // once keeps it busy for a while, and in a cluster the lease must be handed over
             // within Redis's answer time, or the next leader waits out the lease and the
@@ -162,7 +171,12 @@ impl Server {
             // client resuming from it misses nothing. The types hold the order: the shards
             // stop only with the closed feed's proof, the clients go only with the shards'.
             let delivered = delivery.shards.stop(closed).await;
-            protocols.let_go(delivered, taker).await;
+            // With a successor, the socket.io clients are paced now, after the raw ones moved.
+            let paced = match &taker {
+                Some(_) if !pace.is_zero() => (pace, carriers.take()),
+                _ => (pace, Vec::new()),
+            };
+            protocols.let_go(delivered, taker, paced).await;
             // The HTTP requests still open (long polls end once socket.io closes), then the
             // raw connections' close frames.
             if let Some(connections) = connections {

@@ -14,7 +14,8 @@ pub(super) struct Supply {
     /// The streams' positions and demand: the source publishes into it, and every part after
     /// this one holds a clone.
     pub(super) feed: Feed,
-    /// The source's task, which runs until the shutdown token is cancelled.
+    /// The source's task. It stops with the shutdown token, or, when the drain is paced,
+    /// once the drain stops it after the window.
     pub(super) source: Running,
     /// This instance's place in its cluster (cluster mode only), kept current by the source
     /// and read by `/status`.
@@ -32,7 +33,16 @@ impl Supply {
         let (source, feed) = ChosenSource::open(config, taken).await?;
         let cluster = source.cluster();
         Ok(Supply {
-            source: source.spawn(feed.clone(), shutdown.clone()),
+            // Unpaced, the source stops at the signal, so its positions are saved however the
+            // rest of the drain goes; paced, it runs on while the clients are let go.
+            source: source.spawn(
+                feed.clone(),
+                if config.drain_pace().is_zero() {
+                    shutdown.child_token()
+                } else {
+                    CancellationToken::new()
+                },
+            ),
             feed,
             cluster,
         })

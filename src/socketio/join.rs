@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::departure::Departure;
@@ -28,6 +29,9 @@ pub(crate) struct SocketIoState {
     pub ping_timeout: Duration,
     /// How long a new session has to join before it is closed.
     pub join_timeout: Duration,
+    /// Cancelled once the drain lets clients go: a transport that ends from then on was
+    /// ended by the drain (a paced one closes the connections underneath).
+    pub draining: CancellationToken,
 }
 
 /// Why a socket.io client left, in this server's terms. The server itself disconnects a
@@ -99,8 +103,17 @@ pub(super) fn join(socket: &SocketRef, state: &SocketIoState, parity: Parity, re
     socket.on_disconnect({
         let subscriber = subscriber.clone();
         let ping_timeout = state.ping_timeout;
+        let draining = state.draining.clone();
         async move |reason: DisconnectReason| {
-            subscriber.end(Ending::Departed(departure(reason, ping_timeout), reason));
+            let departed = match reason {
+                DisconnectReason::TransportClose | DisconnectReason::TransportError
+                    if draining.is_cancelled() =>
+                {
+                    Departure::Shutdown
+                }
+                reason => departure(reason, ping_timeout),
+            };
+            subscriber.end(Ending::Departed(departed, reason));
         }
     });
     // Shutdown finds the subscriber here (see `depart_all`).

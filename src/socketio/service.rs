@@ -4,6 +4,7 @@
 use engineioxide::service::NotFoundService;
 use socketioxide::SocketIo;
 use socketioxide::service::SocketIoService;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::fanout::Fanout;
@@ -26,6 +27,7 @@ pub(crate) fn build(
     config: &Config,
     feed: Feed,
     fanout: Fanout<Subscriber>,
+    draining: CancellationToken,
 ) -> (SocketIoService<NotFoundService>, SocketIo) {
     let (service, io) = SocketIo::builder()
         .ping_interval(config.ping_interval())
@@ -44,6 +46,7 @@ pub(crate) fn build(
             cut_off_patience: config.ping_interval() + config.ping_timeout(),
             ping_timeout: config.ping_timeout(),
             join_timeout: config.join_timeout(),
+            draining,
         })
         .build_svc();
     register_namespaces(&io);

@@ -110,7 +110,7 @@ impl Subscriber {
                     telemetry::departed(Protocol::SocketIo, &why);
                     self.label
                         .span()
-                        .in_scope(|| info!(%reason, "disconnected"));
+                        .in_scope(|| info!(%reason, departure = %why, "disconnected"));
                 }
             }
             Ending::TooSlow(why) => {

@@ -95,15 +95,16 @@ impl ChosenSource {
         }
     }
 
-    /// Runs the source on its own task until `shutdown` is cancelled.
-    pub(crate) fn spawn(self, feed: Feed, shutdown: CancellationToken) -> Running {
+    /// Runs the source on its own task until `stop` is cancelled, or [`Running::stopped`].
+    pub(crate) fn spawn(self, feed: Feed, stop: CancellationToken) -> Running {
         let cadence = match &self {
             ChosenSource::Local(ticker) => Some(ticker.cadence()),
             ChosenSource::Cluster(_) => None,
         };
         Running {
-            task: tokio::spawn(self.run(feed, shutdown)),
+            task: tokio::spawn(self.run(feed, stop.clone())),
             cadence,
+            stop,
         }
     }
 }
@@ -146,13 +147,16 @@ pub(crate) struct Running {
     /// Where a local ticker leaves its next beat; `None` in a cluster, whose leader keeps the
     /// clock.
     cadence: Option<Cadence>,
+    /// Cancelled to stop the source, here or by whoever gave it; the task holds a clone.
+    stop: CancellationToken,
 }
 
 impl Running {
-    /// Waits for the source to stop (once the shutdown token is cancelled): alone, it has
-    /// saved the exact positions; in a cluster, it has handed the lease over. A source that
-    /// panicked has stopped too. Gives a local ticker's next beat, if it was ticking.
+    /// Stops the source and waits for it: alone, it has saved the exact positions; in a
+    /// cluster, it has handed the lease over. A source that panicked has stopped too. Gives a
+    /// local ticker's next beat, if it was ticking.
     pub(crate) async fn stopped(self) -> Option<NextBeat> {
+        self.stop.cancel();
         let _ = self.task.await;
         self.cadence.and_then(|cadence| cadence.left())
     }

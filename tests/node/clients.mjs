@@ -9,7 +9,7 @@ import { eventWithin } from "./server.mjs";
 // integer. `localAddress` gives it a source address of its own (what a load balancer hashes);
 // other options go to `io()` as they are.
 export function socketIoClient(url, parity, { localAddress, ...options } = {}) {
-  const client = { parity, seen: [], times: [], connects: 0, kind: "socket.io" };
+  const client = { parity, seen: [], times: [], connects: 0, left: [], kind: "socket.io" };
   const socket = io(`${url}/${parity}`, {
     forceNew: true,
     ...(localAddress ? { localAddress, agent: new Agent({ localAddress, keepAlive: true }) } : {}),
@@ -19,6 +19,7 @@ export function socketIoClient(url, parity, { localAddress, ...options } = {}) {
   socket.on("connect", () => {
     client.connects += 1;
   });
+  socket.on("disconnect", (reason) => client.left.push({ at: Date.now(), reason }));
   socket.on("integer", (n) => {
     client.seen.push(n);
     client.times.push(Date.now());

@@ -5,8 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -65,6 +65,11 @@ impl CountedStream {
             stream: Arc::new(stream),
             _counted: counted,
         }
+    }
+
+    /// The socket, for the drain to close without holding it open.
+    pub(super) fn weak(&self) -> Weak<TcpStream> {
+        Arc::downgrade(&self.stream)
     }
 
     /// A connection another process handed over, counted from here on.

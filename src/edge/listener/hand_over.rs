@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 use tower::Layer;
 use tracing::{debug, warn};
 
+use super::carriers::Carriers;
 use super::counted::{Accepted, ClientAddr, CountedStream};
 use crate::edge::health::{self, Pulse};
 
@@ -41,6 +42,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 pub(super) async fn serve_accepted(
     mut handed: mpsc::Receiver<Accepted>,
     app: Router,
+    carriers: Carriers,
     pulse: Pulse,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
@@ -90,8 +92,11 @@ pub(super) async fn serve_accepted(
                 }
             };
             // The client's address reaches handlers as a request extension, like axum's own
-            // `into_make_service_with_connect_info` does.
+            // `into_make_service_with_connect_info` does, and so does the way to note the
+            // connection as carrying socket.io.
+            let carrier = carriers.carrier(stream.weak());
             let app = axum::Extension(ConnectInfo(ClientAddr(addr))).layer(app.clone());
+            let app = axum::Extension(carrier).layer(app);
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
                 .into_owned();

@@ -11,9 +11,11 @@
 //! - `hand_over`: the bounded queue to the serving runtime, and the task that serves HTTP on
 //!   what it takes, with a bounded time to send a request head;
 //! - [`counted`]: a connection counted against the limit from its accept to its drop;
+//! - `carriers`: the connections socket.io runs on, for a paced drain to close;
 //! - [`files_limit`]: how many connections the open-files limit leaves room for.
 
 mod bind;
+mod carriers;
 mod counted;
 mod files_limit;
 mod hand_over;
@@ -23,6 +25,7 @@ mod thread;
 
 pub use bind::Listener;
 pub(crate) use bind::{Listen, listen};
+pub(crate) use carriers::{Carrier, Carriers, Connection};
 pub(crate) use counted::{ClientAddr, CountedStream, LiveConnections};
 pub(crate) use files_limit::connection_capacity;
 pub(crate) use port::SharedPort;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use super::carriers::Carriers;
 use super::counted::{Accepted, LiveConnections};
 use super::hand_over::{self, HAND_OVER};
 use super::port::{CountingListener, SharedPort};
@@ -37,6 +38,7 @@ pub(crate) fn serve_connections(
     live: LiveConnections,
     shared: Option<SharedPort>,
     app: Router,
+    carriers: Carriers,
     shutdown: CancellationToken,
 ) -> io::Result<Accepting> {
     let accepting = tokio::runtime::Builder::new_current_thread()
@@ -56,7 +58,7 @@ pub(crate) fn serve_connections(
             accepting.block_on(accept_until(listener, hand_over, pulse, shutdown));
         })?;
     Ok(Accepting {
-        serving: tokio::spawn(hand_over::serve_accepted(handed, app, beating)),
+        serving: tokio::spawn(hand_over::serve_accepted(handed, app, carriers, beating)),
     })
 }
 
