@@ -11,7 +11,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::departure::Departure;
-use crate::raw::connection::{Socket, Tunnel, flush_tunnel, writable};
+use crate::raw::output::{Socket, Tunnel, flush_tunnel, writable};
 use crate::raw::writer::RawConn;
 
 /// The reason of close 1012, for a connection that cannot move at a hand-over.

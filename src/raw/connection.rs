@@ -7,15 +7,10 @@
 //! (it should reconnect with `after`), 1009/1007/1002 for bad frames, 1008 for a flood. Each
 //! close frame gets at most the ping timeout to be written.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +25,7 @@ use crate::raw::heartbeat::HeartbeatTimes;
 use crate::raw::io::ReadBytes;
 use crate::raw::io::{ClientFrames, ConnectionIo};
 use crate::raw::leaving::{Leaving, Parting};
+use crate::raw::output::{Socket, Tunnel, flush_tunnel, stalled, writable};
 use crate::raw::writer::{Flushed, RawConn};
 use crate::status::Protocol;
 use crate::stream::parity::Parity;
@@ -145,16 +141,6 @@ pub(super) async fn run(
     info!(%parity, %peer, reason = %ended, "disconnected");
 }
 
-/// A client that left bytes unread for `patience`.
-fn stalled(patience: Duration) -> Departure {
-    Departure::TooSlow(format!(
-        "a write waited {patience:?} for the client to read"
-    ))
-}
-
-pub(super) type Socket = WebSocketStream<ConnectionIo>;
-/// The write side of a WebSocket inside an HTTP/2 stream, which only its task can write.
-pub(super) type Tunnel = WriteHalf<TokioIo<Upgraded>>;
 /// Serves a connection until it ends, and hands back what its close needs. Every connection
 /// holds this future for its whole life, so it is kept small: one timer for all deadlines,
 /// socket writes that never wait, and the rare path (a tunnel) boxed; the close handshake
@@ -290,36 +276,6 @@ struct LetGo<'a> {
     leaving: &'a Leaving,
 }
 
-/// Resolves when the socket may take more bytes; never for a tunnel, whose writes wait
-/// instead.
-pub(super) async fn writable(socket: Option<&Arc<TcpStream>>) -> io::Result<()> {
-    match socket {
-        // The poll form keeps no waiter of its own in this future, which every connection holds.
-        Some(socket) => std::future::poll_fn(|cx| socket.poll_write_ready(cx)).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Writes every parked byte through a tunnel, within `patience`.
-pub(super) async fn flush_tunnel(
-    conn: &RawConn,
-    tunnel: &mut Tunnel,
-    patience: Duration,
-) -> Result<Flushed, Departure> {
-    let parked = conn.take_parked();
-    if !parked.is_empty() {
-        within(patience, async {
-            tunnel.write_all(&parked).await?;
-            tunnel.flush().await
-        })
-        .await?;
-    }
-    Ok(Flushed {
-        left: false,
-        progress: !parked.is_empty(),
-    })
-}
-
 /// Counts client frames per one-second window.
 #[derive(Default)]
 struct FrameRate {
@@ -337,17 +293,5 @@ impl FrameRate {
             }
         }
         self.frames <= MAX_CLIENT_FRAMES_PER_SECOND
-    }
-}
-
-/// Runs one write to the client, giving up on a client that has not read for `patience`.
-async fn within<T>(
-    patience: Duration,
-    write: impl Future<Output = io::Result<T>>,
-) -> Result<T, Departure> {
-    match tokio::time::timeout(patience, write).await {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(error)) => Err(Departure::Lost(error.to_string())),
-        Err(_) => Err(stalled(patience)),
     }
 }

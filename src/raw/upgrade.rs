@@ -26,6 +26,7 @@ use crate::raw::connection::{self, Connection, RawLimits};
 use crate::raw::frames::render_frames;
 use crate::raw::io::ClientFrames;
 use crate::raw::leaving::Leaving;
+use crate::raw::output::Tunnel;
 use crate::raw::writer::RawConn;
 use crate::status::Protocol;
 use crate::stream::feed::Feed;
@@ -197,7 +198,7 @@ struct ClientParts {
     /// The socket the fan-out writes to directly, if there is one.
     socket: Option<Arc<TcpStream>>,
     /// The tunnel the task writes through otherwise.
-    tunnel: Option<connection::Tunnel>,
+    tunnel: Option<Tunnel>,
 }
 
 /// Finds the client's TCP socket under an upgraded HTTP/1 connection, for the fan-out to
