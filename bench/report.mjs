@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { execSync } from "node:child_process";
 import os from "node:os";
+import { pacedSection } from "./paced.mjs";
 import { activationSection, handOverSection } from "./restarts.mjs";
 import { attackSection } from "./attack.mjs";
 import { connectSection } from "./connects.mjs";
@@ -597,6 +598,8 @@ if (storms.length) {
   const SERVERS = {
     ours: "this server",
     activated: "this server, socket-activated",
+    handover: "this server, by hand-over",
+    paced: "this server, by hand-over, paced",
     ws: "Node ws",
     socketio: "Node socket.io",
   };
@@ -804,6 +807,7 @@ lines.push(
   "",
   ...activationSection(storms),
   ...handOverSection(storms, readJsonLines(`${dir}/handovers.jsonl`)),
+  ...pacedSection(storms),
 );
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));

@@ -9,7 +9,37 @@ import { readJsonLines } from "./jsonl.mjs";
 const fmt = (value, digits = 1) =>
   value == null || Number.isNaN(value) ? "–" : value.toFixed(digits);
 const seconds = (ms) => fmt(ms == null ? null : ms / 1000);
+const mib = (kib) => (kib == null ? "–" : fmt(kib / 1024, 0));
 const HOW = { ours: "binds its port", activated: "socket-activated", handover: "hand-over" };
+
+// The rows of `restarts`, each named in the first column (headed `what`) by `nameOf`. CPU and
+// RSS are the servers' through the storm's window, from the first drop to the last client
+// back, every process the restart ran summed (at a hand-over, the old one and the new); a run
+// that dropped nobody has no window.
+export function restartTable(restarts, what, nameOf) {
+  const lines = [
+    `| ${what} | protocol | clients dropped | attempts refused | back p50 / 100% s ` +
+      "| reconnect connect p50 / p99 ms | stall max ms | health p99 ms (failed) | gaps / repeats " +
+      "| CPU-s / window s | RSS MiB before / peak |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of restarts) {
+    const s = r.storm;
+    lines.push(
+      `| ${nameOf(r)} | ${r.protocol} | ${s.dropped_clients} ` +
+        `| ${s.failures.refused ?? 0} ` +
+        `| ${seconds(s.back_ms_p50)} / ${seconds(s.back_ms_p100)} ` +
+        `| ${fmt(s.reconnect_ms_p50)} / ${fmt(s.reconnect_ms_p99)} ` +
+        `| ${fmt(s.stall_ms_max, 0)} | ${fmt(s.healthcheck_ms_p99)} (${s.healthcheck_failures}) ` +
+        `| ${r.sequence_gaps} / ${r.sequence_repeats} ` +
+        (s.dropped_clients
+          ? `| ${fmt(s.server_cpu_seconds_in_window)} / ${fmt(s.window_seconds)} ` +
+            `| ${mib(s.server_rss_kib_before)} / ${mib(s.server_rss_kib_peak)} |`
+          : "| – | – |"),
+    );
+  }
+  return lines;
+}
 
 // The section comparing the SIGTERM restart of this server binding its port with KIND's,
 // once KIND's storms are in `storms`.
@@ -20,28 +50,15 @@ function restartSection(storms, kind, title, intro, notes = []) {
     return scenario === "storm-18900" && (binding || server === kind);
   });
   if (!restarts.some((r) => r.label.split(" ")[1] === kind)) return [];
-  const lines = [
+  return [
     `## ${title}`,
     "",
     intro,
     "",
-    "| server | protocol | clients dropped | attempts refused | back p50 / 100% s " +
-      "| reconnect connect p50 / p99 ms | stall max ms | health p99 ms (failed) | gaps / repeats |",
-    "|---|---|---|---|---|---|---|---|---|",
+    ...restartTable(restarts, "server", (r) => HOW[r.label.split(" ")[1]]),
+    "",
+    ...notes,
   ];
-  for (const r of restarts) {
-    const s = r.storm;
-    lines.push(
-      `| ${HOW[r.label.split(" ")[1]]} | ${r.protocol} | ${s.dropped_clients} ` +
-        `| ${s.failures.refused ?? 0} ` +
-        `| ${seconds(s.back_ms_p50)} / ${seconds(s.back_ms_p100)} ` +
-        `| ${fmt(s.reconnect_ms_p50)} / ${fmt(s.reconnect_ms_p99)} ` +
-        `| ${fmt(s.stall_ms_max, 0)} | ${fmt(s.healthcheck_ms_p99)} (${s.healthcheck_failures}) ` +
-        `| ${r.sequence_gaps} / ${r.sequence_repeats} |`,
-    );
-  }
-  lines.push("", ...notes);
-  return lines;
 }
 
 const STORM =

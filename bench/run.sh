@@ -15,6 +15,9 @@
 #                               the same SIGTERM storm of this server binding its port, and
 #                               the restart by hand-over (the new process started with the
 #                               old one's --hand-over path), twice each, alternated
+#   bash bench/run.sh --paced   the paced drain (--drain-pace-ms): the restart by hand-over
+#                               and the rolling deploy of a cluster, each unpaced and paced,
+#                               twice each, alternated
 #   bash bench/run.sh --hot-path SERVER...
 #                               the 19,000-client capacity and 5,000-client fan-out scenarios
 #                               of this server alone, on each binary given, twice, alternated,
@@ -51,6 +54,8 @@ activation_only=0
 [ "${1:-}" = "--activation" ] && activation_only=1
 hand_over_only=0
 [ "${1:-}" = "--hand-over" ] && hand_over_only=1
+paced_only=0
+[ "${1:-}" = "--paced" ] && paced_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
@@ -207,7 +212,7 @@ instance_pid=""
 start_instance() {
   $bin/integers --host 127.0.0.1 --port "$2" --reuse-port --interval-ms 1000 \
     --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
-    2>"$3" &
+    "${instance_extra[@]}" 2>"$3" &
   instance_pid=$!
   wait_for_line "$3" '"listening"' "instance $3 listening"
 }
@@ -258,6 +263,12 @@ overload_scenario() {
   stop_server
 }
 
+# A paced drain: its window, and the drain it fits in (for the `paced` storm server and the
+# paced rolling deploy).
+PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+# Flags every cluster instance gets.
+instance_extra=()
+
 storm_pid=""
 activator_pid=""
 activator_log=""
@@ -268,13 +279,15 @@ activated_starts=0
 # activation: `activate` holds the port, as a socket unit does, and starts this server on it
 # twice (the second time when the first has exited), appending each one's pid itself, and
 # its log is the first call's LOG; called for the second server, it waits for it. KIND
-# `handover` is this server with a --hand-over path: the second one takes over from the first.
+# `handover` is this server with a --hand-over path: the second one takes over from the first;
+# KIND `paced` is the same with a paced drain (PACED).
 storm_server() {
   local ours=("$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000
     --state-file "$out/storm-state.json" --log-format json)
   case "$1" in
     ours) "${ours[@]}" 2>"$3" & ;;
     handover) "${ours[@]}" --hand-over "$out/storm-control.sock" 2>"$3" & ;;
+    paced) "${ours[@]}" --hand-over "$out/storm-control.sock" "${PACED[@]}" 2>"$3" & ;;
     ws) PORT="$2" INTERVAL_MS=1000 node bench/peers/ws-peer.mjs 2>"$3" & ;;
     socketio) PORT="$2" INTERVAL_MS=1000 node bench/peers/socketio-peer.mjs 2>"$3" & ;;
     activated)
@@ -341,9 +354,9 @@ storm_scenario() {
   # Steady ticks first, so every client has a place to resume from.
   sleep 3
   step=1
-  if [ "${kinds[0]}" = handover ]; then
+  if [ "${kinds[0]}" = handover ] || [ "${kinds[0]}" = paced ]; then
     local old=${pids[0]}
-    storm_server handover "${ports[0]}" "$out/storm-0-$step.log" "$out/storm-0.pids"
+    storm_server "${kinds[0]}" "${ports[0]}" "$out/storm-0-$step.log" "$out/storm-0.pids"
     pids[0]=$storm_pid
     wait "$old" 2>/dev/null || true
     # The old process's own account of the raw connections it handed over, and how long that
@@ -544,9 +557,13 @@ run_storms() {
   storm_scenario storm-18900 SIGTERM 18900 25 ours
   storm_scenario storm-18900 SIGTERM 18900 25 activated
   storm_scenario storm-18900 none 18900 25 handover
+  storm_scenario storm-18900-pace3s none 18900 25 paced
   storm_scenario storm-18900 SIGKILL 18900 25 ours
   storm_scenario storm-18900 SIGTERM 18900 25 ws socketio
   rolling_scenario rolling-50000 50000 40
+  instance_extra=("${PACED[@]}")
+  rolling_scenario rolling-50000-pace3s 50000 40
+  instance_extra=()
 }
 connects="$out/connects.jsonl"
 : > "$connects"
@@ -605,6 +622,25 @@ compare_restarts() {
 }
 [ "$activation_only" = 0 ] || compare_restarts SIGTERM activated
 [ "$hand_over_only" = 0 ] || compare_restarts none handover
+# The paced drain: the restart by hand-over and the rolling deploy, each unpaced and paced,
+# twice each, alternated; prints the section.
+if [ "$paced_only" = 1 ]; then
+  for _ in 1 2; do
+    storm_scenario storm-18900 none 18900 25 handover
+    storm_scenario storm-18900-pace3s none 18900 25 paced
+    PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+    storm_scenario storm-18900-pace5s none 18900 25 paced
+    PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+  done
+  for _ in 1 2; do
+    rolling_scenario rolling-50000 50000 40
+    instance_extra=("${PACED[@]}")
+    rolling_scenario rolling-50000-pace3s 50000 40
+    instance_extra=()
+  done
+  node bench/paced.mjs "$storms"
+  exit 0
+fi
 if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then
   shift
   alternate sigterm_storm "$@"
