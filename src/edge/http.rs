@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -37,6 +37,7 @@ use crate::edge::listener::{Carrier, ClientAddr, CountedStream};
 use crate::edge::request::{
     after_from_query, has_key, is_websocket_upgrade, parity_of_query, peer_label, value,
 };
+use crate::edge::v2_posts;
 use crate::fanout::Census;
 use crate::raw::upgrade::{RawRequest, RawWs};
 use crate::socketio::connect;
@@ -241,6 +242,9 @@ async fn socket_io_entry(State(state): State<AppState>, mut request: Request) ->
         SocketIoDestination::EngineIo => {
             if v2 {
                 came_back(&state.io, query);
+                if request.method() == Method::POST {
+                    request = v2_posts::rewrite_connects(request).await;
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 //!   runtime is busy;
 //! - [`http`]: the routes, and the `/socket.io` dispatch between the two protocols;
 //! - [`request`]: what a request asks for (stream, `after`) and who sent it;
+//! - `v2_posts`: a socket.io v2 polling POST's connect packets, rewritten;
 //! - `admission`: the connection and session limits (the sessions are counted in
 //!   `socketio::sessions`), and the origin allow-list;
 //! - `give_back`: free memory returned to the system once a crowd has left;
@@ -20,3 +21,4 @@ pub(crate) mod health;
 pub mod http;
 pub(crate) mod listener;
 pub mod request;
+pub(crate) mod v2_posts;

@@ -29,10 +29,8 @@ struct Admitted {
 /// with a `connect_error` ("Invalid namespace").
 ///
 /// A socket.io v2 socket given a query of its own sends it in its connect packet
-/// (`0/odd?after=7`), and socketioxide takes all of it for the namespace's name, so it is
-/// refused as an unknown namespace (an answer the v2 client files under that name, and never
-/// shows). Serving such names would take a namespace per distinct query, kept for the
-/// process's life; v2 clients put their query on the connection instead (README).
+/// (`0/odd?after=7`); the edge rewrites that packet before socketioxide reads it, so the
+/// query arrives as the socket's auth (`v2_query`).
 pub(crate) fn register_namespaces(io: &SocketIo) {
     for namespace in ["/odd", "/even", "/"] {
         io.ns(namespace, on_connect.with(check_resume));
@@ -63,9 +61,11 @@ async fn check_resume(
     let parity = parity_of(&socket, &auth);
     let after = match socket.protocol() {
         ProtocolVersion::V5 => resume::after_from_auth(auth.get("after")),
-        ProtocolVersion::V4 => {
-            handshake(&socket).map_or(Ok(None), |hello| hello.query_after.clone())
-        }
+        ProtocolVersion::V4 => match auth.get("after") {
+            // The namespace's own query (`v2_query`) first, then the connection's.
+            Some(after) => resume::after_from_auth(Some(after)),
+            None => handshake(&socket).map_or(Ok(None), |hello| hello.query_after.clone()),
+        },
     };
     let mut resume = Resume::accept(&state.feed, parity, after)
         .inspect_err(|_| telemetry::refused(Refused::BadAfter))?;

@@ -8,6 +8,7 @@
 //! - [`service`]: socketioxide as this server builds it: its limits and shared state;
 //! - [`connect`]: the namespaces, which stream a socket asked for, and its `after`;
 //! - [`v2_root`]: when a socket.io v2 connection wants `/`;
+//! - [`v2_query`]: a v2 namespace's own query, rewritten into its connect packet's auth;
 //! - [`join`]: a socket's way onto its stream, and its departure;
 //! - [`subscriber`]: the socket as the fan-out sees it;
 //! - [`handshake`]: what the HTTP layer read from the session's first request;
@@ -20,4 +21,5 @@ pub(crate) mod join;
 pub(crate) mod service;
 pub(crate) mod sessions;
 pub(crate) mod subscriber;
+pub(crate) mod v2_query;
 pub(crate) mod v2_root;

@@ -150,34 +150,154 @@ test("a namespace asked for after the decision takes / off its stream", async ()
   }
 });
 
-// Promise: v2-socket-query
-test("a v2 socket given a query of its own hears nothing, its connection taken as /", async () => {
-  const own = await startServer({ intervalMs: INTERVAL_MS });
-  const keeper = rawClient(own.wsUrl, "odd");
-  try {
-    // The idiom of v2 apps: the client sends the query inside the namespace's connect packet.
-    const socket = ioV2(`${own.url}/odd`, {
-      query: { token: "x" },
-      forceNew: true,
-      reconnection: false,
-      transports: ["websocket"],
-    });
-    opened.push(socket);
-    const heard = [];
-    for (const event of ["connect", "integer", "error", "connect_error"]) {
-      socket.on(event, (value) => heard.push([event, value]));
+for (const [transportName, options, transport] of TRANSPORTS) {
+  // Promise: v2-socket-query
+  test(`v2 ${transportName}: a namespace's own query, as v2 apps give it`, async () => {
+    const own = await startServer({ intervalMs: INTERVAL_MS });
+    try {
+      // The idiom of v2 apps: the client sends the query inside the namespace's connect
+      // packet (`40/odd?token=x,`), and on its connection too.
+      const sockets = ["odd", "even"].map((parity) => {
+        const socket = ioV2(`${own.url}/${parity}`, {
+          query: { token: `x-${parity}` },
+          forceNew: true,
+          reconnection: false,
+          ...options,
+        });
+        opened.push(socket);
+        return { parity, socket };
+      });
+      for (const { parity, socket } of sockets) {
+        const args = await collect((push) => socket.on("integer", (n) => push(n)), 5);
+        assertConsecutive(assert, args, parity);
+      }
+      for (const { socket } of sockets) {
+        if (transport === "websocket") {
+          await waitUntil(
+            "the upgrade to websocket",
+            () => socket.io.engine.transport.name === "websocket",
+          );
+        }
+        assert.equal(socket.io.engine.transport.name, transport);
+      }
+      // Past the decision for `/`, neither connection follows `/` too.
+      await sleep(ROOT_DECISION_MS + 200);
+      const status = await own.status();
+      assert.equal(status.odd.subscribers.socketio, 1, "odd's socket.io subscribers");
+      assert.equal(status.even.subscribers.socketio, 1, "even's socket.io subscribers");
+      for (const { socket } of sockets) socket.close();
+    } finally {
+      await own.stop();
     }
-    await own.waitForStatus("the v2 connection open", (s) => s.sessions.joined === 1);
-    // Twice the decision for `/` later, by the keeper's integers: nothing heard, no stream.
-    const count = keeper.seen.length + Math.ceil((2 * ROOT_DECISION_MS) / INTERVAL_MS);
-    await waitUntil("the keeper's integers past the decision", () => keeper.seen.length >= count);
-    assert.deepEqual(heard, [], "the socket with its own query heard something");
-    assert.equal(socket.connected, false);
+  });
+}
+
+// A v2 socket of its own connection over WebSocket, without reconnection, its URL carrying the
+// namespace's own query.
+function ownQuerySocket(url) {
+  return ioV2(url, { forceNew: true, reconnection: false, transports: ["websocket"] });
+}
+
+// Promise: v2-socket-query-idle
+test("a v2 client of /even with a query of its own leaves odd idle", async () => {
+  const own = await startServer({ intervalMs: INTERVAL_MS });
+  try {
+    const socket = ownQuerySocket(`${own.url}/even?token=x`);
+    opened.push(socket);
+    await collect((push) => socket.on("integer", (n) => push(n)), 3);
+    const { odd } = await own.status();
+    await sleep(ROOT_DECISION_MS + 200);
     const status = await own.status();
-    assert.equal(status.odd.subscribers.socketio, 1, "the connection does not follow `/`");
-    assert.equal(status.even.subscribers.socketio, 0, "the connection follows even");
+    assert.equal(status.odd.running, false, "the odd stream runs");
+    assert.equal(status.odd.last, odd.last, "the odd stream moved");
+    assert.equal(status.odd.subscribers.socketio, 0, "odd's socket.io subscribers");
+    assert.equal(status.even.running, true, "the even stream does not run");
+    socket.close();
   } finally {
-    keeper.close();
+    await own.stop();
+  }
+});
+
+// Promise: v2-socket-query-after
+test("v2 resume across a restart with after in the namespace's own query", async () => {
+  const stateFile = freshStateFile();
+  let own = await startServer({ intervalMs: INTERVAL_MS, stateFile });
+  const gate = await startGate();
+  await gate.setTarget(own);
+  // The connection's query carries no `after`: only the namespace's does, updated before each
+  // reconnection as a v2 app updates it.
+  const socket = ioV2(`${gate.url}/odd?token=x`, {
+    forceNew: true,
+    reconnectionDelay: 100,
+    transports: ["websocket"],
+  });
+  const client = { seen: [], connects: 0 };
+  socket.on("connect", () => {
+    client.connects += 1;
+  });
+  socket.on("integer", (n) => client.seen.push(n));
+  socket.io.on("reconnect_attempt", () => {
+    if (client.seen.length) socket.query = `token=x&after=${client.seen.at(-1)}`;
+  });
+  let keeper;
+  try {
+    await waitUntil("the first integers", () => client.seen.length >= 3);
+    await gate.setTarget(null);
+    assert.equal(await own.stop(), 0);
+    const count = client.seen.length;
+    own = await startServer({ intervalMs: INTERVAL_MS, stateFile });
+    keeper = rawClient(own.wsUrl, "odd");
+    await waitUntil("the stream moving on without the client", () => keeper.seen.length >= 5);
+    await gate.setTarget(own);
+    await waitUntil("the client back and receiving", () => client.seen.length >= count + 5);
+    assert.ok(client.connects >= 2, "the client never reconnected");
+    assertConsecutive(assert, client.seen, "odd");
+  } finally {
+    socket.close();
+    keeper?.close();
+    gate.close();
+    await own.stop();
+  }
+});
+
+// Promise: v2-socket-query-refused
+test("a bad after in a namespace's own query gets an error on that namespace", async () => {
+  const socket = connectV2(server.url, "/odd", { transports: ["websocket"], autoConnect: false });
+  socket.query = "after=x";
+  socket.open();
+  const errors = await refusals(socket, 1, "/odd?after=x");
+  const message = typeof errors[0] === "string" ? errors[0] : errors[0]?.message;
+  assert.match(message, /^after must be a non-negative integer, got "x"$/);
+  assert.equal(socket.connected, false);
+  socket.close();
+});
+
+// Promise: v2-socket-query-nothing-kept
+test("many distinct namespace queries leave nothing behind once their sockets are gone", async () => {
+  const own = await startServer({ intervalMs: INTERVAL_MS });
+  const sockets = [];
+  try {
+    for (let i = 0; i < 200; i++) {
+      const socket = ownQuerySocket(`${own.url}/${i % 2 ? "even" : "odd"}?token=t${i}`);
+      sockets.push(socket);
+    }
+    await waitUntil("every socket connected", () => sockets.every((s) => s.connected));
+    const during = await own.status();
+    assert.equal(during.odd.subscribers.socketio + during.even.subscribers.socketio, 200);
+    for (const socket of sockets) socket.close();
+    const after = await own.waitForStatus(
+      "every session and subscriber gone",
+      (s) =>
+        s.sessions.joined + s.sessions.pending === 0 &&
+        s.odd.subscribers.socketio + s.even.subscribers.socketio === 0,
+    );
+    assert.equal(after.sessions.joined, 0);
+    // The same namespaces serve the next client: nothing was made per query.
+    const next = ownQuerySocket(`${own.url}/odd?token=new`);
+    sockets.push(next);
+    await collect((push) => next.on("integer", (n) => push(n)), 3);
+  } finally {
+    for (const socket of sockets) socket.close();
     await own.stop();
   }
 });

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::v2_frames::Sniff;
 use crate::raw::upgrade::DirectSocket;
 
 /// The number of open client connections, shared with whoever enforces a limit on it.
@@ -57,6 +58,9 @@ pub(super) struct Accepted {
 pub(crate) struct CountedStream {
     stream: Arc<TcpStream>,
     _counted: Counted,
+    /// Whether this is a socket.io v2 WebSocket, whose connect packets are rewritten on the
+    /// way in (see `v2_frames`).
+    v2: Sniff,
 }
 
 impl CountedStream {
@@ -64,6 +68,7 @@ impl CountedStream {
         CountedStream {
             stream: Arc::new(stream),
             _counted: counted,
+            v2: Sniff::Start,
         }
     }
 
@@ -76,10 +81,9 @@ impl CountedStream {
     pub(crate) fn adopted(socket: OwnedFd, live: &LiveConnections) -> io::Result<CountedStream> {
         let stream = std::net::TcpStream::from(socket);
         stream.set_nonblocking(true)?;
-        Ok(CountedStream::new(
-            TcpStream::from_std(stream)?,
-            live.count(),
-        ))
+        let mut adopted = CountedStream::new(TcpStream::from_std(stream)?, live.count());
+        adopted.v2 = Sniff::Off;
+        Ok(adopted)
     }
 }
 
@@ -89,17 +93,46 @@ impl AsyncRead for CountedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            std::task::ready!(self.stream.poll_read_ready(cx))?;
-            // Reads into the buffer's uninitialised part, as `TcpStream`'s own `poll_read` does:
-            // zero-filling it first would touch every page of hyper's read buffer, which an
-            // upgraded connection keeps: that memory would be resident for every client.
-            match self.stream.try_read_buf(buf) {
-                Ok(_) => return Poll::Ready(Ok(())),
-                // The readiness was stale and is now cleared: wait for the next.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => return Poll::Ready(Err(error)),
+        let this = self.get_mut();
+        if let Sniff::Frames(filter) = &mut this.v2 {
+            // A v2 WebSocket: the frames pass through the filter, a chunk at a time.
+            while !filter.has_out() {
+                let mut chunk = [0; 4096];
+                let mut read = ReadBuf::new(&mut chunk);
+                std::task::ready!(read_socket(&this.stream, cx, &mut read))?;
+                if read.filled().is_empty() {
+                    return Poll::Ready(Ok(())); // the client's end
+                }
+                filter.feed(read.filled());
             }
+            filter.give(buf);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        std::task::ready!(read_socket(&this.stream, cx, buf))?;
+        if this.v2.watching() {
+            this.v2.saw(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads what the socket has into `buf`, or waits for it.
+fn read_socket(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        std::task::ready!(stream.poll_read_ready(cx))?;
+        // Reads into the buffer's uninitialised part, as `TcpStream`'s own `poll_read` does:
+        // zero-filling it first would touch every page of hyper's read buffer, which an
+        // upgraded connection keeps: that memory would be resident for every client.
+        match stream.try_read_buf(buf) {
+            Ok(_) => return Poll::Ready(Ok(())),
+            // The readiness was stale and is now cleared: wait for the next.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Poll::Ready(Err(error)),
         }
     }
 }

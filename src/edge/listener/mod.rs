@@ -12,6 +12,7 @@
 //!   what it takes, with a bounded time to send a request head;
 //! - [`counted`]: a connection counted against the limit from its accept to its drop;
 //! - `carriers`: the connections socket.io runs on, for a paced drain to close;
+//! - `v2_frames`: a socket.io v2 WebSocket's connect packets, rewritten in its reads;
 //! - [`files_limit`]: how many connections the open-files limit leaves room for.
 
 mod bind;
@@ -22,6 +23,7 @@ mod hand_over;
 mod inherited;
 mod port;
 mod thread;
+mod v2_frames;
 
 pub use bind::Listener;
 pub(crate) use bind::{Listen, listen};
