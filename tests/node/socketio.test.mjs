@@ -153,6 +153,35 @@ test("an unknown namespace gets connect_error", async () => {
   assert.equal(socket.connected, false);
 });
 
+// Promise: sio-bad-namespace, v2-socket-query-v4-unchanged
+test("a v4 connect packet naming a namespace with a query gets today's refusal", async () => {
+  // The official v4 client puts a URL's query on the connection; written by hand, a namespace
+  // with one is a namespace the server does not have, as it always was (the v2 rewrite is for
+  // engine.io v3 alone).
+  const ws = new WebSocket(`${server.wsUrl}/socket.io/?EIO=4&transport=websocket`);
+  const messages = [];
+  ws.on("message", (data) => messages.push(data.toString()));
+  try {
+    await eventWithin(ws, "open", "the engine.io v4 WebSocket open");
+    const deadline = Date.now() + 10000;
+    while (!messages.some((m) => m.startsWith("0{"))) {
+      if (Date.now() > deadline) throw new Error(`no engine.io open packet: ${messages}`);
+      await sleep(10);
+    }
+    ws.send("40/odd?after=1,");
+    while (!messages.some((m) => m.startsWith("44"))) {
+      if (Date.now() > deadline) throw new Error(`no connect_error: ${messages}`);
+      await sleep(10);
+    }
+    assert.equal(
+      messages.find((m) => m.startsWith("44")),
+      '44/odd?after=1,{"message":"Invalid namespace"}',
+    );
+  } finally {
+    ws.terminate();
+  }
+});
+
 // Promise: stream-one-counter
 test("socket.io and raw clients of one parity receive identical integers", async () => {
   for (const parity of ["odd", "even"]) {
