@@ -57,3 +57,17 @@ pub(crate) struct ClusterStatus {
     /// Whether this instance holds the lease and ticks.
     pub leader: bool,
 }
+
+/// How this process took over from the one running before it (`--hand-over`), as `/status`
+/// shows it; absent when it did not.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TakeOverStatus {
+    /// `taken` (the final positions came), or `predecessor_gone` (it ended without them).
+    pub outcome: &'static str,
+    /// From asking for the streams to having them, or to the old process's end.
+    pub waited_ms: u64,
+    /// Raw connections taken over, live, so far.
+    pub connections: usize,
+    /// Whether the old process has sent every raw connection it was going to.
+    pub connections_complete: bool,
+}

@@ -2,16 +2,54 @@
 //! from their next integer on, each counted against the connection limit like any other.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tracing::{info, warn};
 
 use crate::edge::listener::{CountedStream, LiveConnections};
 use crate::raw::upgrade::RawWs;
+use crate::status::TakeOverStatus;
 use crate::succession::{Arrival, Arrivals, Moving};
 use crate::telemetry;
 
-/// Serves every connection that arrives, until the predecessor has sent them all or gone.
-pub(crate) async fn serve_arrivals(arrivals: Arrivals, raw: Arc<RawWs>, live: LiveConnections) {
+/// What `/status` says of the take-over: set at the start, then counted as the connections
+/// arrive.
+#[derive(Debug)]
+pub(crate) struct TakeOver {
+    outcome: &'static str,
+    waited_ms: u64,
+    connections: AtomicUsize,
+    complete: AtomicBool,
+}
+
+impl TakeOver {
+    pub(crate) fn new(outcome: &'static str, waited_ms: u64) -> TakeOver {
+        TakeOver {
+            outcome,
+            waited_ms,
+            connections: AtomicUsize::new(0),
+            complete: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn status(&self) -> TakeOverStatus {
+        TakeOverStatus {
+            outcome: self.outcome,
+            waited_ms: self.waited_ms,
+            connections: self.connections.load(Ordering::Relaxed),
+            connections_complete: self.complete.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Serves every connection that arrives, until the predecessor has sent them all or gone, and
+/// counts them in `record`.
+pub(crate) async fn serve_arrivals(
+    arrivals: Arrivals,
+    raw: Arc<RawWs>,
+    live: LiveConnections,
+    record: Arc<TakeOver>,
+) {
     let mut adopted = 0;
     let mut received = 0;
     loop {
@@ -24,6 +62,7 @@ pub(crate) async fn serve_arrivals(arrivals: Arrivals, raw: Arc<RawWs>, live: Li
                             raw.adopt(stream, carried);
                             telemetry::connection_taken_over();
                             adopted += 1;
+                            record.connections.store(adopted, Ordering::Relaxed);
                         }
                         Err(error) => {
                             let peer = carried.peer;
@@ -33,6 +72,7 @@ pub(crate) async fn serve_arrivals(arrivals: Arrivals, raw: Arc<RawWs>, live: Li
                 }
             }
             Some(Arrival::Done(sent)) if sent == received => {
+                record.complete.store(true, Ordering::Relaxed);
                 return info!(connections = adopted, "took the raw connections over");
             }
             Some(Arrival::Done(sent)) => {

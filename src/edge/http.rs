@@ -30,6 +30,7 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::edge::admission::Admission;
+use crate::edge::adopted::TakeOver;
 #[cfg(feature = "demo")]
 use crate::edge::demo_assets;
 use crate::edge::health;
@@ -44,7 +45,9 @@ use crate::socketio::connect;
 use crate::socketio::handshake::Handshake;
 use crate::socketio::sessions::Ticket;
 use crate::source::redis::ClusterState;
-use crate::status::{ClusterStatus, FeedStatus, LaneStatus, SessionCounts, SubscriberCounts};
+use crate::status::{
+    ClusterStatus, FeedStatus, LaneStatus, SessionCounts, SubscriberCounts, TakeOverStatus,
+};
 use crate::stream::feed::Feed;
 use crate::stream::parity::Parity;
 use crate::stream::resume::Resume;
@@ -71,6 +74,9 @@ pub(crate) struct AppState {
     pub join_timeout: Duration,
     /// This instance's place in its cluster, kept up to date by the Redis source.
     pub cluster: Option<ClusterState>,
+    /// How this process took over from the one before it, if it did; the task serving the
+    /// connections handed over counts them in.
+    pub taken_over: Option<Arc<TakeOver>>,
 }
 
 /// Each protocol's fan-out's count of its clients.
@@ -107,6 +113,7 @@ struct Status {
     sessions: SessionCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterStatus>,
+    taken_over: Option<TakeOverStatus>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -141,6 +148,7 @@ async fn status(State(state): State<AppState>) -> Response {
         feed: state.clients.feed_status(&state.feed),
         sessions: state.admission.sessions(),
         cluster: state.cluster.as_ref().map(ClusterState::status),
+        taken_over: state.taken_over.as_deref().map(TakeOver::status),
     });
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::edge::admission::{Admission, SessionLimits};
+use crate::edge::adopted::TakeOver;
 use crate::edge::give_back;
 use crate::edge::http::{AppState, Clients, router};
 use crate::edge::listener::{
@@ -39,12 +41,13 @@ pub(super) struct Edge {
 }
 
 impl Edge {
+    /// The edge of the parts built before it; `taken_over` is how this process took over
+    /// from the one before it, for `/status`.
     pub(super) fn start(
         listener: Listener,
         config: &Config,
-        supply: &Supply,
-        delivery: &Delivery,
-        protocols: &Protocols,
+        (supply, delivery, protocols): (&Supply, &Delivery, &Protocols),
+        taken_over: Option<Arc<TakeOver>>,
         shutdown: &CancellationToken,
     ) -> io::Result<Edge> {
         let capacity = connection_capacity();
@@ -77,6 +80,7 @@ impl Edge {
             admission,
             join_timeout: config.join_timeout(),
             cluster: supply.cluster.clone(),
+            taken_over,
         });
         let addr = listener.local_addr()?;
         // Open before the listening line, which tells a deploy script it can start the next.

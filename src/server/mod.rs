@@ -8,13 +8,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::edge::adopted;
+use crate::edge::adopted::{self, TakeOver};
 use crate::edge::listener::{self, Listen};
 use crate::source::NextBeat;
 use crate::source::chosen::{OpenError, TakenOver};
@@ -65,17 +66,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     telemetry::install();
-    let handed = match listener.predecessor.take() {
+    let (handed, taken_over) = match listener.predecessor.take() {
         Some(predecessor) => {
+            let asked = Instant::now();
             let handed = predecessor.stopped(config.drain()).await?;
             let how = match handed.positions {
                 Some(_) => "taken",
                 None => "predecessor_gone",
             };
             telemetry::took_over(how);
-            handed
+            let waited_ms = asked.elapsed().as_millis() as u64;
+            (handed, Some(Arc::new(TakeOver::new(how, waited_ms))))
         }
-        None => Handed::default(),
+        None => (Handed::default(), None),
     };
     // The opening and the drain are boxed: they are deep futures (the Redis client's, hyper's
     // and socketioxide's), and laid out inline they take this one past the compiler's depth
@@ -90,12 +93,14 @@ pub async fn serve(
     let supply = Box::pin(Supply::open(&config, taken, &shutdown)).await?;
     let delivery = Delivery::start(&supply.feed, &config);
     let protocols = Protocols::start(&supply.feed, &delivery, &config);
-    let edge = Edge::start(listener, &config, &supply, &delivery, &protocols, &shutdown)?;
-    if let Some(arrivals) = handed.arrivals {
+    let parts = (&supply, &delivery, &protocols);
+    let edge = Edge::start(listener, &config, parts, taken_over.clone(), &shutdown)?;
+    if let (Some(arrivals), Some(record)) = (handed.arrivals, taken_over) {
         tokio::spawn(adopted::serve_arrivals(
             arrivals,
             protocols.raw.clone(),
             edge.live.clone(),
+            record,
         ));
     }
     let server = Server {

@@ -110,7 +110,7 @@ async fn probe(addr: std::net::SocketAddr) -> Result<(), String> {
 /// drains is answered, and the streams go on from the old process's positions. A raw client
 /// moves, live, with no close and no gap; one that sent half a frame gets 1012.
 // Promise: hand-over-listener, hand-over-streams, hand-over-raw-live, hand-over-raw-1012
-// Promise: flag-hand-over, metric-hand-overs, metric-taken-over
+// Promise: flag-hand-over, metric-hand-overs, metric-taken-over, http-status-taken-over
 #[tokio::test]
 async fn a_new_process_takes_over_the_port_and_the_saved_streams_refusing_nobody() {
     let dir = state_dir("hand-over");
@@ -132,6 +132,11 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
     let addr = old.addr;
     let mode = std::fs::metadata(&control).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the control socket is open to others");
+    let fresh = &old.status_json().await["taken_over"];
+    assert!(
+        fresh.is_null(),
+        "a process that took over nothing says {fresh}"
+    );
 
     let mut raw = old.raw("/_ws/").await;
     let mut seen = next_integers(&mut raw, 3).await;
@@ -232,6 +237,12 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
         samples.get("integers_connections_taken_over_total"),
         Some(&(moved as f64))
     );
+    // So does its `/status`, with the time it waited for the streams.
+    let taken_over = &new.status_json().await["taken_over"];
+    assert_eq!(taken_over["outcome"], "taken", "{taken_over}");
+    assert_eq!(taken_over["connections"], moved, "{taken_over}");
+    assert_eq!(taken_over["connections_complete"], true, "{taken_over}");
+    assert!(taken_over["waited_ms"].is_u64(), "{taken_over}");
 
     // The connection that could not move was closed with 1012 (0x03f4) after its integers.
     tokio::time::timeout(PATIENCE, half.read_to_end(&mut rest))
@@ -525,6 +536,9 @@ async fn an_old_process_gone_mid_way_leaves_the_new_one_serving() {
         samples.get("integers_hand_overs_total{outcome=\"predecessor_gone\"}"),
         Some(&1.0)
     );
+    let taken_over = &new.status_json().await["taken_over"];
+    assert_eq!(taken_over["outcome"], "predecessor_gone", "{taken_over}");
+    assert_eq!(taken_over["connections"], 0, "{taken_over}");
 }
 
 /// The stand-in old process: listens on a port and at `control`, passes its listening socket

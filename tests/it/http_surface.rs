@@ -37,7 +37,7 @@ async fn status_reports_both_parities_before_any_client() {
     let sessions = serde_json::json!({"joined": 0, "pending": 0});
     assert_eq!(
         json,
-        serde_json::json!({"odd": idle, "even": idle, "sessions": sessions})
+        serde_json::json!({"odd": idle, "even": idle, "sessions": sessions, "taken_over": null})
     );
 }
 

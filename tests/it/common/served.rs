@@ -35,6 +35,13 @@ impl Served {
         serde_json::from_str(&response.body).expect("status JSON")
     }
 
+    /// `/status` as JSON, every field of it.
+    pub(crate) async fn status_json(&self) -> serde_json::Value {
+        let response = http(self.addr, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(response.status, 200, "{response:?}");
+        serde_json::from_str(&response.body).expect("status JSON")
+    }
+
     /// Polls `/status` until `done` holds, failing the test after [`PATIENCE`].
     pub(crate) async fn wait_for_status(
         &self,
