@@ -174,8 +174,9 @@ impl Server {
             // Ordering rule: every client still here gets its stream's last integer before any
             // is let go (a paced drain without a successor let the others go already, each
             // after its own last), so the saved position is the last integer each connected
-            // client got, and a client resuming from it misses nothing. The types hold the order: the shards
-            // stop only with the closed feed's proof, the clients go only with the shards'.
+            // client got, and a client resuming from it misses nothing. The types hold the
+            // order: the shards stop only with the closed feed's proof, the clients go only
+            // with the shards'.
             let delivered = delivery.shards.stop(closed).await;
             // With a successor, the socket.io clients are paced now, after the raw ones moved.
             let paced = match &taker {

@@ -475,6 +475,18 @@ fn paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir, control, state)
 }
 
+/// This test binary run again to play a process of the exchange: `test` alone, with `marker`
+/// naming the control socket.
+fn stand_in(test: &str, marker: &str, control: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--quiet"])
+        .env(marker, control)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 /// Marks the child process of [`an_old_process_gone_mid_way_leaves_the_new_one_serving`],
 /// which plays the old process, and names its control socket.
 const GONE_PREDECESSOR: &str = "INTEGERS_GONE_PREDECESSOR";
@@ -492,13 +504,7 @@ async fn an_old_process_gone_mid_way_leaves_the_new_one_serving() {
     let (dir, control, state) = paths("hand-over-gone-mid-way");
     let port_file = dir.join("port");
     let test = "hand_over::an_old_process_gone_mid_way_leaves_the_new_one_serving";
-    let mut old = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--quiet"])
-        .env(GONE_PREDECESSOR, &control)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut old = stand_in(test, GONE_PREDECESSOR, &control);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let port: u16 = loop {
         if let Ok(port) = std::fs::read_to_string(&port_file)
@@ -567,4 +573,143 @@ fn play_an_old_process_that_goes(control: &Path) {
     successor.read_exact(&mut ready).unwrap();
     assert_eq!(&ready, b"ready\n");
     std::process::exit(0);
+}
+
+/// Marks the child process of [`a_new_process_gone_mid_transfer_loses_no_integer`], which
+/// plays the new process, and names the control socket it takes over through.
+const DYING_SUCCESSOR: &str = "INTEGERS_DYING_SUCCESSOR";
+
+/// Raw clients of the old process in the transfer test: more than one batch carries.
+const MOVING: usize = 250;
+
+/// The new process ends part-way through the raw connections (as under `kill -9`), holding
+/// the first batch: the old process closes every connection it has not handed over with 1012
+/// and exits, the connections the new one held end with it, and every client resumes on the
+/// next process with nothing missed and nothing repeated. The new process is this test binary
+/// run again, which takes the first batch and exits.
+// Promise: hand-over-successor-dies
+#[tokio::test]
+async fn a_new_process_gone_mid_transfer_loses_no_integer() {
+    if let Some(control) = std::env::var_os(DYING_SUCCESSOR) {
+        return play_a_new_process_that_dies(Path::new(&control));
+    }
+    let (dir, control, state) = paths("hand-over-dies-mid-transfer");
+    let mut old = Process::start(0, &flags(&control, Some(&state))).await;
+    let port = old.addr.port();
+    // Each client with its stream's query, to resume with, and the integers it has seen.
+    let mut clients = Vec::with_capacity(MOVING);
+    for i in 0..MOVING {
+        let query = if i % 2 == 0 { "?" } else { "?even&" };
+        let mut ws = old.raw(&format!("/_ws/{query}")).await;
+        let seen = next_integers(&mut ws, 1).await;
+        clients.push((ws, query, seen));
+    }
+    let test = "hand_over::a_new_process_gone_mid_transfer_loses_no_integer";
+    let mut successor = stand_in(test, DYING_SUCCESSOR, &control);
+    let ended = tokio::time::timeout(PATIENCE, successor.wait())
+        .await
+        .expect("the stand-in new process did not end in time")
+        .unwrap();
+    assert!(
+        ended.success(),
+        "the stand-in new process failed: {ended:?}"
+    );
+    let exit = old.exited().await;
+    assert!(exit.success(), "the old process failed: {exit:?}");
+    let taken: usize = std::fs::read_to_string(dir.join("delivered"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(taken > 0, "the stand-in took no connection");
+
+    // Each client reads to its connection's end: a close frame, or none.
+    let (mut closed_1012, mut cut) = (0, 0);
+    for (ws, _, seen) in &mut clients {
+        loop {
+            match tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(ws)).await {
+                Ok(Some(Ok(tungstenite::Message::Text(text)))) => {
+                    seen.push(text.parse().unwrap());
+                }
+                Ok(Some(Ok(tungstenite::Message::Close(frame)))) => {
+                    let code = frame.map(|frame| u16::from(frame.code));
+                    assert_eq!(code, Some(1012), "a connection not handed over");
+                    closed_1012 += 1;
+                    break;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => {
+                    cut += 1;
+                    break;
+                }
+                Err(_) => panic!("a connection neither closed nor served"),
+            }
+        }
+        crate::common::assert_consecutive(seen);
+    }
+    assert!(
+        cut >= taken,
+        "{cut} connections ended without a close frame, of {taken} the dead process held"
+    );
+    assert!(closed_1012 > 0, "no connection was closed here with 1012");
+    assert_eq!(closed_1012 + cut, MOVING);
+
+    // The next process, on the same port and state: each client resumes after its last.
+    let new = Process::start(port, &flags(&control, Some(&state))).await;
+    for (_, query, seen) in &clients {
+        let last = *seen.last().unwrap();
+        let mut ws = new.raw(&format!("/_ws/{query}after={last}")).await;
+        let next = next_integers(&mut ws, 1).await;
+        assert_eq!(next, [last + 2], "a client resuming after {last}");
+    }
+}
+
+/// The stand-in new process: asks the old one at `control` to hand over, says it is ready,
+/// takes the final positions and the first batch of raw connections, refuses the rest, writes
+/// how many it took, and exits, the connections with it.
+fn play_a_new_process_that_dies(control: &Path) {
+    let mut old = UnixStream::connect(control).unwrap();
+    old.set_read_timeout(Some(PATIENCE)).unwrap();
+    old.write_all(b"integers-hand-over 1\n").unwrap();
+    let (line, _) = line_with_descriptors(&old);
+    assert_eq!(line, "listener");
+    old.write_all(b"ready\n").unwrap();
+    let (line, _) = line_with_descriptors(&old);
+    assert!(line.starts_with("stopped "), "{line}");
+    let (line, taken) = line_with_descriptors(&old);
+    assert!(line.starts_with("raw "), "{line}");
+    // Nothing more is taken: the old process's next batch fails to send, at whatever moment
+    // it comes.
+    old.shutdown(std::net::Shutdown::Read).unwrap();
+    std::fs::write(control.with_file_name("delivered"), taken.to_string()).unwrap();
+    std::process::exit(0);
+}
+
+/// One line of the exchange, read a byte at a time, and how many descriptors came with it.
+/// They are left open: the process exits with them.
+fn line_with_descriptors(socket: &UnixStream) -> (String, usize) {
+    use std::os::fd::AsRawFd;
+    let mut line = Vec::new();
+    let mut descriptors = 0;
+    loop {
+        let mut byte = [0u8; 1];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 256]);
+        let mut buffers = [std::io::IoSliceMut::new(&mut byte)];
+        let read = nix::sys::socket::recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut buffers,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        for message in read.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = message {
+                descriptors += fds.len();
+            }
+        }
+        assert_eq!(read.bytes, 1, "the old process closed the exchange");
+        if byte[0] == b'\n' {
+            return (String::from_utf8(line).unwrap(), descriptors);
+        }
+        line.push(byte[0]);
+    }
 }
