@@ -143,7 +143,16 @@ mod tests {
 
     #[test]
     fn a_payload_without_a_query_or_that_does_not_parse_is_left_alone() {
-        for payload in ["1:2", "6:40/odd", "", "x:2", "5:40", "2:é", "1:"] {
+        for payload in [
+            "1:2",
+            "6:40/odd",
+            "",
+            "x:2",
+            "5:40",
+            "2:é",
+            "1:",
+            "+16:40/odd?after=41,",
+        ] {
             assert_eq!(rewrite_payload(payload), None, "{payload:?}");
         }
     }

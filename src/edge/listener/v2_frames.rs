@@ -300,6 +300,8 @@ mod tests {
         input.extend(client_frame(2, b"40/odd?after=1,", key));
         input.extend(client_frame(1, &long, key));
         input.extend(client_frame(1, b"", key));
+        input.extend(client_frame(2, &vec![b'y'; 70_000], key));
+        input.extend(client_frame(1, b"40/even?after=3,", key));
         let mut expected = client_frame(1, b"2probe", key);
         expected.extend(client_frame(
             1,
@@ -309,10 +311,68 @@ mod tests {
         expected.extend(client_frame(2, b"40/odd?after=1,", key));
         expected.extend(client_frame(1, &long, key));
         expected.extend(client_frame(1, b"", key));
+        expected.extend(client_frame(2, &vec![b'y'; 70_000], key));
+        expected.extend(client_frame(1, br#"40/even,{"after":"3"}"#, key));
         for step in [1, 3, 64, input.len()] {
             let got = through(&mut FrameFilter::default(), &input, step);
             assert_eq!(got, expected, "read {step} bytes at a time");
         }
+    }
+
+    #[test]
+    fn a_mask_is_applied_byte_by_byte_with_the_key_repeated() {
+        let mut payload = [0x01, 0x02, 0x03, 0x04, 0x05];
+        apply_mask(&mut payload, [1, 2, 3, 4]);
+        assert_eq!(payload, [0, 0, 0, 0, 4]);
+    }
+
+    #[test]
+    fn a_masked_length_is_written_in_its_shortest_form() {
+        for (length, bytes) in [
+            (125, vec![0x80 | 125]),
+            (126, vec![0x80 | 126, 0, 126]),
+            (65_536, vec![0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            push_masked_length(&mut out, length);
+            assert_eq!(out, bytes, "{length}");
+        }
+    }
+
+    #[test]
+    fn an_unmasked_or_unfinished_frame_passes_as_it_came() {
+        let mut unmasked = vec![0x81, 11];
+        unmasked.extend_from_slice(b"40/odd?x=1,");
+        let mut fragment = client_frame(1, b"40/odd?x=1,", [9, 8, 7, 6]);
+        fragment[0] = 0x01; // text, FIN clear: the first of a fragmented message
+        for frame in [unmasked, fragment] {
+            assert_eq!(through(&mut FrameFilter::default(), &frame, 2), frame);
+        }
+    }
+
+    #[test]
+    fn a_first_read_that_cannot_be_a_v2_request_line_stops_the_watch() {
+        for first in [
+            &b""[..],
+            b"GET /elsewhere/and/on",
+            b"POST /socket.io/?EIO=3",
+        ] {
+            let mut sniff = Sniff::default();
+            sniff.saw(first);
+            assert!(
+                matches!(sniff, Sniff::Off),
+                "{}",
+                String::from_utf8_lossy(first)
+            );
+        }
+        // A request line that never ends is given up past its bound, not at it.
+        let mut sniff = Sniff::default();
+        let start = b"GET /socket.io/?EIO=3&transport=websocket&t=";
+        sniff.saw(start);
+        sniff.saw(&vec![b'x'; LONGEST_LINE - start.len()]);
+        assert!(sniff.watching(), "given up at the bound");
+        sniff.saw(b"x");
+        assert!(matches!(sniff, Sniff::Off), "watched past the bound");
     }
 
     #[test]
