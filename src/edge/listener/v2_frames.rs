@@ -65,12 +65,16 @@ impl Sniff {
 /// incomplete that may be a v2 WebSocket's, that request's head, or anything else.
 fn read_line(read: Vec<u8>) -> Sniff {
     let start = read.len().min(V2_REQUEST.len());
-    if read.is_empty() || read[..start] != V2_REQUEST[..start] || read.len() > LONGEST_LINE {
+    if read.is_empty() || read[..start] != V2_REQUEST[..start] {
         return Sniff::Off;
     }
+    // The bound is the line's: the headers after it may come in the same read, and be long.
     match read.windows(2).position(|pair| pair == b"\r\n") {
+        None if read.len() > LONGEST_LINE => Sniff::Off,
         None => Sniff::Line(read),
-        Some(end) if is_v2_websocket_request(&read[..end]) => scan_head(0, &read),
+        Some(end) if end <= LONGEST_LINE && is_v2_websocket_request(&read[..end]) => {
+            scan_head(0, &read)
+        }
         Some(_) => Sniff::Off,
     }
 }
@@ -373,6 +377,15 @@ mod tests {
         assert!(sniff.watching(), "given up at the bound");
         sniff.saw(b"x");
         assert!(matches!(sniff, Sniff::Off), "watched past the bound");
+        // Long headers after the line, in the line's read, are no reason to stop.
+        let mut long = b"GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n".to_vec();
+        long.extend(format!("Cookie: {}\r\n\r\n", "c".repeat(6000)).as_bytes());
+        let mut sniff = Sniff::default();
+        sniff.saw(&long);
+        assert!(
+            matches!(sniff, Sniff::Frames(_)),
+            "a request with long headers"
+        );
     }
 
     #[test]
