@@ -114,6 +114,9 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long the source has to stop once the drain's time is up.
+const LAST_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A running server: its parts, each built from the ones above it.
 struct Server {
     /// Where the integers come from; every other part holds a clone of its feed.
@@ -132,7 +135,7 @@ impl Server {
     async fn drain(self, config: &Config) {
         info!(drain_ms = config.drain_ms, "shutting down");
         let Server {
-            supply,
+            mut supply,
             delivery,
             mut protocols,
             edge,
@@ -197,6 +200,15 @@ impl Server {
                 drain_ms = config.drain_ms,
                 "drain time is up; exiting with clients still open"
             );
+            // A paced drain's source runs until the drain stops it: stopped here if the drain
+            // did not get that far, so that the positions are saved (or the lease handed back)
+            // all the same.
+            if tokio::time::timeout(LAST_STOP, supply.source.stopped())
+                .await
+                .is_err()
+            {
+                warn!("the source did not stop in time; exiting without its positions");
+            }
         }
         info!("stopped");
     }

@@ -102,7 +102,7 @@ impl ChosenSource {
             ChosenSource::Cluster(_) => None,
         };
         Running {
-            task: tokio::spawn(self.run(feed, stop.clone())),
+            task: Some(tokio::spawn(self.run(feed, stop.clone()))),
             cadence,
             stop,
         }
@@ -143,7 +143,8 @@ pub(crate) struct TakenOver {
 /// The source's task.
 #[derive(Debug)]
 pub(crate) struct Running {
-    task: JoinHandle<()>,
+    /// `None` once it has been awaited to its end.
+    task: Option<JoinHandle<()>>,
     /// Where a local ticker leaves its next beat; `None` in a cluster, whose leader keeps the
     /// clock.
     cadence: Option<Cadence>,
@@ -155,9 +156,14 @@ impl Running {
     /// Stops the source and waits for it: alone, it has saved the exact positions; in a
     /// cluster, it has handed the lease over. A source that panicked has stopped too. Gives a
     /// local ticker's next beat, if it was ticking.
-    pub(crate) async fn stopped(self) -> Option<NextBeat> {
+    ///
+    /// May be called again after an earlier call was given up on (the drain's time ran out).
+    pub(crate) async fn stopped(&mut self) -> Option<NextBeat> {
         self.stop.cancel();
-        let _ = self.task.await;
-        self.cadence.and_then(|cadence| cadence.left())
+        if let Some(task) = self.task.as_mut() {
+            let _ = task.await;
+            self.task = None;
+        }
+        self.cadence.as_ref().and_then(Cadence::left)
     }
 }
