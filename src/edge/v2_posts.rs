@@ -5,11 +5,11 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, HeaderValue};
 
+use crate::socketio::service::MAX_PAYLOAD;
 use crate::socketio::v2_query::rewrite_payload;
 
-/// The largest body looked at: socketioxide refuses larger ones itself (`MAX_PAYLOAD`), and
-/// a connect packet is a few dozen bytes.
-const LARGEST_LOOKED_AT: usize = 64 * 1024;
+/// The largest body looked at: socketioxide refuses larger ones itself.
+const LARGEST_LOOKED_AT: usize = MAX_PAYLOAD as usize;
 
 /// `request` with the connect packets of its body rewritten, if it has any. Only a body whose
 /// length the client declared, within [`LARGEST_LOOKED_AT`], is read here; any other goes on

@@ -17,7 +17,7 @@ use crate::websocket::READ_BUFFER;
 /// Largest engine.io payload accepted (a polling POST body, a WebSocket message or frame).
 /// Clients only ever send handshakes and pongs, so this is Node's 1 MB default cut well down,
 /// and far below engineioxide's own WebSocket default of 64 MiB.
-const MAX_PAYLOAD: u64 = 64 * 1024;
+pub(crate) const MAX_PAYLOAD: u64 = 64 * 1024;
 /// Room in a socket.io socket's queue beyond a full replay and a full lag allowance, for
 /// heartbeats and the disconnect packet.
 const QUEUE_HEADROOM: usize = 16;

@@ -5,17 +5,20 @@
 //! in the connection's reads. A connection is watched only if its first bytes are a v2
 //! WebSocket request (`GET /socket.io/?EIO=3&transport=websocket…`, which a v2 client sends on
 //! a connection of its own); every other connection stops being looked at after its first
-//! read. On a watched connection, after the request head, each small text frame is held until
-//! it is whole, and a connect packet with a query goes on as a new frame, masked with the
+//! read. On a watched connection, after the request head, each text frame within
+//! socketioxide's bound on a message is held until it is whole, and a connect packet with a query goes on as a new frame, masked with the
 //! client's key; every other frame passes as it came, streamed.
 
 use tokio::io::ReadBuf;
 
 use crate::edge::request::value;
+use crate::socketio::service::MAX_PAYLOAD;
 use crate::socketio::v2_query::rewrite_packet;
 
-/// The largest frame held to be looked at; a connect packet is a few dozen bytes.
-const LARGEST_HELD: u64 = 1024;
+/// The largest frame held to be looked at: socketioxide's own bound on a message, so that a
+/// connect packet is rewritten whatever its query's size, as it is over polling. A frame is
+/// held only while it arrives.
+const LARGEST_HELD: u64 = MAX_PAYLOAD;
 
 /// How a v2 WebSocket request's line starts.
 const V2_REQUEST: &[u8] = b"GET /socket.io/";
@@ -179,8 +182,8 @@ impl FrameFilter {
         }
     }
 
-    /// A header is whole: its frame is held if it is a whole, masked, small text frame;
-    /// otherwise the header goes on, and the payload after it.
+    /// A header is whole: its frame is held if it is a whole, masked text frame within the
+    /// bound; otherwise the header goes on, and the payload after it.
     fn start_payload(&mut self, payload: u64) {
         let [first, second, ..] = self.header[..] else {
             return;
@@ -304,8 +307,13 @@ mod tests {
         input.extend(client_frame(2, b"40/odd?after=1,", key));
         input.extend(client_frame(1, &long, key));
         input.extend(client_frame(1, b"", key));
-        input.extend(client_frame(2, &vec![b'y'; 70_000], key));
-        input.extend(client_frame(1, b"40/even?after=3,", key));
+        input.extend(client_frame(1, &vec![b'y'; 70_000], key));
+        let token = "t".repeat(2000);
+        input.extend(client_frame(
+            1,
+            format!("40/even?after=3&jwt={token},").as_bytes(),
+            key,
+        ));
         let mut expected = client_frame(1, b"2probe", key);
         expected.extend(client_frame(
             1,
@@ -315,8 +323,11 @@ mod tests {
         expected.extend(client_frame(2, b"40/odd?after=1,", key));
         expected.extend(client_frame(1, &long, key));
         expected.extend(client_frame(1, b"", key));
-        expected.extend(client_frame(2, &vec![b'y'; 70_000], key));
-        expected.extend(client_frame(1, br#"40/even,{"after":"3"}"#, key));
+        // Past socketioxide's bound, a text frame passes as it came; within it, a connect
+        // packet with a long query is rewritten.
+        expected.extend(client_frame(1, &vec![b'y'; 70_000], key));
+        let rewritten = format!(r#"40/even,{{"after":"3","jwt":"{token}"}}"#);
+        expected.extend(client_frame(1, rewritten.as_bytes(), key));
         for step in [1, 3, 64, input.len()] {
             let got = through(&mut FrameFilter::default(), &input, step);
             assert_eq!(got, expected, "read {step} bytes at a time");
