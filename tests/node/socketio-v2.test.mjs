@@ -273,7 +273,7 @@ test("a bad after in a namespace's own query gets an error on that namespace", a
 });
 
 // Promise: v2-socket-query-nothing-kept
-test("many distinct namespace queries leave nothing behind once their sockets are gone", async () => {
+test("many distinct namespace queries leave nothing behind once the sockets go", async () => {
   const own = await startServer({ intervalMs: INTERVAL_MS });
   const sockets = [];
   try {

@@ -6,8 +6,9 @@
 //! WebSocket request (`GET /socket.io/?EIO=3&transport=websocket…`, which a v2 client sends on
 //! a connection of its own); every other connection stops being looked at after its first
 //! read. On a watched connection, after the request head, each text frame within
-//! socketioxide's bound on a message is held until it is whole, and a connect packet with a query goes on as a new frame, masked with the
-//! client's key; every other frame passes as it came, streamed.
+//! socketioxide's bound on a message is held until it is whole, and a connect packet with a
+//! query goes on as a new frame, masked with the client's key; every other frame passes as it
+//! came, streamed.
 
 use tokio::io::ReadBuf;
 
@@ -365,6 +366,14 @@ mod tests {
         }
     }
 
+    /// Asserts that a connection whose first read is `first` is not watched.
+    fn assert_not_watched(first: &[u8]) {
+        let mut sniff = Sniff::default();
+        sniff.saw(first);
+        let shown = String::from_utf8_lossy(first);
+        assert!(matches!(sniff, Sniff::Off), "{shown}");
+    }
+
     #[test]
     fn a_first_read_that_cannot_be_a_v2_request_line_stops_the_watch() {
         for first in [
@@ -372,13 +381,7 @@ mod tests {
             b"GET /elsewhere/and/on",
             b"POST /socket.io/?EIO=3",
         ] {
-            let mut sniff = Sniff::default();
-            sniff.saw(first);
-            assert!(
-                matches!(sniff, Sniff::Off),
-                "{}",
-                String::from_utf8_lossy(first)
-            );
+            assert_not_watched(first);
         }
         // A request line that never ends is given up past its bound, not at it.
         let mut sniff = Sniff::default();
@@ -419,18 +422,11 @@ mod tests {
             b"GET /_ws/?EIO=3&transport=websocket HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
-            let mut sniff = Sniff::default();
-            sniff.saw(other);
-            assert!(
-                matches!(sniff, Sniff::Off),
-                "{}",
-                String::from_utf8_lossy(other)
-            );
+            assert_not_watched(other);
         }
-        let mut sniff = Sniff::default();
+        // Frames sent before the answer.
         let mut early = request.to_vec();
         early.extend(client_frame(1, b"40/odd?x=1,", [0; 4]));
-        sniff.saw(&early);
-        assert!(matches!(sniff, Sniff::Off), "frames sent before the answer");
+        assert_not_watched(&early);
     }
 }
