@@ -54,6 +54,8 @@ impl Sniff {
     /// Takes in what one read returned, straight to the caller.
     pub(super) fn saw(&mut self, bytes: &[u8]) {
         *self = match std::mem::replace(self, Sniff::Off) {
+            // Most connections are told apart here, before anything is kept of them.
+            Sniff::Start if !may_open_v2_request(bytes) => Sniff::Off,
             Sniff::Start => read_line(bytes.to_vec()),
             Sniff::Line(mut line) => {
                 line.extend_from_slice(bytes);
@@ -68,8 +70,7 @@ impl Sniff {
 /// What `read`, every byte the connection has read so far, shows: a request line still
 /// incomplete that may be a v2 WebSocket's, that request's head, or anything else.
 fn read_line(read: Vec<u8>) -> Sniff {
-    let start = read.len().min(V2_REQUEST.len());
-    if read.is_empty() || read[..start] != V2_REQUEST[..start] {
+    if !may_open_v2_request(&read) {
         return Sniff::Off;
     }
     // The bound is the line's: the headers after it may come in the same read, and be long.
@@ -81,6 +82,12 @@ fn read_line(read: Vec<u8>) -> Sniff {
         }
         Some(_) => Sniff::Off,
     }
+}
+
+/// Whether `read` may be the start of a v2 WebSocket request: it is as far as it goes.
+fn may_open_v2_request(read: &[u8]) -> bool {
+    let start = read.len().min(V2_REQUEST.len());
+    !read.is_empty() && read[..start] == V2_REQUEST[..start]
 }
 
 /// Whether `line` is the request line of a socket.io v2 WebSocket.
