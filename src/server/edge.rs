@@ -83,14 +83,20 @@ impl Edge {
             taken_over,
         });
         let addr = listener.local_addr()?;
+        // A port shared with other instances is left while this one is full.
+        let shared = match config.reuse_port {
+            true => Some(SharedPort::new(&listener.socket, max_connections)?),
+            false => None,
+        };
         // Open before the listening line, which tells a deploy script it can start the next.
-        let offer = match &config.hand_over {
-            Some(path) => Some(Offer::open(
-                path,
-                listener.socket.as_fd(),
-                shutdown.clone(),
-            )?),
-            None => None,
+        // On a shared port, the socket passed is the one held when a successor asks.
+        let offer = match (&config.hand_over, &shared) {
+            (Some(path), Some(shared)) => Some(Offer::open(path, shared.seat(), shutdown.clone())?),
+            (Some(path), None) => {
+                let listening = listener.socket.as_fd().try_clone_to_owned()?;
+                Some(Offer::open(path, listening, shutdown.clone())?)
+            }
+            (None, _) => None,
         };
         info!(
             %addr,
@@ -99,11 +105,6 @@ impl Edge {
             max_connections,
             "listening"
         );
-        // A port shared with other instances is left while this one is full.
-        let shared = config.reuse_port.then_some(SharedPort {
-            addr,
-            max_connections,
-        });
         let carriers = Carriers::default();
         let accepting = serve_connections(
             listener.socket,

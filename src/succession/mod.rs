@@ -7,8 +7,9 @@
 //! at `PATH` itself, for the process that will replace it. The exchange, one line of ASCII at
 //! a time:
 //! 1. successor: `integers-hand-over 1`, the format version it speaks;
-//! 2. predecessor: `listener`, with the listening socket attached (`SCM_RIGHTS`). One that
-//!    speaks another version answers with its own version line instead and drains as on
+//! 2. predecessor: `listener`, with the listening socket attached (`SCM_RIGHTS`): on a port
+//!    shared with other instances, the one it holds at that moment. One that speaks another
+//!    version answers with its own version line instead and drains as on
 //!    SIGTERM, holding the connection open until it exits; the successor binds the port
 //!    then. That is a plain restart, which loses nothing.
 //! 3. successor: `ready`. The predecessor drains: it stops accepting (the successor's copy of
@@ -34,5 +35,5 @@ mod successor;
 mod wire;
 
 pub(crate) use connections::{Arrival, BATCH, BATCH_BYTES, Carried, Moving, Refused};
-pub(crate) use predecessor::{Offer, Successor};
+pub(crate) use predecessor::{ListeningSocket, Offer, Successor};
 pub(crate) use successor::{Arrivals, Handed, Predecessor, Taken, take};

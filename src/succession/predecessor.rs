@@ -3,7 +3,7 @@
 //! positions once its source has stopped.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,11 +23,25 @@ use crate::stream::parity::{ByParity, Parity};
 /// just started; a peer slower than this is not taking over.
 const PATIENCE: Duration = Duration::from_secs(2);
 
+/// The listening socket to pass on, as it is when a successor asks for it.
+pub(crate) trait ListeningSocket: Send + Sync + 'static {
+    /// A copy of the socket for a successor, which shares it from then on.
+    fn to_pass(&self) -> io::Result<OwnedFd>;
+}
+
+/// A socket that stays the same while the process serves: a copy of it, taken when the offer
+/// opens. (On a shared port the socket changes; the listener's `Seat` keeps track of it.)
+impl ListeningSocket for OwnedFd {
+    fn to_pass(&self) -> io::Result<OwnedFd> {
+        self.try_clone()
+    }
+}
+
 /// The control socket, open while this process can still hand over.
 #[derive(Debug)]
 pub(crate) struct Offer {
-    /// Waits for a successor until one is ready or the shutdown token is cancelled, holding a
-    /// copy of the listening socket to pass on; ends with the successor found, if any.
+    /// Waits for a successor until one is ready or the shutdown token is cancelled, holding
+    /// the listening socket to pass on; ends with the successor found, if any.
     waiting: JoinHandle<Option<Successor>>,
 }
 
@@ -53,11 +67,11 @@ impl Offer {
     /// successor is ready.
     pub(crate) fn open(
         path: &Path,
-        listener: BorrowedFd<'_>,
+        listener: impl ListeningSocket,
         shutdown: CancellationToken,
     ) -> io::Result<Offer> {
         let control = bind_control(path)?;
-        let listener = listener.try_clone_to_owned()?;
+        let listener = Arc::new(listener);
         let path = path.to_owned();
         info!(path = %path.display(), "waiting for a successor to hand over to");
         Ok(Offer {
@@ -65,7 +79,7 @@ impl Offer {
         })
     }
 
-    /// Stops waiting and closes this side's copy of the listening socket; a hand-over under
+    /// Stops waiting and lets go of the listening socket it held to pass on; a hand-over under
     /// way is finished first, within its patience. Gives the successor found, if any.
     pub(crate) async fn closed(self) -> Option<Successor> {
         self.waiting.await.ok().flatten()
@@ -203,11 +217,10 @@ fn bind_control(path: &Path) -> io::Result<UnixListener> {
 /// is cancelled. A refused peer is logged, and this process serves on.
 async fn wait_for_successor(
     control: UnixListener,
-    listener: OwnedFd,
+    listener: Arc<impl ListeningSocket>,
     path: PathBuf,
     shutdown: CancellationToken,
 ) -> Option<Successor> {
-    let listener = Arc::new(listener);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -225,8 +238,7 @@ async fn wait_for_successor(
         // Ordering rule: an exchange under way runs to its end even if the shutdown token is
         // cancelled meanwhile, so that a successor given the listener is always told the
         // final positions, and never runs its source beside this one's.
-        let exchanged =
-            tokio::task::spawn_blocking(move || exchange(stream, listener.as_fd())).await;
+        let exchanged = tokio::task::spawn_blocking(move || exchange(stream, &*listener)).await;
         match exchanged {
             Ok(Ok(successor)) => {
                 match &successor {
@@ -253,7 +265,7 @@ async fn wait_for_successor(
 /// its readiness awaited.
 fn exchange(
     stream: std::os::unix::net::UnixStream,
-    listener: BorrowedFd<'_>,
+    listener: &impl ListeningSocket,
 ) -> io::Result<Successor> {
     stream.set_nonblocking(false)?;
     let control = Control::checked(stream)?;
@@ -269,7 +281,8 @@ fn exchange(
             Ok(Successor::PlainRestart { _control: control })
         }
         Some(_) => {
-            control.send_with(wire::LISTENER, &[listener], PATIENCE)?;
+            let listener = listener.to_pass()?;
+            control.send_with(wire::LISTENER, &[listener.as_fd()], PATIENCE)?;
             let ready = control.receive(PATIENCE)?;
             if ready.text != wire::READY {
                 return Err(io::Error::new(

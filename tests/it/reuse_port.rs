@@ -379,3 +379,81 @@ async fn instances_on_one_port_hold_more_clients_than_one_files_limit_allows() {
     }
     drop(clients);
 }
+
+/// An instance on a shared port hands over like any other (`--hand-over`), passing the socket
+/// it holds at that moment: here one bound anew, after it left the port while full and came
+/// back. Its raw clients move, live, and a prober on the port is never refused or reset.
+// Promise: hand-over-shared-port
+#[tokio::test]
+async fn an_instance_on_a_shared_port_hands_over_the_socket_it_holds_now() {
+    let port = free_port();
+    let control = crate::common::state_dir("shared-port-hand-over").join("control.sock");
+    let args = [
+        "--no-state",
+        "--reuse-port",
+        "--interval-ms",
+        "20",
+        "--hand-over",
+        control.to_str().unwrap(),
+    ];
+    let mut old = Process::start(port, &[&args[..], &["--max-connections", "20"]].concat()).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(old.raw("/_ws/").await);
+    }
+    old.wait_for_log("the full instance leaving the port", |event| {
+        event["message"] == LEFT && event["live"] == 20
+    })
+    .await;
+    for client in clients.drain(..2) {
+        crate::common::close(client).await;
+    }
+    old.wait_for_log("the instance back on the port", |event| {
+        event["message"] == BACK && event["live"] == 18
+    })
+    .await;
+    // Room for the prober's connections: at the limit again, the instance would leave the port
+    // with nobody else on it, and the prober would be refused.
+    for client in clients.drain(..4) {
+        crate::common::close(client).await;
+    }
+
+    let prober = crate::hand_over::Prober::start(old.addr);
+    // With room for more: the 14 that move, the prober's and a new client's.
+    let new = Process::start(port, &args).await;
+    new.wait_for_log("the new process serving the socket it took", |event| {
+        event["message"] == "listening" && event["inherited"] == true
+    })
+    .await;
+    let exit = old.exited().await;
+    assert!(exit.success(), "the old process exited with {exit:?}");
+    let handed = old
+        .wait_for_log("the old process to hand its positions over", |event| {
+            event["message"] == "handed the streams over"
+        })
+        .await;
+    new.wait_for_log("the new process to take the 14 raw clients over", |event| {
+        event["message"] == "took the raw connections over" && event["connections"] == 14
+    })
+    .await;
+    assert_eq!(
+        log_count(&old, LEFT),
+        1,
+        "the old instance left the port again"
+    );
+    // Each reads on past the old process's last odd integer, with no close and no gap.
+    let last_odd = handed["odd_position"].as_u64().unwrap() * 2 - 1;
+    for ws in &mut clients {
+        let mut integers = crate::common::next_integers(ws, 1).await;
+        while *integers.last().unwrap() <= last_odd {
+            integers.extend(crate::common::next_integers(ws, 1).await);
+        }
+        crate::common::assert_consecutive(&integers);
+    }
+    // The port is the new process's, the old one gone: a new client is served.
+    let mut fresh = new.raw("/_ws/").await;
+    crate::common::next_integers(&mut fresh, 1).await;
+    let (answered, failures) = prober.stop().await;
+    assert!(failures.is_empty(), "probes failed: {failures:?}");
+    assert!(answered > 0, "the prober made no probe");
+}

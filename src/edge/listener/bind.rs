@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpListener;
 
 use super::inherited;
 use crate::succession::{self, Predecessor, Taken};
@@ -13,7 +14,7 @@ use crate::succession::{self, Predecessor, Taken};
 /// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows
 /// when thousands of clients reconnect at once after a deploy, and an overflowed SYN costs
 /// the client a one-second retransmit; the kernel caps this at `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 4096;
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// The socket the server listens on, and whether this process owns it.
 #[derive(Debug)]
@@ -50,12 +51,12 @@ pub(crate) struct Listen<'a> {
 /// other instances when `reuse_port` is set.
 pub(crate) fn listen(wanted: Listen<'_>) -> io::Result<Listener> {
     let passed = inherited::take()?;
-    // An instance at its limit leaves a shared port by closing its listener, which cannot
-    // close a socket another process also holds.
-    if wanted.reuse_port && (passed.is_some() || wanted.hand_over.is_some()) {
+    // An instance at its limit leaves a shared port by shutting its listener down, which
+    // would leave the socket systemd holds for the next start dead.
+    if wanted.reuse_port && passed.is_some() {
         return Err(io::Error::other(
-            "--reuse-port shares a port this process binds alone, and does not apply to a \
-             socket passed by systemd or handed over (--hand-over)",
+            "--reuse-port shares a port this process binds, and does not apply to a socket \
+             passed by systemd",
         ));
     }
     if let Some(passed) = passed {
@@ -81,24 +82,23 @@ pub(crate) fn listen(wanted: Listen<'_>) -> io::Result<Listener> {
         });
     }
     Ok(Listener {
-        socket: bind(wanted.addr, wanted.reuse_port)?,
+        socket: TcpListener::from_std(bind(wanted.addr, wanted.reuse_port)?)?,
         inherited: false,
         predecessor: None,
     })
 }
 
 /// Binds `addr`, sharing the port with other instances when `reuse_port` is set (the kernel
-/// then spreads new connections over them).
-pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
+/// then spreads new connections over them). Not registered with any runtime: the caller's
+/// reactor, or none, for a socket only passed on.
+pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
     if reuse_port {
-        socket.set_reuseport(true)?;
+        socket.set_reuse_port(true)?;
     }
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }

@@ -6,6 +6,7 @@
 //! - `inherited`: a listening socket passed by systemd (socket activation);
 //! - `port`: taking connections off it: the shared port left while full and rejoined once
 //!   there is room, and the socket options every connection gets;
+//! - `seat`: the socket an instance holds on a shared port now, for a successor to take;
 //! - `thread`: the accepting thread and its runtime, which keep the kernel's queue short and
 //!   answer health checks while the serving runtime is busy;
 //! - `hand_over`: the bounded queue to the serving runtime, and the task that serves HTTP on
@@ -22,6 +23,7 @@ mod files_limit;
 mod hand_over;
 mod inherited;
 mod port;
+mod seat;
 mod thread;
 mod v2_frames;
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::bind::bind;
 use super::counted::{Accepted, LiveConnections};
+use super::seat::Seat;
 
 /// Kernel send buffer asked for per connection (Linux doubles it). Fixed rather than
 /// autotuned (up to 4 MiB a socket): a client that stops reading holds at most this much
@@ -25,13 +26,30 @@ const REJOIN_CHECK: Duration = Duration::from_millis(50);
 
 /// A port this instance shares with others (`--reuse-port`), and the most connections it
 /// takes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct SharedPort {
-    pub addr: SocketAddr,
-    pub max_connections: usize,
+    addr: SocketAddr,
+    max_connections: usize,
+    /// The socket this instance holds on the port now; the hand-over offer holds it too.
+    seat: Seat,
 }
 
 impl SharedPort {
+    /// The port `listener` listens on, shared.
+    pub(crate) fn new(listener: &TcpListener, max_connections: usize) -> io::Result<SharedPort> {
+        let addr = listener.local_addr()?;
+        Ok(SharedPort {
+            addr,
+            max_connections,
+            seat: Seat::new(addr, listener)?,
+        })
+    }
+
+    /// The instance's place on the port, for a successor to take over.
+    pub(crate) fn seat(&self) -> Seat {
+        self.seat.clone()
+    }
+
     /// Back on the port once more than a twentieth of the room is free again (with room for
     /// 20, at 18), so that one client leaving does not make the instance bounce on and off it.
     fn rejoin_below(&self) -> usize {
@@ -42,7 +60,7 @@ impl SharedPort {
 /// The accepting thread's listener, whose accepted streams count themselves in
 /// [`LiveConnections`].
 ///
-/// On a shared port, an instance at the connection limit closes its listener and so leaves
+/// On a shared port, an instance at the connection limit shuts its listener down and so leaves
 /// the port to the others: the kernel spreads new connections over the listeners of a port
 /// without regard to how full each instance is, and a full one would answer its share 503,
 /// over and over, while another has room (after a deploy replaced one instance, the others'
@@ -69,7 +87,7 @@ impl CountingListener {
         shared: Option<SharedPort>,
     ) -> io::Result<CountingListener> {
         Ok(CountingListener {
-            inner: Some(watched(listener)?),
+            inner: Some(watched(listener.into_std()?)?),
             live,
             shared,
         })
@@ -78,10 +96,14 @@ impl CountingListener {
     /// The listener to accept on, after leaving or rejoining the shared port as the count of
     /// connections calls for.
     async fn listener(&mut self) -> &AsyncFd<std::net::TcpListener> {
-        if let Some(shared) = self.shared {
+        if let Some(shared) = &self.shared {
             let live = self.live.get();
-            if self.inner.is_some() && live >= shared.max_connections {
-                self.inner = None;
+            if live >= shared.max_connections
+                && let Some(listener) = self.inner.take()
+            {
+                if let Err(error) = shared.seat.leave(listener.into_inner()) {
+                    warn!(%error, "cannot shut the listener down; closed it");
+                }
                 info!(
                     live,
                     "at the connection limit: left the shared port to the others"
@@ -92,7 +114,10 @@ impl CountingListener {
                     tokio::time::sleep(REJOIN_CHECK).await;
                     continue;
                 }
-                match bind(shared.addr, true).and_then(watched) {
+                let rejoined = bind(shared.addr, true)
+                    .and_then(|listener| shared.seat.rejoined(&listener).map(|()| listener))
+                    .and_then(watched);
+                match rejoined {
                     Ok(listener) => {
                         self.inner = Some(listener);
                         info!(live = self.live.get(), "back on the shared port");
@@ -138,9 +163,16 @@ impl CountingListener {
     }
 }
 
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.seat.stopped();
+        }
+    }
+}
+
 /// `listener`, watched by the reactor of the caller's context.
-fn watched(listener: TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
-    let listener = listener.into_std()?;
+fn watched(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
     // SAFETY: the std listener owns its descriptor, which stays open and unchanged until the
     // `AsyncFd` that owns the listener is dropped.
     Ok(unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }?)
