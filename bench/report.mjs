@@ -6,6 +6,7 @@ import { execSync } from "node:child_process";
 import os from "node:os";
 import { pacedSection } from "./paced.mjs";
 import { activationSection, handOverSection } from "./restarts.mjs";
+import { rollingSection } from "./rolling.mjs";
 import { attackSection } from "./attack.mjs";
 import { connectSection } from "./connects.mjs";
 import { readJsonLines } from "./jsonl.mjs";
@@ -808,6 +809,7 @@ lines.push(
   ...activationSection(storms),
   ...handOverSection(storms, readJsonLines(`${dir}/handovers.jsonl`)),
   ...pacedSection(storms),
+  ...rollingSection(storms, readJsonLines(`${dir}/handovers.jsonl`)),
 );
 lines.push("", "![memory per connection and CPU per million messages](chart.svg)", "");
 writeFileSync(markdownPath, lines.join("\n"));

@@ -18,6 +18,8 @@
 #   bash bench/run.sh --paced   the paced drain (--drain-pace-ms): the restart by hand-over
 #                               and the rolling deploy of a cluster, each unpaced and paced,
 #                               twice each, alternated
+#   bash bench/run.sh --rolling the rolling deploy of a cluster by SIGTERM, with a paced
+#                               drain, and by hand-over, twice each, alternated
 #   bash bench/run.sh --hot-path SERVER...
 #                               the 19,000-client capacity and 5,000-client fan-out scenarios
 #                               of this server alone, on each binary given, twice, alternated,
@@ -56,6 +58,8 @@ hand_over_only=0
 [ "${1:-}" = "--hand-over" ] && hand_over_only=1
 paced_only=0
 [ "${1:-}" = "--paced" ] && paced_only=1
+rolling_only=0
+[ "${1:-}" = "--rolling" ] && rolling_only=1
 out=$(mktemp -d)
 runs="$out/runs.jsonl"
 storms="$out/storms.jsonl"
@@ -207,12 +211,12 @@ start_redis() {
 }
 
 instance_pid=""
-# start_instance NAME PORT LOG: one cluster instance of this server on the shared PORT and the
-# Redis of start_redis; sets instance_pid once it listens.
+# start_instance NAME PORT LOG [FLAG...]: one cluster instance of this server on the shared
+# PORT and the Redis of start_redis, with FLAGs added; sets instance_pid once it listens.
 start_instance() {
   $bin/integers --host 127.0.0.1 --port "$2" --reuse-port --interval-ms 1000 \
     --redis "redis://127.0.0.1:$redis_port" --cluster-name "bench-$1" --log-format json \
-    "${instance_extra[@]}" 2>"$3" &
+    "${instance_extra[@]}" "${@:4}" 2>"$3" &
   instance_pid=$!
   wait_for_line "$3" '"listening"' "instance $3 listening"
 }
@@ -386,17 +390,20 @@ storm_scenario() {
   activator_pid=""
 }
 
-# rolling_scenario NAME CLIENTS HOLD_SECONDS: three instances with --reuse-port on one port and
-# one Redis, holding CLIENTS raw clients that reconnect as the official client does. Three
-# seconds into the hold each instance in turn is replaced: a new one starts, then the old one
-# gets SIGTERM and is waited for.
+# rolling_scenario NAME CLIENTS HOLD_SECONDS [handover]: three instances with --reuse-port on
+# one port and one Redis, holding CLIENTS raw clients that reconnect as the official client
+# does. Three seconds into the hold each instance in turn is replaced: a new one starts, then
+# the old one gets SIGTERM and is waited for. With `handover`, each instance has a --hand-over
+# path of its own, and the new one, started with it, takes the old one's socket and raw
+# connections over; the old one drains and exits by itself.
 rolling_scenario() {
-  local port pids=() i load
+  local port pids=() i load handing=()
   start_redis
   port=$(free_port)
-  rm -f "$out/rolling.pids" "$out/ready-rolling"
+  rm -f "$out/rolling.pids" "$out/ready-rolling" "$out"/rolling-*.sock
   for i in 0 1 2; do
-    start_instance "$1" "$port" "$out/rolling-old-$i.log"
+    [ "${4:-}" = handover ] && handing=(--hand-over "$out/rolling-$i.sock")
+    start_instance "$1" "$port" "$out/rolling-old-$i.log" "${handing[@]}"
     pids[i]=$instance_pid
     echo "$instance_pid" >> "$out/rolling.pids"
   done
@@ -408,11 +415,15 @@ rolling_scenario() {
   wait_for_file "$out/ready-rolling" 120 "the clients up"
   sleep 3
   for i in 0 1 2; do
-    start_instance "$1" "$port" "$out/rolling-new-$i.log"
+    [ "${4:-}" = handover ] && handing=(--hand-over "$out/rolling-$i.sock")
+    start_instance "$1" "$port" "$out/rolling-new-$i.log" "${handing[@]}"
     echo "$instance_pid" >> "$out/rolling.pids"
-    kill -TERM "${pids[i]}"
+    [ "${4:-}" = handover ] || kill -TERM "${pids[i]}"
     wait "${pids[i]}" || true
     pids[i]=$instance_pid
+    # The old instance's own account of the raw connections it handed over, for RESULTS.md.
+    grep -h '"handed the raw connections over"' "$out/rolling-old-$i.log" \
+      | sed "s/^/{\"label\":\"$1\",\"moved\":/; s/\$/}/" >> "$out/handovers.jsonl" || true
   done
   wait "$load"
   kill "${pids[@]}" 2>/dev/null || true
@@ -564,6 +575,7 @@ run_storms() {
   instance_extra=("${PACED[@]}")
   rolling_scenario rolling-50000-pace3s 50000 40
   instance_extra=()
+  rolling_scenario rolling-50000-handover 50000 40 handover
 }
 connects="$out/connects.jsonl"
 : > "$connects"
@@ -639,6 +651,19 @@ if [ "$paced_only" = 1 ]; then
     instance_extra=()
   done
   node bench/paced.mjs "$storms"
+  exit 0
+fi
+# The rolling deploy of a cluster three ways: SIGTERM, SIGTERM with a paced drain, and by
+# hand-over, twice each, alternated; prints the section.
+if [ "$rolling_only" = 1 ]; then
+  for _ in 1 2; do
+    rolling_scenario rolling-50000 50000 40
+    instance_extra=("${PACED[@]}")
+    rolling_scenario rolling-50000-pace3s 50000 40
+    instance_extra=()
+    rolling_scenario rolling-50000-handover 50000 40 handover
+  done
+  node bench/rolling.mjs "$storms" "$out/handovers.jsonl"
   exit 0
 fi
 if [ "$storm_only" = 1 ] && [ $# -gt 1 ]; then

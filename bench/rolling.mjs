@@ -1,0 +1,50 @@
+// The "Rolling deploy by hand-over" section of bench/RESULTS.md: the rolling deploy of a
+// cluster by SIGTERM, by SIGTERM with a paced drain, and by hand-over (storms.jsonl, the load
+// generator's reports; handovers.jsonl, each old instance's account of the raw connections it
+// handed over). Used by report.mjs; run alone, it prints the section its input has:
+//   node bench/rolling.mjs RESULTS_DIR/storms.jsonl RESULTS_DIR/handovers.jsonl
+import { fileURLToPath } from "node:url";
+import { readJsonLines } from "./jsonl.mjs";
+import { restartTable } from "./restarts.mjs";
+
+// How each run replaced the instances, from its scenario's name.
+const DEPLOYS = {
+  "rolling-50000": "SIGTERM",
+  "rolling-50000-pace3s": "SIGTERM, paced over 3 s",
+  "rolling-50000-handover": "hand-over",
+};
+const deployOf = (run) => DEPLOYS[run.label.split(" ")[0]] ?? null;
+
+export function rollingSection(storms, handovers = []) {
+  const runs = storms.filter((r) => deployOf(r) !== null);
+  if (!runs.some((r) => deployOf(r) === "hand-over")) return [];
+  const moved = handovers.filter((h) => h.label === "rolling-50000-handover");
+  const notes = moved.length
+    ? [
+        "- Each old instance's account of its raw connections handed over, in deploy order: " +
+          moved.map((h) => `${h.moved.connections} in ${h.moved.took_ms} ms`).join(", ") +
+          " (from the successor's request to the last batch).",
+        "",
+      ]
+    : [];
+  return [
+    "## Rolling deploy by hand-over",
+    "",
+    "`rolling-50000` (three `--reuse-port` instances on one Redis, 50,000 raw clients " +
+      "reconnecting with the official client's back-off, each instance replaced in turn) three " +
+      "ways, twice each, alternated, in one run: SIGTERM once the new instance listens; the " +
+      "same with a paced drain (`--drain-pace-ms 3000 --drain-ms 10000`); and by hand-over, " +
+      "each instance with a `--hand-over` path of its own, the new one started with it taking " +
+      "the old one's socket on the port and its raw connections. Command: " +
+      "`bash bench/run.sh --rolling`.",
+    "",
+    ...restartTable(runs, "deploy", deployOf),
+    "",
+    ...notes,
+  ];
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const handovers = process.argv[3] ? readJsonLines(process.argv[3]) : [];
+  console.log(rollingSection(readJsonLines(process.argv[2]), handovers).join("\n"));
+}
