@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { startServer } from "./server.mjs";
+import { startServer, waitUntil } from "./server.mjs";
+
+export { waitUntil };
 
 const NGINX_EXAMPLE = fileURLToPath(new URL("../../deploy/nginx-cluster.conf", import.meta.url));
 
@@ -22,15 +24,6 @@ export async function freePort() {
   server.close();
   await once(server, "close");
   return port;
-}
-
-export async function waitUntil(what, done, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await done()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 // Runs `command` until stopped; `ready` is a line its output must show first.

@@ -233,10 +233,12 @@ export function eventWithin(emitter, name, what, timeoutMs = 10000) {
   );
 }
 
-// Polls until `done()` holds, failing after `timeoutMs` with what it waited for.
+// Polls until `done()` holds (awaited: it may be async), failing after `timeoutMs` with what
+// it waited for.
 export async function waitUntil(what, done, timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
-  while (!done()) {
+  for (;;) {
+    if (await done()) return;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
