@@ -182,6 +182,7 @@ impl Server {
             // with the shards'.
             let delivered = delivery.shards.stop(closed).await;
             // With a successor, the socket.io clients are paced now, after the raw ones moved.
+            let handed_over = taker.is_some();
             let paced = match &taker {
                 Some(_) if !pace.is_zero() => (pace, carriers.take()),
                 _ => (pace, Vec::new()),
@@ -193,6 +194,11 @@ impl Server {
                 connections.shutdown().await;
             }
             protocols.raw_closed().await;
+            // In a cluster, the streams stop running for this instance's clients now that they
+            // are gone; those that moved to a successor are its own to claim.
+            if !handed_over {
+                supply.source.withdraw_demand().await;
+            }
         })
         .await;
         if drained.is_err() {

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::local::LocalTicker;
-use super::redis::{ClusterError, ClusterState, Endpoint, RedisSource, TlsFiles};
+use super::redis::{Claims, ClusterError, ClusterState, Endpoint, RedisSource, TlsFiles};
 use super::state_file::{CounterStore, StoreError};
 use super::{Cadence, IntegerSource, NextBeat};
 use crate::config::Config;
@@ -26,14 +26,14 @@ pub enum OpenError {
 /// the local ticker otherwise.
 pub(crate) enum ChosenSource {
     Local(LocalTicker),
-    Cluster(RedisSource),
+    Cluster(Box<RedisSource>),
 }
 
 impl ChosenSource {
     /// Opens the source `config` names, and the feed it starts from: the saved positions, the
     /// cluster's, the positions the process this one took over from handed over (without
     /// state, where nothing else holds them), or the streams' starts. A local ticker keeps
-    /// that process's cadence.
+    /// that process's cadence; so does a cluster instance that gets the lease it released.
     pub(crate) async fn open(
         config: &Config,
         taken: TakenOver,
@@ -75,7 +75,8 @@ impl ChosenSource {
                 .clone()
                 .zip(config.redis_client_key.clone()),
         };
-        let source = RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?;
+        let source = RedisSource::new(&endpoint, &tls, &config.cluster_name, config.interval())?
+            .continuing(taken.next_beat);
         let positions = source.current_positions().await?.unwrap_or_default();
         info!(
             odd_position = positions.odd,
@@ -84,7 +85,7 @@ impl ChosenSource {
         );
         let slack = RedisSource::resume_slack(config.interval());
         let feed = Feed::with_resume_slack(positions, backlog, slack);
-        Ok((ChosenSource::Cluster(source), feed))
+        Ok((ChosenSource::Cluster(Box::new(source)), feed))
     }
 
     /// The instance's place in its cluster, which the source keeps current; `None` alone.
@@ -97,13 +98,14 @@ impl ChosenSource {
 
     /// Runs the source on its own task until `stop` is cancelled, or [`Running::stopped`].
     pub(crate) fn spawn(self, feed: Feed, stop: CancellationToken) -> Running {
-        let cadence = match &self {
-            ChosenSource::Local(ticker) => Some(ticker.cadence()),
-            ChosenSource::Cluster(_) => None,
+        let (cadence, claims) = match &self {
+            ChosenSource::Local(ticker) => (ticker.cadence(), None),
+            ChosenSource::Cluster(source) => (source.cadence(), Some(source.claims())),
         };
         Running {
             task: Some(tokio::spawn(self.run(feed, stop.clone()))),
             cadence,
+            claims,
             stop,
         }
     }
@@ -145,17 +147,20 @@ pub(crate) struct TakenOver {
 pub(crate) struct Running {
     /// `None` once it has been awaited to its end.
     task: Option<JoinHandle<()>>,
-    /// Where a local ticker leaves its next beat; `None` in a cluster, whose leader keeps the
-    /// clock.
-    cadence: Option<Cadence>,
+    /// Where the ticker leaves its next beat: a local one's, or a cluster leader's that
+    /// released the lease as it stopped.
+    cadence: Cadence,
+    /// A cluster instance's demand claims, left in Redis when the source stops.
+    claims: Option<Claims>,
     /// Cancelled to stop the source, here or by whoever gave it; the task holds a clone.
     stop: CancellationToken,
 }
 
 impl Running {
     /// Stops the source and waits for it: alone, it has saved the exact positions; in a
-    /// cluster, it has handed the lease over. A source that panicked has stopped too. Gives a
-    /// local ticker's next beat, if it was ticking.
+    /// cluster, it has handed the lease over. A source that panicked has stopped too. Gives
+    /// the clock's next beat: a local ticker's if it was ticking, a cluster leader's if it
+    /// released the lease.
     ///
     /// May be called again after an earlier call was given up on (the drain's time ran out).
     pub(crate) async fn stopped(&mut self) -> Option<NextBeat> {
@@ -164,6 +169,13 @@ impl Running {
             let _ = task.await;
             self.task = None;
         }
-        self.cadence.as_ref().and_then(Cadence::left)
+        self.cadence.left()
+    }
+
+    /// Withdraws a cluster instance's demand claims, once its clients are gone.
+    pub(crate) async fn withdraw_demand(&self) {
+        if let Some(claims) = &self.claims {
+            claims.withdraw().await;
+        }
     }
 }

@@ -106,12 +106,6 @@ impl HalfBeats {
             at: self.due,
         }
     }
-
-    /// Makes the next beat come at once.
-    pub(crate) fn reset_immediately(&mut self) {
-        self.clock.reset_immediately();
-        self.due = Instant::now();
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,16 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer } from "./server.mjs";
 import { rawClient } from "./clients.mjs";
-import { assertGapless, freePort, redisCli, startRedis, waitUntil } from "./infra.mjs";
+import {
+  assertAlternating,
+  assertGapless,
+  freePort,
+  redisCli,
+  startRedis,
+  waitUntil,
+  watchClaimsWithdrawn,
+  watchTicks,
+} from "./infra.mjs";
 
 // The leader's interval, and the follower's own, four times as long.
 const LEADER_MS = 100;
@@ -228,5 +237,64 @@ describe("a follower refused the cluster's channel", () => {
       arrivals * 3 <= integers,
       `${integers} integers in ${arrivals} arrivals: not from the once-a-second read`,
     );
+  });
+});
+
+describe("a new leader of a cluster", () => {
+  // Long enough that the old leader stops between one stream's tick and the other's.
+  const INTERVAL_MS = 1000;
+  let pair;
+  let channel;
+  let claims;
+  const clients = [];
+
+  before(async () => {
+    pair = await startPair("due", { leaderMs: INTERVAL_MS, followerMs: INTERVAL_MS });
+    channel = await watchTicks(pair.redisPort, "due");
+    claims = await watchClaimsWithdrawn(pair.redisPort, "due");
+  });
+
+  after(async () => {
+    await channel?.stop();
+    await claims?.stop();
+    await pair?.stop(clients);
+  });
+
+  // Promise: cluster-takeover-due-first
+  it("ticks first the stream that did not tick last", async () => {
+    const { leader, follower } = pair;
+    clients.push(rawClient(follower.wsUrl, "odd"), rawClient(follower.wsUrl, "even"));
+    // Stopped just after an odd tick, the leader leaves even due.
+    let seen = 0;
+    await waitUntil(
+      "an odd tick just published",
+      () => {
+        const ticks = channel.ticks();
+        const fresh = ticks.length > seen && ticks.length >= 2;
+        seen = ticks.length;
+        return fresh && ticks.at(-1).startsWith("odd ");
+      },
+      5 * INTERVAL_MS,
+    );
+    assert.equal(await leader.stop(), 0, "the leader did not exit cleanly");
+    const before = channel.ticks().length;
+    await waitUntil(
+      "two ticks of the new leader",
+      () => channel.ticks().length >= before + 2,
+      5 * INTERVAL_MS,
+    );
+    assert.ok(
+      follower.log().includes('"message":"leading: this instance ticks"'),
+      "the follower did not take the lease",
+    );
+    assertAlternating(channel.ticks());
+    for (const client of clients) assertGapless(client);
+  });
+
+  // Promise: cluster-stop-withdraws
+  it("is stopped: its claims on both streams are withdrawn", async () => {
+    assert.equal(claims.withdrawn(), 0, "claims withdrawn while the clients were connected");
+    assert.equal(await pair.follower.stop(), 0, "the instance did not exit cleanly");
+    await waitUntil("both claims withdrawn", () => claims.withdrawn() === 2);
   });
 });

@@ -8,7 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startServer, assertConsecutive, waitUntil } from "./server.mjs";
 import { rawClient, socketIoClient } from "./clients.mjs";
-import { freePort, metric, startRedis } from "./infra.mjs";
+import {
+  assertAlternating,
+  freePort,
+  metric,
+  startRedis,
+  watchClaimsWithdrawn,
+  watchTicks,
+} from "./infra.mjs";
 
 const INTERVAL_MS = 100;
 
@@ -53,6 +60,57 @@ test("an instance of a cluster handed over: its raw clients move, the streams ru
     for (const client of clients) client.close();
     if (successor) assert.equal(await successor.stop(), 0, "the new process did not exit cleanly");
     await other?.stop();
+    await old?.stop();
+    await redis.stop();
+  }
+});
+
+// Promise: hand-over-cluster-clock
+test("a leader handed over: the new process takes its lease at once, and its clock", async () => {
+  const redisPort = await freePort();
+  const redis = await startRedis(redisPort);
+  const control = join(mkdtempSync(join(tmpdir(), "integers-cluster-clock-")), "c.sock");
+  const handing = ["--redis", `redis://127.0.0.1:${redisPort}`, "--cluster-name", "clock"];
+  handing.push("--hand-over", control);
+  let old;
+  let successor;
+  let channel;
+  let claims;
+  const clients = [];
+  try {
+    channel = await watchTicks(redisPort, "clock");
+    claims = await watchClaimsWithdrawn(redisPort, "clock");
+    old = await startServer({ intervalMs: INTERVAL_MS, extraArgs: handing });
+    clients.push(rawClient(old.wsUrl, "odd"), rawClient(old.wsUrl, "even"));
+    await waitUntil("the old process leading, and its first ticks", async () => {
+      const status = await old.status();
+      return status.cluster.leader && channel.ticks().length >= 4;
+    });
+    successor = await startServer({ intervalMs: INTERVAL_MS, extraArgs: handing });
+    assert.equal(await old.exited(), 0, "the old process did not exit cleanly");
+    const before = channel.ticks().length;
+    await waitUntil("four ticks of the new process", () => channel.ticks().length >= before + 4);
+    // Alone in the cluster with the old one, the new process asks for the released lease
+    // first, and ticks on the old one's clock.
+    const leading = successor
+      .log()
+      .split("\n")
+      .find((line) => line.includes('"message":"leading: this instance ticks"'));
+    assert.ok(leading, "the new process did not lead");
+    assert.equal(JSON.parse(leading).handed_clock, true, leading);
+    assertAlternating(channel.ticks());
+    for (const client of clients) {
+      assertConsecutive(assert, client.seen, client.parity);
+      assert.equal(client.connects, 1, "a raw client reconnected");
+    }
+    // The old process's claims on the streams were left to lapse, not withdrawn: its clients
+    // moved, and the streams were in demand all along.
+    assert.equal(claims.withdrawn(), 0, "claims withdrawn through the hand-over");
+  } finally {
+    for (const client of clients) client.close();
+    await channel?.stop();
+    await claims?.stop();
+    if (successor) assert.equal(await successor.stop(), 0, "the new process did not exit cleanly");
     await old?.stop();
     await redis.stop();
   }

@@ -362,3 +362,67 @@ export async function refusedStart(extraArgs) {
   assert.equal(failed[0].level, "ERROR");
   return failed[0].error;
 }
+
+// Debian's redis-cli subscribed with `command` (SUBSCRIBE or PSUBSCRIBE) to `target`:
+// `messages()` gives what it received so far, in order, each a `{ channel, payload }`.
+async function subscribed(port, command, target) {
+  const subscriber = await startProcess(
+    "redis-cli",
+    ["-h", "127.0.0.1", "-p", String(port), command, target],
+    // Unframed, each reply's parts come one a line, the first naming its kind.
+    (output) => output.split("\n").includes(command.toLowerCase()),
+  );
+  return {
+    messages() {
+      const lines = subscriber.output().split("\n");
+      const messages = [];
+      for (let i = 0; i < lines.length; i++) {
+        if (lines[i] === "message" && i + 2 < lines.length) {
+          messages.push({ channel: lines[i + 1], payload: lines[i + 2] });
+        } else if (lines[i] === "pmessage" && i + 3 < lines.length) {
+          messages.push({ channel: lines[i + 2], payload: lines[i + 3] });
+        }
+      }
+      return messages;
+    },
+    stop: () => subscriber.stop(),
+  };
+}
+
+// A subscriber to a cluster's tick channel (`integers:{NAME}:ticks`, docs/cluster.md):
+// `ticks()` gives the messages so far, `odd 17` or `even 9`, in the order Redis published them.
+export async function watchTicks(port, clusterName) {
+  const channel = await subscribed(port, "SUBSCRIBE", `integers:{${clusterName}}:ticks`);
+  return {
+    ticks: () => channel.messages().map((message) => message.payload),
+    stop: () => channel.stop(),
+  };
+}
+
+// The claims withdrawn from a cluster's demand sets (docs/cluster.md), through Redis's keyspace
+// notifications of sorted-set commands: `withdrawn()` counts the members removed so far.
+export async function watchClaimsWithdrawn(port, clusterName) {
+  await redisCli(port, ["CONFIG", "SET", "notify-keyspace-events", "Kz"]);
+  const keys = await subscribed(
+    port,
+    "PSUBSCRIBE",
+    `__keyspace@0__:integers:{${clusterName}}:demand:*`,
+  );
+  return {
+    withdrawn: () => keys.messages().filter((message) => message.payload === "zrem").length,
+    stop: () => keys.stop(),
+  };
+}
+
+// Asserts that `ticks` alternate between the streams: no stream ticks twice in a row while
+// both are in demand.
+export function assertAlternating(ticks) {
+  const parities = ticks.map((tick) => tick.split(" ")[0]);
+  for (let i = 1; i < parities.length; i++) {
+    assert.notEqual(
+      parities[i],
+      parities[i - 1],
+      `${parities[i]} ticked twice in a row: ${ticks.join(", ")}`,
+    );
+  }
+}

@@ -28,6 +28,8 @@
 //!
 //! - `primary`: where the primary is (a URL, or the Sentinels), TLS, start-up errors;
 //! - `sentinels`: the Sentinels, each attempt starting at another after one failed;
+//! - `demand`: this instance's demand claims, kept in step with its clients;
+//! - `lead`: the lease, and the ticks of the instance that holds it;
 //! - `link`: the command connection the tasks share, opened again after any failure, and the
 //!   judge of whether Redis is up;
 //! - `scripts`: the Lua scripts and key names;
@@ -39,23 +41,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::{RedisError, Script};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use redis::RedisError;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::source::{HalfBeats, IntegerSource};
-use crate::stream::feed::{Demand, Feed};
+use crate::source::{Cadence, IntegerSource, NextBeat};
+use crate::stream::feed::Feed;
 use crate::stream::parity::{ByParity, Parity};
-use crate::telemetry;
+use crate::sync::lock;
 
+pub(crate) use demand::Claims;
 use link::{Backoff, Link};
 use primary::Primary;
 pub(crate) use primary::{ClusterError, Endpoint, TlsFiles};
-use scripts::{ACQUIRE_SCRIPT, DEMAND_SCRIPT, Keys, RELEASE_SCRIPT, TICK_SCRIPT};
+use scripts::Keys;
 pub(crate) use state::ClusterState;
 use ticks::{Arrivals, deliver_tick};
 
+mod demand;
+mod lead;
 mod link;
 mod primary;
 mod scripts;
@@ -82,6 +87,17 @@ pub(crate) struct RedisSource {
     keys: Keys,
     state: ClusterState,
     interval: Duration,
+    /// The clock of the process this one took over from (`--hand-over`), when that one led:
+    /// the lease it released is asked for at once, and held, ticks on that clock.
+    handed_clock: Option<NextBeat>,
+    /// Where this instance leaves its clock when it stops leading at shutdown, for the process
+    /// taking over from it.
+    cadence: Cadence,
+    /// This instance's demand claims, which the drain withdraws.
+    claims: Claims,
+    /// The stream of the last tick message delivered: the other one is due next, which a new
+    /// leader ticks first.
+    last_ticked: std::sync::Mutex<Option<Parity>>,
 }
 
 impl RedisSource {
@@ -97,12 +113,36 @@ impl RedisSource {
         let instance = format!("{}-{:08x}", std::process::id(), random as u32);
         let state = ClusterState::new(name, instance);
         let primary = Primary::new(endpoint, tls, state.clone())?;
+        let link = Arc::new(Link::new(primary, state.clone()));
+        let keys = Keys::new(name);
         Ok(RedisSource {
-            link: Arc::new(Link::new(primary, state.clone())),
-            keys: Keys::new(name),
+            claims: Claims::new(link.clone(), &keys, state.instance()),
+            link,
+            keys,
             state,
             interval,
+            handed_clock: None,
+            cadence: Cadence::default(),
+            last_ticked: std::sync::Mutex::default(),
         })
+    }
+
+    /// Goes on from `handed`, the clock of the process this one took over from, if it led.
+    pub(crate) fn continuing(self, handed: Option<NextBeat>) -> RedisSource {
+        RedisSource {
+            handed_clock: handed,
+            ..self
+        }
+    }
+
+    /// This instance's demand claims, for the drain to withdraw.
+    pub(crate) fn claims(&self) -> Claims {
+        self.claims.clone()
+    }
+
+    /// Where the clock is left when this instance stops leading at shutdown.
+    pub(crate) fn cadence(&self) -> Cadence {
+        self.cadence.clone()
     }
 
     /// The cluster's current positions, read once before the instance accepts clients, so
@@ -162,7 +202,7 @@ impl IntegerSource for RedisSource {
         );
         tokio::join!(
             self.deliver(&feed, &shutdown),
-            self.report_demand(&feed, &shutdown),
+            self.claims.report(&feed, &shutdown),
             self.lead(&feed, &shutdown),
         );
     }
@@ -205,7 +245,10 @@ impl RedisSource {
                     _ = shutdown.cancelled() => return,
                     message = messages.next() => match message {
                         Some(message) => {
-                            deliver_tick(feed, &mut arrivals, message.get_payload_bytes());
+                            let payload = message.get_payload_bytes();
+                            if let Some(parity) = deliver_tick(feed, &mut arrivals, payload) {
+                                *lock(&self.last_ticked) = Some(parity);
+                            }
                         }
                         None => {
                             let error = std::io::Error::new(
@@ -241,122 +284,6 @@ impl RedisSource {
         let recent = (self.interval * 2).max(RESYNC_EVERY * 2);
         for parity in Parity::ALL {
             feed.set_running(parity, arrivals.within(parity, recent));
-        }
-    }
-
-    /// Keeps this instance's demand claims in Redis in step with its subscribers.
-    async fn report_demand(&self, feed: &Feed, shutdown: &CancellationToken) {
-        let mut demand = feed.demand();
-        let mut renew = every_resync();
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                changed = demand.changed() => if changed.is_err() { break },
-                _ = renew.tick() => {}
-            }
-            let wanted = *demand.borrow_and_update();
-            // A failure is the link's to report; the next change or renewal tries again.
-            let _ = self.claim(wanted).await;
-        }
-        // Leaving: stop keeping streams running for clients that are gone.
-        let _ = self.claim(Demand::default()).await;
-    }
-
-    async fn claim(&self, wanted: Demand) -> Result<(), RedisError> {
-        let flag = |parity: Parity| if wanted[parity] { "1" } else { "0" };
-        let script = Script::new(DEMAND_SCRIPT);
-        let mut claim = script.key(&self.keys.demand.odd);
-        claim
-            .key(&self.keys.demand.even)
-            .arg(self.state.instance())
-            .arg(DEMAND_TTL.as_millis() as u64)
-            .arg(flag(Parity::Odd))
-            .arg(flag(Parity::Even));
-        self.link.invoke::<i64>(&claim).await.map(drop)
-    }
-
-    /// Contends for the lease, and ticks while holding it.
-    async fn lead(&self, feed: &Feed, shutdown: &CancellationToken) {
-        let acquire = Script::new(ACQUIRE_SCRIPT);
-        let tick = Script::new(TICK_SCRIPT);
-        let lease_ms = self.lease().as_millis() as u64;
-        let mut token: Option<String> = None;
-        let mut beats = HalfBeats::starting_at(Instant::now(), self.interval);
-        loop {
-            let Some(held) = &token else {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(self.lease_poll()) => {}
-                }
-                let nonce = format!("{:08x}", RandomState::new().hash_one(Instant::now()) as u32);
-                let mut attempt = acquire.key(&self.keys.lease);
-                attempt
-                    .key(&self.keys.fence)
-                    .arg(self.state.instance())
-                    .arg(lease_ms)
-                    .arg(nonce);
-                // Nothing when someone else leads, or when Redis failed (the link reports
-                // that): poll again.
-                if let Ok(Some(acquired)) = self.link.invoke::<Option<String>>(&attempt).await {
-                    info!(token = %acquired, "leading: this instance ticks");
-                    self.state.set_leader(true);
-                    token = Some(acquired);
-                    // Tick at once: the last leader's final tick is at least a lease ago.
-                    beats.reset_immediately();
-                }
-                continue;
-            };
-            let stream = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                stream = beats.next() => stream,
-            };
-            let floor = ByParity::from_fn(|parity| feed.position(parity));
-            let mut step = tick.key(&self.keys.lease);
-            step.key(&self.keys.positions.odd)
-                .key(&self.keys.positions.even)
-                .key(&self.keys.demand.odd)
-                .key(&self.keys.demand.even)
-                .arg(held)
-                .arg(lease_ms)
-                .arg(&self.keys.channel)
-                .arg(floor.odd)
-                .arg(floor.even)
-                .arg(slot(stream) + 1);
-            let ticked: Result<Vec<i64>, RedisError> = self.link.invoke(&step).await;
-            match ticked.as_deref() {
-                Ok([-1]) => {
-                    warn!("lost the lease; another instance ticks now");
-                    self.state.set_leader(false);
-                    token = None;
-                }
-                Ok(published) => {
-                    for parity in Parity::ALL {
-                        if published
-                            .get(slot(parity))
-                            .is_some_and(|&position| position > 0)
-                        {
-                            telemetry::produced(parity.as_str());
-                        }
-                    }
-                }
-                // Keep the token: if the lease survives the outage, this instance still leads;
-                // if it lapsed, the next tick finds out, and the script keeps it safe meanwhile.
-                Err(_) => {}
-            }
-        }
-        if let Some(held) = token {
-            // Hand over at once instead of making the next leader wait out the lease.
-            let release = Script::new(RELEASE_SCRIPT);
-            let mut release = release.key(&self.keys.lease);
-            release.arg(&held);
-            let released = self.link.invoke::<i64>(&release).await;
-            if released.is_ok() {
-                info!("lease released");
-            }
-            self.state.set_leader(false);
         }
     }
 }

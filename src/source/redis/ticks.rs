@@ -9,18 +9,18 @@ use tracing::warn;
 use crate::stream::feed::Feed;
 use crate::stream::parity::{ByParity, Parity};
 
-/// Delivers the position a tick message carries.
-pub(super) fn deliver_tick(feed: &Feed, arrivals: &mut Arrivals, payload: &[u8]) {
-    match parse_tick(payload) {
-        Some((parity, position)) => {
-            feed.publish_through(parity, position);
-            arrivals.record(parity);
-        }
-        None => warn!(
+/// Delivers the position a tick message carries; gives its stream.
+pub(super) fn deliver_tick(feed: &Feed, arrivals: &mut Arrivals, payload: &[u8]) -> Option<Parity> {
+    let Some((parity, position)) = parse_tick(payload) else {
+        warn!(
             payload = ?String::from_utf8_lossy(payload),
             "ignored a malformed tick message"
-        ),
-    }
+        );
+        return None;
+    };
+    feed.publish_through(parity, position);
+    arrivals.record(parity);
+    Some(parity)
 }
 
 /// `odd 17` or `even 9`: a stream and a position.
