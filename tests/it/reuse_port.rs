@@ -457,3 +457,37 @@ async fn an_instance_on_a_shared_port_hands_over_the_socket_it_holds_now() {
     assert!(failures.is_empty(), "probes failed: {failures:?}");
     assert!(answered > 0, "the prober made no probe");
 }
+
+/// An instance that stops leaves the shared port when it stops accepting, before its drain
+/// ends, though its hand-over offer held the socket too: with no other instance on the port,
+/// a connection made while it drains is refused, not queued for a socket nobody accepts on.
+// Promise: restart-refuse, shared-port-refused
+#[tokio::test]
+async fn an_instance_stopping_leaves_the_shared_port_while_it_drains() {
+    let control = crate::common::state_dir("shared-port-drain").join("control.sock");
+    let mut server = Process::start(
+        free_port(),
+        &[
+            "--no-state",
+            "--reuse-port",
+            "--hand-over",
+            control.to_str().unwrap(),
+            "--drain-ms",
+            "3000",
+            // The close handshake alone would wait this long for the stubborn client's answer.
+            "--ping-timeout-ms",
+            "60000",
+        ],
+    )
+    .await;
+    let stubborn = crate::common::stubborn_client(&server).await;
+    server
+        .wait_for_status("the stubborn client to count", |s| {
+            s.odd.subscribers.raw == 1
+        })
+        .await;
+    let pid = server.child.id().expect("running") as i32;
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    crate::common::assert_refused_while_draining(&mut server, &stubborn).await;
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common::{
     PATIENCE, Process, assert_status_ok, next_integers, refused_at_start, request_during_drain,
-    socketio_websocket, state_dir, status_request, still_open, stubborn_client,
+    socketio_websocket, state_dir, status_request, stubborn_client,
 };
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -170,27 +170,7 @@ async fn a_client_that_never_lets_go_is_cut_at_drain_ms_within_2_s_and_the_exit_
 
     // During the drain the port is closed: new connections, health checks included, are
     // refused, so a load balancer sends new clients elsewhere at once.
-    server
-        .wait_for_log("the listener to close", |event| {
-            event["message"] == "stopped accepting connections"
-        })
-        .await;
-    let refused = tokio::net::TcpStream::connect(server.addr).await;
-    assert_eq!(
-        refused.map(drop).map_err(|error| error.kind()),
-        Err(std::io::ErrorKind::ConnectionRefused),
-        "a connection during the drain"
-    );
-    // The refusal came while the drain was under way, not from a process already gone: it
-    // still runs, and still holds the client that never lets go.
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "the process had exited before the refusal was seen"
-    );
-    assert!(
-        still_open(&stubborn),
-        "the stubborn client was cut before the refusal was seen"
-    );
+    crate::common::assert_refused_while_draining(&mut server, &stubborn).await;
 
     let exit = tokio::time::timeout(DRAIN + MARGIN, server.child.wait())
         .await

@@ -163,14 +163,6 @@ impl CountingListener {
     }
 }
 
-impl Drop for CountingListener {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.seat.stopped();
-        }
-    }
-}
-
 /// `listener`, watched by the reactor of the caller's context.
 fn watched(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
     // SAFETY: the std listener owns its descriptor, which stays open and unchanged until the

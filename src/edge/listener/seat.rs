@@ -13,7 +13,8 @@ use super::bind::bind;
 use crate::succession::ListeningSocket;
 
 /// The socket an instance holds on a shared port, shared by the accepting thread, which
-/// leaves and rejoins, and by the hand-over offer, which passes it on.
+/// leaves and rejoins, and by the hand-over offer, which passes it on. The copy here closes
+/// with the last of them, both gone once the process has stopped accepting.
 #[derive(Debug, Clone)]
 pub(crate) struct Seat {
     addr: SocketAddr,
@@ -65,12 +66,6 @@ impl Seat {
     pub(super) fn rejoined(&self, listener: &std::net::TcpListener) -> io::Result<()> {
         self.held().socket = Some(listener.as_fd().try_clone_to_owned()?);
         Ok(())
-    }
-
-    /// The accepting thread has stopped: the copy here is closed with its own, and the socket
-    /// with them unless a successor holds it.
-    pub(super) fn stopped(&self) {
-        self.held().socket = None;
     }
 }
 

@@ -278,3 +278,31 @@ pub(crate) async fn request_during_drain(
     );
     request
 }
+
+/// Asserts that `server`, sent SIGTERM, refuses new connections once it has stopped
+/// accepting, while its drain still runs and still holds `stubborn`: the refusal is the
+/// drain's, not that of a process already gone.
+pub(crate) async fn assert_refused_while_draining(
+    server: &mut Process,
+    stubborn: &tokio::net::TcpStream,
+) {
+    server
+        .wait_for_log("the listener to close", |event| {
+            event["message"] == "stopped accepting connections"
+        })
+        .await;
+    let refused = tokio::net::TcpStream::connect(server.addr).await;
+    assert_eq!(
+        refused.map(drop).map_err(|error| error.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused),
+        "a connection during the drain"
+    );
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the process had exited before the refusal was seen"
+    );
+    assert!(
+        still_open(stubborn),
+        "the stubborn client was cut before the refusal was seen"
+    );
+}
