@@ -1,0 +1,158 @@
+//! Unit tests of the v2 frame filter: the frames it holds, rewrites and passes.
+
+use super::*;
+
+fn client_frame(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    push_masked_length(&mut frame, payload.len());
+    frame.extend_from_slice(&key);
+    let mut masked = payload.to_vec();
+    apply_mask(&mut masked, key);
+    frame.extend_from_slice(&masked);
+    frame
+}
+
+fn through(filter: &mut FrameFilter, bytes: &[u8], step: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(step) {
+        filter.feed(chunk);
+        let mut room = [0u8; 7];
+        while filter.has_out() {
+            let mut buf = ReadBuf::new(&mut room);
+            filter.give(&mut buf);
+            out.extend_from_slice(buf.filled());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_connect_packet_with_a_query_is_rewritten_and_other_frames_pass() {
+    let key = [1, 2, 3, 4];
+    let long = vec![b'x'; 2000];
+    let mut input = client_frame(1, b"2probe", key);
+    input.extend(client_frame(1, b"40/odd?after=41&token=x,", key));
+    input.extend(client_frame(2, b"40/odd?after=1,", key));
+    input.extend(client_frame(1, &long, key));
+    input.extend(client_frame(1, b"", key));
+    input.extend(client_frame(1, &vec![b'y'; 70_000], key));
+    let token = "t".repeat(2000);
+    input.extend(client_frame(
+        1,
+        format!("40/even?after=3&jwt={token},").as_bytes(),
+        key,
+    ));
+    let mut expected = client_frame(1, b"2probe", key);
+    expected.extend(client_frame(
+        1,
+        br#"40/odd,{"after":"41","token":"x"}"#,
+        key,
+    ));
+    expected.extend(client_frame(2, b"40/odd?after=1,", key));
+    expected.extend(client_frame(1, &long, key));
+    expected.extend(client_frame(1, b"", key));
+    // Past socketioxide's bound, a text frame passes as it came; within it, a connect
+    // packet with a long query is rewritten.
+    expected.extend(client_frame(1, &vec![b'y'; 70_000], key));
+    let rewritten = format!(r#"40/even,{{"after":"3","jwt":"{token}"}}"#);
+    expected.extend(client_frame(1, rewritten.as_bytes(), key));
+    for step in [1, 3, 64, input.len()] {
+        let got = through(&mut FrameFilter::default(), &input, step);
+        assert_eq!(got, expected, "read {step} bytes at a time");
+    }
+}
+
+#[test]
+fn a_mask_is_applied_byte_by_byte_with_the_key_repeated() {
+    let mut payload = [0x01, 0x02, 0x03, 0x04, 0x05];
+    apply_mask(&mut payload, [1, 2, 3, 4]);
+    assert_eq!(payload, [0, 0, 0, 0, 4]);
+}
+
+#[test]
+fn a_masked_length_is_written_in_its_shortest_form() {
+    for (length, bytes) in [
+        (125, vec![0x80 | 125]),
+        (126, vec![0x80 | 126, 0, 126]),
+        (65_536, vec![0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+    ] {
+        let mut out = Vec::new();
+        push_masked_length(&mut out, length);
+        assert_eq!(out, bytes, "{length}");
+    }
+}
+
+#[test]
+fn an_unmasked_or_unfinished_frame_passes_as_it_came() {
+    let mut unmasked = vec![0x81, 11];
+    unmasked.extend_from_slice(b"40/odd?x=1,");
+    let mut fragment = client_frame(1, b"40/odd?x=1,", [9, 8, 7, 6]);
+    fragment[0] = 0x01; // text, FIN clear: the first of a fragmented message
+    for frame in [unmasked, fragment] {
+        assert_eq!(through(&mut FrameFilter::default(), &frame, 2), frame);
+    }
+}
+
+/// Asserts that a connection whose first read is `first` is not watched.
+fn assert_not_watched(first: &[u8]) {
+    let mut sniff = Sniff::default();
+    sniff.saw(first);
+    let shown = String::from_utf8_lossy(first);
+    assert!(matches!(sniff, Sniff::Off), "{shown}");
+}
+
+#[test]
+fn a_first_read_that_cannot_be_a_v2_request_line_stops_the_watch() {
+    for first in [
+        &b""[..],
+        b"GET /elsewhere/and/on",
+        b"POST /socket.io/?EIO=3",
+    ] {
+        assert_not_watched(first);
+    }
+    // A request line that never ends is given up past its bound, not at it.
+    let mut sniff = Sniff::default();
+    let start = b"GET /socket.io/?EIO=3&transport=websocket&t=";
+    sniff.saw(start);
+    sniff.saw(&vec![b'x'; LONGEST_LINE - start.len()]);
+    assert!(sniff.watching(), "given up at the bound");
+    sniff.saw(b"x");
+    assert!(matches!(sniff, Sniff::Off), "watched past the bound");
+    // Long headers after the line, in the line's read, are no reason to stop.
+    let mut long = b"GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n".to_vec();
+    long.extend(format!("Cookie: {}\r\n\r\n", "c".repeat(6000)).as_bytes());
+    let mut sniff = Sniff::default();
+    sniff.saw(&long);
+    assert!(
+        matches!(sniff, Sniff::Frames(_)),
+        "a request with long headers"
+    );
+}
+
+#[test]
+fn only_a_v2_websocket_request_is_watched_and_frames_start_after_its_head() {
+    let request = b"GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\nHost: x\r\n\r\n";
+    for cuts in [&[24, 60][..], &[60], &[3, 20, 52, 53, 62]] {
+        let mut sniff = Sniff::default();
+        let mut from = 0;
+        for &cut in cuts {
+            sniff.saw(&request[from..cut]);
+            assert!(sniff.watching(), "cut at {cuts:?}");
+            from = cut;
+        }
+        sniff.saw(&request[from..]);
+        assert!(matches!(sniff, Sniff::Frames(_)), "cut at {cuts:?}");
+    }
+    for other in [
+        &b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n\r\n"[..],
+        b"GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\n\r\n",
+        b"GET /_ws/?EIO=3&transport=websocket HTTP/1.1\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        assert_not_watched(other);
+    }
+    // Frames sent before the answer.
+    let mut early = request.to_vec();
+    early.extend(client_frame(1, b"40/odd?x=1,", [0; 4]));
+    assert_not_watched(&early);
+}
