@@ -30,10 +30,13 @@ impl RedisSource {
                 // The lease a predecessor released just now is asked for at once, the first
                 // time only: another instance may have taken it first.
                 let clock = handed.take();
+                let mut on_release = false;
                 if clock.is_none() {
+                    // Or at once, when the leader says it gave the lease up.
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break,
+                        _ = self.released.notified() => on_release = true,
                         _ = tokio::time::sleep(self.lease_poll()) => {}
                     }
                 }
@@ -50,6 +53,7 @@ impl RedisSource {
                     info!(
                         token = %acquired,
                         handed_clock = clock.is_some(),
+                        on_release,
                         "leading: this instance ticks"
                     );
                     self.state.set_leader(true);
@@ -116,7 +120,7 @@ impl RedisSource {
             // Hand over at once instead of making the next leader wait out the lease.
             let release = Script::new(RELEASE_SCRIPT);
             let mut release = release.key(&self.keys.lease);
-            release.arg(&held);
+            release.arg(&held).arg(&self.keys.released);
             let released = self.link.invoke::<i64>(&release).await;
             if released.is_ok() {
                 info!("lease released");

@@ -7,7 +7,8 @@
 //! - `lease`: the leader's lease, holding a token unique to one acquisition, and `fence`, which
 //!   grows by one at every acquisition;
 //!
-//! and the pub/sub channel `ticks`, carrying `odd 17` or `even 9`: a stream and a position.
+//! and the pub/sub channels `ticks`, carrying `odd 17` or `even 9`: a stream and a position, and
+//! `released`, where a leader that gives its lease up says so.
 //!
 //! Exactly one instance, the lease holder, ticks, every half interval and each stream in turn (as
 //! the single-process ticker does, so the two fan-outs never compete for the cores). A tick is
@@ -98,6 +99,9 @@ pub(crate) struct RedisSource {
     /// The stream of the last tick message delivered: the other one is due next, which a new
     /// leader ticks first.
     last_ticked: std::sync::Mutex<Option<Parity>>,
+    /// Woken when the leader says on the release channel that it gave its lease up: this
+    /// instance asks for it then rather than at its next poll.
+    released: tokio::sync::Notify,
 }
 
 impl RedisSource {
@@ -124,6 +128,7 @@ impl RedisSource {
             handed_clock: None,
             cadence: Cadence::default(),
             last_ticked: std::sync::Mutex::default(),
+            released: tokio::sync::Notify::new(),
         })
     }
 
@@ -216,7 +221,8 @@ impl RedisSource {
         let mut resync = every_resync();
         while !shutdown.is_cancelled() {
             let mut moved = self.state.watch_primary();
-            let pubsub = match self.link.primary().subscribe(&self.keys.channel).await {
+            let channels = [&self.keys.channel, &self.keys.released];
+            let pubsub = match self.link.primary().subscribe(&channels).await {
                 Ok(pubsub) => pubsub,
                 Err(error) => {
                     self.state.set_redis_up(false, Some(&error));
@@ -244,6 +250,10 @@ impl RedisSource {
                     biased;
                     _ = shutdown.cancelled() => return,
                     message = messages.next() => match message {
+                        Some(message) if message.get_channel_name() == self.keys.released => {
+                            // A permit kept if nobody waits: the next wait ends at once.
+                            self.released.notify_one();
+                        }
                         Some(message) => {
                             let payload = message.get_payload_bytes();
                             if let Some(parity) = deliver_tick(feed, &mut arrivals, payload) {

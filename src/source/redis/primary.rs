@@ -133,12 +133,12 @@ impl Primary {
         .await
     }
 
-    /// A subscription to `channel` on the primary as of now.
-    pub(super) async fn subscribe(&self, channel: &str) -> RedisResult<PubSub> {
+    /// A subscription to `channels` on the primary as of now.
+    pub(super) async fn subscribe(&self, channels: &[&String]) -> RedisResult<PubSub> {
         within_timeout(async {
             let client = self.client().await?;
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
+            pubsub.subscribe(channels).await?;
             self.reached(&client);
             Ok(pubsub)
         })

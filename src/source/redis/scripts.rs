@@ -39,9 +39,14 @@ redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 return token
 ";
 
-/// Gives the lease up if it is still ours. KEYS: lease. ARGV: token.
+/// Gives the lease up if it is still ours, and says so on the release channel, where the
+/// other instances wait to ask for it. KEYS: lease. ARGV: token, release channel.
 pub(super) const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
 return 0
 ";
 
@@ -69,6 +74,8 @@ pub(super) struct Keys {
     pub positions: ByParity<String>,
     pub demand: ByParity<String>,
     pub channel: String,
+    /// Where a leader that gives its lease up says so.
+    pub released: String,
 }
 
 impl Keys {
@@ -82,6 +89,7 @@ impl Keys {
             positions: ByParity::from_fn(|parity| key(&format!("pos:{parity}"))),
             demand: ByParity::from_fn(|parity| key(&format!("demand:{parity}"))),
             channel: key("ticks"),
+            released: key("released"),
         }
     }
 }
