@@ -285,12 +285,9 @@ describe("a new leader of a cluster", () => {
       5 * INTERVAL_MS,
     );
     // It asked for the lease when the leader said it gave it up, not at its next poll.
-    const leading = follower
-      .log()
-      .split("\n")
-      .find((line) => line.includes('"message":"leading: this instance ticks"'));
+    const leading = follower.event("leading: this instance ticks");
     assert.ok(leading, "the follower did not take the lease");
-    assert.equal(JSON.parse(leading).on_release, true, leading);
+    assert.equal(leading.on_release, true, JSON.stringify(leading));
     assertAlternating(channel.ticks());
     for (const client of clients) assertGapless(client);
   });

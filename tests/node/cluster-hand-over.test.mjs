@@ -92,12 +92,9 @@ test("a leader handed over: the new process takes its lease at once, and its clo
     await waitUntil("four ticks of the new process", () => channel.ticks().length >= before + 4);
     // Alone in the cluster with the old one, the new process asks for the released lease
     // first, and ticks on the old one's clock.
-    const leading = successor
-      .log()
-      .split("\n")
-      .find((line) => line.includes('"message":"leading: this instance ticks"'));
+    const leading = successor.event("leading: this instance ticks");
     assert.ok(leading, "the new process did not lead");
-    assert.equal(JSON.parse(leading).handed_clock, true, leading);
+    assert.equal(leading.handed_clock, true, JSON.stringify(leading));
     assertAlternating(channel.ticks());
     for (const client of clients) {
       assertConsecutive(assert, client.seen, client.parity);

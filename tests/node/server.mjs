@@ -79,6 +79,11 @@ export async function startServer({
     wsUrl: `ws://${address}`,
     port: Number(address.split(":").pop()),
     log: () => log,
+    // The first log event with `message`, parsed; undefined if there is none yet.
+    event(message) {
+      const line = log.split("\n").find((line) => line.includes(`"message":"${message}"`));
+      return line && JSON.parse(line);
+    },
     async status() {
       const response = await fetch(`${url}/status`);
       if (!response.ok) throw new Error(`/status answered ${response.status}`);
