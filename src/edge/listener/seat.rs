@@ -23,8 +23,7 @@ pub(crate) struct Seat {
 
 #[derive(Debug)]
 struct Held {
-    /// A copy of the socket the accepting thread accepts on; `None` while it is off the port
-    /// or has stopped.
+    /// A copy of the socket the accepting thread accepts on; `None` while it is off the port.
     socket: Option<OwnedFd>,
     /// A successor was given the socket, and shares it from then on.
     passed: bool,

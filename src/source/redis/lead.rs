@@ -64,7 +64,7 @@ impl RedisSource {
                         Some(clock) => beats = HalfBeats::starting_with(clock, self.interval),
                         // Tick at once, the stream that did not tick last first: it is due
                         // already (the last leader's final tick is a lease ago after a lapse,
-                        // and after a release at most an interval and a poll).
+                        // and after a release up to an interval).
                         None => {
                             let ticked = *lock(&self.last_ticked);
                             let first = NextBeat {
@@ -121,8 +121,9 @@ impl RedisSource {
             let release = Script::new(RELEASE_SCRIPT);
             let mut release = release.key(&self.keys.lease);
             release.arg(&held).arg(&self.keys.released);
+            // 0 when the lease was no longer this instance's: nothing released, no clock left.
             let released = self.link.invoke::<i64>(&release).await;
-            if released.is_ok() {
+            if matches!(released, Ok(1)) {
                 info!("lease released");
                 // A process taking over from this one takes the lease at once, and this clock.
                 self.cadence.leave(beats.upcoming());
