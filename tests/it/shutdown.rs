@@ -488,3 +488,114 @@ async fn sockets_passed_to_another_process_are_left_alone() {
         })
         .await;
 }
+
+/// How a raw client's connection ended in a drain.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    /// Let go at its place in a paced drain, with this close code.
+    Closed(u16),
+    /// Cut when the drain ran out of time, with no close frame.
+    Cut,
+}
+
+/// Reads `ws` to its end: the last integer it got, and how it ended.
+async fn read_to_end(mut ws: crate::common::Ws, mut last: u64) -> (u64, Ending) {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the connection did not end in time");
+        match message {
+            Some(Ok(Message::Text(text))) => last = text.parse().unwrap(),
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.map_or(1005, |frame| frame.code.into());
+                return (last, Ending::Closed(code));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (last, Ending::Cut),
+        }
+    }
+}
+
+/// A paced drain whose `--drain-ms` runs out mid-window: a successor that asked for the
+/// listener and never said it was ready holds the drain for the hand-over's two seconds of
+/// patience, then the window begins. The clients let go early get 1001 while the stream runs
+/// on; the rest are cut as the process exits. The stream stops and its position is saved all
+/// the same, where it stopped (not the reservation ahead), so every client resumes on the next
+/// process with nothing missed: one let go early is sent what was produced after it left.
+// Promise: drain-pace-out-of-time
+#[tokio::test]
+async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
+    let dir = state_dir("paced-out-of-time");
+    let (control, state) = (dir.join("control.sock"), dir.join("state.json"));
+    let flags = |hand_over: bool| {
+        let mut flags = vec![
+            "--interval-ms",
+            "100",
+            "--state-file",
+            state.to_str().unwrap(),
+            "--drain-ms",
+            "3000",
+            "--drain-pace-ms",
+            "1500",
+        ];
+        if hand_over {
+            flags.extend(["--hand-over", control.to_str().unwrap()]);
+        }
+        flags
+    };
+    let mut old = Process::start(0, &flags(true)).await;
+    // Five places in the window, 0.3 s apart; the drain runs out 1 s into it.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = old.raw("/_ws/").await;
+        let first = next_integers(&mut ws, 1).await[0];
+        clients.push(tokio::spawn(read_to_end(ws, first)));
+    }
+    let mut successor = std::os::unix::net::UnixStream::connect(&control).unwrap();
+    successor.set_read_timeout(Some(PATIENCE)).unwrap();
+    std::io::Write::write_all(&mut successor, b"integers-hand-over 1\n").unwrap();
+    // The socket comes with the line; reading it without taking the descriptor closes it.
+    let mut answer = [0u8; 9];
+    std::io::Read::read_exact(&mut successor, &mut answer).unwrap();
+    assert_eq!(&answer, b"listener\n");
+
+    let exit = old.signal(libc::SIGTERM).await;
+    assert!(exit.success(), "exit {exit:?}");
+    drop(successor);
+    let log = old.log.lock().unwrap().clone();
+    assert!(
+        log.contains("drain time is up"),
+        "the drain did not run out of time:\n{log}"
+    );
+    let mut ended = Vec::new();
+    for client in clients {
+        ended.push(client.await.unwrap());
+    }
+    assert!(
+        ended.iter().any(|(_, how)| *how == Ending::Closed(1001)),
+        "nobody was let go before the drain ran out: {ended:?}"
+    );
+    let newest = ended.iter().map(|(last, _)| *last).max().unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let odd = saved["odd"].as_u64().unwrap();
+    // At most the one integer produced as the drain ran out, which the process may have
+    // exited before sending.
+    assert!(
+        (newest..=newest + 2).contains(&odd),
+        "saved {saved} where the clients read up to {newest}; ended {ended:?}\n{log}"
+    );
+
+    let next = Process::start(0, &flags(false)).await;
+    for (last, how) in ended {
+        let mut resumed = next.raw(&format!("/_ws/?after={last}")).await;
+        // Through the saved position and one integer past it: the replay, then live.
+        let wanted = ((odd + 2 - last) / 2) as usize;
+        let got = next_integers(&mut resumed, wanted).await;
+        let expected: Vec<u64> = (1..=wanted as u64).map(|k| last + 2 * k).collect();
+        assert_eq!(
+            got, expected,
+            "a client {how:?} after {last}; saved {saved}"
+        );
+    }
+}
