@@ -10,9 +10,10 @@ import { restartTable } from "./restarts.mjs";
 // What each run was: its scenario names the deploy, and the window when paced
 // (`storm-18900-pace3s`).
 function deployOf(run) {
-  const [scenario, server] = run.label.split(" ");
+  const [scenario, server, signal] = run.label.split(" ");
   const [, base, window] = scenario.match(/^(storm-18900|rolling-50000)(?:-pace(\d+)s)?$/) ?? [];
   const how = window ? `paced over ${window} s` : "all at once";
+  if (base === "storm-18900" && signal === "hold") return "none (steady hold)";
   if (base === "storm-18900" && (server === "handover" || server === "paced")) {
     return `hand-over, ${how}`;
   }
@@ -34,7 +35,9 @@ export function pacedSection(storms) {
       "instances on one Redis, 50,000 raw clients, each instance replaced in turn by SIGTERM " +
       "once its successor listens): paced, each old instance closes its raw clients with 1001 " +
       "over the window while its stream runs on. Every client reconnects with the official " +
-      "client's back-off. Command: `bash bench/run.sh --paced`.",
+      "client's back-off. Beside them, the storm's clients on one process held as long with " +
+      "no deploy: its longest wait is the ticks' own jitter under this load. Command: " +
+      "`bash bench/run.sh --paced`.",
     "",
     ...restartTable(runs, "deploy", deployOf),
     "",

@@ -12,6 +12,7 @@ const DEPLOYS = {
   "rolling-50000": "SIGTERM",
   "rolling-50000-pace3s": "SIGTERM, paced over 3 s",
   "rolling-50000-handover": "hand-over",
+  "rolling-50000-steady": "none (steady hold)",
 };
 const deployOf = (run) => DEPLOYS[run.label.split(" ")[0]] ?? null;
 
@@ -27,6 +28,18 @@ export function rollingSection(storms, handovers = []) {
         "",
       ]
     : [];
+  // The table counts refused attempts; a connection that waited in the accept queue of an
+  // instance leaving the port is reset instead, and is listed here.
+  const resets = runs.filter((r) => r.storm?.failures?.reset);
+  const resetNotes = resets.length
+    ? [
+        "- Reconnection attempts reset (queued on an old instance's listener as it left the " +
+          "port; the table counts refusals only): " +
+          resets.map((r) => `${deployOf(r)}: ${r.storm.failures.reset}`).join(", ") +
+          "; none in the other runs.",
+        "",
+      ]
+    : [];
   return [
     "## Rolling deploy by hand-over",
     "",
@@ -35,12 +48,14 @@ export function rollingSection(storms, handovers = []) {
       "ways, twice each, alternated, in one run: SIGTERM once the new instance listens; the " +
       "same with a paced drain (`--drain-pace-ms 3000 --drain-ms 10000`); and by hand-over, " +
       "each instance with a `--hand-over` path of its own, the new one started with it taking " +
-      "the old one's socket on the port and its raw connections. Command: " +
+      "the old one's socket on the port and its raw connections; beside them the same hold " +
+      "with no deploy, whose longest wait is the ticks' own jitter under this load. Command: " +
       "`bash bench/run.sh --rolling`.",
     "",
     ...restartTable(runs, "deploy", deployOf),
     "",
     ...notes,
+    ...resetNotes,
   ];
 }
 

@@ -17,9 +17,11 @@
 #                               old one's --hand-over path), twice each, alternated
 #   bash bench/run.sh --paced   the paced drain (--drain-pace-ms): the restart by hand-over
 #                               and the rolling deploy of a cluster, each unpaced and paced,
-#                               twice each, alternated
+#                               and the restart's steady hold with no deploy, twice each,
+#                               alternated
 #   bash bench/run.sh --rolling the rolling deploy of a cluster by SIGTERM, with a paced
-#                               drain, and by hand-over, twice each, alternated
+#                               drain, by hand-over, and its steady hold with no deploy,
+#                               twice each, alternated
 #   bash bench/run.sh --hot-path SERVER...
 #                               the 19,000-client capacity and 5,000-client fan-out scenarios
 #                               of this server alone, on each binary given, twice, alternated,
@@ -328,7 +330,8 @@ storm_server() {
 # official client does (`loadgen --reconnect`). Three seconds into the hold every server gets
 # SIGNAL, and once it has exited a new one starts on the same port. KIND `handover` gets no
 # signal (SIGNAL is then `none`): the new process starts at once and takes over, and the old
-# one exits by itself. With one KIND it serves both halves; with two (the Node peers), the
+# one exits by itself. SIGNAL `hold` deploys nothing: the steady hold the others are compared
+# with. With one KIND it serves both halves; with two (the Node peers), the
 # first serves raw and the second socket.io.
 storm_scenario() {
   local name=$1 signal=$2 clients=$3 hold=$4
@@ -358,7 +361,9 @@ storm_scenario() {
   # Steady ticks first, so every client has a place to resume from.
   sleep 3
   step=1
-  if [ "${kinds[0]}" = handover ] || [ "${kinds[0]}" = paced ]; then
+  if [ "$signal" = hold ]; then
+    :
+  elif [ "${kinds[0]}" = handover ] || [ "${kinds[0]}" = paced ]; then
     local old=${pids[0]}
     storm_server "${kinds[0]}" "${ports[0]}" "$out/storm-0-$step.log" "$out/storm-0.pids"
     pids[0]=$storm_pid
@@ -390,12 +395,13 @@ storm_scenario() {
   activator_pid=""
 }
 
-# rolling_scenario NAME CLIENTS HOLD_SECONDS [handover]: three instances with --reuse-port on
+# rolling_scenario NAME CLIENTS HOLD_SECONDS [handover|steady]: three instances with --reuse-port on
 # one port and one Redis, holding CLIENTS raw clients that reconnect as the official client
 # does. Three seconds into the hold each instance in turn is replaced: a new one starts, then
 # the old one gets SIGTERM and is waited for. With `handover`, each instance has a --hand-over
 # path of its own, and the new one, started with it, takes the old one's socket and raw
-# connections over; the old one drains and exits by itself.
+# connections over; the old one drains and exits by itself. With `steady`, nothing is replaced:
+# the steady hold the deploys are compared with.
 rolling_scenario() {
   local port pids=() i load handing=()
   start_redis
@@ -415,6 +421,7 @@ rolling_scenario() {
   wait_for_file "$out/ready-rolling" 120 "the clients up"
   sleep 3
   for i in 0 1 2; do
+    [ "${4:-}" = steady ] && break
     [ "${4:-}" = handover ] && handing=(--hand-over "$out/rolling-$i.sock")
     start_instance "$1" "$port" "$out/rolling-new-$i.log" "${handing[@]}"
     echo "$instance_pid" >> "$out/rolling.pids"
@@ -635,7 +642,7 @@ compare_restarts() {
 [ "$activation_only" = 0 ] || compare_restarts SIGTERM activated
 [ "$hand_over_only" = 0 ] || compare_restarts none handover
 # The paced drain: the restart by hand-over and the rolling deploy, each unpaced and paced,
-# twice each, alternated; prints the section.
+# and the restart's steady hold, twice each, alternated; prints the section.
 if [ "$paced_only" = 1 ]; then
   for _ in 1 2; do
     storm_scenario storm-18900 none 18900 25 handover
@@ -643,6 +650,7 @@ if [ "$paced_only" = 1 ]; then
     PACED=(--drain-pace-ms 5000 --drain-ms 12000)
     storm_scenario storm-18900-pace5s none 18900 25 paced
     PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+    storm_scenario storm-18900 hold 18900 25 ours
   done
   for _ in 1 2; do
     rolling_scenario rolling-50000 50000 40
@@ -654,7 +662,7 @@ if [ "$paced_only" = 1 ]; then
   exit 0
 fi
 # The rolling deploy of a cluster three ways: SIGTERM, SIGTERM with a paced drain, and by
-# hand-over, twice each, alternated; prints the section.
+# hand-over, beside its steady hold, twice each, alternated; prints the section.
 if [ "$rolling_only" = 1 ]; then
   for _ in 1 2; do
     rolling_scenario rolling-50000 50000 40
@@ -662,6 +670,7 @@ if [ "$rolling_only" = 1 ]; then
     rolling_scenario rolling-50000-pace3s 50000 40
     instance_extra=()
     rolling_scenario rolling-50000-handover 50000 40 handover
+    rolling_scenario rolling-50000-steady 50000 40 steady
   done
   node bench/rolling.mjs "$storms" "$out/handovers.jsonl"
   exit 0
