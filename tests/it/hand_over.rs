@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{
     PATIENCE, Process, assert_status_ok, next_integers, refused_at_start, request_during_drain,
-    state_dir, status_request, stubborn_client,
+    state_dir, status_request, stubborn_client, successor_given_listener,
 };
 
 /// Raw clients beside the one read all along: more than one batch of the hand-over holds.
@@ -403,14 +403,7 @@ async fn a_successor_that_goes_before_it_is_ready_leaves_the_old_process_serving
     let (_, control, state) = paths("hand-over-gone");
     let (old, mut raw) = serving(&control, &state).await;
 
-    let mut successor = UnixStream::connect(&control).unwrap();
-    successor.set_read_timeout(Some(PATIENCE)).unwrap();
-    successor.write_all(b"integers-hand-over 1\n").unwrap();
-    // The socket comes with the line; reading it without taking the descriptor closes it.
-    let mut answer = [0u8; 9];
-    successor.read_exact(&mut answer).unwrap();
-    assert_eq!(&answer, b"listener\n");
-    drop(successor);
+    drop(successor_given_listener(&control));
 
     old.wait_for_log("the old process to log the failed hand-over", |event| {
         event["message"] == "hand-over refused"
@@ -419,6 +412,34 @@ async fn a_successor_that_goes_before_it_is_ready_leaves_the_old_process_serving
     assert_serving_on(&old, &mut raw).await;
     let fresh = status_request(old.addr).await;
     assert_status_ok(fresh, "a connection after the failed hand-over").await;
+}
+
+/// A successor that said it was ready and is gone before the final positions takes nothing
+/// more: the old process drains as on a plain SIGTERM, its raw clients closed with 1001 (not
+/// the 1012 of connections a successor failed to take), and saves its positions.
+// Promise: hand-over-successor-fails
+#[tokio::test]
+async fn a_successor_gone_before_the_positions_leaves_a_plain_drain() {
+    let (_, control, state) = paths("hand-over-gone-ready");
+    let (mut old, mut raw) = serving(&control, &state).await;
+
+    let mut successor = successor_given_listener(&control);
+    // Ready, and gone at once: the old process begins its drain, and finds nobody to send
+    // its positions to.
+    successor.write_all(b"ready\n").unwrap();
+    drop(successor);
+
+    let (code, reason) = crate::common::close_frame(&mut raw).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1001, "server shutting down, reconnect"),
+        "{}",
+        old.log.lock().unwrap()
+    );
+    let exit = old.exited().await;
+    assert!(exit.success(), "exit {exit:?}");
+    old.wait_for_log("the state saved", |event| event["message"] == "state saved")
+        .await;
 }
 
 /// `--hand-over` refuses what would close the socket under the successor: a shared port

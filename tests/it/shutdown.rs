@@ -522,7 +522,7 @@ async fn read_to_end(mut ws: crate::common::Ws, mut last: u64) -> (u64, Ending) 
 /// on; the rest are cut as the process exits. The stream stops and its position is saved all
 /// the same, where it stopped (not the reservation ahead), so every client resumes on the next
 /// process with nothing missed: one let go early is sent what was produced after it left.
-// Promise: drain-pace-out-of-time
+// Promise: drain-pace-out-of-time, drain-pace
 #[tokio::test]
 async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
     let dir = state_dir("paced-out-of-time");
@@ -551,13 +551,7 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
         let first = next_integers(&mut ws, 1).await[0];
         clients.push(tokio::spawn(read_to_end(ws, first)));
     }
-    let mut successor = std::os::unix::net::UnixStream::connect(&control).unwrap();
-    successor.set_read_timeout(Some(PATIENCE)).unwrap();
-    std::io::Write::write_all(&mut successor, b"integers-hand-over 1\n").unwrap();
-    // The socket comes with the line; reading it without taking the descriptor closes it.
-    let mut answer = [0u8; 9];
-    std::io::Read::read_exact(&mut successor, &mut answer).unwrap();
-    assert_eq!(&answer, b"listener\n");
+    let successor = crate::common::successor_given_listener(&control);
 
     let exit = old.signal(libc::SIGTERM).await;
     assert!(exit.success(), "exit {exit:?}");
@@ -574,6 +568,16 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
     assert!(
         ended.iter().any(|(_, how)| *how == Ending::Closed(1001)),
         "nobody was let go before the drain ran out: {ended:?}"
+    );
+    // The stream ran on through the window: a client let go later had read further.
+    let let_go: Vec<u64> = ended
+        .iter()
+        .filter(|(_, how)| *how == Ending::Closed(1001))
+        .map(|(last, _)| *last)
+        .collect();
+    assert!(
+        let_go.iter().max() > let_go.iter().min(),
+        "the stream stood still through the window: {ended:?}"
     );
     let newest = ended.iter().map(|(last, _)| *last).max().unwrap();
     let saved: serde_json::Value =

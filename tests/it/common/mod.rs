@@ -306,3 +306,19 @@ pub(crate) async fn assert_refused_while_draining(
         "the stubborn client was cut before the refusal was seen"
     );
 }
+
+/// A stand-in successor at the control socket `control` that has asked for the listening
+/// socket and been sent it, and says nothing more. The socket comes with the line; reading it
+/// without taking the descriptor closes it.
+pub(crate) fn successor_given_listener(
+    control: &std::path::Path,
+) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut successor = std::os::unix::net::UnixStream::connect(control).unwrap();
+    successor.set_read_timeout(Some(PATIENCE)).unwrap();
+    successor.write_all(b"integers-hand-over 1\n").unwrap();
+    let mut answer = [0u8; 9];
+    successor.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"listener\n");
+    successor
+}
