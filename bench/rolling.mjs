@@ -1,7 +1,8 @@
 // The "Rolling deploy by hand-over" section of bench/RESULTS.md: the rolling deploy of a
-// cluster by SIGTERM, by SIGTERM with a paced drain, and by hand-over (storms.jsonl, the load
-// generator's reports; handovers.jsonl, each old instance's account of the raw connections it
-// handed over). Used by report.mjs; run alone, it prints the section its input has:
+// cluster by SIGTERM, with a paced drain, by hand-over and with tcp_migrate_req, beside a steady
+// hold (storms.jsonl, the load generator's reports; handovers.jsonl, each old instance's
+// account of the raw connections it handed over). Used by report.mjs; run alone, it prints the
+// section its input has:
 //   node bench/rolling.mjs RESULTS_DIR/storms.jsonl RESULTS_DIR/handovers.jsonl
 import { fileURLToPath } from "node:url";
 import { readJsonLines } from "./jsonl.mjs";
@@ -13,6 +14,7 @@ const DEPLOYS = {
   "rolling-50000-pace3s": "SIGTERM, paced over 3 s",
   "rolling-50000-handover": "hand-over",
   "rolling-50000-steady": "none (steady hold)",
+  "rolling-50000-migrate": "SIGTERM, queue moved (tcp_migrate_req)",
 };
 const deployOf = (run) => DEPLOYS[run.label.split(" ")[0]] ?? null;
 
@@ -44,13 +46,15 @@ export function rollingSection(storms, handovers = []) {
     "## Rolling deploy by hand-over",
     "",
     "`rolling-50000` (three `--reuse-port` instances on one Redis, 50,000 raw clients " +
-      "reconnecting with the official client's back-off, each instance replaced in turn) three " +
+      "reconnecting with the official client's back-off, each instance replaced in turn) four " +
       "ways, twice each, alternated, in one run: SIGTERM once the new instance listens; the " +
-      "same with a paced drain (`--drain-pace-ms 3000 --drain-ms 10000`); and by hand-over, " +
+      "same with a paced drain (`--drain-pace-ms 3000 --drain-ms 10000`); by hand-over, " +
       "each instance with a `--hand-over` path of its own, the new one started with it taking " +
-      "the old one's socket on the port and its raw connections; beside them the same hold " +
-      "with no deploy, whose longest wait is the ticks' own jitter under this load. Command: " +
-      "`bash bench/run.sh --rolling`.",
+      "the old one's socket on the port and its raw connections; and SIGTERM again with the " +
+      "kernel's `net.ipv4.tcp_migrate_req` at 1, which moves the connections queued on a " +
+      "leaving instance's listener to the others instead of resetting them (set for those " +
+      "runs alone; they need root). Beside them, the same hold with no deploy, whose longest " +
+      "wait is the ticks' own jitter under this load. Command: `bash bench/run.sh --rolling`.",
     "",
     ...restartTable(runs, "deploy", deployOf),
     "",

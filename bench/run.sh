@@ -20,8 +20,9 @@
 #                               and the restart's steady hold with no deploy, twice each,
 #                               alternated
 #   bash bench/run.sh --rolling the rolling deploy of a cluster by SIGTERM, with a paced
-#                               drain, by hand-over, and its steady hold with no deploy,
-#                               twice each, alternated
+#                               drain, by hand-over, by SIGTERM with the kernel moving a
+#                               leaving listener's queue (needs root), and its steady hold
+#                               with no deploy, twice each, alternated
 #   bash bench/run.sh --hot-path SERVER...
 #                               the 19,000-client capacity and 5,000-client fan-out scenarios
 #                               of this server alone, on each binary given, twice, alternated,
@@ -108,6 +109,21 @@ stop_all() {
   stop_binary
   [ -z "$activator_pid" ] || kill "$activator_pid" 2>/dev/null || true
   cat "$out"/storm-*.pids 2>/dev/null | xargs -r kill 2>/dev/null || true
+  restore_migrate
+}
+
+# The kernel setting that moves connections queued on a listener leaving a shared port to the
+# others (Linux 5.14+), as a `migrate` rolling deploy sets it; empty while untouched.
+migrate_path=/proc/sys/net/ipv4/tcp_migrate_req
+migrate_before=""
+# set_migrate: sets it to 1, remembering what it was; fails if it cannot (it needs root).
+set_migrate() {
+  migrate_before=$(cat "$migrate_path" 2>/dev/null) && echo 1 2>/dev/null > "$migrate_path" \
+    || { migrate_before=""; return 1; }
+}
+restore_migrate() {
+  [ -z "$migrate_before" ] || echo "$migrate_before" > "$migrate_path"
+  migrate_before=""
 }
 trap stop_all EXIT
 
@@ -395,15 +411,22 @@ storm_scenario() {
   activator_pid=""
 }
 
-# rolling_scenario NAME CLIENTS HOLD_SECONDS [handover|steady]: three instances with --reuse-port on
+# rolling_scenario NAME CLIENTS HOLD_SECONDS [handover|steady|migrate]: three instances with --reuse-port on
 # one port and one Redis, holding CLIENTS raw clients that reconnect as the official client
 # does. Three seconds into the hold each instance in turn is replaced: a new one starts, then
 # the old one gets SIGTERM and is waited for. With `handover`, each instance has a --hand-over
 # path of its own, and the new one, started with it, takes the old one's socket and raw
 # connections over; the old one drains and exits by itself. With `steady`, nothing is replaced:
-# the steady hold the deploys are compared with.
+# the steady hold the deploys are compared with. With `migrate`, SIGTERM as without, but with
+# net.ipv4.tcp_migrate_req at 1 for the run: the connections queued on an old instance's
+# listener as it leaves move to the others instead of being reset. Setting it needs root; a
+# run that cannot is skipped, saying so.
 rolling_scenario() {
   local port pids=() i load handing=()
+  if [ "${4:-}" = migrate ] && ! set_migrate; then
+    echo "skipped $1: cannot set $migrate_path (it needs root, and Linux 5.14+)" >&2
+    return 0
+  fi
   start_redis
   port=$(free_port)
   rm -f "$out/rolling.pids" "$out/ready-rolling" "$out"/rolling-*.sock
@@ -436,6 +459,7 @@ rolling_scenario() {
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
+  restore_migrate
 }
 
 rss_kib() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
@@ -661,8 +685,9 @@ if [ "$paced_only" = 1 ]; then
   node bench/paced.mjs "$storms"
   exit 0
 fi
-# The rolling deploy of a cluster three ways: SIGTERM, SIGTERM with a paced drain, and by
-# hand-over, beside its steady hold, twice each, alternated; prints the section.
+# The rolling deploy of a cluster four ways: SIGTERM, SIGTERM with a paced drain, by hand-over,
+# and SIGTERM with tcp_migrate_req, beside its steady hold, twice each, alternated; prints the
+# section.
 if [ "$rolling_only" = 1 ]; then
   for _ in 1 2; do
     rolling_scenario rolling-50000 50000 40
@@ -671,6 +696,7 @@ if [ "$rolling_only" = 1 ]; then
     instance_extra=()
     rolling_scenario rolling-50000-handover 50000 40 handover
     rolling_scenario rolling-50000-steady 50000 40 steady
+    rolling_scenario rolling-50000-migrate 50000 40 migrate
   done
   node bench/rolling.mjs "$storms" "$out/handovers.jsonl"
   exit 0
