@@ -565,11 +565,8 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
     for client in clients {
         ended.push(client.await.unwrap());
     }
-    assert!(
-        ended.iter().any(|(_, how)| *how == Ending::Closed(1001)),
-        "nobody was let go before the drain ran out: {ended:?}"
-    );
-    // The stream ran on through the window: a client let go later had read further.
+    // Clients were let go before the drain ran out, and the stream ran on through the
+    // window: a client let go later had read further.
     let let_go: Vec<u64> = ended
         .iter()
         .filter(|(_, how)| *how == Ending::Closed(1001))
@@ -577,7 +574,8 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
         .collect();
     assert!(
         let_go.iter().max() > let_go.iter().min(),
-        "the stream stood still through the window: {ended:?}"
+        "fewer than two let go with 1001, or the stream stood still through the window: \
+         {ended:?}"
     );
     let newest = ended.iter().map(|(last, _)| *last).max().unwrap();
     let saved: serde_json::Value =
