@@ -1021,3 +1021,110 @@ async fn a_late_head_that_never_ends_is_dropped_at_10_25_s_with_a_2_s_margin() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// A client still sending a body the server answered without reading (426 on the raw
+/// endpoint, 413 on a long-polling session past its limit) reads that answer: the server
+/// reads and drops the rest of the body before it closes, instead of resetting the
+/// connection, which would make the client's writes fail and could erase the answer before
+/// the client read it. The body is larger than both kernels' buffers on loopback together
+/// (`net.ipv4.tcp_rmem` reaches 32 MiB here), so without that the client's writes fail. A
+/// client that never stops sending is closed once the 2 s (docs/reliability.md) are up.
+// Promise: attack-oversized-body, limit-linger
+#[tokio::test]
+async fn a_client_still_sending_its_body_gets_the_answer_given_before_it() {
+    const BODY: usize = 64 << 20;
+    let server = TestServer::start(25).await;
+    let session = http(
+        server.addr,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    let sid = session
+        .body
+        .split("\"sid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {:?}", session.body));
+    for (path, status) in [
+        ("/_ws/".to_string(), 426),
+        (
+            format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
+            413,
+        ),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {BODY}\r\n\r\n");
+        let chunk = vec![b'a'; 1 << 20];
+        let sent = tokio::time::timeout(PATIENCE, async {
+            stream.write_all(head.as_bytes()).await?;
+            for _ in 0..BODY / chunk.len() {
+                stream.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(())
+        })
+        .await
+        .unwrap_or_else(|_| panic!("POST {path}: the body not sent in {PATIENCE:?}"));
+        assert!(
+            sent.is_ok(),
+            "POST {path}: sending the body failed: {sent:?}"
+        );
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("POST {path}: no end to the answer in {PATIENCE:?}"))
+            .unwrap_or_else(|error| panic!("POST {path}: reading the answer failed: {error}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "POST {path}: {answer:?}"
+        );
+        if status == 426 {
+            assert!(answer.ends_with(NOT_A_WEBSOCKET), "POST {path}: {answer:?}");
+        }
+    }
+}
+
+/// A client that never stops sending a body (10 MiB every 100 ms, declared as a terabyte) after
+/// its 426 loses the connection once the 2 s the server lingers are up; the margin is for a
+/// loaded machine's timers.
+// Promise: limit-linger
+#[tokio::test]
+async fn a_client_that_never_stops_sending_is_closed_when_the_linger_is_up() {
+    const LINGER: Duration = Duration::from_secs(2);
+    const MARGIN: Duration = Duration::from_secs(2);
+    let server = TestServer::start(25).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /_ws/ HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0; 12];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 426");
+    let answered = tokio::time::Instant::now();
+    let chunk = vec![b'a'; 10 << 20];
+    let refused = tokio::time::timeout(LINGER + MARGIN, async {
+        loop {
+            if let Err(error) = stream.write_all(&chunk).await {
+                return error;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "still taking the body {:?} after the answer",
+        LINGER + MARGIN
+    );
+    // The server's 2 s start as it finishes the answer, a little before this client has read
+    // it: a tenth of a second covers that.
+    assert!(
+        answered.elapsed() >= LINGER - Duration::from_millis(100),
+        "closed {:?} after the answer, before the 2 s were up: {refused:?}",
+        answered.elapsed()
+    );
+}

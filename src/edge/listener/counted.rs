@@ -1,6 +1,7 @@
 //! A connection counted against the connection limit from the moment it is accepted until it
 //! is dropped, upgraded or not.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -8,6 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -49,7 +51,17 @@ pub(super) struct Accepted {
     pub(super) counted: Counted,
 }
 
-/// An accepted connection being served; it stops counting when dropped, upgraded or not.
+/// How long a connection HTTP is done with stays open after its answer, reading and dropping
+/// what its client still sends. A server that closes with bytes unread resets the connection:
+/// a client still sending a body the answer came before (a 426 on the raw endpoint, a 413
+/// past the long-polling limit) then sees its writes fail, and the reset can erase the answer
+/// before the client reads it. The bound keeps a client that never stops sending from holding
+/// its place under the connection limit: at it the connection is closed, with a reset if the
+/// client is still sending.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// An accepted connection being served; it stops counting when dropped, upgraded or not, or
+/// once it has lingered (see [`LINGER`]).
 ///
 /// Its socket is shared with the raw writer once upgraded (see [`DirectSocket`]), so reads and
 /// writes go through its readiness and `try_` calls, which take `&TcpStream`: that is what the
@@ -61,6 +73,8 @@ pub(crate) struct CountedStream {
     /// Whether this is a socket.io v2 WebSocket, whose connect packets are rewritten on the
     /// way in (see `v2_frames`).
     v2: Sniff,
+    /// Whether HTTP has shut the connection down for writing, done with it: it then lingers.
+    shut: bool,
 }
 
 impl CountedStream {
@@ -69,6 +83,7 @@ impl CountedStream {
             stream: Arc::new(stream),
             _counted: counted,
             v2: Sniff::Start,
+            shut: false,
         }
     }
 
@@ -176,8 +191,53 @@ impl AsyncWrite for CountedStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
+        let this = self.get_mut();
+        this.shut = true;
+        Poll::Ready(socket2::SockRef::from(&*this.stream).shutdown(std::net::Shutdown::Write))
     }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        // Only a connection HTTP shut down lingers, once nothing else holds its socket. An
+        // upgraded one is never shut down here (the raw connection closes its socket by
+        // dropping it), so a connection handed to another process is never read from after;
+        // one dropped unanswered (a timeout, an error) has no answer to protect.
+        if !self.shut || Arc::strong_count(&self.stream) > 1 {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(self.stream.clone(), self._counted.0.count()));
+        }
+    }
+}
+
+/// Reads and drops what the client sends until it closes its end, or for [`LINGER`] at most;
+/// the socket closes, and the connection stops counting, when this returns.
+async fn linger(stream: Arc<TcpStream>, _counted: Counted) {
+    let _ = tokio::time::timeout(LINGER, async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match drop_what_is_read(&stream) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads what `stream` has into a buffer of this thread's, and drops it: one buffer a thread,
+/// not one a lingering connection, as a storm of closing connections would hold thousands.
+fn drop_what_is_read(stream: &TcpStream) -> io::Result<usize> {
+    thread_local! {
+        static DROPPED: RefCell<Box<[u8]>> = RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
+    }
+    DROPPED.with_borrow_mut(|dropped| stream.try_read(dropped))
 }
 
 impl DirectSocket for CountedStream {
