@@ -39,7 +39,9 @@ use crate::telemetry;
 /// stream type implements it; the upgrade finds it again under hyper's, which is how the raw
 /// writer, and nothing else, gets the socket.
 pub(crate) trait DirectSocket: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    fn socket(&self) -> Arc<TcpStream>;
+    /// The socket, from now on the raw connection's to close (or to hand to another process)
+    /// as its own rules say: the stream no longer closes it its own way when dropped.
+    fn socket(&mut self) -> Arc<TcpStream>;
 }
 
 /// What every raw connection shares.
@@ -106,7 +108,7 @@ impl RawWs {
 
     /// Serves a connection the process this one took over from handed over, live: `stream`
     /// is its socket, and the client is owed what `carried` says, its parked bytes first.
-    pub(crate) fn adopt<S: DirectSocket>(self: &Arc<Self>, stream: S, carried: Carried) {
+    pub(crate) fn adopt<S: DirectSocket>(self: &Arc<Self>, mut stream: S, carried: Carried) {
         let Carried {
             parity,
             next,
@@ -207,7 +209,7 @@ struct ClientParts {
 fn take_apart<S: DirectSocket>(upgraded: Upgraded) -> ClientParts {
     match downcast::<TokioIo<S>>(upgraded) {
         Ok(parts) => {
-            let stream = parts.io.into_inner();
+            let mut stream = parts.io.into_inner();
             let socket = stream.socket();
             // Whatever the HTTP layer read past the request comes first. It is copied out: the
             // buffer it lies in is the HTTP layer's whole read buffer, which every connection

@@ -1023,7 +1023,8 @@ async fn a_late_head_that_never_ends_is_dropped_at_10_25_s_with_a_2_s_margin() {
 }
 
 /// A client still sending a body the server answered without reading (426 on the raw
-/// endpoint, 413 on a long-polling session past its limit) reads that answer: the server
+/// endpoint, 413 on a long-polling session past its limit, 405 to a POST asking for an
+/// upgrade) reads that answer: the server
 /// reads and drops the rest of the body before it closes, instead of resetting the
 /// connection, which would make the client's writes fail and could erase the answer before
 /// the client read it. The body is larger than both kernels' buffers on loopback together
@@ -1045,15 +1046,22 @@ async fn a_client_still_sending_its_body_gets_the_answer_given_before_it() {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no sid in {:?}", session.body));
-    for (path, status) in [
-        ("/_ws/".to_string(), 426),
-        (
-            format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
-            413,
-        ),
+    // A request that asks for an upgrade is one hyper drops rather than shuts down once
+    // answered: the answer must reach the client all the same.
+    let asks_upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let polling = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    for (path, extra, status) in [
+        ("/_ws/", "", 426),
+        (polling.as_str(), "", 413),
+        ("/_ws/", asks_upgrade, 405),
     ] {
+        let what = match extra {
+            "" => format!("POST {path}"),
+            _ => format!("POST {path} asking for an upgrade"),
+        };
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {BODY}\r\n\r\n");
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: {BODY}\r\n\r\n");
         let chunk = vec![b'a'; 1 << 20];
         let sent = tokio::time::timeout(PATIENCE, async {
             stream.write_all(head.as_bytes()).await?;
@@ -1063,23 +1071,20 @@ async fn a_client_still_sending_its_body_gets_the_answer_given_before_it() {
             std::io::Result::Ok(())
         })
         .await
-        .unwrap_or_else(|_| panic!("POST {path}: the body not sent in {PATIENCE:?}"));
-        assert!(
-            sent.is_ok(),
-            "POST {path}: sending the body failed: {sent:?}"
-        );
+        .unwrap_or_else(|_| panic!("{what}: the body not sent in {PATIENCE:?}"));
+        assert!(sent.is_ok(), "{what}: sending the body failed: {sent:?}");
         let mut answer = Vec::new();
         tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
             .await
-            .unwrap_or_else(|_| panic!("POST {path}: no end to the answer in {PATIENCE:?}"))
-            .unwrap_or_else(|error| panic!("POST {path}: reading the answer failed: {error}"));
+            .unwrap_or_else(|_| panic!("{what}: no end to the answer in {PATIENCE:?}"))
+            .unwrap_or_else(|error| panic!("{what}: reading the answer failed: {error}"));
         let answer = String::from_utf8_lossy(&answer);
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status} ")),
-            "POST {path}: {answer:?}"
+            "{what}: {answer:?}"
         );
         if status == 426 {
-            assert!(answer.ends_with(NOT_A_WEBSOCKET), "POST {path}: {answer:?}");
+            assert!(answer.ends_with(NOT_A_WEBSOCKET), "{what}: {answer:?}");
         }
     }
 }

@@ -51,17 +51,17 @@ pub(super) struct Accepted {
     pub(super) counted: Counted,
 }
 
-/// How long a connection HTTP is done with stays open after its answer, reading and dropping
-/// what its client still sends. A server that closes with bytes unread resets the connection:
-/// a client still sending a body the answer came before (a 426 on the raw endpoint, a 413
-/// past the long-polling limit) then sees its writes fail, and the reset can erase the answer
-/// before the client reads it. The bound keeps a client that never stops sending from holding
-/// its place under the connection limit: at it the connection is closed, with a reset if the
-/// client is still sending.
+/// How long a connection HTTP is done with stays open after it, reading and dropping what its
+/// client still sends. A server that closes with bytes unread resets the connection: a client
+/// still sending a body the answer came before (a 426 on the raw endpoint, a 413 past the
+/// long-polling limit, a 405 to a POST that asks for an upgrade) then sees its writes fail,
+/// and the reset can erase the answer before the client reads it. The bound keeps a client
+/// that never stops sending from holding its place under the connection limit: at it the
+/// connection is closed, with a reset if the client is still sending.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// An accepted connection being served; it stops counting when dropped, upgraded or not, or
-/// once it has lingered (see [`LINGER`]).
+/// An accepted connection being served; it stops counting when dropped, upgraded or not, and
+/// once it has lingered if it does (see [`LINGER`]).
 ///
 /// Its socket is shared with the raw writer once upgraded (see [`DirectSocket`]), so reads and
 /// writes go through its readiness and `try_` calls, which take `&TcpStream`: that is what the
@@ -73,8 +73,9 @@ pub(crate) struct CountedStream {
     /// Whether this is a socket.io v2 WebSocket, whose connect packets are rewritten on the
     /// way in (see `v2_frames`).
     v2: Sniff,
-    /// Whether HTTP has shut the connection down for writing, done with it: it then lingers.
-    shut: bool,
+    /// Whether the raw connection has the socket (see [`DirectSocket`]): the stream then never
+    /// lingers, nor reads after a hand-over to another process.
+    direct: bool,
 }
 
 impl CountedStream {
@@ -83,7 +84,7 @@ impl CountedStream {
             stream: Arc::new(stream),
             _counted: counted,
             v2: Sniff::Start,
-            shut: false,
+            direct: false,
         }
     }
 
@@ -98,6 +99,7 @@ impl CountedStream {
         stream.set_nonblocking(true)?;
         let mut adopted = CountedStream::new(TcpStream::from_std(stream)?, live.count());
         adopted.v2 = Sniff::Off;
+        adopted.direct = true;
         Ok(adopted)
     }
 }
@@ -191,22 +193,23 @@ impl AsyncWrite for CountedStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.shut = true;
-        Poll::Ready(socket2::SockRef::from(&*this.stream).shutdown(std::net::Shutdown::Write))
+        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
     }
 }
 
 impl Drop for CountedStream {
+    /// Every connection HTTP is done with lingers, whether HTTP shut it down after an answer
+    /// or dropped it (a timeout, an error, an answer to a request that asked for an upgrade,
+    /// after which hyper drops the connection without shutting it down).
     fn drop(&mut self) {
-        // Only a connection HTTP shut down lingers, once nothing else holds its socket. An
-        // upgraded one is never shut down here (the raw connection closes its socket by
-        // dropping it), so a connection handed to another process is never read from after;
-        // one dropped unanswered (a timeout, an error) has no answer to protect.
-        if !self.shut || Arc::strong_count(&self.stream) > 1 {
+        // The drain may be closing the socket through its weak reference this moment; it
+        // then needs no lingering.
+        if self.direct || Arc::strong_count(&self.stream) > 1 {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // The end of the answer, if HTTP did not send it already.
+            let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
             runtime.spawn(linger(self.stream.clone(), self._counted.0.count()));
         }
     }
@@ -217,7 +220,12 @@ impl Drop for CountedStream {
 async fn linger(stream: Arc<TcpStream>, _counted: Counted) {
     let _ = tokio::time::timeout(LINGER, async {
         loop {
-            if stream.readable().await.is_err() {
+            // A readiness that spends the task's budget: a client sending without pause would
+            // otherwise keep this loop from yielding, and so the timeout from firing.
+            if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+                .await
+                .is_err()
+            {
                 return;
             }
             match drop_what_is_read(&stream) {
@@ -241,7 +249,8 @@ fn drop_what_is_read(stream: &TcpStream) -> io::Result<usize> {
 }
 
 impl DirectSocket for CountedStream {
-    fn socket(&self) -> Arc<TcpStream> {
+    fn socket(&mut self) -> Arc<TcpStream> {
+        self.direct = true;
         self.stream.clone()
     }
 }
