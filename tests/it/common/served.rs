@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use integers::status::FeedStatus;
-use tokio_tungstenite::connect_async;
+use tokio_tungstenite::{MaybeTlsStream, client_async};
 
 use super::{PATIENCE, Ws, http};
 
@@ -18,13 +18,21 @@ impl Served {
         format!("ws://{}{}", self.addr, path_and_query)
     }
 
-    /// A raw client of `path_and_query`, once the server answered 101.
+    /// A raw client of `path_and_query`, once the server answered 101. The connect and the
+    /// upgrade have a deadline each, so that a failure says which one did not come.
     pub(crate) async fn raw(&self, path_and_query: &str) -> Ws {
-        let (ws, response) =
-            tokio::time::timeout(PATIENCE, connect_async(self.ws_url(path_and_query)))
-                .await
-                .expect("connect timed out")
-                .unwrap_or_else(|error| panic!("connect {path_and_query}: {error}"));
+        let url = self.ws_url(path_and_query);
+        let stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(self.addr))
+            .await
+            .unwrap_or_else(|_| panic!("no TCP connection to {} in {PATIENCE:?}", self.addr))
+            .unwrap_or_else(|error| panic!("TCP connect to {}: {error}", self.addr));
+        let (ws, response) = tokio::time::timeout(
+            PATIENCE,
+            client_async(url.as_str(), MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer to the upgrade of {url} in {PATIENCE:?}"))
+        .unwrap_or_else(|error| panic!("upgrade of {url}: {error}"));
         assert_eq!(response.status(), 101);
         ws
     }
