@@ -1,7 +1,11 @@
 //! Who may connect: the connection limit (503 with Retry-After) and the origin allow-list.
 
-use crate::common::{TestServer, http, next_integers, test_config, upgrade_request};
+use std::time::Duration;
+
+use crate::common::{PATIENCE, TestServer, http, next_integers, test_config, upgrade_request};
 use integers::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 // Promise: limit-connections-503, attack-upgrade-churn, flag-max-connections
 // Promise: health-ok
@@ -229,5 +233,59 @@ async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
              after it left"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A connection its client resets gives its place under the limit back as soon as the server
+/// sees the reset: one reset in the middle of a request head, not when the 10 s for a head
+/// run out, and one reset while the server is still writing an answer (the demo page's
+/// 190 KB source map, to a client with a small receive buffer that reads none of it), which
+/// has no deadline at all. A reset is an error to end the connection on, not a wait.
+// Promise: limit-connections-reset
+#[tokio::test]
+async fn a_connection_reset_by_its_client_gives_its_place_back_at_once() {
+    /// Well under the 10 s a head may take, after which the first place would come back
+    /// anyway.
+    const AT_ONCE: Duration = Duration::from_secs(5);
+    let server = TestServer::start_with(Config {
+        interval_ms: 20,
+        max_connections: Some(2),
+        ..test_config()
+    })
+    .await;
+    let mut mid_head = TcpStream::connect(server.addr).await.unwrap();
+    mid_head
+        .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Half: ")
+        .await
+        .unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut mid_answer = socket.connect(server.addr).await.unwrap();
+    mid_answer
+        .write_all(b"GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0; 1];
+    tokio::time::timeout(PATIENCE, mid_answer.read_exact(&mut first))
+        .await
+        .expect("no answer begun in time")
+        .unwrap();
+    for stream in [mid_head, mid_answer] {
+        // Dropped with a zero linger: closed with a reset.
+        stream.set_zero_linger().unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        let answer = http(server.addr, &upgrade_request("/_ws/")).await;
+        match answer.status {
+            101 => break,
+            503 if started.elapsed() < AT_ONCE => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => panic!(
+                "the reset connections' places not back {:?} after the resets: {answer:?}",
+                started.elapsed()
+            ),
+        }
     }
 }

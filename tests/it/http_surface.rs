@@ -1,6 +1,11 @@
 //! The plain-HTTP contract: health check, status, demo page, refusals.
 
-use crate::common::{TestServer, http, upgrade_request};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+use crate::common::{PATIENCE, TestServer, http, upgrade_request};
 
 // Promise: http-healthcheck, health-ok
 #[tokio::test]
@@ -81,6 +86,44 @@ async fn demo_page_and_its_assets_are_served_from_the_binary() {
             .header("content-type")
             .unwrap()
             .starts_with("text/javascript")
+    );
+}
+
+/// An answer many times the connection's 16 KiB send buffer (the demo page's 190 KB source
+/// map) reaches a client that reads it slowly, a few KiB at a time through a small receive
+/// buffer, whole: the server waits for room instead of giving up on a full buffer.
+// Promise: http-demo
+#[tokio::test]
+async fn a_slow_reader_gets_a_large_asset_whole() {
+    const MAP: &str = "GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n";
+    let server = TestServer::start(1000).await;
+    let whole = http(server.addr, MAP).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.len() > 100_000, "{} bytes", whole.body.len());
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    stream.write_all(MAP.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    let read = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let read = stream.read(&mut chunk).await?;
+            answer.extend_from_slice(&chunk[..read]);
+            if read == 0 || answer.ends_with(whole.body.as_bytes()) {
+                return std::io::Result::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the source map not read whole in {PATIENCE:?}"));
+    read.unwrap_or_else(|error| panic!("reading the source map: {error}"));
+    assert!(
+        answer.ends_with(whole.body.as_bytes()),
+        "{} bytes of the answer, the body is {}",
+        answer.len(),
+        whole.body.len()
     );
 }
 
