@@ -274,17 +274,31 @@ async fn a_connection_reset_by_its_client_gives_its_place_back_at_once() {
         // Dropped with a zero linger: closed with a reset.
         stream.set_zero_linger().unwrap();
     }
+    // Both places back: two new raw clients admitted, the first held open while the second
+    // asks.
     let started = tokio::time::Instant::now();
-    loop {
-        let answer = http(server.addr, &upgrade_request("/_ws/")).await;
-        match answer.status {
-            101 => break,
-            503 if started.elapsed() < AT_ONCE => {
+    let mut admitted = Vec::new();
+    while admitted.len() < 2 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(upgrade_request("/_ws/").as_bytes())
+            .await
+            .unwrap();
+        let mut status = [0; 12];
+        tokio::time::timeout(PATIENCE, stream.read_exact(&mut status))
+            .await
+            .expect("no answer to an upgrade in time")
+            .unwrap();
+        match &status {
+            b"HTTP/1.1 101" => admitted.push(stream),
+            b"HTTP/1.1 503" if started.elapsed() < AT_ONCE => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ => panic!(
-                "the reset connections' places not back {:?} after the resets: {answer:?}",
-                started.elapsed()
+                "{} of the reset connections' 2 places back {:?} after the resets: {}",
+                admitted.len(),
+                started.elapsed(),
+                String::from_utf8_lossy(&status)
             ),
         }
     }
