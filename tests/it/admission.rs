@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use crate::common::{PATIENCE, TestServer, http, next_integers, test_config, upgrade_request};
+use crate::common::{
+    PATIENCE, TestServer, http, next_integers, small_buffer_connection, test_config,
+    upgrade_request,
+};
 use integers::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 // Promise: limit-connections-503, attack-upgrade-churn, flag-max-connections
 // Promise: health-ok
@@ -258,9 +261,7 @@ async fn a_connection_reset_by_its_client_gives_its_place_back_at_once() {
         .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Half: ")
         .await
         .unwrap();
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut mid_answer = socket.connect(server.addr).await.unwrap();
+    let mut mid_answer = small_buffer_connection(server.addr).await;
     mid_answer
         .write_all(b"GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n")
         .await

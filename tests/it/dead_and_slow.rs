@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use integers::Config;
 use integers::status::FeedStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A TCP proxy on loopback that, once frozen, silently stops forwarding in both directions
@@ -303,9 +303,7 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
 /// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
 /// reads slowly backs up after a few kilobytes.
 async fn small_buffer_client(addr: SocketAddr, url: &str) -> crate::common::Ws {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
+    let stream = crate::common::small_buffer_connection(addr).await;
     let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     // client_async gives a plain stream; wrap it the way connect_async's clients are.
     tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -598,9 +596,7 @@ async fn while_clients_stall_a_bystander_s_integers_keep_coming_every_tick() {
     });
     let mut silent = Vec::new();
     for _ in 0..5 {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut stream = socket.connect(server.addr).await.unwrap();
+        let mut stream = crate::common::small_buffer_connection(server.addr).await;
         stream
             .write_all(crate::common::upgrade_request("/_ws/").as_bytes())
             .await

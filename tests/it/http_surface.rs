@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
-use crate::common::{PATIENCE, TestServer, http, upgrade_request};
+use crate::common::{PATIENCE, TestServer, http, small_buffer_connection, upgrade_request};
 
 // Promise: http-healthcheck, health-ok
 #[tokio::test]
@@ -100,9 +99,7 @@ async fn a_slow_reader_gets_a_large_asset_whole() {
     let whole = http(server.addr, MAP).await;
     assert_eq!(whole.status, 200);
     assert!(whole.body.len() > 100_000, "{} bytes", whole.body.len());
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.addr).await.unwrap();
+    let mut stream = small_buffer_connection(server.addr).await;
     stream.write_all(MAP.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let mut chunk = [0; 4096];

@@ -413,9 +413,7 @@ async fn polling_session(server: &Process, namespace: &str) -> String {
 
 /// A client with a small receive buffer that never reads.
 async fn silent_client(server: &Process) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(server.addr).await.unwrap();
+    let mut stream = crate::common::small_buffer_connection(server.addr).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(upgrade_request("/_ws/").as_bytes())

@@ -230,6 +230,17 @@ pub(crate) async fn assert_status_ok(mut stream: tokio::net::TcpStream, which: &
     );
 }
 
+/// A connection whose receive buffer is 4 KiB, so that a client reading it slowly, or not at
+/// all, backs the server's writes up after a few kilobytes.
+pub(crate) async fn small_buffer_connection(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("no connection in time")
+        .expect("the connection was refused")
+}
+
 /// A connection with a `GET /status` sent on it, its answer not yet read.
 pub(crate) async fn status_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
     let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr))
