@@ -190,10 +190,24 @@ stop_server() {
   wait "$server_pid" 2>/dev/null || true
 }
 
+# free_port: a loopback port nobody listens on, picked at random below the kernel's ephemeral
+# range. A released port inside it can be taken by any outgoing connection (the load
+# generators open thousands) before the process meant for it binds it.
 free_port() {
-  node -e '
-    const s = require("net").createServer();
-    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+  local low port
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
+  for _ in $(seq 100); do
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % (low - 10000)))
+    if node -e '
+      const s = require("net").createServer();
+      s.on("error", () => process.exit(1));
+      s.listen(Number(process.argv[1]), "127.0.0.1", () => s.close());' "$port"; then
+      echo "$port"
+      return
+    fi
+  done
+  echo "no free port below $low" >&2
+  return 1
 }
 
 # wait_for_line FILE PATTERN WHAT: waits up to 30 s for PATTERN in FILE.

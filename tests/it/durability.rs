@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::common::{Process, Traced, assert_consecutive, close_frame, next_integers, state_dir};
+use crate::common::{
+    Process, Traced, assert_consecutive, close_frame, free_port, next_integers, state_dir,
+};
 use futures_util::StreamExt;
 
 // Promise: stream-restart, restart-save-exact, resume-after-restart, durable-graceful-exact
@@ -12,7 +14,9 @@ use futures_util::StreamExt;
 async fn a_graceful_restart_continues_exactly() {
     let state = state_dir("graceful").join("state.json");
     let state_arg = state.to_str().unwrap();
-    let mut server = Process::start(0, &["--interval-ms", "20", "--state-file", state_arg]).await;
+    let port = free_port();
+    let mut server =
+        Process::start(port, &["--interval-ms", "20", "--state-file", state_arg]).await;
     let mut odd = server.raw("/_ws/").await;
     let mut even = server.raw("/_ws/?even").await;
     let seen_odd = next_integers(&mut odd, 5).await;
@@ -34,7 +38,6 @@ async fn a_graceful_restart_continues_exactly() {
     assert!(exit.success(), "exit status {exit:?}");
     assert_eq!(closing.await.unwrap().0, 1001);
 
-    let port = server.addr.port();
     let server = Process::start(port, &["--interval-ms", "20", "--state-file", state_arg]).await;
     // The saved positions are the last integers produced: at least what the clients read,
     // plus any that were on their way to them when the signal came.
@@ -67,11 +70,10 @@ async fn after_kill_9_no_integer_is_repeated_and_at_most_the_reserved_block_is_s
     let state = state_dir("crash").join("state.json");
     let state_arg = state.to_str().unwrap();
     let mut seen_before = 0;
-    let mut port = 0;
+    let port = free_port();
     for round in 0..3 {
         let mut server =
             Process::start(port, &["--interval-ms", "10", "--state-file", state_arg]).await;
-        port = server.addr.port();
         let mut fresh = server.raw("/_ws/").await;
         let integers = next_integers(&mut fresh, 20).await;
         assert!(

@@ -604,8 +604,8 @@ async fn a_new_process_gone_mid_transfer_loses_no_integer() {
         return play_a_new_process_that_dies(Path::new(&control));
     }
     let (dir, control, state) = paths("hand-over-dies-mid-transfer");
-    let mut old = Process::start(0, &flags(&control, Some(&state))).await;
-    let port = old.addr.port();
+    let port = crate::common::free_port();
+    let mut old = Process::start(port, &flags(&control, Some(&state))).await;
     // Each client with its stream's query, to resume with, and the integers it has seen.
     let mut clients = Vec::with_capacity(MOVING);
     for i in 0..MOVING {

@@ -522,11 +522,7 @@ async fn departures_are_counted_by_why() {
 async fn first_log_lines(env: &[(&str, &str)], args: &[&str]) -> String {
     use tokio::io::AsyncReadExt;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integers"));
     command
         .args([

@@ -1,16 +1,7 @@
 //! `--reuse-port`: several instances on one host share one port, and the kernel spreads new
 //! connections over them; without the flag a second instance cannot take a port in use.
 
-use crate::common::Process;
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{Process, free_port};
 
 fn connections_served(process: &Process) -> usize {
     process

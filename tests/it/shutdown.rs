@@ -346,10 +346,7 @@ fn activation_with(
 #[tokio::test]
 async fn started_by_systemd_at_the_first_connection_the_server_answers_it() {
     use tokio::io::AsyncBufReadExt;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
     let listen = addr.to_string();
     let mut activator = Process::command_under(
         &["systemd-socket-activate", "--listen", &listen],

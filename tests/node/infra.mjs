@@ -10,21 +10,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { startServer, waitUntil } from "./server.mjs";
+import { freePort, startServer, waitUntil } from "./server.mjs";
 
-export { waitUntil };
+export { freePort, waitUntil };
 
 const NGINX_EXAMPLE = fileURLToPath(new URL("../../deploy/nginx-cluster.conf", import.meta.url));
-
-export async function freePort() {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address();
-  server.close();
-  await once(server, "close");
-  return port;
-}
 
 // Runs `command` until stopped; `ready` is a line its output must show first.
 export async function startProcess(command, args, ready) {

@@ -1,7 +1,8 @@
 // Starts the real server binary on a random loopback port for one test file.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,16 +11,48 @@ import { setTimeout as sleep } from "node:timers/promises";
 const DEFAULT_BIN = fileURLToPath(new URL("../../target/debug/integers", import.meta.url));
 const START_TIMEOUT_MS = 15000;
 
+// The lowest port the kernel hands out by itself (`listen(0)`, the local end of an outgoing
+// connection). A port in that range, once released, can be taken by any outgoing connection,
+// such as a Sentinel's to its peers, before the process meant for it binds it. Below it, only
+// an explicit bind can take a port.
+const EPHEMERAL_LOW = Number(
+  readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0],
+);
+const LOWEST_PICKED = 10000;
+
+// A loopback port nobody listens on, for a process to bind later (or to bind again after a
+// restart): picked at random below the ephemeral range, and checked by binding it once.
+export async function freePort() {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port =
+      EPHEMERAL_LOW > LOWEST_PICKED + 1000
+        ? LOWEST_PICKED + Math.floor(Math.random() * (EPHEMERAL_LOW - LOWEST_PICKED))
+        : 0;
+    const probe = createServer();
+    const bound = await new Promise((resolve) => {
+      probe.once("error", () => resolve(null));
+      probe.listen(port, "127.0.0.1", () => resolve(probe.address().port));
+    });
+    if (bound !== null) {
+      probe.close();
+      await once(probe, "close");
+      return bound;
+    }
+  }
+  throw new Error(`no free loopback port below ${EPHEMERAL_LOW} in 100 tries`);
+}
+
 // A state file path of its own, to pass to several starts of the server that should continue
 // each other's streams.
 export function freshStateFile() {
   return join(mkdtempSync(join(tmpdir(), "integers-test-")), "state.json");
 }
 
-// Starts `integers` with the given flags; resolves once it logs the address it listens on.
+// Starts `integers` with the given flags; resolves once it logs the address it listens on. The
+// port is a free one below the ephemeral range unless given, so that a restart can bind it again.
 export async function startServer({
   intervalMs = 50,
-  port = 0,
+  port,
   stateFile = freshStateFile(),
   extraArgs = [],
   env = {},
@@ -29,7 +62,7 @@ export async function startServer({
     "--host",
     "127.0.0.1",
     "--port",
-    String(port),
+    String(port ?? (await freePort())),
     "--interval-ms",
     String(intervalMs),
     "--state-file",
@@ -176,7 +209,7 @@ export function assertConsecutive(assert, values, parity) {
 // has moved on without them, so that what they get afterwards depends on resuming, not on the
 // saved position.
 export async function startGate() {
-  const { createServer, connect } = await import("node:net");
+  const { connect } = await import("node:net");
   let target = null;
   const open = new Set();
   const gate = createServer((client) => {
@@ -194,7 +227,7 @@ export async function startGate() {
     client.pipe(upstream);
     upstream.pipe(client);
   });
-  gate.listen(0, "127.0.0.1");
+  gate.listen(await freePort(), "127.0.0.1");
   await once(gate, "listening");
   const { port } = gate.address();
   return {

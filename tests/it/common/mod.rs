@@ -16,7 +16,7 @@ mod process;
 mod served;
 
 pub(crate) use in_process::{TestServer, test_config};
-pub(crate) use process::{Process, Traced, state_dir};
+pub(crate) use process::{Process, Traced, free_port, state_dir};
 pub(crate) use served::Served;
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -17,6 +17,44 @@ pub(crate) struct Process {
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The lowest port the kernel hands out by itself (a bind to port 0, the local end of an
+/// outgoing connection), read from `ip_local_port_range`.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// A loopback port nobody listens on, for a process to bind later or to bind again after a
+/// restart. Picked at random below the ephemeral range and checked by binding it once: a port
+/// in that range, once released, can be taken by any test's outgoing connection before the
+/// process meant for it binds it. Below it, only an explicit bind can take a port.
+pub(crate) fn free_port() -> u16 {
+    const LOWEST: u16 = 10_000;
+    let low = ephemeral_low();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        ^ u64::from(std::process::id()) << 32;
+    for _ in 0..100 {
+        // One step of a 64-bit linear congruential generator: enough spread for a port.
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let port = if low > LOWEST + 1000 {
+            LOWEST + ((seed >> 33) % u64::from(low - LOWEST)) as u16
+        } else {
+            0
+        };
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap().port();
+        }
+    }
+    panic!("no free loopback port below {low} in 100 tries");
+}
+
 impl Process {
     /// Starts the binary with `args` (host and port are added) and waits for it to listen.
     pub(crate) async fn start(port: u16, args: &[&str]) -> Process {
