@@ -87,7 +87,8 @@ async function flood(args, seconds) {
   let output = "";
   child.stdout.setEncoding("utf8").on("data", (chunk) => (output += chunk));
   const deadline = setTimeout(() => child.kill("SIGKILL"), (seconds + 20) * 1000);
-  const [code] = await once(child, "exit");
+  // "close", not "exit": the report may still be in the pipe when the process exits.
+  const [code] = await once(child, "close");
   clearTimeout(deadline);
   assert.equal(code, 0, `the flood did not finish within ${seconds + 20} s: ${output}`);
   return JSON.parse(output);

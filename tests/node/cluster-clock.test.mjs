@@ -15,6 +15,7 @@ import {
   startRedis,
   waitUntil,
   watchClaimsWithdrawn,
+  watchLeaseAsks,
   watchTicks,
 } from "./infra.mjs";
 
@@ -241,23 +242,26 @@ describe("a follower refused the cluster's channel", () => {
 });
 
 describe("a new leader of a cluster", () => {
-  // Long enough that the old leader stops between one stream's tick and the other's, and that
-  // the follower's poll (a quarter of it) does not come between the release and its notice.
+  // Long enough that the old leader stops between one stream's tick and the other's, with
+  // the follower's poll for the lease (a quarter of it) between.
   const INTERVAL_MS = 2000;
   let pair;
   let channel;
   let claims;
+  let asks;
   const clients = [];
 
   before(async () => {
     pair = await startPair("due", { leaderMs: INTERVAL_MS, followerMs: INTERVAL_MS });
     channel = await watchTicks(pair.redisPort, "due");
     claims = await watchClaimsWithdrawn(pair.redisPort, "due");
+    asks = await watchLeaseAsks(pair.redisPort, "due");
   });
 
   after(async () => {
     await channel?.stop();
     await claims?.stop();
+    await asks?.stop();
     await pair?.stop(clients);
   });
 
@@ -277,6 +281,10 @@ describe("a new leader of a cluster", () => {
       },
       5 * INTERVAL_MS,
     );
+    // Stopped just after the follower's poll, the leader releases its lease a whole poll before
+    // the next: only the release's notice can bring the follower to ask within it.
+    const asked = asks.count();
+    await waitUntil("the follower's next poll for the lease", () => asks.count() > asked, 1000);
     assert.equal(await leader.stop(), 0, "the leader did not exit cleanly");
     const before = channel.ticks().length;
     await waitUntil(

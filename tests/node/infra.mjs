@@ -389,6 +389,25 @@ export async function watchTicks(port, clusterName) {
   };
 }
 
+// The asks for a cluster's lease, through Redis's MONITOR: the script that asks for the lease
+// (docs/cluster.md) is the only one that checks it with EXISTS. `count()` gives the asks so far.
+export async function watchLeaseAsks(port, clusterName) {
+  const monitor = await startProcess(
+    "redis-cli",
+    ["-h", "127.0.0.1", "-p", String(port), "MONITOR"],
+    (output) => output.split("\n").includes("OK"),
+  );
+  const ask = `[0 lua] "EXISTS" "integers:{${clusterName}}:lease"`;
+  return {
+    count: () =>
+      monitor
+        .output()
+        .split("\n")
+        .filter((line) => line.endsWith(ask)).length,
+    stop: () => monitor.stop(),
+  };
+}
+
 // The claims withdrawn from a cluster's demand sets (docs/cluster.md), through Redis's keyspace
 // notifications of sorted-set commands: `withdrawn()` counts the members removed so far.
 export async function watchClaimsWithdrawn(port, clusterName) {
