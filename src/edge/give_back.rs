@@ -6,12 +6,13 @@
 //! have fallen by [`CROWD`] from their highest since the last time, and the fall has paused
 //! (a crowd still leaving has not freed its memory yet; one still trickling away after
 //! [`MOST_LOOKS_FALLING`] looks does not wait longer), the free memory is handed back
-//! (`malloc_trim`), on a blocking thread. The allocator itself was chosen with figures:
-//! `bench/RESULTS.md`, "Under attack".
+//! (`malloc_trim`), on a blocking thread, and the hand-back logged. The allocator itself was
+//! chosen with figures: `bench/RESULTS.md`, "Under attack".
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::edge::admission::Admission;
 
@@ -45,22 +46,27 @@ pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationTok
         }
         looks_falling += 1;
         if !falling || looks_falling >= MOST_LOOKS_FALLING {
+            if let Ok(true) = tokio::task::spawn_blocking(trim).await {
+                info!(open = now, highest, "memory handed back");
+            }
             highest = now;
             looks_falling = 0;
-            let _ = tokio::task::spawn_blocking(trim).await;
         }
     }
 }
 
+/// Hands free memory back; false where the allocator keeps its own policy.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim() {
+fn trim() -> bool {
     // SAFETY: `malloc_trim` takes no pointer and only releases memory the allocator holds
     // free; glibc locks each arena while it trims it, so it is safe beside other threads.
     unsafe {
         libc::malloc_trim(0);
     }
+    true
 }
 
-/// Other allocators and platforms keep their own policy.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() {}
+fn trim() -> bool {
+    false
+}

@@ -204,7 +204,11 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
 /// still shared with live allocations stay, and the last clients to leave may be fewer than
 /// the crowd that sets off a hand-back (a loaded machine, with the other tests running beside
 /// this one, gets less back than a quiet one).
-// Promise: attack-memory-returned
+///
+/// When: never while the crowd is there, and at the first look (one a second) that finds the
+/// fall over, so within two looks of the last leaving. The test allows six seconds for a
+/// loaded machine; a server waiting out its ten looks for a fall that goes on takes ten.
+// Promise: attack-memory-returned, attack-memory-returned-when
 #[tokio::test]
 async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
     const CROWD: usize = 3000;
@@ -220,10 +224,26 @@ async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
     let crowded = server.rss_kib();
     let grown = crowded.saturating_sub(before);
     assert!(grown > 4 * 1024, "{CROWD} clients added only {grown} KiB");
+    let handed_back = |line: &serde_json::Value| line["message"] == "memory handed back";
+    assert!(
+        !server.log.lock().unwrap().contains("memory handed back"),
+        "memory handed back while the crowd was there"
+    );
     drop(clients);
     server
         .wait_for_status("the crowd to leave", |s| s.odd.subscribers.raw == 0)
         .await;
+    let event = server
+        .wait_for_log_within(Duration::from_secs(6), "memory handed back", handed_back)
+        .await;
+    // Handed back once the crowd had gone, for a fall of a thousand at least.
+    let count = |field: &str| {
+        event[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {event}"))
+    };
+    let (open, highest) = (count("open"), count("highest"));
+    assert!(open < 100 && highest >= open + 1000, "{event}");
     let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
     loop {
         let now = server.rss_kib();
