@@ -25,19 +25,25 @@ function clientFrame(opcode, payload) {
   return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | payload.length]), mask, masked]);
 }
 
+// Opens the raw stream at `path` on `session` as RFC 8441 says, with `extra` headers.
+function extendedConnect(session, path, extra = {}) {
+  return session.request({
+    ":method": "CONNECT",
+    ":protocol": "websocket",
+    ":scheme": "http",
+    ":path": path,
+    ":authority": `127.0.0.1:${server.port}`,
+    "sec-websocket-version": "13",
+    ...extra,
+  });
+}
+
 // Promise: raw-http2
 test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   const session = http2.connect(server.url);
   const [settings] = await eventWithin(session, "remoteSettings", "the server's HTTP/2 settings");
   assert.equal(settings.enableConnectProtocol, true, "the server offers extended CONNECT");
-  const stream = session.request({
-    ":method": "CONNECT",
-    ":protocol": "websocket",
-    ":scheme": "http",
-    ":path": "/_ws/?even",
-    ":authority": `127.0.0.1:${server.port}`,
-    "sec-websocket-version": "13",
-  });
+  const stream = extendedConnect(session, "/_ws/?even");
   const [headers] = await eventWithin(stream, "response", "the extended CONNECT's answer");
   assert.equal(headers[":status"], 200);
 
@@ -65,6 +71,28 @@ test("the raw stream over an HTTP/2 extended CONNECT", async () => {
   assert.equal(await closeReply, 1000, "the server answers the close");
   assert.ok(integers.length >= 5, `${integers}`);
   assertConsecutive(assert, integers, "even");
+  stream.close();
+  session.close();
+});
+
+// RFC 8441 drops HTTP/1.1's key and accept; a client that sends the key anyway still gets
+// HTTP/2's 200 and the stream, never HTTP/1.1's 101.
+// Promise: raw-http2
+test("an HTTP/2 extended CONNECT that sends a WebSocket key anyway gets 200", async () => {
+  const session = http2.connect(server.url);
+  await eventWithin(session, "remoteSettings", "the server's HTTP/2 settings");
+  const stream = extendedConnect(session, "/_ws/", {
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+  });
+  stream.on("error", () => {});
+  const [headers] = await eventWithin(stream, "response", "the extended CONNECT's answer");
+  assert.equal(headers[":status"], 200);
+  assert.equal(headers["sec-websocket-accept"], undefined);
+  const [chunk] = await eventWithin(stream, "data", "the first integer");
+  const [found] = frames(chunk);
+  assert.equal(found[0]?.opcode, 0x1, "a text frame first");
+  const integer = found[0].payload.toString("utf8");
+  assert.match(integer, /^[0-9]*[13579]$/, "an odd integer");
   stream.close();
   session.close();
 });
