@@ -10,12 +10,17 @@ import { restartTable } from "./restarts.mjs";
 // What each run was: its scenario names the deploy, and the window when paced
 // (`storm-18900-pace3s`).
 function deployOf(run) {
-  const [scenario, server, signal] = run.label.split(" ");
-  const [, base, window] = scenario.match(/^(storm-18900|rolling-50000)(?:-pace(\d+)s)?$/) ?? [];
-  const how = window ? `paced over ${window} s` : "all at once";
+  // `--paced-on` puts the server binary second: `storm-18900 BINARY handover none`.
+  const parts = run.label.split(" ");
+  const [scenario, server, signal] = parts.length === 4 ? [parts[0], ...parts.slice(2)] : parts;
+  const binary = parts.length === 4 ? ` (${parts[1]})` : "";
+  const [, base, window, pinned] =
+    scenario.match(/^(storm-18900|rolling-50000)(?:-pace(\d+)s)?(-pinned)?$/) ?? [];
+  const paced = window ? `paced over ${window} s` : "all at once";
+  const how = pinned ? `${paced}, servers and clients a core each` : paced;
   if (base === "storm-18900" && signal === "hold") return "none (steady hold)";
   if (base === "storm-18900" && (server === "handover" || server === "paced")) {
-    return `hand-over, ${how}`;
+    return `hand-over, ${how}${binary}`;
   }
   return base === "rolling-50000" ? `rolling, ${how}` : null;
 }

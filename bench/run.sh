@@ -19,6 +19,12 @@
 #                               and the rolling deploy of a cluster, each unpaced and paced,
 #                               and the restart's steady hold with no deploy, twice each,
 #                               alternated
+#   bash bench/run.sh --pinned  the restart by hand-over paced over 5 s, as in --paced, and the
+#                               same with the servers on one core and the load generators on
+#                               the other (taskset), twice each, alternated
+#   bash bench/run.sh --paced-on SERVER...
+#                               the restart by hand-over, all at once and paced over 5 s, on
+#                               each server binary given, twice, alternated
 #   bash bench/run.sh --rolling the rolling deploy of a cluster by SIGTERM, with a paced
 #                               drain, by hand-over, by SIGTERM with the kernel moving a
 #                               leaving listener's queue (needs root), and its steady hold
@@ -61,6 +67,10 @@ hand_over_only=0
 [ "${1:-}" = "--hand-over" ] && hand_over_only=1
 paced_only=0
 [ "${1:-}" = "--paced" ] && paced_only=1
+pinned_only=0
+[ "${1:-}" = "--pinned" ] && pinned_only=1
+paced_on_only=0
+[ "${1:-}" = "--paced-on" ] && paced_on_only=1
 rolling_only=0
 [ "${1:-}" = "--rolling" ] && rolling_only=1
 out=$(mktemp -d)
@@ -304,6 +314,9 @@ overload_scenario() {
 PACED=(--drain-pace-ms 3000 --drain-ms 10000)
 # Flags every cluster instance gets.
 instance_extra=()
+# The storms' CPU affinity: empty, or `taskset -c N` for the servers and the load generators.
+server_cpu=()
+load_cpu=()
 
 storm_pid=""
 activator_pid=""
@@ -318,7 +331,7 @@ activated_starts=0
 # `handover` is this server with a --hand-over path: the second one takes over from the first;
 # KIND `paced` is the same with a paced drain (PACED).
 storm_server() {
-  local ours=("$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000
+  local ours=("${server_cpu[@]}" "$server_bin" --host 127.0.0.1 --port "$2" --interval-ms 1000
     --state-file "$out/storm-state.json" --log-format json)
   case "$1" in
     ours) "${ours[@]}" 2>"$3" & ;;
@@ -379,7 +392,7 @@ storm_scenario() {
   for protocol in raw socketio; do
     i=0
     [ "$protocol" = socketio ] && i=$last
-    $bin/loadgen --addr "127.0.0.1:${ports[i]}" --protocol "$protocol" \
+    "${load_cpu[@]}" $bin/loadgen --addr "127.0.0.1:${ports[i]}" --protocol "$protocol" \
       --clients $((clients / 2)) --polling-share 0.1 --reconnect --hold-seconds "$hold" \
       --ramp-per-second 2500 --server-pid-file "$out/storm-$i.pids" \
       --ready-file "$out/ready-$protocol" --label "$name ${kinds[i]} $signal" \
@@ -401,7 +414,8 @@ storm_scenario() {
     # The old process's own account of the raw connections it handed over, and how long that
     # took, for RESULTS.md.
     grep -h '"handed the raw connections over"' "$out/storm-0-0.log" \
-      | sed "s/^/{\"label\":\"$name\",\"moved\":/; s/\$/}/" >> "$out/handovers.jsonl" || true
+      | sed "s|^|{\"label\":\"$name\",\"moved\":|; s|\$|}|" >> "$out/handovers.jsonl" \
+      || true
   else
     for i in "${!kinds[@]}"; do kill -"$signal" "${pids[i]}"; done
     for i in "${!kinds[@]}"; do
@@ -696,6 +710,37 @@ if [ "$paced_only" = 1 ]; then
     rolling_scenario rolling-50000-pace3s 50000 40
     instance_extra=()
   done
+  node bench/paced.mjs "$storms"
+  exit 0
+fi
+# The paced hand-over with the servers and the load generators on a core each: how much of
+# the socket.io reconnect's connect tail is the two sharing both cores. Prints the rows.
+if [ "$pinned_only" = 1 ]; then
+  PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+  for _ in 1 2; do
+    storm_scenario storm-18900-pace5s none 18900 25 paced
+    server_cpu=(taskset -c 0)
+    load_cpu=(taskset -c 1)
+    storm_scenario storm-18900-pace5s-pinned none 18900 25 paced
+    server_cpu=()
+    load_cpu=()
+  done
+  node bench/paced.mjs "$storms"
+  exit 0
+fi
+# paced_hand_over SERVER: the restart by hand-over on SERVER, all at once and paced over 5 s.
+paced_hand_over() {
+  server_bin=$1
+  storm_scenario "storm-18900 $1" none 18900 25 handover
+  PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+  storm_scenario "storm-18900-pace5s $1" none 18900 25 paced
+  PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+  server_bin="$bin/integers"
+}
+if [ "$paced_on_only" = 1 ]; then
+  shift
+  [ $# -gt 0 ] || { echo "--paced-on needs server binaries to compare" >&2; exit 2; }
+  alternate paced_hand_over "$@"
   node bench/paced.mjs "$storms"
   exit 0
 fi
