@@ -105,16 +105,7 @@ impl RawConn {
             }
             None => 0,
         };
-        if written == bytes.len() + ping.len() {
-            return Ok(false);
-        }
-        let mut skip = written;
-        for part in [bytes, ping] {
-            let taken = skip.min(part.len());
-            state.parked.extend_from_slice(&part[taken..]);
-            skip -= taken;
-        }
-        Ok(true)
+        Ok(park_unwritten(&mut state.parked, bytes, ping, written))
     }
 
     /// Writes a frame of the connection's own (a ping, a pong, a close), in order with the
@@ -246,6 +237,21 @@ impl RawShard {
             frames: Frames::default(),
         }
     }
+}
+
+/// Parks what a write of `bytes` then `ping` left after its first `written` bytes, in order;
+/// true when it parked anything.
+fn park_unwritten(parked: &mut Vec<u8>, bytes: &[u8], ping: &[u8], written: usize) -> bool {
+    if written == bytes.len() + ping.len() {
+        return false;
+    }
+    let mut skip = written;
+    for part in [bytes, ping] {
+        let taken = skip.min(part.len());
+        parked.extend_from_slice(&part[taken..]);
+        skip -= taken;
+    }
+    true
 }
 
 impl Recipient for RawConn {

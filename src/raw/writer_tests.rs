@@ -93,3 +93,62 @@ fn without_ticks_the_connection_sends_its_ping_alone() {
         Err(Departure::NoHeartbeat(TIMES.timeout))
     );
 }
+
+#[test]
+fn a_partial_write_parks_exactly_the_bytes_it_left_in_order() {
+    let frame = b"\x81\x0299".as_slice();
+    let whole = [frame, PING_FRAME].concat();
+    for written in 0..=whole.len() {
+        let mut parked = b"\x81\x011".to_vec();
+        let any = park_unwritten(&mut parked, frame, PING_FRAME, written);
+        assert_eq!(parked[3..], whole[written..], "{written} bytes written");
+        assert_eq!(any, written < whole.len(), "{written} bytes written");
+    }
+}
+
+// Promise: attack-unread-pongs
+#[test]
+fn frames_of_its_own_are_parked_up_to_64_kib_and_no_further() {
+    let now = Instant::now();
+    let conn = RawConn::new(None, 1, Vec::new(), now + TIMES.interval);
+    // A pong with the largest payload a ping may carry.
+    let pong = [[0x8a, 125].as_slice(), &[0; 125]].concat();
+    let fit = MAX_PARKED / pong.len();
+    for _ in 0..fit {
+        conn.write_own(&pong).unwrap();
+    }
+    // Up to the bound exactly, then not one byte past it.
+    conn.write_own(&vec![0; MAX_PARKED - fit * pong.len()])
+        .unwrap();
+    let refused = conn.write_own(b"\x8a\x00").unwrap_err();
+    assert_eq!(refused.to_string(), "the client is not reading");
+    assert_eq!(conn.take_parked().len(), MAX_PARKED);
+}
+
+// Promise: slow-raw-backlog
+#[test]
+fn exactly_the_backlog_waiting_is_kept_and_one_more_is_not() {
+    let now = Instant::now();
+    let conn = RawConn::new(None, 1, Vec::new(), now + TIMES.interval);
+    let mut shard = RawShard::new(TIMES);
+    // Four one-digit integers waiting, under a backlog of four: kept.
+    assert_eq!(conn.deliver(&pass(3, 4, now), &mut shard), Some(2));
+    assert_eq!(conn.deliver(&pass(7, 4, now), &mut shard), Some(2));
+    // A fifth: cut.
+    assert_eq!(conn.deliver(&pass(9, 4, now), &mut shard), None);
+}
+
+#[tokio::test]
+async fn a_buffer_drained_to_the_socket_is_given_back() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let socket = Arc::new(TcpStream::from_std(server).unwrap());
+    socket.writable().await.unwrap();
+    let conn = RawConn::new(Some(socket), 1, vec![0x81; 1000], Instant::now());
+    let flushed = conn.flush_to_socket().unwrap();
+    assert!(!flushed.left);
+    assert_eq!(lock(&conn.state).parked.capacity(), 0);
+    drop(client);
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::common::{
-    PATIENCE, Process, TestServer, assert_consecutive, next_integers, socketio_websocket,
-    test_config,
+    PATIENCE, Process, TestServer, assert_consecutive, next_integers, small_buffer_client,
+    socketio_websocket, test_config,
 };
 use futures_util::{SinkExt, StreamExt};
 use integers::Config;
@@ -300,20 +300,6 @@ async fn silent_raw_client_is_told_and_dropped(config: Config) {
         .await;
 }
 
-/// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
-/// reads slowly backs up after a few kilobytes.
-async fn small_buffer_client(addr: SocketAddr, url: &str) -> crate::common::Ws {
-    let stream = crate::common::small_buffer_connection(addr).await;
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    // client_async gives a plain stream; wrap it the way connect_async's clients are.
-    tokio_tungstenite::WebSocketStream::from_raw_socket(
-        tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await
-}
-
 /// Reads a raw client's integers into `seen` until the server's close frame, and returns its
 /// code and reason.
 async fn read_to_close(ws: &mut crate::common::Ws, seen: &mut Vec<u64>) -> (u16, String) {
@@ -519,6 +505,45 @@ async fn a_raw_client_whose_socket_takes_no_write_for_the_timeout_is_cut() {
         .await;
     assert_consecutive(&next_integers(&mut bystander, 100).await);
     drop(silent);
+}
+
+/// A client that sends pings and never reads makes the server park a pong for each; the
+/// 64 KiB bound on them ends the connection long before the write timeout would (a minute
+/// here, as are heartbeats and ticks, so nothing else can end it).
+// Promise: attack-unread-pongs
+#[tokio::test]
+async fn a_client_that_pings_and_never_reads_is_dropped_at_64_kib_of_pongs() {
+    let minute = ["--ping-interval-ms", "60000", "--ping-timeout-ms", "60000"];
+    let server = Process::start(
+        0,
+        &[&["--no-state", "--interval-ms", "60000"][..], &minute[..]].concat(),
+    )
+    .await;
+    let url = server.ws_url("/_ws/");
+    let mut pinger = small_buffer_client(server.addr, &url).await;
+    // 125 bytes a ping, 80 a second: under the flood limit, and 10 KB of pongs a second, so
+    // the kernel's buffers fill and 64 KiB are parked within ten seconds.
+    let sending = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(12));
+        loop {
+            every.tick().await;
+            if pinger
+                .send(Message::Ping(vec![7; 125].into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let event = server
+        .wait_for_log_within(3 * PATIENCE, "the pinger's disconnect", |event| {
+            event["message"] == "disconnected" && event["reason"] != "client closed"
+        })
+        .await;
+    let reason = event["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("the client is not reading"), "{event}");
+    sending.abort();
 }
 
 /// A client cut that never reads its close frame sees the connection end without one, once

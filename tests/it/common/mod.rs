@@ -241,6 +241,23 @@ pub(crate) async fn small_buffer_connection(addr: SocketAddr) -> TcpStream {
         .expect("the connection was refused")
 }
 
+/// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
+/// reads slowly backs up after a few kilobytes.
+pub(crate) async fn small_buffer_client(addr: SocketAddr, url: &str) -> Ws {
+    let stream = small_buffer_connection(addr).await;
+    let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(url, stream))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to the upgrade of {url} in {PATIENCE:?}"))
+        .unwrap();
+    // client_async gives a plain stream; wrap it the way connect_async's clients are.
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(ws.into_inner()),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
 /// A connection with a `GET /status` sent on it, its answer not yet read.
 pub(crate) async fn status_request(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
     let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr))
