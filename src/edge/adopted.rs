@@ -52,6 +52,8 @@ pub(crate) async fn serve_arrivals(
 ) {
     let mut adopted = 0;
     let mut received = 0;
+    // Bytes the predecessor had not yet written to the connections adopted, now this one's.
+    let mut parked_bytes = 0;
     loop {
         match arrivals.next().await {
             Some(Arrival::Batch(batch)) => {
@@ -59,6 +61,7 @@ pub(crate) async fn serve_arrivals(
                     received += 1;
                     match CountedStream::adopted(socket, &live) {
                         Ok(stream) => {
+                            parked_bytes += carried.parked.len();
                             raw.adopt(stream, carried);
                             telemetry::connection_taken_over();
                             adopted += 1;
@@ -73,7 +76,10 @@ pub(crate) async fn serve_arrivals(
             }
             Some(Arrival::Done(sent)) if sent == received => {
                 record.complete.store(true, Ordering::Relaxed);
-                return info!(connections = adopted, "took the raw connections over");
+                return info!(
+                    connections = adopted,
+                    parked_bytes, "took the raw connections over"
+                );
             }
             Some(Arrival::Done(sent)) => {
                 return warn!(

@@ -268,6 +268,58 @@ async fn take_over(dir: &Path, state: Option<&Path>) {
     assert!(answered > 0, "the prober made no probe");
 }
 
+/// A client that stopped reading has bytes parked for it when the hand-over comes: they move
+/// with its socket, and once it reads again it gets every integer in order, with no close.
+// Promise: hand-over-raw-parked, hand-over-raw-live
+#[tokio::test]
+async fn a_client_not_reading_at_the_hand_over_gets_every_byte_owed_to_it() {
+    let dir = state_dir("hand-over-parked");
+    let control = dir.join("control.sock");
+    // The streams start at fifteen digits, so each frame is 17 bytes.
+    let state = dir.join("state.json");
+    let far = r#"{"version":1,"odd":100000000000001,"even":100000000000002}"#;
+    std::fs::write(&state, far).unwrap();
+    // A tick every 2 ms fills a client's buffers within seconds; a backlog and a write timeout
+    // far beyond the test, so that it is not cut for being behind.
+    let args = [
+        "--interval-ms",
+        "2",
+        "--hand-over",
+        control.to_str().unwrap(),
+        "--client-backlog",
+        "65536",
+        "--ping-timeout-ms",
+        "60000",
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    let old = Process::start(0, &args).await;
+    let mut reader = old.raw("/_ws/").await;
+    let url = old.ws_url("/_ws/");
+    let mut idle = crate::common::small_buffer_client(old.addr, &url).await;
+    let mut seen = next_integers(&mut idle, 1).await;
+    // 4,000 ticks, 68 KB: more than the kernel's buffers hold for it (a 4 KiB receive buffer
+    // and a 16 KiB send buffer, each doubled).
+    let past = seen[0] + 2 * 4_000;
+    while next_integers(&mut reader, 1).await[0] < past {}
+    let new = Process::start(0, &args).await;
+    let took = new
+        .wait_for_log(
+            "the new process to take the raw connections over",
+            |event| event["message"] == "took the raw connections over",
+        )
+        .await;
+    assert_eq!(took["connections"], 2, "{took}");
+    let parked = took["parked_bytes"].as_u64().unwrap_or_default();
+    assert!(parked > 0, "nothing was parked for the idle client: {took}");
+    // Past an integer the new process wrote, with nothing missed, repeated or closed.
+    let after = next_integers(&mut reader, 1).await[0];
+    while *seen.last().unwrap() <= after {
+        seen.extend(next_integers(&mut idle, 1_000).await);
+    }
+    crate::common::assert_consecutive(&seen);
+}
+
 /// The control socket is the user's alone; opened to everyone, a process of another user
 /// still cannot take over, because each side checks the other's credentials. The old process
 /// logs the refusal and serves on.
