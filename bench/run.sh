@@ -310,8 +310,11 @@ overload_scenario() {
 }
 
 # A paced drain: its window, and the drain it fits in (for the `paced` storm server and the
-# paced rolling deploy).
-PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+# paced rolling deploy): 3 s by default, and the longer window the restart by hand-over is
+# also measured with.
+PACED_3S=(--drain-pace-ms 3000 --drain-ms 10000)
+PACED_5S=(--drain-pace-ms 5000 --drain-ms 12000)
+PACED=("${PACED_3S[@]}")
 # Flags every cluster instance gets.
 instance_extra=()
 # The storms' CPU affinity: empty, or `taskset -c N` for the servers and the load generators.
@@ -699,9 +702,9 @@ if [ "$paced_only" = 1 ]; then
   for _ in 1 2; do
     storm_scenario storm-18900 none 18900 25 handover
     storm_scenario storm-18900-pace3s none 18900 25 paced
-    PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+    PACED=("${PACED_5S[@]}")
     storm_scenario storm-18900-pace5s none 18900 25 paced
-    PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+    PACED=("${PACED_3S[@]}")
     storm_scenario storm-18900 hold 18900 25 ours
   done
   for _ in 1 2; do
@@ -716,7 +719,7 @@ fi
 # The paced hand-over with the servers and the load generators on a core each: how much of
 # the socket.io reconnect's connect tail is the two sharing both cores. Prints the rows.
 if [ "$pinned_only" = 1 ]; then
-  PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+  PACED=("${PACED_5S[@]}")
   for _ in 1 2; do
     storm_scenario storm-18900-pace5s none 18900 25 paced
     server_cpu=(taskset -c 0)
@@ -732,9 +735,9 @@ fi
 paced_hand_over() {
   server_bin=$1
   storm_scenario "storm-18900 $1" none 18900 25 handover
-  PACED=(--drain-pace-ms 5000 --drain-ms 12000)
+  PACED=("${PACED_5S[@]}")
   storm_scenario "storm-18900-pace5s $1" none 18900 25 paced
-  PACED=(--drain-pace-ms 3000 --drain-ms 10000)
+  PACED=("${PACED_3S[@]}")
   server_bin="$bin/integers"
 }
 if [ "$paced_on_only" = 1 ]; then
