@@ -128,4 +128,21 @@ mod tests {
         bytes.read += 3;
         assert!(!bytes.at_frame_boundary(), "a frame half read");
     }
+
+    #[test]
+    fn a_read_counts_the_bytes_it_added_not_those_already_in_the_buffer() {
+        let mut io = ConnectionIo {
+            read: Box::pin(&b"\x8a\x80abcd"[..]),
+            conn: RawConn::new(None, 1, Vec::new(), tokio::time::Instant::now()),
+            bytes: ReadBytes::after(0),
+        };
+        let mut room = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut room);
+        buf.put_slice(b"xyz");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let read = Pin::new(&mut io).poll_read(&mut cx, &mut buf);
+        assert!(matches!(read, Poll::Ready(Ok(()))), "{read:?}");
+        assert_eq!(buf.filled(), b"xyz\x8a\x80abcd");
+        assert_eq!(io.bytes.read, 6, "the bytes of one empty pong");
+    }
 }

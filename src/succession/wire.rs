@@ -261,42 +261,5 @@ pub(super) fn hello(version: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_line_gives_both_positions_and_the_next_beat() {
-        let positions = ByParity { odd: 12, even: 7 };
-        let beat = Some((Parity::Even, Duration::from_millis(340)));
-        for next_beat in [None, beat] {
-            let stopped = Stopped {
-                positions,
-                next_beat,
-            };
-            assert_eq!(Stopped::parse(&stopped.line()), Some(stopped));
-        }
-        assert_eq!(
-            Stopped::parse("stopped 12 7 even 340"),
-            Some(Stopped {
-                positions,
-                next_beat: beat
-            })
-        );
-        for bad in [
-            "stopped 12",
-            "stopped 12 7 1",
-            "started 12 7",
-            "stopped 12 7 up 3",
-        ] {
-            assert_eq!(Stopped::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_hello_names_its_version() {
-        assert_eq!(hello_version(&hello(VERSION)), Some(VERSION));
-        assert_eq!(hello_version("integers-hand-over 7"), Some(7));
-        assert_eq!(hello_version("integers-hand-over x"), None);
-        assert_eq!(hello_version("GET / HTTP/1.1"), None);
-    }
-}
+#[path = "wire_tests.rs"]
+mod tests;
