@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::watch;
+use crate::stream::watched::Watched;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{Fanout, Membership, Recipient};
@@ -71,7 +71,7 @@ pub(crate) struct Joining<R: Recipient> {
     next: u64,
     backlog: Option<Backlog>,
     /// Where the lane's last integer is now, to tell whether it moved before the adoption.
-    last_sent: watch::Receiver<u64>,
+    last_sent: Watched<u64>,
 }
 
 impl<R: Recipient> Joining<R> {
@@ -97,7 +97,7 @@ impl<R: Recipient> Joining<R> {
             // Read after the push (the watch reads and writes under a lock of its own): a
             // publication not seen here wakes the shard for a pass that takes the client in;
             // one seen may have found the shard's pass already over.
-            if *self.last_sent.borrow() >= self.next {
+            if self.last_sent.peek() >= self.next {
                 arrivals.arrived.notify_one();
             }
         }

@@ -37,21 +37,21 @@ pub(super) async fn run<R: Recipient>(
             // integer before it is let go.
             _ = &mut stopping => {
                 last_pass = true;
-                last_sent.has_changed().unwrap_or(false)
+                last_sent.has_changed()
             }
-            changed = last_sent.changed() => if changed.is_err() { return } else { true },
+            changed = last_sent.changed() => if changed.is_none() { return } else { true },
             () = arrived.notified() => false,
         };
         if tick {
             // The clients that arrived since the last pass join this one.
-            let pass = fanout.pass(*last_sent.borrow_and_update());
+            let pass = fanout.pass(last_sent.seen());
             connections.append(&mut fanout.take_arrivals(parity, shard));
             let sent = serve(&mut connections, &pass, &mut shard_state).await;
             delivered.increment(sent);
         } else {
             // Clients adopted after the lane moved: only they are owed anything, and the
             // integer stays unseen, so the next tick's pass still serves everyone else.
-            let pass = fanout.pass(*last_sent.borrow());
+            let pass = fanout.pass(last_sent.peek());
             let mut arrivals = fanout.take_arrivals(parity, shard);
             let sent = serve(&mut arrivals, &pass, &mut shard_state).await;
             delivered.increment(sent);

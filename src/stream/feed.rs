@@ -7,6 +7,10 @@
 //! joined. That is what lets every client of a parity see the same integers, and lets a
 //! resuming client be handed a computed backlog with no gap at the seam.
 //!
+//! Lock order: a lane's lock, then a watch's (the demand, the last integer sent), which the
+//! feed writes while it holds the lane. The watches reach readers only as [`Watched`], which
+//! hands out copies: no reader holds a watch while it takes a lane.
+//!
 //! The feed does not decide when to tick: that is the source's job. It only
 //! reports demand (which parities have subscribers) and refuses to advance a parity that
 //! has none, so a disconnect that races a tick cannot advance an abandoned counter.
@@ -16,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use crate::stream::parity::{ByParity, Parity};
+use crate::stream::watched::Watched;
 use crate::sync::lock;
 
 /// Which streams have at least one subscriber.
@@ -149,8 +154,8 @@ impl Feed {
 
     /// The last integer `parity` has sent (0 before the first), as a watch that changes at
     /// every publication. Whoever reads it owes its clients every integer up to it.
-    pub(crate) fn last_sent(&self, parity: Parity) -> watch::Receiver<u64> {
-        self.lane(parity).last_sent.subscribe()
+    pub(crate) fn last_sent(&self, parity: Parity) -> Watched<u64> {
+        Watched::new(self.lane(parity).last_sent.subscribe())
     }
 
     /// Joins `parity`'s lane: counts one more subscriber, and tells where the lane stood.
@@ -159,7 +164,7 @@ impl Feed {
         let mut state = lane.lock();
         state.subscribers += 1;
         if state.subscribers == 1 {
-            self.set_demand(parity, true);
+            self.set_demand(&state, parity, true);
         }
         let at = JoinPoint {
             parity,
@@ -190,8 +195,8 @@ impl Feed {
     }
 
     /// A receiver of demand changes, for the source to sleep on while nobody listens.
-    pub(crate) fn demand(&self) -> watch::Receiver<Demand> {
-        self.inner.demand.subscribe()
+    pub(crate) fn demand(&self) -> Watched<Demand> {
+        Watched::new(self.inner.demand.subscribe())
     }
 
     /// How many integers `parity` has produced so far.
@@ -211,7 +216,10 @@ impl Feed {
         })
     }
 
-    fn set_demand(&self, parity: Parity, wanted: bool) {
+    /// Takes the lane's guard: the demand changes in the order of the subscriber counts that
+    /// make it. Lock order: the lane, then the watch, which readers never hold (see
+    /// [`Watched`]).
+    fn set_demand(&self, _lane: &LaneGuard<'_>, parity: Parity, wanted: bool) {
         self.inner.demand.send_if_modified(|demand| {
             let changed = demand[parity] != wanted;
             demand[parity] = wanted;
@@ -223,13 +231,16 @@ impl Feed {
         let mut state = self.lane(parity).lock();
         state.subscribers = state.subscribers.saturating_sub(1);
         if state.subscribers == 0 {
-            self.set_demand(parity, false);
+            self.set_demand(&state, parity, false);
         }
     }
 }
 
+/// A lane, locked.
+type LaneGuard<'a> = MutexGuard<'a, LaneState>;
+
 impl Lane {
-    fn lock(&self) -> MutexGuard<'_, LaneState> {
+    fn lock(&self) -> LaneGuard<'_> {
         lock(&self.state)
     }
 }

@@ -8,3 +8,4 @@ pub(crate) mod feed;
 pub(crate) mod owed;
 pub mod parity;
 pub mod resume;
+pub(crate) mod watched;

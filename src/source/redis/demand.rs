@@ -46,10 +46,10 @@ impl Claims {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                changed = demand.changed() => if changed.is_err() { break },
+                changed = demand.changed() => if changed.is_none() { break },
                 _ = renew.tick() => {}
             }
-            let wanted = *demand.borrow_and_update();
+            let wanted = demand.seen();
             // A failure is the link's to report; the next change or renewal tries again.
             let _ = self.claim(wanted).await;
         }

@@ -55,6 +55,31 @@ pub(crate) fn free_port() -> u16 {
     panic!("no free loopback port below {low} in 100 tries");
 }
 
+/// Log lines of a server shown when its test fails: the last ones, where the failure is.
+const LOG_SHOWN: usize = 60;
+
+/// A failing test shows the end of the log of each server it started, in the test's output.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lines: Vec<&str> = log.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(LOG_SHOWN)..];
+        eprintln!(
+            "--- the server on {}: the last {} of its {} log lines ---\n{}",
+            self.served.addr,
+            shown.len(),
+            lines.len(),
+            shown.join("\n")
+        );
+    }
+}
+
 impl Process {
     /// Starts the binary with `args` (host and port are added) and waits for it to listen.
     pub(crate) async fn start(port: u16, args: &[&str]) -> Process {
