@@ -42,3 +42,63 @@ pub(crate) async fn rewrite_connects(request: Request) -> Request {
     };
     Request::from_parts(parts, body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v2 polling payload of exactly `length` bytes: one connect packet for `/odd` whose
+    /// query (`after=41` and a token) fills it.
+    fn connect_payload_of_length(length: usize) -> String {
+        let packet = |token: usize| format!("40/odd?after=41&t={},", "x".repeat(token));
+        let bare = packet(0).len();
+        (1..=6)
+            .map(|digits| packet(length - digits - 1 - bare))
+            .find(|packet| packet.len().to_string().len() + 1 + packet.len() == length)
+            .map(|packet| format!("{}:{packet}", packet.len()))
+            .expect("a payload of that length")
+    }
+
+    /// `payload` POSTed by a v2 client, through [`rewrite_connects`]: the length the request
+    /// then declares, and its body.
+    async fn through(payload: String) -> (usize, String) {
+        let request = Request::post("/socket.io/?EIO=3&transport=polling&sid=s")
+            .header(CONTENT_LENGTH, payload.len())
+            .body(Body::from(payload))
+            .unwrap();
+        let request = rewrite_connects(request).await;
+        let declared = request.headers()[CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (declared, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    // Promise: limit-sio-message
+    #[tokio::test]
+    async fn a_body_of_socketioxides_bound_is_rewritten_and_one_byte_more_passes_as_it_came() {
+        let at_bound = connect_payload_of_length(64 * 1024);
+        assert_eq!(at_bound.len(), 64 * 1024);
+        let (declared, body) = through(at_bound.clone()).await;
+        assert!(
+            body.contains(r#":40/odd,{"after":"41","t":"xxx"#) && !body.contains('?'),
+            "a payload of 64 KiB was not rewritten: {}…",
+            &body[..60]
+        );
+        assert_eq!(declared, body.len());
+
+        let past = connect_payload_of_length(64 * 1024 + 1);
+        let (declared, body) = through(past.clone()).await;
+        assert!(
+            declared == past.len() && body == past,
+            "a payload of 64 KiB and a byte did not pass as it came: it declares {declared}, \
+             and its body of {} bytes begins {:?}",
+            body.len(),
+            &body[..body.len().min(60)]
+        );
+    }
+}
