@@ -188,3 +188,7 @@ fn number<T: std::str::FromStr>(word: Option<&str>) -> io::Result<T> {
 fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
+
+#[cfg(test)]
+#[path = "connections_tests.rs"]
+mod tests;

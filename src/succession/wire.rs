@@ -260,6 +260,16 @@ pub(super) fn hello(version: u32) -> String {
     format!("{HELLO} {version}")
 }
 
+/// Both ends of a control connection within this process, checked: for the unit tests, on
+/// the same kernel calls as between two processes.
+#[cfg(test)]
+pub(super) fn connected_pair() -> (Control, Control) {
+    let (one, other) = UnixStream::pair().expect("a Unix socket pair");
+    let one = Control::checked(one).expect("this process's own user is accepted");
+    let other = Control::checked(other).expect("this process's own user is accepted");
+    (one, other)
+}
+
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;

@@ -43,14 +43,6 @@ fn a_hello_names_its_version() {
 
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// Both ends of a control connection within this process, checked.
-fn connected() -> (Control, Control) {
-    let (one, other) = UnixStream::pair().expect("a Unix socket pair");
-    let one = Control::checked(one).expect("this process's own user is accepted");
-    let other = Control::checked(other).expect("this process's own user is accepted");
-    (one, other)
-}
-
 /// Asserts the error the next line's read ends with: its kind, and this module's own text.
 fn assert_refused(receiver: &Control, waited_for: &str, kind: ErrorKind, text: &str) {
     let error = receiver.receive(PATIENCE).expect_err(waited_for);
@@ -60,13 +52,13 @@ fn assert_refused(receiver: &Control, waited_for: &str, kind: ErrorKind, text: &
 
 #[test]
 fn a_peer_of_this_processs_user_is_accepted_with_its_pid() {
-    let (one, _other) = connected();
+    let (one, _other) = connected_pair();
     assert_eq!(one.peer_pid, i32::try_from(std::process::id()).unwrap());
 }
 
 #[test]
 fn a_line_arrives_with_the_descriptor_sent_with_it_and_the_next_line_apart() {
-    let (sender, receiver) = connected();
+    let (sender, receiver) = connected_pair();
     let (passed, kept) = UnixStream::pair().expect("a Unix socket pair");
     sender
         .send_with(LISTENER, &[passed.as_fd()], PATIENCE)
@@ -89,7 +81,7 @@ fn a_line_arrives_with_the_descriptor_sent_with_it_and_the_next_line_apart() {
 
 #[test]
 fn a_line_of_the_longest_length_is_read_and_one_byte_longer_is_refused() {
-    let (sender, receiver) = connected();
+    let (sender, receiver) = connected_pair();
     let longest = "x".repeat(MAX_LINE);
     sender
         .write_all(format!("{longest}\n").as_bytes(), PATIENCE)
@@ -114,7 +106,7 @@ fn a_line_of_the_longest_length_is_read_and_one_byte_longer_is_refused() {
 
 #[test]
 fn descriptors_past_a_lines_first_byte_are_refused() {
-    let (sender, receiver) = connected();
+    let (sender, receiver) = connected_pair();
     let (passed, _kept) = UnixStream::pair().expect("a Unix socket pair");
     sender.write_all(b"rea", PATIENCE).unwrap();
     sender.send_with("dy", &[passed.as_fd()], PATIENCE).unwrap();
@@ -128,7 +120,7 @@ fn descriptors_past_a_lines_first_byte_are_refused() {
 
 #[test]
 fn a_closed_or_silent_peer_ends_the_read_with_its_own_error() {
-    let (sender, receiver) = connected();
+    let (sender, receiver) = connected_pair();
     let silent = receiver
         .receive(Duration::from_millis(50))
         .expect_err("no line sent");
@@ -150,7 +142,7 @@ fn a_closed_or_silent_peer_ends_the_read_with_its_own_error() {
 
 #[test]
 fn a_batch_is_read_whole_or_not_at_all() {
-    let (sender, receiver) = connected();
+    let (sender, receiver) = connected_pair();
     sender.write_all(b"abcdefgh", PATIENCE).unwrap();
     assert_eq!(
         receiver.read_exact(5, PATIENCE).expect("five bytes"),
