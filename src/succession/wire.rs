@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::stream::parity::{ByParity, Parity};
+use nix::errno::Errno;
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr, sockopt};
 
 /// The format version this binary speaks. A successor that speaks another gets this
@@ -141,21 +142,23 @@ impl Control {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no whole line from the other process in time",
-                ));
+                return Err(no_line_in_time());
             }
             self.stream.set_read_timeout(Some(left))?;
             let mut byte = [0u8; 1];
             let mut space = nix::cmsg_space!([std::os::fd::RawFd; MOST_PASSED]);
             let mut iov = [io::IoSliceMut::new(&mut byte)];
-            let read = socket::recvmsg::<UnixAddr>(
+            let read = match socket::recvmsg::<UnixAddr>(
                 self.stream.as_raw_fd(),
                 &mut iov,
                 Some(&mut space),
                 MsgFlags::MSG_CMSG_CLOEXEC,
-            )?;
+            ) {
+                Ok(read) => read,
+                // The read timeout set above ran out: so did the line's time.
+                Err(Errno::EAGAIN) => return Err(no_line_in_time()),
+                Err(error) => return Err(error.into()),
+            };
             if read.flags.contains(MsgFlags::MSG_CTRUNC) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -253,6 +256,14 @@ impl Stopped {
 pub(super) fn hello_version(line: &str) -> Option<u32> {
     let (word, version) = line.split_once(' ')?;
     (word == HELLO).then(|| version.parse().ok())?
+}
+
+/// A line that did not come whole within its patience.
+fn no_line_in_time() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no whole line from the other process in time",
+    )
 }
 
 /// The successor's first line.
