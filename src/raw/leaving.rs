@@ -208,6 +208,8 @@ pub(crate) async fn hand_over(successor: Successor, moved: &mut Moves, leaving: 
         }
         for moving in arrived {
             let size = moving.carried.parked.len();
+            // A batch goes once it is full, by count or by bytes, or at the end: the successor
+            // takes each in one message, and fewer, fuller batches cost it fewer reads.
             if !failed && (batch.len() == BATCH || bytes + size > BATCH_BYTES) {
                 failed = !send(&successor, &mut batch, &mut handed).await;
                 bytes = 0;

@@ -43,9 +43,15 @@ impl<T: Copy> Watched<T> {
     }
 
     /// Waits until the value satisfies `ready`, and returns it, seen; `None` once the feed is
-    /// gone. Cancel-safe, as [`Watched::changed`].
-    pub(crate) async fn wait_for(&mut self, ready: impl FnMut(&T) -> bool) -> Option<T> {
-        let value = *self.receiver.wait_for(ready).await.ok()?;
-        Some(value)
+    /// gone. `ready` is given copies: it runs under no lock of the watch, whatever it takes.
+    /// Cancel-safe, as [`Watched::changed`].
+    pub(crate) async fn wait_for(&mut self, mut ready: impl FnMut(T) -> bool) -> Option<T> {
+        loop {
+            let value = self.seen();
+            if ready(value) {
+                return Some(value);
+            }
+            self.receiver.changed().await.ok()?;
+        }
     }
 }

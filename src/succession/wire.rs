@@ -123,7 +123,17 @@ impl Control {
     pub(super) fn read_exact(&self, length: usize, patience: Duration) -> io::Result<Vec<u8>> {
         self.stream.set_read_timeout(Some(patience))?;
         let mut bytes = Vec::new();
-        (&self.stream).take(length as u64).read_to_end(&mut bytes)?;
+        (&self.stream)
+            .take(length as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|error| match error.kind() {
+                // The read timeout set above ran out between two reads.
+                io::ErrorKind::WouldBlock => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the other process sent no more of the batch in time",
+                ),
+                _ => error,
+            })?;
         if bytes.len() < length {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -157,6 +167,8 @@ impl Control {
                 Ok(read) => read,
                 // The read timeout set above ran out: so did the line's time.
                 Err(Errno::EAGAIN) => return Err(no_line_in_time()),
+                // A signal: the wait goes on, within the line's deadline.
+                Err(Errno::EINTR) => continue,
                 Err(error) => return Err(error.into()),
             };
             if read.flags.contains(MsgFlags::MSG_CTRUNC) {

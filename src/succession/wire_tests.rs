@@ -150,9 +150,20 @@ fn a_batch_is_read_whole_or_not_at_all() {
         receiver.read_exact(5, PATIENCE).expect("five bytes"),
         b"abcde"
     );
+    // Three bytes wait, and no more come: the read ends at its patience, in its own words.
+    let stalled = receiver
+        .read_exact(4, Duration::from_millis(50))
+        .expect_err("a fourth byte never sent");
+    assert_eq!(
+        (stalled.kind(), stalled.to_string().as_str()),
+        (
+            ErrorKind::TimedOut,
+            "the other process sent no more of the batch in time"
+        )
+    );
     sender.shut_down();
     let short = receiver
         .read_exact(4, PATIENCE)
-        .expect_err("three bytes left");
+        .expect_err("the sender gone");
     assert_eq!(short.kind(), ErrorKind::UnexpectedEof);
 }

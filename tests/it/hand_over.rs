@@ -22,7 +22,7 @@ const CROWD: usize = 250;
 
 /// The old process's flags, and the new one's: the same binary started the same way, with
 /// the positions in `state`, or in memory alone.
-fn flags<'a>(control: &'a Path, state: Option<&'a Path>) -> Vec<&'a str> {
+pub(crate) fn flags<'a>(control: &'a Path, state: Option<&'a Path>) -> Vec<&'a str> {
     let mut flags = vec![
         "--interval-ms",
         "20",
@@ -510,27 +510,8 @@ async fn a_hand_over_that_cannot_work_is_refused_at_start() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "kept");
 }
 
-/// A stand-in old process at `control`, played by a thread of the test: it accepts one
-/// successor, reads its first line, answers with `answer`, and gives the connection back, open.
-fn old_process_answering(
-    control: &Path,
-    answer: impl FnOnce(&UnixStream) + Send + 'static,
-) -> std::thread::JoinHandle<UnixStream> {
-    let _ = std::fs::remove_file(control);
-    let listener = UnixListener::bind(control).unwrap();
-    std::thread::spawn(move || {
-        let (mut talk, _) = listener.accept().unwrap();
-        talk.set_read_timeout(Some(PATIENCE)).unwrap();
-        let mut hello = [0u8; 21];
-        talk.read_exact(&mut hello).unwrap();
-        assert_eq!(&hello, b"integers-hand-over 1\n");
-        answer(&talk);
-        talk
-    })
-}
-
 /// Sends the `listener` line to the new process at the other end of `talk`, with `socket`.
-fn send_listener(talk: &UnixStream, socket: &impl std::os::fd::AsRawFd) {
+pub(crate) fn send_listener(talk: &UnixStream, socket: &impl std::os::fd::AsRawFd) {
     use std::os::fd::AsRawFd;
     let fds = [socket.as_raw_fd()];
     nix::sys::socket::sendmsg::<()>(
@@ -541,93 +522,6 @@ fn send_listener(talk: &UnixStream, socket: &impl std::os::fd::AsRawFd) {
         None,
     )
     .unwrap();
-}
-
-/// The process at the control path takes the new process's first line and answers wrong: one
-/// that stays silent is stuck, and one that passes a socket other than a TCP listener cannot
-/// hand over, so the new process refuses to start, with its reason, rather than serve beside
-/// them.
-// Promise: hand-over-refuse
-#[tokio::test]
-async fn an_old_process_that_answers_wrong_is_refused_at_start() {
-    let (dir, control, state) = paths("hand-over-wrong-answer");
-    let silent = old_process_answering(&control, |_| {});
-    refused_at_start(
-        Process::command(0, &flags(&control, Some(&state))),
-        "no whole line from the other process in time",
-    )
-    .await;
-    drop(silent.join().unwrap());
-
-    // A listening socket, but not a TCP one.
-    let other = UnixListener::bind(dir.join("other.sock")).unwrap();
-    let passing = old_process_answering(&control, move |talk| {
-        send_listener(talk, &other);
-    });
-    refused_at_start(
-        Process::command(0, &flags(&control, Some(&state))),
-        "the running process passed something other than a listening TCP socket",
-    )
-    .await;
-    drop(passing.join().unwrap());
-}
-
-/// The process at the control path takes the new process's first line and closes the
-/// connection: it was stopping or crashed, and its listener went with it, so the new process
-/// binds the port itself and serves.
-// Promise: hand-over-nobody
-#[tokio::test]
-async fn an_old_process_that_closes_before_answering_leaves_the_new_one_binding() {
-    let (_, control, state) = paths("hand-over-no-answer");
-    let closing = old_process_answering(&control, |_| {});
-    let closed = std::thread::spawn(move || drop(closing.join().unwrap()));
-    let new = Process::start(0, &flags(&control, Some(&state))).await;
-    closed.join().unwrap();
-    new.wait_for_log("the old process gone before answering", |event| {
-        event["message"] == "the running process went before handing over"
-    })
-    .await;
-    let listening = new
-        .wait_for_log("the listening line", |event| {
-            event["message"] == "listening"
-        })
-        .await;
-    assert_eq!(listening["inherited"], false, "{listening}");
-    let mut raw = new.raw("/_ws/").await;
-    crate::common::assert_consecutive(&next_integers(&mut raw, 3).await);
-}
-
-/// The old process passes its listening socket, takes `ready`, and closes the exchange
-/// without its final positions while it still runs (its drain out of time, say; here the test
-/// process is the old process): the new process gives it 10 s to end, and when it does not,
-/// refuses to start rather than run a second source beside it, which could repeat integers.
-// Promise: hand-over-predecessor-gone
-#[tokio::test]
-async fn a_new_process_refuses_to_start_beside_an_old_one_running_without_positions() {
-    let (_, control, state) = paths("hand-over-still-running");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let leaving = old_process_answering(&control, move |talk| {
-        send_listener(talk, &port);
-        let mut ready = [0u8; 6];
-        let mut talk = talk;
-        talk.read_exact(&mut ready).unwrap();
-        assert_eq!(&ready, b"ready\n");
-    });
-    let closed = std::thread::spawn(move || drop(leaving.join().unwrap()));
-    let mut command = Process::command(0, &flags(&control, Some(&state)));
-    command.stderr(std::process::Stdio::piped());
-    let output = tokio::time::timeout(3 * PATIENCE, command.output())
-        .await
-        .expect("the new process neither gave up nor ended within 30 s")
-        .unwrap();
-    closed.join().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success()
-            && log.contains("did not send its final positions and is still running"),
-        "{:?}, log:\n{log}",
-        output.status
-    );
 }
 
 /// An old process with a state file, and a raw client of it that has had its first integer.
@@ -650,7 +544,7 @@ async fn assert_serving_on(old: &Process, raw: &mut crate::common::Ws) {
 }
 
 /// A directory of the test's own, and the control socket's and the state file's paths in it.
-fn paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn paths(name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = state_dir(name);
     let control = dir.join("control.sock");
     let state = dir.join("state.json");

@@ -9,6 +9,7 @@ mod dead_and_slow;
 mod defaults;
 mod durability;
 mod hand_over;
+mod hand_over_answers;
 mod health_check;
 mod http_surface;
 mod operability;

@@ -1,0 +1,130 @@
+//! The new process's side of a hand-over whose old process answers wrong, or not at all: the
+//! old process is a thread of the test, at the control path.
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+use crate::common::{PATIENCE, Process, next_integers, refused_at_start};
+use crate::hand_over::{flags, paths, send_listener};
+
+/// A stand-in old process at `control`, played by a thread of the test: it accepts one
+/// successor, reads its first line, answers with `answer`, and gives the connection back, open.
+fn old_process_answering(
+    control: &Path,
+    answer: impl FnOnce(&UnixStream) + Send + 'static,
+) -> std::thread::JoinHandle<UnixStream> {
+    let _ = std::fs::remove_file(control);
+    let listener = UnixListener::bind(control).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut talk = loop {
+            match listener.accept() {
+                Ok((talk, _)) => break talk,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no new process asked the stand-in old process in {PATIENCE:?}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("the stand-in old process cannot accept: {error}"),
+            }
+        };
+        talk.set_nonblocking(false).unwrap();
+        talk.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut hello = [0u8; 21];
+        talk.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello, b"integers-hand-over 1\n");
+        answer(&talk);
+        talk
+    })
+}
+
+/// The process at the control path takes the new process's first line and answers wrong: one
+/// that stays silent is stuck, and one that passes a socket other than a TCP listener cannot
+/// hand over, so the new process refuses to start, with its reason, rather than serve beside
+/// them.
+// Promise: hand-over-refuse
+#[tokio::test]
+async fn an_old_process_that_answers_wrong_is_refused_at_start() {
+    let (dir, control, state) = paths("hand-over-wrong-answer");
+    let silent = old_process_answering(&control, |_| {});
+    refused_at_start(
+        Process::command(0, &flags(&control, Some(&state))),
+        "no whole line from the other process in time",
+    )
+    .await;
+    drop(silent.join().expect("the stand-in old process failed"));
+
+    // A listening socket, but not a TCP one.
+    let other = UnixListener::bind(dir.join("other.sock")).unwrap();
+    let passing = old_process_answering(&control, move |talk| {
+        send_listener(talk, &other);
+    });
+    refused_at_start(
+        Process::command(0, &flags(&control, Some(&state))),
+        "the running process passed something other than a listening TCP socket",
+    )
+    .await;
+    drop(passing.join().expect("the stand-in old process failed"));
+}
+
+/// The process at the control path takes the new process's first line and closes the
+/// connection: it was stopping or crashed, and its listener went with it, so the new process
+/// binds the port itself and serves.
+// Promise: hand-over-nobody
+#[tokio::test]
+async fn an_old_process_that_closes_before_answering_leaves_the_new_one_binding() {
+    let (_, control, state) = paths("hand-over-no-answer");
+    let closing = old_process_answering(&control, |_| {});
+    let closed = std::thread::spawn(move || drop(closing.join().unwrap()));
+    let new = Process::start(0, &flags(&control, Some(&state))).await;
+    new.wait_for_log("the old process gone before answering", |event| {
+        event["message"] == "the running process went before handing over"
+    })
+    .await;
+    let listening = new
+        .wait_for_log("the listening line", |event| {
+            event["message"] == "listening"
+        })
+        .await;
+    assert_eq!(listening["inherited"], false, "{listening}");
+    let mut raw = new.raw("/_ws/").await;
+    crate::common::assert_consecutive(&next_integers(&mut raw, 3).await);
+    closed.join().expect("the stand-in old process failed");
+}
+
+/// The old process passes its listening socket, takes `ready`, and closes the exchange
+/// without its final positions while it still runs (its drain out of time, say; here the test
+/// process is the old process): the new process gives it 10 s to end, and when it does not,
+/// refuses to start rather than run a second source beside it, which could repeat integers.
+// Promise: hand-over-predecessor-gone
+#[tokio::test]
+async fn a_new_process_refuses_to_start_beside_an_old_one_running_without_positions() {
+    let (_, control, state) = paths("hand-over-still-running");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let leaving = old_process_answering(&control, move |talk| {
+        send_listener(talk, &port);
+        let mut ready = [0u8; 6];
+        let mut talk = talk;
+        talk.read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+    });
+    let closed = std::thread::spawn(move || drop(leaving.join().unwrap()));
+    let mut command = Process::command(0, &flags(&control, Some(&state)));
+    command.stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(3 * PATIENCE, command.output())
+        .await
+        .expect("the new process neither gave up nor ended within 30 s")
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && log.contains("did not send its final positions and is still running"),
+        "{:?}, log:\n{log}",
+        output.status
+    );
+    closed.join().expect("the stand-in old process failed");
+}
