@@ -270,3 +270,7 @@ fn close_here(moving: Moving) {
         warn!(peer = moving.carried.peer, %error, "cannot close a connection not handed over");
     }
 }
+
+#[cfg(test)]
+#[path = "leaving_tests.rs"]
+mod tests;

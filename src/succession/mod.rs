@@ -36,4 +36,6 @@ mod wire;
 
 pub(crate) use connections::{Arrival, BATCH, BATCH_BYTES, Carried, Moving, Refused};
 pub(crate) use predecessor::{ListeningSocket, Offer, Successor};
+#[cfg(test)]
+pub(crate) use successor::linked_for_tests;
 pub(crate) use successor::{Arrivals, Handed, Predecessor, Taken, take};

@@ -94,6 +94,17 @@ pub(crate) fn take(path: &Path, drain: Duration) -> io::Result<Taken> {
             Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
                 return Ok(Taken::AfterPlainRestart);
             }
+            // Still there past its drain: binding beside it would run a second source.
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the running process of another hand-over version still runs {} s \
+                         past its drain",
+                        EXIT_SLACK.as_secs()
+                    ),
+                ));
+            }
             Err(error) => return Err(error),
             Ok(line) => {
                 return Err(io::Error::new(
@@ -245,6 +256,22 @@ impl Arrivals {
             Err(_) => None,
         }
     }
+}
+
+/// Both ends of a hand-over's raw connections within this process, on a checked Unix
+/// socket pair: for the unit tests of the drain that sends them.
+#[cfg(test)]
+pub(crate) fn linked_for_tests(patience: Duration) -> (super::Successor, Arrivals) {
+    let (predecessor_end, successor_end) = wire::connected_pair();
+    let successor = super::Successor::Ready {
+        control: Arc::new(predecessor_end),
+        since: Instant::now(),
+    };
+    let arrivals = Arrivals {
+        control: Arc::new(successor_end),
+        patience,
+    };
+    (successor, arrivals)
 }
 
 /// Whether process `pid` has ended within `patience`, looked at every few milliseconds.

@@ -1,11 +1,11 @@
 //! The new process's side of a hand-over whose old process answers wrong, or not at all: the
 //! old process is a thread of the test, at the control path.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-use crate::common::{PATIENCE, Process, next_integers, refused_at_start};
+use crate::common::{PATIENCE, Process, next_integers, refused_at_start, refused_within};
 use crate::hand_over::{flags, paths, send_listener};
 
 /// A stand-in old process at `control`, played by a thread of the test: it accepts one
@@ -113,18 +113,34 @@ async fn a_new_process_refuses_to_start_beside_an_old_one_running_without_positi
         assert_eq!(&ready, b"ready\n");
     });
     let closed = std::thread::spawn(move || drop(leaving.join().unwrap()));
-    let mut command = Process::command(0, &flags(&control, Some(&state)));
-    command.stderr(std::process::Stdio::piped());
-    let output = tokio::time::timeout(3 * PATIENCE, command.output())
-        .await
-        .expect("the new process neither gave up nor ended within 30 s")
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success()
-            && log.contains("did not send its final positions and is still running"),
-        "{:?}, log:\n{log}",
-        output.status
-    );
+    refused_within(
+        Process::command(0, &flags(&control, Some(&state))),
+        "did not send its final positions and is still running",
+        3 * PATIENCE,
+    )
+    .await;
     closed.join().expect("the stand-in old process failed");
+}
+
+/// The process at the control path speaks another format version and never goes: the new
+/// process waits for its drain and 10 s more, then refuses to start rather than bind the port
+/// beside it and run a second source.
+// Promise: hand-over-version
+#[tokio::test]
+async fn a_new_process_told_another_version_refuses_to_start_beside_one_that_stays() {
+    let (_, control, state) = paths("hand-over-old-version-stays");
+    let staying = old_process_answering(&control, |talk| {
+        let mut talk = talk;
+        talk.write_all(b"integers-hand-over 0\n").unwrap();
+    });
+    let mut flags = flags(&control, Some(&state));
+    let drain = flags.iter().position(|flag| *flag == "--drain-ms").unwrap() + 1;
+    flags[drain] = "100";
+    refused_within(
+        Process::command(0, &flags),
+        "the running process of another hand-over version still runs 10 s past its drain",
+        3 * PATIENCE,
+    )
+    .await;
+    drop(staying.join().expect("the stand-in old process failed"));
 }

@@ -273,11 +273,20 @@ pub(crate) async fn status_request(addr: std::net::SocketAddr) -> tokio::net::Tc
 
 /// Runs `command` (the binary, started so that it cannot serve) and asserts that it exits
 /// with a failure and logs `reason`.
-pub(crate) async fn refused_at_start(mut command: tokio::process::Command, reason: &str) {
+pub(crate) async fn refused_at_start(command: tokio::process::Command, reason: &str) {
+    refused_within(command, reason, PATIENCE).await;
+}
+
+/// [`refused_at_start`] for a refusal that comes only after a wait, within `deadline`.
+pub(crate) async fn refused_within(
+    mut command: tokio::process::Command,
+    reason: &str,
+    deadline: Duration,
+) {
     command.stderr(std::process::Stdio::piped());
-    let output = tokio::time::timeout(PATIENCE, command.output())
+    let output = tokio::time::timeout(deadline, command.output())
         .await
-        .unwrap_or_else(|_| panic!("still running, started for {reason:?}"))
+        .unwrap_or_else(|_| panic!("still running after {deadline:?}, started for {reason:?}"))
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(
