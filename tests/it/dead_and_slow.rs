@@ -695,12 +695,7 @@ async fn a_slow_socketio_websocket_client_is_disconnected_by_its_backlog() {
             "not disconnected in time; read {} integers",
             seen.len()
         );
-        let frame = tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("no frame in time")
-            .expect("stream ended")
-            .expect("read failed");
-        let text = frame.to_text().unwrap().to_owned();
+        let text = next_text(&mut ws, seen.len()).await;
         if text == "2" {
             ws.send(Message::text("3")).await.unwrap();
         } else if let Some(integer) = text.strip_prefix("42/odd,[\"integer\",") {
@@ -728,6 +723,70 @@ async fn a_slow_socketio_websocket_client_is_disconnected_by_its_backlog() {
             s.odd.subscribers.socketio == 0
         })
         .await;
+}
+
+/// A socket.io client that reads nothing is disconnected once its queue is full. The queue
+/// holds a full replay (`--max-backlog`) and `--client-backlog` integers more; read once the
+/// server has cut it, the client finds those and what the sockets' buffers held, in order,
+/// then the disconnect packet: not a queue many times that size.
+// Promise: slow-sio-queue-full
+#[tokio::test]
+async fn a_socketio_client_reading_nothing_is_cut_once_its_queue_is_full() {
+    const BACKLOGS: usize = 2 * 1000;
+    // The queue's room for heartbeats and the disconnect.
+    const HEADROOM: usize = 16;
+    // What the sockets' buffers hold at most, in integers of at least 25 bytes a frame
+    // (`42/odd,["integer",N]`): the server's 16 KiB send buffer and the client's 4 KiB
+    // receive buffer, each doubled by the kernel for its bookkeeping.
+    const BUFFERED: usize = 2 * (16 + 4) * 1024 / 25;
+    let server = Process::start(
+        0,
+        &[
+            "--no-state",
+            "--interval-ms",
+            "1",
+            "--client-backlog",
+            "1000",
+            "--max-backlog",
+            "1000",
+            "--ping-interval-ms",
+            "60000",
+        ],
+    )
+    .await;
+    let mut ws = slow_engine_io_client(server.addr, "/odd").await;
+    server
+        .wait_for_log_within(6 * PATIENCE, "the client cut too slow", |event| {
+            event["message"] == "client too slow, disconnecting"
+        })
+        .await;
+    let mut seen = Vec::new();
+    let ending = loop {
+        let text = next_text(&mut ws, seen.len()).await;
+        if let Some(integer) = text.strip_prefix("42/odd,[\"integer\",") {
+            seen.push(integer.trim_end_matches(']').parse::<u64>().unwrap());
+        } else if text.starts_with("41") {
+            break text;
+        }
+    };
+    assert_eq!(ending, "41/odd,", "the socket.io disconnect packet");
+    assert_consecutive(&seen);
+    assert!(
+        (BACKLOGS..=BACKLOGS + HEADROOM + BUFFERED).contains(&seen.len()),
+        "{} integers before the disconnect: not the queue's {BACKLOGS} and at most \
+         {HEADROOM} + {BUFFERED} more",
+        seen.len()
+    );
+}
+
+/// The next frame's text, for a client that has read `read` integers so far.
+async fn next_text(ws: &mut crate::common::Ws, read: usize) -> String {
+    let frame = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no frame in time; read {read} integers"))
+        .expect("stream ended")
+        .expect("read failed");
+    frame.to_text().unwrap().to_owned()
 }
 
 /// An engine.io WebSocket session connected to `namespace`, with a small receive buffer.

@@ -141,6 +141,34 @@ async fn metrics_count_what_happened() {
     )
     .await;
     polling_session(&server, "/odd").await;
+    // One more over WebSocket resuming after the reader's second integer, then closing: its
+    // replay and its departure are counted under socket.io.
+    let socketio_after = read[1];
+    let (mut resumed, _) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::connect_async(server.ws_url("/socket.io/?EIO=4&transport=websocket")),
+    )
+    .await
+    .expect("no socket.io WebSocket session in time")
+    .unwrap();
+    resumed
+        .send(Message::text(format!(
+            "40/odd,{{\"after\":{socketio_after}}}"
+        )))
+        .await
+        .unwrap();
+    let first = format!("42/odd,[\"integer\",{}]", socketio_after + 2);
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, resumed.next())
+            .await
+            .expect("no replayed integer in time")
+            .expect("stream ended")
+            .expect("read failed");
+        if frame.to_text().unwrap() == first {
+            break;
+        }
+    }
+    close(resumed).await;
 
     // Refusals: a bad after, a foreign origin, and one past the connection limit.
     assert_eq!(
@@ -169,18 +197,26 @@ async fn metrics_count_what_happened() {
         let polling_counted = seen
             .get("integers_connections{protocol=\"socketio_polling\",type=\"odd\"}")
             == Some(&1.0);
-        if polling_counted {
+        let closed_counted = seen.contains_key(
+            "integers_disconnects_total{protocol=\"socketio\",reason=\"client_closed\"}",
+        );
+        if polling_counted && closed_counted {
             break seen;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the polling session was never counted: {seen:#?}"
+            "the polling session, or the closed socket.io session's departure, was never \
+             counted: {seen:#?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let exact = [
         ("integers_connects_total{protocol=\"raw\"}", 3.0),
-        ("integers_connects_total{protocol=\"socketio\"}", 2.0),
+        ("integers_connects_total{protocol=\"socketio\"}", 3.0),
+        (
+            "integers_disconnects_total{protocol=\"socketio\",reason=\"client_closed\"}",
+            1.0,
+        ),
         (
             "integers_disconnects_total{protocol=\"raw\",reason=\"client_closed\"}",
             1.0,
@@ -207,20 +243,20 @@ async fn metrics_count_what_happened() {
     for (key, expected) in exact {
         assert_eq!(value(&seen, key), expected, "{key}");
     }
-    // The resumer was replayed everything after the first integer the reader saw: at least
-    // the four the reader saw after it, exactly what its connect line says.
-    let replay = server
-        .wait_for_log("the resumer's connect line", |event| {
-            event["message"] == "connected" && event["after"] == read[0]
-        })
-        .await["replay"]
-        .as_f64()
-        .unwrap();
-    assert!(replay >= 4.0, "replayed {replay}");
-    assert_eq!(
-        value(&seen, "integers_replayed_total{protocol=\"raw\"}"),
-        replay
-    );
+    // Each resumer was replayed everything after the integer it named: at least the integers
+    // the reader saw after it, exactly what its connect line says, counted by protocol.
+    for (protocol, after, least) in [("raw", read[0], 4.0), ("socketio", socketio_after, 3.0)] {
+        let replay = server
+            .wait_for_log("a resumer's connect line", |event| {
+                event["message"] == "connected" && event["after"] == after
+            })
+            .await["replay"]
+            .as_f64()
+            .unwrap();
+        assert!(replay >= least, "{protocol}: replayed {replay}");
+        let key = format!("integers_replayed_total{{protocol=\"{protocol}\"}}");
+        assert_eq!(value(&seen, &key), replay, "{key}");
+    }
     // Every integer this process produced, from 1: the count and the last integer, read between
     // ticks (the count is taken just after the integer is published, so a read may fall
     // between the two: read again).
@@ -496,7 +532,11 @@ async fn departures_are_counted_by_why() {
     let sid = polling_session(&server, "/odd").await;
     let poll =
         format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .wait_for_log("the polling client cut too slow", |event| {
+            event["message"] == "client too slow, disconnecting"
+        })
+        .await;
     let mut received = String::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !received.contains("41/odd,") {

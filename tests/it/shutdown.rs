@@ -106,6 +106,18 @@ async fn sigterm_and_sigint_close_every_client_save_exactly_and_exit_0() {
             saved_at < first_departure && first_departure.is_some(),
             "signal {signal}: a client was let go before the positions were saved:\n{log}"
         );
+        // The socket.io client's departure is the shutdown's too, though socketioxide closes
+        // its session without calling its disconnect handler.
+        let sio_departure = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["message"] == "disconnected" && event["span"]["ns"] == "/even")
+            .map(|event| event["departure"].clone());
+        assert_eq!(
+            sio_departure,
+            Some(serde_json::json!("server shutting down")),
+            "signal {signal}: the socket.io client's departure:\n{log}"
+        );
         // Exactly the last integer each stream's client read: not a reservation ahead, and no
         // integer produced that a client still connected was never sent.
         let odd = saved["odd"].as_u64().unwrap();

@@ -128,21 +128,35 @@ test("namespaces multiplexed on one connection each get their own stream", async
   even.disconnect();
 });
 
+// Two sockets on one Manager (one connection), each with its namespace and auth, and the
+// stream each must get.
+async function sharingOneConnection(managerOptions, wanted) {
+  const manager = new Manager(server.url, { reconnection: false, ...managerOptions });
+  const opened = wanted.map(([namespace, auth]) => manager.socket(namespace, { auth }));
+  sockets.push(...opened);
+  for (const socket of opened) socket.connect();
+  const got = await Promise.all(opened.map((socket) => integers(socket, 3)));
+  wanted.forEach(([, , parity], i) => assertConsecutive(assert, got[i], parity));
+  for (const socket of opened) socket.disconnect();
+}
+
+// Promise: sio-namespaces
+test("/odd and /even keep their stream whatever the connection's query or auth asks", async () => {
+  // The connection's query asks `/` for even; each namespace's auth asks for the other stream.
+  await sharingOneConnection({ query: { even: "" } }, [
+    ["/odd", { even: true }, "odd"],
+    ["/even", { even: false }, "even"],
+  ]);
+});
+
 // Promise: sio-root
 test("/ with auth { even: true } on a connection shared with /odd is even", async () => {
   // The second namespace rides on the first one's connection, whose query it cannot change:
   // auth is how it asks for even.
-  const manager = new Manager(server.url, { reconnection: false });
-  const odd = manager.socket("/odd");
-  const root = manager.socket("/", { auth: { even: true } });
-  sockets.push(odd, root);
-  odd.connect();
-  root.connect();
-  const [odds, evens] = await Promise.all([integers(odd, 3), integers(root, 3)]);
-  assertConsecutive(assert, odds, "odd");
-  assertConsecutive(assert, evens, "even");
-  odd.disconnect();
-  root.disconnect();
+  await sharingOneConnection({}, [
+    ["/odd", undefined, "odd"],
+    ["/", { even: true }, "even"],
+  ]);
 });
 
 // Promise: sio-bad-namespace
