@@ -512,11 +512,20 @@ async fn a_hand_over_that_cannot_work_is_refused_at_start() {
 
 /// Sends the `listener` line to the new process at the other end of `talk`, with `socket`.
 pub(crate) fn send_listener(talk: &UnixStream, socket: &impl std::os::fd::AsRawFd) {
+    send_with_socket(talk, b"listener\n", socket);
+}
+
+/// Sends `bytes` on the control connection `talk`, with `socket` attached to the first.
+pub(crate) fn send_with_socket(
+    talk: &UnixStream,
+    bytes: &[u8],
+    socket: &impl std::os::fd::AsRawFd,
+) {
     use std::os::fd::AsRawFd;
     let fds = [socket.as_raw_fd()];
     nix::sys::socket::sendmsg::<()>(
         talk.as_raw_fd(),
-        &[std::io::IoSlice::new(b"listener\n")],
+        &[std::io::IoSlice::new(bytes)],
         &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
         nix::sys::socket::MsgFlags::empty(),
         None,

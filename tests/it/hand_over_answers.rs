@@ -6,7 +6,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use crate::common::{PATIENCE, Process, next_integers, refused_at_start, refused_within};
-use crate::hand_over::{flags, paths, send_listener};
+use crate::hand_over::{flags, paths, send_listener, send_with_socket};
 
 /// A stand-in old process at `control`, played by a thread of the test: it accepts one
 /// successor, reads its first line, answers with `answer`, and gives the connection back, open.
@@ -143,4 +143,51 @@ async fn a_new_process_told_another_version_refuses_to_start_beside_one_that_sta
     )
     .await;
     drop(staying.join().expect("the stand-in old process failed"));
+}
+
+/// The old process hands over one live raw connection and ends its batches saying it sent two:
+/// the new process serves the one it got, and its `/status` does not call the connections
+/// complete.
+// Promise: http-status-taken-over
+#[tokio::test]
+async fn a_count_of_connections_that_disagrees_leaves_the_take_over_incomplete() {
+    let (_, control, state) = paths("hand-over-miscount");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A raw client of the old process, past its upgrade: the new process writes its frames.
+    let side = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(side.local_addr().unwrap()).unwrap();
+    let (served, _) = side.accept().unwrap();
+    let handing = old_process_answering(&control, move |talk| {
+        send_listener(talk, &port);
+        let mut talk = talk;
+        let mut ready = [0u8; 6];
+        talk.read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        talk.write_all(b"stopped 0 0\n").unwrap();
+        // Owed the odd stream from 1, nothing parked.
+        let payload = b"odd 1 0 127.0.0.1:1\n";
+        send_with_socket(
+            talk,
+            format!("raw 1 {}\n", payload.len()).as_bytes(),
+            &served,
+        );
+        talk.write_all(payload).unwrap();
+        talk.write_all(b"done 2\n").unwrap();
+    });
+    let new = Process::start(0, &flags(&control, Some(&state))).await;
+    new.wait_for_log("the miscount logged", |event| {
+        event["message"] == "the predecessor's count of raw connections differs from this one's"
+    })
+    .await;
+    let taken_over = &new.status_json().await["taken_over"];
+    assert_eq!(taken_over["connections"], 1, "{taken_over}");
+    assert_eq!(taken_over["connections_complete"], false, "{taken_over}");
+    // The connection that came is served: a text frame of 1 first.
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut frame = [0u8; 3];
+    client
+        .read_exact(&mut frame)
+        .expect("the connection handed over got no frame in time");
+    assert_eq!(&frame, b"\x81\x011");
+    drop(handing.join().expect("the stand-in old process failed"));
 }

@@ -327,7 +327,7 @@ fn activation_with(
     let script = format!(r#"{variables} exec "$0" "$@""#);
     let mut command = Process::command_under(&["sh", "-c", &script], 0, args);
     let passed = passed.to_vec();
-    // SAFETY: between fork and exec the closure calls only fcntl and dup2, which are
+    // SAFETY: between fork and exec the closure calls only fcntl, dup2 and close, which are
     // async-signal-safe, and allocates nothing (`passed` was copied before the fork).
     unsafe {
         command.pre_exec(move || {
@@ -343,6 +343,13 @@ fn activation_with(
             for (index, &fd) in high.iter().take(passed.len()).enumerate() {
                 if libc::dup2(fd, 3 + index as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Nothing else passes: a descriptor the test inherited without close-on-exec
+            // (cargo's jobserver pipes) would stand where the server's own descriptors go.
+            for fd in 3 + passed.len() as i32..1024 {
+                if libc::fcntl(fd, libc::F_GETFD) == 0 {
+                    libc::close(fd);
                 }
             }
             Ok(())
