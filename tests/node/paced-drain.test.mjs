@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { io } from "socket.io-client";
@@ -130,6 +131,51 @@ test("a paced drain lets clients go one at a time while the streams run", async 
     }
   } finally {
     for (const client of all) client.close();
+    await server.stop();
+  }
+});
+
+// One socket.io handshake on a connection of its own, closed once answered.
+function oneShotHandshake(url) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(`${url}/socket.io/?EIO=4&transport=polling`, {
+      agent: false,
+      headers: { Connection: "close" },
+    });
+    request.setTimeout(10000, () => request.destroy(new Error("no handshake answer in 10 s")));
+    request.on("error", reject);
+    request.on("response", (response) => {
+      assert.equal(response.statusCode, 200, "a handshake's status");
+      response.resume();
+      response.on("end", resolve);
+    });
+  });
+}
+
+// Promise: drain-pace-sio
+test("socket.io connections open after a thousand others came and went are paced", async () => {
+  const server = await startServer({ intervalMs: INTERVAL_MS, extraArgs: PACED });
+  const socketio = [];
+  for (let i = 0; i < 8; i++) {
+    socketio.push(leavingSocketIoClient(server.url, i % 2 ? "even" : "odd", ["websocket"]));
+  }
+  try {
+    await waitUntil("every client's first integers", () =>
+      socketio.every((c) => c.seen.length >= 3),
+    );
+    // The server's record of the connections socket.io runs on is swept of the closed ones
+    // once it holds 1,024: these pass that, and the open ones must stay in it.
+    for (let i = 0; i < 1100; i++) await oneShotHandshake(server.url);
+    const signalled = Date.now();
+    assert.equal(await server.stop(), 0, "the server did not exit cleanly");
+    await waitUntil("every client let go", () => socketio.every((c) => c.left && c.attempts > 0));
+    const { first, last, times } = spread(socketio, signalled);
+    assert.ok(
+      last - first >= PACE_MS / 2,
+      `socket.io clients left within ${last - first} ms of each other: ${times}`,
+    );
+  } finally {
+    for (const client of socketio) client.close();
     await server.stop();
   }
 });
