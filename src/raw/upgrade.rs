@@ -262,9 +262,9 @@ mod tests {
 
     #[test]
     fn a_connection_handed_over_resumes_after_the_integer_before_its_next() {
-        assert_eq!(resume_before(Parity::Odd, 7), Resume::since(5));
-        assert_eq!(resume_before(Parity::Even, 8), Resume::since(6));
-        assert_eq!(resume_before(Parity::Odd, 1), Resume::default());
-        assert_eq!(resume_before(Parity::Even, 2), Resume::default());
+        assert_eq!(resume_before(Parity::Odd, 7).after(), Some(5));
+        assert_eq!(resume_before(Parity::Even, 8).after(), Some(6));
+        assert_eq!(resume_before(Parity::Odd, 1).after(), None);
+        assert_eq!(resume_before(Parity::Even, 2).after(), None);
     }
 }

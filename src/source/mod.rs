@@ -136,4 +136,29 @@ mod tests {
             );
         }
     }
+
+    /// The beat a clock leaves for the process taking over: a beat up to 5 ms late (the
+    /// runtime's own allowance) keeps the cadence, so the next is due when it
+    /// would have been; a beat later than that moves the cadence on with it.
+    // Promise: hand-over-cadence, overload-late-ticks
+    #[tokio::test(start_paused = true)]
+    async fn the_beat_left_keeps_the_cadence_unless_a_beat_came_late() {
+        let ms = |millis| Duration::from_millis(millis);
+        let start = Instant::now();
+        let mut beats = HalfBeats::starting_at(start, ms(100));
+        assert_eq!(beats.next().await, Parity::Odd);
+        let upcoming = |parity, at| NextBeat { parity, at };
+        assert_eq!(beats.upcoming(), upcoming(Parity::Even, start + ms(50)));
+        // 3 ms late, then 5 ms late: the cadence holds.
+        tokio::time::advance(ms(53)).await;
+        assert_eq!(beats.next().await, Parity::Even);
+        assert_eq!(beats.upcoming(), upcoming(Parity::Odd, start + ms(100)));
+        tokio::time::advance(ms(52)).await;
+        assert_eq!(beats.next().await, Parity::Odd);
+        assert_eq!(beats.upcoming(), upcoming(Parity::Even, start + ms(150)));
+        // 50 ms late: the next beat is due half an interval after this one came.
+        tokio::time::advance(ms(95)).await;
+        assert_eq!(beats.next().await, Parity::Even);
+        assert_eq!(beats.upcoming(), upcoming(Parity::Odd, start + ms(250)));
+    }
 }

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use crate::common::{
-    PATIENCE, TestServer, http, next_integers, small_buffer_connection, test_config,
-    upgrade_request,
+    PATIENCE, TestServer, download_begun, http, next_integers, test_config, upgrade_request,
 };
 use integers::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,68 +196,6 @@ async fn an_unused_v2_session_moves_no_stream_and_is_closed_at_the_join_timeout(
     }
 }
 
-/// Once a crowd has come and gone, the memory it took is handed back: without that, the
-/// allocator would keep the peak for good, and none of it comes back. 3,000 raw clients
-/// connect, each having read an integer, and leave; the resident memory they added falls by a
-/// tenth at least, where without the hand-back it does not fall at all. Not all of it: pages
-/// still shared with live allocations stay, and the last clients to leave may be fewer than
-/// the crowd that sets off a hand-back (a loaded machine, with the other tests running beside
-/// this one, gets less back than a quiet one).
-///
-/// When: never while the crowd is there, and at the first look (one a second) that finds the
-/// fall over, so within two looks of the last leaving. The test allows six seconds for a
-/// loaded machine; a server waiting out its ten looks for a fall that goes on takes ten.
-// Promise: attack-memory-returned, attack-memory-returned-when
-#[tokio::test]
-async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
-    const CROWD: usize = 3000;
-    let server = crate::common::Process::start(0, &["--no-state", "--interval-ms", "100"]).await;
-    let before = server.rss_kib();
-    let mut clients = Vec::with_capacity(CROWD);
-    for _ in 0..CROWD {
-        clients.push(server.raw("/_ws/").await);
-    }
-    for client in &mut clients {
-        next_integers(client, 1).await;
-    }
-    let crowded = server.rss_kib();
-    let grown = crowded.saturating_sub(before);
-    assert!(grown > 4 * 1024, "{CROWD} clients added only {grown} KiB");
-    let handed_back = |line: &serde_json::Value| line["message"] == "memory handed back";
-    assert!(
-        !server.log.lock().unwrap().contains("memory handed back"),
-        "memory handed back while the crowd was there"
-    );
-    drop(clients);
-    server
-        .wait_for_status("the crowd to leave", |s| s.odd.subscribers.raw == 0)
-        .await;
-    let event = server
-        .wait_for_log_within(Duration::from_secs(6), "memory handed back", handed_back)
-        .await;
-    // Handed back once the crowd had gone, for a fall of a thousand at least.
-    let count = |field: &str| {
-        event[field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{field}: {event}"))
-    };
-    let (open, highest) = (count("open"), count("highest"));
-    assert!(open < 100 && highest >= open + 1000, "{event}");
-    let deadline = tokio::time::Instant::now() + crate::common::PATIENCE;
-    loop {
-        let now = server.rss_kib();
-        if now <= before + grown * 9 / 10 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "resident memory: {before} KiB before, {crowded} KiB with the crowd, {now} KiB \
-             after it left"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 /// A connection its client resets gives its place under the limit back as soon as the server
 /// sees the reset: one reset in the middle of a request head, not when the 10 s for a head
 /// run out, and one reset while the server is still writing an answer (the demo page's
@@ -281,16 +218,7 @@ async fn a_connection_reset_by_its_client_gives_its_place_back_at_once() {
         .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Half: ")
         .await
         .unwrap();
-    let mut mid_answer = small_buffer_connection(server.addr).await;
-    mid_answer
-        .write_all(b"GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let mut first = [0; 1];
-    tokio::time::timeout(PATIENCE, mid_answer.read_exact(&mut first))
-        .await
-        .expect("no answer begun in time")
-        .unwrap();
+    let (mid_answer, _) = download_begun(server.addr).await;
     for stream in [mid_head, mid_answer] {
         // Dropped with a zero linger: closed with a reset.
         stream.set_zero_linger().unwrap();

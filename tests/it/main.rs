@@ -12,6 +12,7 @@ mod hand_over;
 mod hand_over_answers;
 mod health_check;
 mod http_surface;
+mod memory_returned;
 mod operability;
 mod raw_websocket;
 mod readme;

@@ -617,3 +617,52 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
         );
     }
 }
+
+/// An answer under way at SIGTERM is finished before the process exits: a client reading the
+/// demo page's 190 KB source map slowly, most of it still unsent when the server stops
+/// accepting, gets all of it, and the process then exits 0 without waiting out the drain.
+// Promise: shutdown-answers-finish, restart-exit-0
+#[tokio::test]
+async fn an_answer_under_way_at_sigterm_is_finished_before_the_exit() {
+    use tokio::io::AsyncReadExt;
+    let mut server = Process::start(0, &["--no-state", "--drain-ms", "20000"]).await;
+    let (mut download, first) = crate::common::download_begun(server.addr).await;
+    let pid = server.child.id().unwrap() as i32;
+    let signalled = tokio::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    server
+        .wait_for_log("the server to stop accepting", |event| {
+            event["message"] == "stopped accepting connections"
+        })
+        .await;
+    let mut answer = vec![first];
+    tokio::time::timeout(PATIENCE, download.read_to_end(&mut answer))
+        .await
+        .expect("the answer did not end in time")
+        .expect("the answer was cut");
+    let head_end = answer
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = String::from_utf8_lossy(&answer[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("a Content-Length")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(length > 100_000, "{head}");
+    assert_eq!(answer.len() - head_end, length, "the body was cut short");
+    let exit = tokio::time::timeout(PATIENCE, server.child.wait())
+        .await
+        .expect("still running after the answer ended")
+        .unwrap();
+    assert!(exit.success(), "exit {exit:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "the exit waited out the drain"
+    );
+}

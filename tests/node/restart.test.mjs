@@ -96,3 +96,30 @@ test("a crash (kill -9): no client ever sees an integer twice", async (t) => {
       `crash`,
   );
 });
+
+// A SIGTERM closes every socket.io transport before the process exits: a long-polling client's
+// open poll is answered with the close, not cut, so it sees "transport close" as a WebSocket
+// client does, and not "transport error".
+// Promise: sio-shutdown
+test("a SIGTERM closes socket.io's WebSocket and long-polling transports alike", async () => {
+  const server = await startServer({ intervalMs: INTERVAL_MS });
+  const clients = [];
+  for (const transports of [["websocket"], ["polling"]]) {
+    for (const parity of ["odd", "even"]) {
+      clients.push(socketIoClient(server.url, parity, { transports, reconnection: false }));
+    }
+  }
+  try {
+    await waitUntil("every client's first integers", () =>
+      clients.every((c) => c.seen.length >= 3),
+    );
+    assert.equal(await server.stop(), 0, "the server did not exit cleanly");
+    await waitUntil("every client's disconnect", () => clients.every((c) => c.left.length > 0));
+    for (const [i, client] of clients.entries()) {
+      const transport = i < 2 ? "websocket" : "polling";
+      assert.equal(client.left[0].reason, "transport close", `a ${transport} client`);
+    }
+  } finally {
+    for (const client of clients) client.close();
+  }
+});

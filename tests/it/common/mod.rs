@@ -241,6 +241,23 @@ pub(crate) async fn small_buffer_connection(addr: SocketAddr) -> TcpStream {
         .expect("the connection was refused")
 }
 
+/// A download under way: a connection with a small receive buffer that asked for the demo
+/// page's 190 KB source map and has read the answer's first byte, so that most of the answer
+/// is still to be written. Returns the connection and that byte.
+pub(crate) async fn download_begun(addr: SocketAddr) -> (TcpStream, u8) {
+    let mut stream = small_buffer_connection(addr).await;
+    stream
+        .write_all(b"GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0; 1];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut first))
+        .await
+        .expect("no answer begun in time")
+        .unwrap();
+    (stream, first[0])
+}
+
 /// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
 /// reads slowly backs up after a few kilobytes.
 pub(crate) async fn small_buffer_client(addr: SocketAddr, url: &str) -> Ws {
