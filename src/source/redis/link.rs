@@ -164,3 +164,7 @@ impl Backoff {
         self.attempts = 0;
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;
