@@ -26,9 +26,7 @@ const MOST_LOOKS_FALLING: u32 = 10;
 
 /// Hands free memory back whenever a crowd has left, until `shutdown`.
 pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationToken) {
-    let mut highest = admission.load();
-    let mut last = highest;
-    let mut looks_falling = 0;
+    let mut seen = Looks::new(admission.load());
     let mut looks = tokio::time::interval(LOOK_EVERY);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,22 +34,53 @@ pub(crate) async fn after_crowds(admission: Admission, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
             _ = looks.tick() => {}
         }
-        let now = admission.load();
-        highest = highest.max(now);
-        let falling = now < last;
-        last = now;
-        if highest - now < CROWD {
-            looks_falling = 0;
-            continue;
+        let open = admission.load();
+        if let Some(highest) = seen.look(open)
+            && let Ok(true) = tokio::task::spawn_blocking(trim).await
+        {
+            info!(open, highest, "memory handed back");
         }
-        looks_falling += 1;
-        if !falling || looks_falling >= MOST_LOOKS_FALLING {
-            if let Ok(true) = tokio::task::spawn_blocking(trim).await {
-                info!(open = now, highest, "memory handed back");
-            }
-            highest = now;
-            looks_falling = 0;
+    }
+}
+
+/// What the looks have seen since memory was last handed back.
+#[derive(Debug)]
+struct Looks {
+    /// The most connections and sessions open at one look.
+    highest: usize,
+    /// Those open at the last look.
+    last: usize,
+    /// Looks in a row that found a crowd gone and the count still falling.
+    falling: u32,
+}
+
+impl Looks {
+    fn new(open: usize) -> Looks {
+        Looks {
+            highest: open,
+            last: open,
+            falling: 0,
         }
+    }
+
+    /// Takes in the connections and sessions `open` at a look. Once a crowd has gone and the
+    /// fall has paused (or gone on for [`MOST_LOOKS_FALLING`] looks), gives the height it fell
+    /// from: the memory is to be handed back now, and the next crowd is counted from here.
+    fn look(&mut self, open: usize) -> Option<usize> {
+        self.highest = self.highest.max(open);
+        let falling = open < self.last;
+        self.last = open;
+        if self.highest - open < CROWD {
+            self.falling = 0;
+            return None;
+        }
+        self.falling += 1;
+        if falling && self.falling < MOST_LOOKS_FALLING {
+            return None;
+        }
+        let highest = self.highest;
+        *self = Looks::new(open);
+        Some(highest)
     }
 }
 
@@ -69,4 +98,46 @@ fn trim() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each look in turn gives, for the counts open at those looks.
+    fn looks(from: usize, counts: &[usize]) -> Vec<Option<usize>> {
+        let mut seen = Looks::new(from);
+        counts.iter().map(|&open| seen.look(open)).collect()
+    }
+
+    // Promise: attack-memory-returned-when
+    #[test]
+    fn never_while_the_crowd_is_there_and_once_its_fall_pauses() {
+        assert_eq!(
+            looks(0, &[500, 1500, 1500, 1000, 400, 400, 400]),
+            [None, None, None, None, None, Some(1500), None]
+        );
+    }
+
+    // Promise: attack-memory-returned-when
+    #[test]
+    fn a_thousand_fewer_is_a_crowd_and_one_less_is_not() {
+        assert_eq!(
+            looks(1500, &[501, 501, 500, 500]),
+            [None, None, None, Some(1500)]
+        );
+        assert_eq!(looks(1500, &[500, 500]), [None, Some(1500)]);
+    }
+
+    // Promise: attack-memory-returned-when
+    #[test]
+    fn a_crowd_still_trickling_away_is_handed_back_at_its_tenth_look() {
+        // From 3,000, a hundred fewer at each look: 2,000 is the first look a crowd has gone,
+        // and the tenth from there (1,100) hands back, the fall still going on.
+        let counts: Vec<usize> = (1..=20).map(|look| 3000 - 100 * look).collect();
+        let given = looks(3000, &counts);
+        let handed: Vec<usize> = (0..counts.len()).filter(|&i| given[i].is_some()).collect();
+        assert_eq!(handed, [18]);
+        assert_eq!(given[18], Some(3000));
+    }
 }
