@@ -2,7 +2,6 @@
 // redis-sentinel and nginx, on random loopback ports), and checks the cluster tests share.
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { freePort, startServer, waitUntil } from "./server.mjs";
+import { eventWithin, freePort, startServer, waitUntil } from "./server.mjs";
 
 export { freePort, waitUntil };
 
@@ -39,7 +38,7 @@ export async function startProcess(command, args, ready) {
     async stop(signal = "SIGTERM") {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill(signal);
-      await once(child, "exit");
+      await eventWithin(child, "exit", `${command} to exit after ${signal}`, 15000);
     },
   };
 }

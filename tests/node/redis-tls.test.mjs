@@ -171,7 +171,7 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
 
   // Promise: cluster-redis-down-status, cluster-redis-down-metric, cluster-redis-down-pause
   // Promise: tls-files-need-rediss, tls-start-error, tls-no-fallback, tls-plain-server-nothing
-  // Promise: metric-redis-up
+  // Promise: metric-redis-up, http-status-cluster
   it("never falls back to plain TCP", async () => {
     // rediss:// at a server that speaks plain Redis: the handshake gets no answer, the
     // instance waits for a Redis it can verify, and sends that server no command.
@@ -194,6 +194,7 @@ describe("cluster mode on a Redis that speaks only TLS", () => {
       );
       const status = await instance.status();
       assert.equal(status.cluster.redis_up, false);
+      assert.equal(status.cluster.redis_primary, null, "a primary named before any connection");
       assert.equal(status.odd.last, null, "integers without the Redis that was asked for");
       assert.deepEqual(client.seen, []);
       assert.equal(await metric(instance.url, "integers_redis_up"), 0);
