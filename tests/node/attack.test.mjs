@@ -346,14 +346,12 @@ async function post(path, body) {
 // Promise: attack-upgrade-churn
 test("upgrade churn: streams opened and dropped leave nothing behind", async () => {
   for (let batch = 0; batch < 6; batch++) {
-    const dropped = Array.from({ length: 50 }, (_, i) => {
+    const dropped = Array.from({ length: 50 }, async (_, i) => {
       const ws = new WebSocket(`${server.wsUrl}/_ws/${i % 2 ? "?even" : ""}`, {
         localAddress: "127.0.0.8",
       });
-      return new Promise((resolve, reject) => {
-        ws.on("open", () => resolve(ws.terminate()));
-        ws.on("error", reject);
-      });
+      await eventWithin(ws, "open", "a churned raw stream's upgrade");
+      ws.terminate();
     });
     await Promise.all(dropped);
   }

@@ -5,7 +5,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
-import { startServer } from "./server.mjs";
+import { eventWithin, startServer } from "./server.mjs";
 import { rawClient, socketIoClient } from "./clients.mjs";
 import {
   assertGapless,
@@ -306,7 +306,7 @@ describe("three instances finding Redis through three Sentinels", () => {
     const set = await startSentinelSet();
     // A listener that takes connections and never says a word, first in the list.
     const hung = createServer(() => {});
-    await new Promise((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    await eventWithin(hung.listen(0, "127.0.0.1"), "listening", "the silent Sentinel listening");
     const urls = [`redis://127.0.0.1:${hung.address().port}`, ...set.sentinelUrls];
     let instance;
     try {

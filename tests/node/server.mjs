@@ -228,7 +228,7 @@ export async function startGate() {
     upstream.pipe(client);
   });
   gate.listen(await freePort(), "127.0.0.1");
-  await once(gate, "listening");
+  await eventWithin(gate, "listening", "the gate listening");
   const { port } = gate.address();
   return {
     port,
@@ -242,7 +242,7 @@ export async function startGate() {
         gate.close();
       } else if (server !== null && !gate.listening) {
         gate.listen(port, "127.0.0.1");
-        await once(gate, "listening");
+        await eventWithin(gate, "listening", "the gate listening again");
       }
     },
     close() {
