@@ -140,4 +140,15 @@ mod tests {
         assert_eq!(handed, [18]);
         assert_eq!(given[18], Some(3000));
     }
+
+    // Promise: attack-memory-returned-when
+    #[test]
+    fn a_crowd_back_before_the_fall_is_over_starts_the_ten_looks_again() {
+        let counts = [
+            1900, 2500, 1900, 1850, 1800, 1750, 1700, 1650, 1600, 1550, 1500, 1450,
+        ];
+        let given = looks(3000, &counts);
+        let handed: Vec<usize> = (0..counts.len()).filter(|&i| given[i].is_some()).collect();
+        assert_eq!(handed, [11]);
+    }
 }

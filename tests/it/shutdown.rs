@@ -628,7 +628,6 @@ async fn an_answer_under_way_at_sigterm_is_finished_before_the_exit() {
     let mut server = Process::start(0, &["--no-state", "--drain-ms", "20000"]).await;
     let (mut download, first) = crate::common::download_begun(server.addr).await;
     let pid = server.child.id().unwrap() as i32;
-    let signalled = tokio::time::Instant::now();
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     server
@@ -656,13 +655,10 @@ async fn an_answer_under_way_at_sigterm_is_finished_before_the_exit() {
         .unwrap();
     assert!(length > 100_000, "{head}");
     assert_eq!(answer.len() - head_end, length, "the body was cut short");
+    // The drain allows 20 s: an exit within 10 s did not wait it out.
     let exit = tokio::time::timeout(PATIENCE, server.child.wait())
         .await
-        .expect("still running after the answer ended")
+        .expect("still running 10 s after the answer ended")
         .unwrap();
     assert!(exit.success(), "exit {exit:?}");
-    assert!(
-        signalled.elapsed() < Duration::from_secs(20),
-        "the exit waited out the drain"
-    );
 }

@@ -38,7 +38,12 @@ export async function startProcess(command, args, ready) {
     async stop(signal = "SIGTERM") {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill(signal);
-      await eventWithin(child, "exit", `${command} to exit after ${signal}`, 15000);
+      try {
+        await eventWithin(child, "exit", `${command} to exit after ${signal}`, 15000);
+      } catch (error) {
+        child.kill("SIGKILL");
+        throw error;
+      }
     },
   };
 }

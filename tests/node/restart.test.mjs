@@ -121,5 +121,6 @@ test("a SIGTERM closes socket.io's WebSocket and long-polling transports alike",
     }
   } finally {
     for (const client of clients) client.close();
+    await server.stop();
   }
 });
