@@ -110,6 +110,14 @@ mod tests {
         counts.iter().map(|&open| seen.look(open)).collect()
     }
 
+    /// The looks that hand memory back, each with the height it gives.
+    fn handed_at(from: usize, counts: &[usize]) -> Vec<(usize, usize)> {
+        let given = looks(from, counts).into_iter().enumerate();
+        given
+            .filter_map(|(i, highest)| Some((i, highest?)))
+            .collect()
+    }
+
     // Promise: attack-memory-returned-when
     #[test]
     fn never_while_the_crowd_is_there_and_once_its_fall_pauses() {
@@ -135,10 +143,7 @@ mod tests {
         // From 3,000, a hundred fewer at each look: 2,000 is the first look a crowd has gone,
         // and the tenth from there (1,100) hands back, the fall still going on.
         let counts: Vec<usize> = (1..=20).map(|look| 3000 - 100 * look).collect();
-        let given = looks(3000, &counts);
-        let handed: Vec<usize> = (0..counts.len()).filter(|&i| given[i].is_some()).collect();
-        assert_eq!(handed, [18]);
-        assert_eq!(given[18], Some(3000));
+        assert_eq!(handed_at(3000, &counts), [(18, 3000)]);
     }
 
     // Promise: attack-memory-returned-when
@@ -147,8 +152,6 @@ mod tests {
         let counts = [
             1900, 2500, 1900, 1850, 1800, 1750, 1700, 1650, 1600, 1550, 1500, 1450,
         ];
-        let given = looks(3000, &counts);
-        let handed: Vec<usize> = (0..counts.len()).filter(|&i| given[i].is_some()).collect();
-        assert_eq!(handed, [11]);
+        assert_eq!(handed_at(3000, &counts), [(11, 3000)]);
     }
 }

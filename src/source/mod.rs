@@ -138,8 +138,8 @@ mod tests {
     }
 
     /// The beat a clock leaves for the process taking over: a beat up to 5 ms late (the
-    /// runtime's own allowance) keeps the cadence, so the next is due when it
-    /// would have been; a beat later than that moves the cadence on with it.
+    /// runtime's own allowance) keeps the cadence, so the next is due when it would have been;
+    /// a beat later than that moves the cadence on with it.
     // Promise: hand-over-cadence, overload-late-ticks
     #[tokio::test(start_paused = true)]
     async fn the_beat_left_keeps_the_cadence_unless_a_beat_came_late() {

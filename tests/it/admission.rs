@@ -218,7 +218,7 @@ async fn a_connection_reset_by_its_client_gives_its_place_back_at_once() {
         .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Half: ")
         .await
         .unwrap();
-    let (mid_answer, _) = download_begun(server.addr).await;
+    let mid_answer = download_begun(server.addr).await;
     for stream in [mid_head, mid_answer] {
         // Dropped with a zero linger: closed with a reset.
         stream.set_zero_linger().unwrap();

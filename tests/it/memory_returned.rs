@@ -9,8 +9,9 @@ use crate::common::{PATIENCE, Process, http, next_integers, socketio_websocket};
 const CROWD: u64 = 1000;
 
 /// Waits for the hand-back's log line (looks come once a second; six seconds leave room for a
-/// loaded machine) and returns its `open` and `highest`.
-async fn handed_back(server: &Process) -> (u64, u64) {
+/// loaded machine), checks that it came once the crowd had gone (fewer than `most_open` still
+/// open, a crowd fewer than at the height), and returns the height.
+async fn handed_back(server: &Process, most_open: u64) -> u64 {
     let event = server
         .wait_for_log_within(Duration::from_secs(6), "memory handed back", |line| {
             line["message"] == "memory handed back"
@@ -21,7 +22,12 @@ async fn handed_back(server: &Process) -> (u64, u64) {
             .as_u64()
             .unwrap_or_else(|| panic!("{field}: {event}"))
     };
-    (count("open"), count("highest"))
+    let (open, highest) = (count("open"), count("highest"));
+    assert!(
+        open < most_open && highest >= open + CROWD,
+        "open {open}, highest {highest}"
+    );
+    highest
 }
 
 /// Polls `/status` until the sessions open are `joined` and `pending`.
@@ -75,12 +81,7 @@ async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
     server
         .wait_for_status("the crowd to leave", |s| s.odd.subscribers.raw == 0)
         .await;
-    // Handed back once the crowd had gone, for a fall of a thousand at least.
-    let (open, highest) = handed_back(&server).await;
-    assert!(
-        open < 100 && highest >= open + CROWD,
-        "open {open}, highest {highest}"
-    );
+    handed_back(&server, 100).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let now = server.rss_kib();
@@ -92,7 +93,7 @@ async fn the_memory_a_crowd_took_is_handed_back_once_it_has_left() {
             "resident memory: {before} KiB before, {crowded} KiB with the crowd, {now} KiB \
              after it left"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -119,11 +120,7 @@ async fn a_crowd_of_socketio_clients_counts_its_connections_and_its_sessions() {
     );
     drop(clients);
     wait_for_sessions(&server, "the socket.io crowd gone", 0, 0).await;
-    let (open, highest) = handed_back(&server).await;
-    assert!(
-        open < 10 && highest >= open + CROWD,
-        "open {open}, highest {highest}"
-    );
+    let highest = handed_back(&server, 10).await;
     assert!(
         highest <= 2 * CLIENTS + 10,
         "highest {highest} of {CLIENTS} clients"
@@ -166,11 +163,7 @@ async fn a_flood_of_sessions_never_joined_is_a_crowd_once_they_close() {
         "the flood's sessions, all open (the first close 8 s after their handshake)"
     );
     wait_for_sessions(&server, "the join timeout to close every session", 0, 0).await;
-    let (open, highest) = handed_back(&server).await;
-    assert!(
-        open < 10 && highest >= open + CROWD,
-        "open {open}, highest {highest}"
-    );
+    let highest = handed_back(&server, 10).await;
     assert!(
         highest <= SESSIONS + RAW + 10,
         "highest {highest} of {SESSIONS} sessions and {RAW} connections"

@@ -624,9 +624,8 @@ async fn a_paced_drain_out_of_time_still_saves_the_exact_positions() {
 // Promise: shutdown-answers-finish, restart-exit-0
 #[tokio::test]
 async fn an_answer_under_way_at_sigterm_is_finished_before_the_exit() {
-    use tokio::io::AsyncReadExt;
     let mut server = Process::start(0, &["--no-state", "--drain-ms", "20000"]).await;
-    let (mut download, first) = crate::common::download_begun(server.addr).await;
+    let mut download = crate::common::download_begun(server.addr).await;
     let pid = server.child.id().unwrap() as i32;
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -635,26 +634,16 @@ async fn an_answer_under_way_at_sigterm_is_finished_before_the_exit() {
             event["message"] == "stopped accepting connections"
         })
         .await;
-    let mut answer = vec![first];
-    tokio::time::timeout(PATIENCE, download.read_to_end(&mut answer))
+    let answer = tokio::time::timeout(PATIENCE, crate::common::read_response(&mut download, true))
         .await
-        .expect("the answer did not end in time")
-        .expect("the answer was cut");
-    let head_end = answer
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .expect("a whole head")
-        + 4;
-    let head = String::from_utf8_lossy(&answer[..head_end]).to_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length: "))
+        .expect("the answer did not end in time");
+    let length: usize = answer
+        .header("content-length")
         .expect("a Content-Length")
-        .trim()
         .parse()
         .unwrap();
-    assert!(length > 100_000, "{head}");
-    assert_eq!(answer.len() - head_end, length, "the body was cut short");
+    assert!(length > 100_000, "{}", answer.head);
+    assert_eq!(answer.body.len(), length, "the body was cut short");
     // The drain allows 20 s: an exit within 10 s did not wait it out.
     let exit = tokio::time::timeout(PATIENCE, server.child.wait())
         .await

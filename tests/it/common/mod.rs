@@ -126,7 +126,8 @@ pub(crate) async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
         .expect("response in time")
 }
 
-async fn read_response(stream: &mut TcpStream, has_body: bool) -> HttpResponse {
+/// Reads one response from `stream`, as [`http`] does.
+pub(crate) async fn read_response(stream: &mut TcpStream, has_body: bool) -> HttpResponse {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -242,20 +243,19 @@ pub(crate) async fn small_buffer_connection(addr: SocketAddr) -> TcpStream {
 }
 
 /// A download under way: a connection with a small receive buffer that asked for the demo
-/// page's 190 KB source map and has read the answer's first byte, so that most of the answer
-/// is still to be written. Returns the connection and that byte.
-pub(crate) async fn download_begun(addr: SocketAddr) -> (TcpStream, u8) {
+/// page's 190 KB source map and whose answer has begun to arrive (seen, not read), so that
+/// most of it is still to be written.
+pub(crate) async fn download_begun(addr: SocketAddr) -> TcpStream {
     let mut stream = small_buffer_connection(addr).await;
     stream
         .write_all(b"GET /socket.io/socket.io.min.js.map HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut first = [0; 1];
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut first))
+    tokio::time::timeout(PATIENCE, stream.peek(&mut [0; 1]))
         .await
         .expect("no answer begun in time")
         .unwrap();
-    (stream, first[0])
+    stream
 }
 
 /// A WebSocket client at `url` whose socket has a small receive buffer, so that a client that
